@@ -1,0 +1,61 @@
+//! The Leptos application (pages and components) and the wire types shared with the server.
+//! Server-only code sits behind the `ssr` feature so the crate also compiles to wasm.
+pub mod wire;
+
+use leptos::prelude::*;
+use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
+use leptos_router::{
+    StaticSegment,
+    components::{Route, Router, Routes},
+};
+
+/// The HTML document around the app, rendered by the server.
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8"/>
+                <meta name="viewport" content="width=device-width, initial-scale=1"/>
+                <HydrationScripts options/>
+                <MetaTags/>
+            </head>
+            <body>
+                <App/>
+            </body>
+        </html>
+    }
+}
+
+/// Root component: routes to the pages.
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+    view! {
+        <Stylesheet id="switchyard" href="/pkg/switchyard.css"/>
+        <Title text="Switchyard"/>
+        <Router>
+            <main>
+                <Routes fallback=|| view! { <h1>"Not found"</h1> }.into_view()>
+                    <Route path=StaticSegment("") view=HomePage/>
+                </Routes>
+            </main>
+        </Router>
+    }
+}
+
+/// Placeholder home page until the operator UI lands: points at the API.
+#[component]
+fn HomePage() -> impl IntoView {
+    view! {
+        <h1>"Switchyard"</h1>
+        <p>"Jobs and workflows orchestrator. The operator pages are on their way; meanwhile the "
+            "HTTP API is live:"</p>
+        <ul>
+            <li><a href="/api/jobs">"/api/jobs"</a>" job definitions"</li>
+            <li><a href="/api/job-runs">"/api/job-runs"</a>" job runs"</li>
+            <li><a href="/api/openapi.json">"/api/openapi.json"</a>" OpenAPI document"</li>
+            <li><a href="/api/health">"/api/health"</a>" health"</li>
+        </ul>
+    }
+}

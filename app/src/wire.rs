@@ -1,0 +1,215 @@
+//! Wire types: the JSON shapes of `../shared/api.md`, shared by the REST API, server functions
+//! and the pages. They compile on both sides (server and wasm); storage entities are converted
+//! into these, never serialized directly.
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+#[cfg(feature = "ssr")]
+use utoipa::ToSchema;
+
+macro_rules! wire_enum {
+    ($(#[$m:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[cfg_attr(feature = "ssr", derive(ToSchema))]
+        pub enum $name { $(#[serde(rename = $text)] $variant),+ }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            /// The value as written on the wire and stored in the database.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+            /// Parses the wire spelling (exact, lower-case).
+            pub fn parse(text: &str) -> Option<Self> {
+                match text { $($text => Some($name::$variant),)+ _ => None }
+            }
+            /// The accepted spellings, for error messages.
+            pub fn expected() -> String {
+                [$($text),+].join(", ")
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+wire_enum!(
+    /// What kind of job a definition describes.
+    JobType { Batch = "batch", ServiceTriggered = "service-triggered", Manual = "manual" }
+);
+wire_enum!(
+    /// Life-cycle state of a job run.
+    RunStatus {
+        Pending = "pending",
+        Running = "running",
+        Succeeded = "succeeded",
+        Failed = "failed",
+        Canceled = "canceled",
+        Expired = "expired",
+    }
+);
+wire_enum!(
+    /// What started a run.
+    Trigger { Manual = "manual", Workflow = "workflow", Schedule = "schedule", Event = "event" }
+);
+wire_enum!(
+    /// How the delay between attempts grows.
+    RetryStrategy { None = "none", Fixed = "fixed", Exponential = "exponential" }
+);
+wire_enum!(
+    /// Randomisation applied to a retry delay.
+    Jitter { None = "none", Full = "full", Equal = "equal" }
+);
+
+impl RunStatus {
+    /// A run in a terminal state never changes again (except by a retry, which makes a new run).
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, RunStatus::Pending | RunStatus::Running)
+    }
+}
+
+/// Retry policy of a job definition (every field present on the wire).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct RetryPolicy {
+    /// 1..10; 1 means no retry.
+    pub max_attempts: u32,
+    pub strategy: RetryStrategy,
+    pub initial_delay_ms: u64,
+    pub max_delay_ms: u64,
+    pub jitter: Jitter,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 1,
+            strategy: RetryStrategy::None,
+            initial_delay_ms: 1000,
+            max_delay_ms: 60_000,
+            jitter: Jitter::None,
+        }
+    }
+}
+
+/// A job definition as returned by the API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct JobDefinition {
+    pub id: String,
+    pub slug: String,
+    pub name: String,
+    pub version: i32,
+    #[serde(rename = "type")]
+    pub job_type: JobType,
+    pub entry_point: String,
+    #[cfg_attr(feature = "ssr", schema(value_type = Object))]
+    pub parameters_schema: Value,
+    #[cfg_attr(feature = "ssr", schema(value_type = Object))]
+    pub default_parameters: Value,
+    pub timeout_ms: i64,
+    pub retry_policy: RetryPolicy,
+    #[cfg_attr(feature = "ssr", schema(value_type = Object))]
+    pub metadata: Value,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One stored version of a job definition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct JobDefinitionVersion {
+    pub version: i32,
+    pub definition: JobDefinition,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A job run (one logical run; `attempt` counts its executions).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct JobRun {
+    pub id: String,
+    pub job_definition_id: String,
+    pub job_slug: String,
+    pub job_version: i32,
+    pub status: RunStatus,
+    #[cfg_attr(feature = "ssr", schema(value_type = Object))]
+    pub parameters: Value,
+    #[cfg_attr(feature = "ssr", schema(value_type = Option<Object>))]
+    pub result: Option<Value>,
+    pub error_message: Option<String>,
+    pub logs_url: String,
+    #[cfg_attr(feature = "ssr", schema(value_type = Option<Object>))]
+    pub metrics: Option<Value>,
+    #[cfg_attr(feature = "ssr", schema(value_type = Option<Object>))]
+    pub context: Option<Value>,
+    pub timeout_ms: i64,
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub trigger: Trigger,
+    pub workflow_run_id: Option<String>,
+    pub workflow_step_id: Option<String>,
+    pub duration_ms: Option<i64>,
+    pub scheduled_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// `GET /api/jobs/:slug`: the definition and its most recent runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(ToSchema))]
+pub struct JobWithRuns {
+    pub job: JobDefinition,
+    pub runs: Vec<JobRun>,
+}
+
+/// Paging information of a list response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ListMeta {
+    pub limit: u64,
+    pub offset: u64,
+    pub total: Option<u64>,
+    /// Pass as `?cursor=` to get the next page; stable while new rows arrive.
+    pub next_cursor: Option<String>,
+}
+
+/// One problem of a rejected request, located by a JSON pointer into the request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(ToSchema))]
+pub struct ErrorDetail {
+    pub path: String,
+    pub message: String,
+}
+
+/// The error body: `{"error": {...}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(ToSchema))]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+    pub details: Vec<ErrorDetail>,
+}
+
+/// An event as carried by `GET /api/events` (`data:` of each SSE message).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(ToSchema))]
+pub struct EventMessage {
+    #[serde(rename = "type")]
+    pub event_type: String,
+    #[cfg_attr(feature = "ssr", schema(value_type = Object))]
+    pub data: Value,
+}

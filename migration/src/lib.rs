@@ -1,0 +1,16 @@
+//! Database schema, as reversible sea-orm migrations. The same code runs on SQLite and
+//! PostgreSQL. Table names avoid `jobs`/`workers`: apalis owns `Jobs` and `Workers` in the
+//! SQLite file and SQLite names ignore case.
+pub use sea_orm_migration::prelude::*;
+
+mod m20261123_000001_jobs_foundation;
+
+/// All migrations, oldest first.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261123_000001_jobs_foundation::Migration)]
+    }
+}

@@ -1,0 +1,136 @@
+//! Database connection: SQLite (embedded default, a file in the data directory) or PostgreSQL
+//! (`DATABASE_URL=postgres://...`). One sqlx pool per process, shared by SeaORM and apalis.
+use std::{path::Path, str::FromStr, time::Duration};
+
+use anyhow::Context as _;
+use sea_orm::{DatabaseConnection, SqlxPostgresConnector, SqlxSqliteConnector};
+use sea_orm_migration::MigratorTrait;
+use sqlx::{
+    postgres::{PgPool, PgPoolOptions},
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous},
+};
+
+/// Which database this process talks to, with its raw pool (apalis and LISTEN need it).
+#[derive(Clone, Debug)]
+pub enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// The connection shared by every part of the process.
+#[derive(Clone, Debug)]
+pub struct Database {
+    pub conn: DatabaseConnection,
+    pub pool: Pool,
+}
+
+impl Database {
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.pool, Pool::Postgres(_))
+    }
+
+    /// Connects without migrating.
+    pub async fn connect(data_dir: &Path, url: Option<&str>) -> anyhow::Result<Database> {
+        match url {
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                let pool = PgPoolOptions::new()
+                    .max_connections(20)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect(url)
+                    .await
+                    .context("connecting to PostgreSQL")?;
+                Ok(Database {
+                    conn: SqlxPostgresConnector::from_sqlx_postgres_pool(pool.clone()),
+                    pool: Pool::Postgres(pool),
+                })
+            }
+            other => {
+                let options = match other {
+                    Some(url) => SqliteConnectOptions::from_str(url)
+                        .with_context(|| "parsing the SQLite database URL")?,
+                    None => {
+                        std::fs::create_dir_all(data_dir).with_context(|| {
+                            format!("creating the data directory {}", data_dir.display())
+                        })?;
+                        SqliteConnectOptions::new().filename(data_dir.join("switchyard.db"))
+                    }
+                };
+                let options = options
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(15))
+                    .foreign_keys(true);
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(8)
+                    .acquire_timeout(Duration::from_secs(15))
+                    .connect_with(options)
+                    .await
+                    .context("opening the SQLite database")?;
+                Ok(Database {
+                    conn: SqlxSqliteConnector::from_sqlx_sqlite_pool(pool.clone()),
+                    pool: Pool::Sqlite(pool),
+                })
+            }
+        }
+    }
+
+    /// Connects, then applies our migrations and apalis' own.
+    pub async fn connect_and_migrate(data_dir: &Path, url: Option<&str>) -> anyhow::Result<Database> {
+        let db = Self::connect(data_dir, url).await?;
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        migration::Migrator::up(&self.conn, None).await.context("applying migrations")?;
+        match &self.pool {
+            Pool::Sqlite(pool) => apalis_sqlite::SqliteStorage::setup(pool)
+                .await
+                .context("setting up the apalis SQLite queue")?,
+            Pool::Postgres(pool) => apalis_postgres::PostgresStorage::setup(pool)
+                .await
+                .context("setting up the apalis PostgreSQL queue")?,
+        }
+        if let Pool::Sqlite(pool) = &self.pool {
+            // apalis' setup switches one pooled connection to synchronous=OFF; a crash could
+            // then lose committed runs. Put it back on every connection we can reach.
+            sqlx::query("PRAGMA synchronous = NORMAL").execute(pool).await?;
+        }
+        Ok(())
+    }
+
+    /// True when the database answers and no migration is pending.
+    pub async fn ready(&self) -> Result<(), String> {
+        use sea_orm::ConnectionTrait;
+        self.conn.execute_unprepared("SELECT 1").await.map_err(|e| format!("database: {e}"))?;
+        let pending = migration::Migrator::get_pending_migrations(&self.conn)
+            .await
+            .map_err(|e| format!("migrations: {e}"))?;
+        if pending.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{} migration(s) pending", pending.len()))
+        }
+    }
+}
+
+/// Creates an empty PostgreSQL database next to the one `admin_url` points at and returns its
+/// URL (tests and benchmarks get a database of their own).
+pub async fn create_scratch_postgres(admin_url: &str, prefix: &str) -> anyhow::Result<String> {
+    use sqlx::Connection;
+    let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(admin_url).await.context("connecting to PostgreSQL")?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).execute(&mut conn).await?;
+    let base = admin_url.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin_url);
+    Ok(format!("{base}/{name}"))
+}
+
+/// Drops a database made by [`create_scratch_postgres`].
+pub async fn drop_scratch_postgres(admin_url: &str, url: &str) -> anyhow::Result<()> {
+    use sqlx::Connection;
+    let name = url.rsplit('/').next().unwrap_or_default();
+    let mut conn = sqlx::PgConnection::connect(admin_url).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))).execute(&mut conn).await?;
+    Ok(())
+}

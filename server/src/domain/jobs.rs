@@ -1,0 +1,513 @@
+//! Job definitions and run requests: parsed once from JSON into checked domain values, with
+//! every problem reported at once.
+use app::wire::{Jitter, JobType, RetryPolicy, RetryStrategy, Trigger};
+use serde_json::{Map, Value};
+
+use super::{Problems, problems::pointer_segment};
+
+pub const MIN_TIMEOUT_MS: i64 = 1_000;
+pub const MAX_TIMEOUT_MS: i64 = 86_400_000;
+pub const DEFAULT_TIMEOUT_MS: i64 = 600_000;
+pub const MAX_DELAY_MS: i64 = 30 * 86_400_000;
+
+/// A slug: `^[a-z0-9][a-z0-9_-]{0,99}$`, lower-cased on input.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Slug(String);
+
+impl Slug {
+    pub fn parse(input: &str) -> Result<Slug, String> {
+        let lower = input.to_ascii_lowercase();
+        let mut chars = lower.chars();
+        let ok_first = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        let ok_rest = lower.len() <= 100
+            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        if ok_first && ok_rest {
+            Ok(Slug(lower))
+        } else {
+            Err("must match ^[a-z0-9][a-z0-9_-]{0,99}$".into())
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A validated job definition as submitted (without id and timestamps).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobSpec {
+    pub slug: Slug,
+    pub name: String,
+    pub version: i32,
+    pub job_type: JobType,
+    pub entry_point: String,
+    pub parameters_schema: Value,
+    pub default_parameters: Value,
+    pub timeout_ms: i64,
+    pub retry_policy: RetryPolicy,
+    pub metadata: Value,
+}
+
+const JOB_FIELDS: &[&str] = &[
+    "slug",
+    "name",
+    "version",
+    "type",
+    "entryPoint",
+    "parametersSchema",
+    "defaultParameters",
+    "timeoutMs",
+    "retryPolicy",
+    "metadata",
+    // Read-only fields a client may echo back from a GET; ignored.
+    "id",
+    "createdAt",
+    "updatedAt",
+];
+
+/// Parses and validates a job definition document. `entry_points` lists the handlers compiled
+/// into the server.
+pub fn parse_job_spec(body: &Value, entry_points: &[&str]) -> Result<JobSpec, Problems> {
+    let mut p = Problems::new();
+    let Some(obj) = body.as_object() else {
+        p.add("", "the body must be a JSON object");
+        return Err(p);
+    };
+    for key in obj.keys() {
+        if !JOB_FIELDS.contains(&key.as_str()) {
+            p.add(format!("/{}", pointer_segment(key)), "unknown field");
+        }
+    }
+    let slug = match obj.get("slug") {
+        Some(Value::String(s)) => Slug::parse(s).map_err(|m| p.add("/slug", m)).ok(),
+        Some(_) => {
+            p.add("/slug", "must be a string");
+            None
+        }
+        None => {
+            p.add("/slug", "is required");
+            None
+        }
+    };
+    let name = match obj.get("name") {
+        Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 200 => Some(s.trim().to_string()),
+        Some(Value::String(_)) => {
+            p.add("/name", "must be 1 to 200 characters");
+            None
+        }
+        Some(_) => {
+            p.add("/name", "must be a string");
+            None
+        }
+        None => {
+            p.add("/name", "is required");
+            None
+        }
+    };
+    let version = match obj.get("version") {
+        None | Some(Value::Null) => 1,
+        Some(v) => match v.as_i64() {
+            Some(n) if (1..=i32::MAX as i64).contains(&n) => n as i32,
+            _ => {
+                p.add("/version", "must be a positive integer");
+                1
+            }
+        },
+    };
+    let job_type = match obj.get("type") {
+        None | Some(Value::Null) => JobType::Batch,
+        Some(Value::String(s)) => JobType::parse(s).unwrap_or_else(|| {
+            p.add("/type", format!("must be one of {}", JobType::expected()));
+            JobType::Batch
+        }),
+        Some(_) => {
+            p.add("/type", format!("must be one of {}", JobType::expected()));
+            JobType::Batch
+        }
+    };
+    let entry_point = match obj.get("entryPoint") {
+        Some(Value::String(s)) if entry_points.contains(&s.as_str()) => Some(s.clone()),
+        Some(Value::String(s)) => {
+            p.add(
+                "/entryPoint",
+                format!("unknown entry point {s:?}; known: {}", entry_points.join(", ")),
+            );
+            None
+        }
+        Some(_) => {
+            p.add("/entryPoint", "must be a string");
+            None
+        }
+        None => {
+            p.add("/entryPoint", "is required");
+            None
+        }
+    };
+    let parameters_schema = match obj.get("parametersSchema") {
+        None | Some(Value::Null) => serde_json::json!({"type": "object"}),
+        Some(schema @ (Value::Object(_) | Value::Bool(_))) => {
+            for (path, message) in schema_problems(schema) {
+                p.add(format!("/parametersSchema{path}"), message);
+            }
+            schema.clone()
+        }
+        Some(_) => {
+            p.add("/parametersSchema", "must be a JSON Schema (an object)");
+            Value::Null
+        }
+    };
+    let default_parameters = match obj.get("defaultParameters") {
+        None | Some(Value::Null) => Value::Object(Map::new()),
+        Some(v @ Value::Object(_)) => v.clone(),
+        Some(_) => {
+            p.add("/defaultParameters", "must be an object");
+            Value::Object(Map::new())
+        }
+    };
+    let timeout_ms = match obj.get("timeoutMs") {
+        None | Some(Value::Null) => DEFAULT_TIMEOUT_MS,
+        Some(v) => match v.as_i64() {
+            Some(n) if (MIN_TIMEOUT_MS..=MAX_TIMEOUT_MS).contains(&n) => n,
+            _ => {
+                p.add("/timeoutMs", format!("must be an integer from {MIN_TIMEOUT_MS} to {MAX_TIMEOUT_MS}"));
+                DEFAULT_TIMEOUT_MS
+            }
+        },
+    };
+    let retry_policy = match obj.get("retryPolicy") {
+        None | Some(Value::Null) => RetryPolicy::default(),
+        Some(v) => parse_retry_policy(v, "/retryPolicy", &mut p),
+    };
+    let metadata = match obj.get("metadata") {
+        None | Some(Value::Null) => Value::Object(Map::new()),
+        Some(v @ Value::Object(_)) => v.clone(),
+        Some(_) => {
+            p.add("/metadata", "must be an object");
+            Value::Object(Map::new())
+        }
+    };
+    match (slug, name, entry_point) {
+        (Some(slug), Some(name), Some(entry_point)) if p.is_empty() => Ok(JobSpec {
+            slug,
+            name,
+            version,
+            job_type,
+            entry_point,
+            parameters_schema,
+            default_parameters,
+            timeout_ms,
+            retry_policy,
+            metadata,
+        }),
+        _ => Err(p),
+    }
+}
+
+/// Parses a retry policy object; missing fields get defaults.
+pub fn parse_retry_policy(v: &Value, at: &str, p: &mut Problems) -> RetryPolicy {
+    let mut policy = RetryPolicy::default();
+    let Some(obj) = v.as_object() else {
+        p.add(at, "must be an object");
+        return policy;
+    };
+    for key in obj.keys() {
+        if !["maxAttempts", "strategy", "initialDelayMs", "maxDelayMs", "jitter"].contains(&key.as_str()) {
+            p.add(format!("{at}/{}", pointer_segment(key)), "unknown field");
+        }
+    }
+    if let Some(v) = obj.get("maxAttempts").filter(|v| !v.is_null()) {
+        match v.as_u64() {
+            Some(n) if (1..=10).contains(&n) => policy.max_attempts = n as u32,
+            _ => p.add(format!("{at}/maxAttempts"), "must be an integer from 1 to 10"),
+        }
+    }
+    // A policy that asks for retries without naming a strategy backs off exponentially.
+    policy.strategy =
+        if policy.max_attempts > 1 { RetryStrategy::Exponential } else { RetryStrategy::None };
+    if let Some(v) = obj.get("strategy").filter(|v| !v.is_null()) {
+        match v.as_str().and_then(RetryStrategy::parse) {
+            Some(s) => policy.strategy = s,
+            None => p.add(format!("{at}/strategy"), format!("must be one of {}", RetryStrategy::expected())),
+        }
+    }
+    for (field, slot) in [("initialDelayMs", &mut policy.initial_delay_ms), ("maxDelayMs", &mut policy.max_delay_ms)] {
+        if let Some(v) = obj.get(field).filter(|v| !v.is_null()) {
+            match v.as_u64() {
+                Some(n) if n <= MAX_DELAY_MS as u64 => *slot = n,
+                _ => p.add(format!("{at}/{field}"), format!("must be an integer from 0 to {MAX_DELAY_MS}")),
+            }
+        }
+    }
+    if policy.max_delay_ms < policy.initial_delay_ms {
+        p.add(format!("{at}/maxDelayMs"), "must not be lower than initialDelayMs");
+    }
+    if let Some(v) = obj.get("jitter").filter(|v| !v.is_null()) {
+        match v.as_str().and_then(Jitter::parse) {
+            Some(j) => policy.jitter = j,
+            None => p.add(format!("{at}/jitter"), format!("must be one of {}", Jitter::expected())),
+        }
+    }
+    policy
+}
+
+/// Problems of a JSON Schema document, as (pointer into the schema, message).
+pub fn schema_problems(schema: &Value) -> Vec<(String, String)> {
+    match jsonschema::meta::validator_for(schema) {
+        Ok(meta) => {
+            let found: Vec<(String, String)> =
+                meta.iter_errors(schema).map(|e| (e.instance_path().to_string(), e.to_string())).collect();
+            if !found.is_empty() {
+                return found;
+            }
+        }
+        Err(e) => return vec![(String::new(), format!("not a usable JSON Schema: {e}"))],
+    }
+    // The meta-schema accepts some documents the compiler cannot use (bad regex, unresolvable $ref).
+    match jsonschema::validator_for(schema) {
+        Ok(_) => Vec::new(),
+        Err(e) => vec![(e.instance_path().to_string(), e.to_string())],
+    }
+}
+
+/// A validated request to start a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRequest {
+    /// Parameters as given (merged over defaults later, once the definition is known).
+    pub parameters: Value,
+    pub timeout_ms: Option<i64>,
+    pub max_attempts: Option<i32>,
+    pub context: Option<Value>,
+    pub idempotency_key: Option<String>,
+    pub delay_ms: i64,
+    pub trigger: Trigger,
+}
+
+/// Parses `POST /api/jobs/:slug/run`. An empty body means "run with the defaults".
+pub fn parse_run_request(body: &Value, header_key: Option<&str>) -> Result<RunRequest, Problems> {
+    let mut p = Problems::new();
+    let empty = Map::new();
+    let obj = match body {
+        Value::Null => &empty,
+        Value::Object(o) => o,
+        _ => {
+            p.add("", "the body must be a JSON object");
+            return Err(p);
+        }
+    };
+    for key in obj.keys() {
+        if !["parameters", "timeoutMs", "maxAttempts", "context", "idempotencyKey", "delayMs"].contains(&key.as_str()) {
+            p.add(format!("/{}", pointer_segment(key)), "unknown field");
+        }
+    }
+    let parameters = match obj.get("parameters") {
+        None | Some(Value::Null) => Value::Object(Map::new()),
+        Some(v @ Value::Object(_)) => v.clone(),
+        Some(_) => {
+            p.add("/parameters", "must be an object");
+            Value::Null
+        }
+    };
+    let timeout_ms = obj.get("timeoutMs").filter(|v| !v.is_null()).and_then(|v| match v.as_i64() {
+        Some(n) if (MIN_TIMEOUT_MS..=MAX_TIMEOUT_MS).contains(&n) => Some(n),
+        _ => {
+            p.add("/timeoutMs", format!("must be an integer from {MIN_TIMEOUT_MS} to {MAX_TIMEOUT_MS}"));
+            None
+        }
+    });
+    let max_attempts = obj.get("maxAttempts").filter(|v| !v.is_null()).and_then(|v| match v.as_i64() {
+        Some(n) if (1..=10).contains(&n) => Some(n as i32),
+        _ => {
+            p.add("/maxAttempts", "must be an integer from 1 to 10");
+            None
+        }
+    });
+    let context = match obj.get("context") {
+        None | Some(Value::Null) => None,
+        Some(v @ Value::Object(_)) => Some(v.clone()),
+        Some(_) => {
+            p.add("/context", "must be an object");
+            None
+        }
+    };
+    let body_key = match obj.get("idempotencyKey") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= 255 => Some(s.clone()),
+        Some(_) => {
+            p.add("/idempotencyKey", "must be a string of 1 to 255 characters");
+            None
+        }
+    };
+    let idempotency_key = match (body_key, header_key) {
+        (Some(k), _) => Some(k),
+        (None, Some(h)) if !h.is_empty() && h.len() <= 255 => Some(h.to_string()),
+        (None, Some(_)) => {
+            p.add("/idempotencyKey", "the Idempotency-Key header must have 1 to 255 characters");
+            None
+        }
+        (None, None) => None,
+    };
+    let delay_ms = match obj.get("delayMs") {
+        None | Some(Value::Null) => 0,
+        Some(v) => match v.as_i64() {
+            Some(n) if (0..=MAX_DELAY_MS).contains(&n) => n,
+            _ => {
+                p.add("/delayMs", format!("must be an integer from 0 to {MAX_DELAY_MS}"));
+                0
+            }
+        },
+    };
+    p.finish(RunRequest {
+        parameters,
+        timeout_ms,
+        max_attempts,
+        context,
+        idempotency_key,
+        delay_ms,
+        trigger: Trigger::Manual,
+    })
+}
+
+/// Deep-merges `overrides` over `defaults`: objects merge key by key, anything else replaces.
+pub fn merge_parameters(defaults: &Value, overrides: &Value) -> Value {
+    match (defaults, overrides) {
+        (Value::Object(d), Value::Object(o)) => {
+            let mut out = d.clone();
+            for (k, v) in o {
+                let merged = match out.get(k) {
+                    Some(existing) => merge_parameters(existing, v),
+                    None => v.clone(),
+                };
+                out.insert(k.clone(), merged);
+            }
+            Value::Object(out)
+        }
+        (_, o) => o.clone(),
+    }
+}
+
+/// Validates parameters against a definition's schema; every violation with its pointer
+/// below `/parameters`.
+pub fn parameter_problems(schema: &Value, parameters: &Value) -> Problems {
+    let mut p = Problems::new();
+    match jsonschema::validator_for(schema) {
+        Ok(validator) => {
+            for e in validator.iter_errors(parameters) {
+                p.add(format!("/parameters{}", e.instance_path()), e.to_string());
+            }
+        }
+        Err(e) => p.add("/parameters", format!("the job's parametersSchema is unusable: {e}")),
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const EPS: &[&str] = &["builtin:noop", "builtin:sleep"];
+
+    fn paths(p: &Problems) -> Vec<String> {
+        p.iter().map(|d| d.path.clone()).collect()
+    }
+
+    #[test]
+    fn slugs() {
+        assert_eq!(Slug::parse("Repo-Ingest_1").unwrap().as_str(), "repo-ingest_1");
+        for bad in ["", "-x", "_x", "a b", "ä", &"a".repeat(101)] {
+            assert!(Slug::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(Slug::parse(&"a".repeat(100)).is_ok());
+    }
+
+    #[test]
+    fn minimal_definition_gets_defaults() {
+        let spec = parse_job_spec(&json!({"slug": "Noop", "name": "No-op", "entryPoint": "builtin:noop"}), EPS)
+            .unwrap();
+        assert_eq!(spec.slug.as_str(), "noop");
+        assert_eq!(spec.version, 1);
+        assert_eq!(spec.job_type, JobType::Batch);
+        assert_eq!(spec.timeout_ms, DEFAULT_TIMEOUT_MS);
+        assert_eq!(spec.retry_policy, RetryPolicy::default());
+        assert_eq!(spec.default_parameters, json!({}));
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_pointer() {
+        let err = parse_job_spec(
+            &json!({
+                "slug": "-bad", "name": "", "version": 0, "type": "cron", "entryPoint": "builtin:nope",
+                "parametersSchema": {"type": "objekt"}, "defaultParameters": [], "timeoutMs": 5,
+                "retryPolicy": {"maxAttempts": 11, "strategy": "linear", "jitter": "some",
+                                "initialDelayMs": 10, "maxDelayMs": 5},
+                "metadata": 3, "extra": true
+            }),
+            EPS,
+        )
+        .unwrap_err();
+        let got = paths(&err);
+        for want in [
+            "/slug", "/name", "/version", "/type", "/entryPoint", "/parametersSchema/type",
+            "/defaultParameters", "/timeoutMs", "/retryPolicy/maxAttempts", "/retryPolicy/strategy",
+            "/retryPolicy/jitter", "/retryPolicy/maxDelayMs", "/metadata", "/extra",
+        ] {
+            assert!(got.iter().any(|g| g == want), "missing {want} in {got:?}");
+        }
+    }
+
+    #[test]
+    fn missing_required_fields() {
+        let got = paths(&parse_job_spec(&json!({}), EPS).unwrap_err());
+        assert_eq!(got, vec!["/slug", "/name", "/entryPoint"]);
+        assert_eq!(paths(&parse_job_spec(&json!([1]), EPS).unwrap_err()), vec![""]);
+    }
+
+    #[test]
+    fn retry_policy_with_only_attempts_backs_off_exponentially() {
+        let mut p = Problems::new();
+        let policy = parse_retry_policy(&json!({"maxAttempts": 3}), "/retryPolicy", &mut p);
+        assert!(p.is_empty());
+        assert_eq!(policy.strategy, RetryStrategy::Exponential);
+        assert_eq!(policy.max_attempts, 3);
+    }
+
+    #[test]
+    fn run_request_parsing() {
+        let r = parse_run_request(&Value::Null, Some("k1")).unwrap();
+        assert_eq!(r.parameters, json!({}));
+        assert_eq!(r.idempotency_key.as_deref(), Some("k1"));
+        let r = parse_run_request(&json!({"parameters": {"a": 1}, "idempotencyKey": "body", "delayMs": 50}), Some("hdr"))
+            .unwrap();
+        assert_eq!(r.idempotency_key.as_deref(), Some("body"));
+        assert_eq!(r.delay_ms, 50);
+        let err = parse_run_request(
+            &json!({"parameters": 1, "timeoutMs": 1, "maxAttempts": 0, "delayMs": -1, "context": [], "x": 1}),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(
+            paths(&err),
+            vec!["/x", "/parameters", "/timeoutMs", "/maxAttempts", "/context", "/delayMs"]
+        );
+    }
+
+    #[test]
+    fn merge_is_deep_for_objects_only() {
+        let merged = merge_parameters(
+            &json!({"a": 1, "nested": {"x": 1, "y": 2}, "list": [1, 2]}),
+            &json!({"nested": {"y": 3}, "list": [9], "b": true}),
+        );
+        assert_eq!(merged, json!({"a": 1, "nested": {"x": 1, "y": 3}, "list": [9], "b": true}));
+    }
+
+    #[test]
+    fn schema_violations_listed_with_pointers() {
+        let schema = json!({"type": "object", "required": ["repoUrl"],
+            "properties": {"repoUrl": {"type": "string"}, "depth": {"type": "integer", "minimum": 1}}});
+        let p = parameter_problems(&schema, &json!({"depth": 0}));
+        let got = paths(&p);
+        assert!(got.contains(&"/parameters".to_string()), "{got:?}");
+        assert!(got.contains(&"/parameters/depth".to_string()), "{got:?}");
+        assert!(parameter_problems(&schema, &json!({"repoUrl": "x"})).is_empty());
+    }
+}

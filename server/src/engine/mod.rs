@@ -1,0 +1,390 @@
+//! The job engine: executes attempts handed over by the queue, owns run semantics (claims,
+//! leases, timeouts, retries with durable backoff, cancellation, hand-back at shutdown) and
+//! recovers runs whose worker died. apalis is only the durable queue and worker runtime.
+pub mod logs;
+pub mod queue;
+pub mod reaper;
+pub mod workers;
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use app::wire::{JobRun, RunStatus};
+use chrono::Utc;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    events::EventBus,
+    handlers::{JobError, JobRunContext, LogSink, MetricsSink, Registry},
+    settings::WorkerSettings,
+    store::{ClaimedRun, Store},
+};
+use logs::LogWriter;
+use queue::{Queue, RunTask, WorkerWaker};
+
+/// Why an executing attempt was told to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    Canceled,
+    LeaseLost,
+    Shutdown,
+    Timeout,
+}
+
+struct InFlight {
+    token: CancellationToken,
+    reason: Arc<Mutex<Option<StopReason>>>,
+}
+
+impl InFlight {
+    fn stop(&self, reason: StopReason) {
+        if let Ok(mut r) = self.reason.lock() {
+            r.get_or_insert(reason);
+        }
+        self.token.cancel();
+    }
+}
+
+/// Publishes `job.run.<status>` with the run.
+pub async fn publish_run(bus: &EventBus, run: &JobRun) {
+    let event_type = format!("job.run.{}", run.status.as_str());
+    bus.publish(&event_type, json!({"run": run})).await;
+}
+
+/// Shared by every worker of the process.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<EngineInner>,
+}
+
+struct EngineInner {
+    store: Store,
+    bus: EventBus,
+    queue: Queue,
+    waker: WorkerWaker,
+    registry: Arc<Registry>,
+    logs: LogWriter,
+    owner: String,
+    settings: WorkerSettings,
+    data_dir: PathBuf,
+    http: reqwest::Client,
+    inflight: Mutex<HashMap<String, InFlight>>,
+}
+
+/// How long a handler gets to wind down after being told to stop before it is dropped.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+impl Engine {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: Store,
+        bus: EventBus,
+        queue: Queue,
+        waker: WorkerWaker,
+        registry: Arc<Registry>,
+        settings: WorkerSettings,
+        data_dir: PathBuf,
+    ) -> Engine {
+        let logs = LogWriter::spawn(store.clone());
+        Engine {
+            inner: Arc::new(EngineInner {
+                store,
+                bus,
+                queue,
+                waker,
+                registry,
+                logs,
+                owner: worker_identity(),
+                settings,
+                data_dir,
+                http: reqwest::Client::builder()
+                    .user_agent(concat!("switchyard/", env!("CARGO_PKG_VERSION")))
+                    .build()
+                    .unwrap_or_default(),
+                inflight: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    pub fn owner(&self) -> &str {
+        &self.inner.owner
+    }
+
+    pub fn settings(&self) -> &WorkerSettings {
+        &self.inner.settings
+    }
+
+    pub fn queue(&self) -> &Queue {
+        &self.inner.queue
+    }
+
+    pub fn waker(&self) -> &WorkerWaker {
+        &self.inner.waker
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn bus(&self) -> &EventBus {
+        &self.inner.bus
+    }
+
+    fn log_sink(&self, run: &JobRun) -> LogSink {
+        LogSink::new(run.id.clone(), run.attempt, self.inner.logs.sender())
+    }
+
+    /// Number of attempts executing in this process.
+    pub fn inflight_count(&self) -> usize {
+        self.inner.inflight.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Tells every in-flight attempt to stop for `reason`.
+    pub fn stop_all(&self, reason: StopReason) {
+        if let Ok(map) = self.inner.inflight.lock() {
+            for f in map.values() {
+                f.stop(reason);
+            }
+        }
+    }
+
+    /// Stops the attempt of `run_id` if it executes here.
+    pub fn stop_run(&self, run_id: &str, reason: StopReason) {
+        if let Ok(map) = self.inner.inflight.lock()
+            && let Some(f) = map.get(run_id)
+        {
+            f.stop(reason);
+        }
+    }
+
+    /// Pushes a queue task for an attempt and wakes local workers.
+    pub async fn dispatch(&self, run_id: &str, attempt: i32, delay: Duration) {
+        let task = RunTask { run_id: run_id.to_string(), attempt };
+        if let Err(e) = self.inner.queue.push(task, delay).await {
+            // The reaper's sweep of overdue pending runs pushes it again later.
+            tracing::error!(run_id, error = %e, "could not enqueue run attempt");
+        }
+        if delay.is_zero() {
+            self.inner.waker.wake();
+        }
+    }
+
+    /// Executes one queue task: claim, run with heartbeat and timeout, record the outcome.
+    pub async fn execute(&self, task: RunTask) {
+        let now = Utc::now();
+        let lease_until = now + self.inner.settings.lease();
+        let claimed = match self.inner.store.claim(&task.run_id, task.attempt, &self.inner.owner, lease_until, now).await {
+            Ok(Some(c)) => c,
+            Ok(None) => return, // stale, canceled, or owned by another worker
+            Err(e) => {
+                tracing::warn!(run_id = %task.run_id, error = %e, "claim failed; the task will be retried by the sweep");
+                return;
+            }
+        };
+        let run_id = claimed.run.id.clone();
+        let token = CancellationToken::new();
+        let reason = Arc::new(Mutex::new(None));
+        if let Ok(mut map) = self.inner.inflight.lock() {
+            map.insert(run_id.clone(), InFlight { token: token.clone(), reason: reason.clone() });
+        }
+        self.run_claimed(claimed, token, reason).await;
+        if let Ok(mut map) = self.inner.inflight.lock() {
+            map.remove(&run_id);
+        }
+    }
+
+    async fn run_claimed(&self, claimed: ClaimedRun, token: CancellationToken, reason: Arc<Mutex<Option<StopReason>>>) {
+        let ClaimedRun { run, entry_point, retry_policy } = claimed;
+        let inner = &self.inner;
+        publish_run(&inner.bus, &run).await;
+        let log = self.log_sink(&run);
+        log.info(format!(
+            "attempt {} of {} started on {} ({})",
+            run.attempt, run.max_attempts, inner.owner, entry_point
+        ));
+        tracing::info!(run_id = %run.id, job = %run.job_slug, attempt = run.attempt, "run started");
+
+        let heartbeat = self.spawn_heartbeat(&run, token.clone(), reason.clone());
+        let metrics = MetricsSink::default();
+        let timeout = Duration::from_millis(run.timeout_ms.max(1) as u64);
+        let outcome = match inner.registry.get(&entry_point) {
+            None => Err(JobError::Fatal(format!("unknown entry point {entry_point}"))),
+            Some(handler) => {
+                let ctx = JobRunContext {
+                    run_id: run.id.clone(),
+                    job_slug: run.job_slug.clone(),
+                    parameters: run.parameters.clone(),
+                    attempt: run.attempt,
+                    max_attempts: run.max_attempts,
+                    timeout,
+                    cancel: token.clone(),
+                    log: log.clone(),
+                    metrics: metrics.clone(),
+                    data_dir: inner.data_dir.clone(),
+                    http: inner.http.clone(),
+                };
+                let fut = handler.execute(ctx);
+                tokio::pin!(fut);
+                let early = tokio::select! {
+                    r = &mut fut => Some(r),
+                    _ = tokio::time::sleep(timeout) => {
+                        if let Ok(mut r) = reason.lock() { r.get_or_insert(StopReason::Timeout); }
+                        token.cancel();
+                        None
+                    }
+                    _ = token.cancelled() => None,
+                };
+                match early {
+                    Some(r) => r,
+                    // Told to stop: give the handler a moment to clean up (kill its processes).
+                    None => tokio::time::timeout(STOP_GRACE, fut).await.unwrap_or(Err(JobError::Canceled)),
+                }
+            }
+        };
+        heartbeat.abort();
+        let stop = reason.lock().ok().and_then(|r| *r);
+        let metrics = Value::Object(metrics.snapshot());
+        let metrics = if metrics.as_object().is_some_and(|m| m.is_empty()) { None } else { Some(metrics) };
+        let now = Utc::now();
+
+        match (stop, outcome) {
+            (Some(StopReason::Canceled), _) => {
+                log.info("canceled");
+            }
+            (Some(StopReason::LeaseLost), _) => {
+                log.info("lease lost: another worker took this run over; stopping");
+            }
+            (Some(StopReason::Shutdown), _) => {
+                log.info("worker shutting down: handing the run back");
+                inner.logs.flush().await;
+                match inner.store.requeue(&run.id, run.attempt, Some(&inner.owner), run.attempt, now, None, now).await {
+                    Ok(Some(back)) => {
+                        publish_run(&inner.bus, &back).await;
+                        self.dispatch(&back.id, back.attempt, Duration::ZERO).await;
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::error!(run_id = %run.id, error = %e, "hand-back failed; the lease will expire and the run be retried"),
+                }
+                return;
+            }
+            (None, Ok(result)) => {
+                log.info("succeeded");
+                inner.logs.flush().await;
+                self.record_finish(&run, RunStatus::Succeeded, Some(result), None, metrics).await;
+                return;
+            }
+            (Some(StopReason::Timeout), _) => {
+                let msg = format!("timed out after {} ms", run.timeout_ms);
+                self.fail_or_retry(&run, &retry_policy, msg, RunStatus::Expired, metrics, &log).await;
+                return;
+            }
+            (None, Err(JobError::Retryable(msg))) => {
+                self.fail_or_retry(&run, &retry_policy, msg, RunStatus::Failed, metrics, &log).await;
+                return;
+            }
+            (None, Err(JobError::Fatal(msg))) => {
+                log.info(format!("failed: {msg}"));
+                inner.logs.flush().await;
+                self.record_finish(&run, RunStatus::Failed, None, Some(msg), metrics).await;
+                return;
+            }
+            (None, Err(JobError::Canceled)) => {
+                let msg = "the handler stopped without being asked to".to_string();
+                self.fail_or_retry(&run, &retry_policy, msg, RunStatus::Failed, metrics, &log).await;
+                return;
+            }
+        }
+        inner.logs.flush().await;
+    }
+
+    async fn fail_or_retry(
+        &self,
+        run: &JobRun,
+        policy: &app::wire::RetryPolicy,
+        msg: String,
+        final_status: RunStatus,
+        metrics: Option<Value>,
+        log: &LogSink,
+    ) {
+        let inner = &self.inner;
+        if run.attempt < run.max_attempts {
+            let delay = crate::domain::retry::next_delay(policy, run.attempt, &mut rand::rng());
+            log.info(format!("attempt {} failed: {msg}; retrying in {} ms", run.attempt, delay.as_millis()));
+            inner.logs.flush().await;
+            let now = Utc::now();
+            let at = now + chrono::Duration::from_std(delay).unwrap_or_default();
+            match inner.store.requeue(&run.id, run.attempt, Some(&inner.owner), run.attempt + 1, at, Some(msg), now).await {
+                Ok(Some(next)) => {
+                    publish_run(&inner.bus, &next).await;
+                    self.dispatch(&next.id, next.attempt, delay).await;
+                }
+                Ok(None) => {} // canceled meanwhile
+                Err(e) => tracing::error!(run_id = %run.id, error = %e, "could not schedule the next attempt"),
+            }
+        } else {
+            log.info(format!("attempt {} failed: {msg}; no attempts left", run.attempt));
+            inner.logs.flush().await;
+            self.record_finish(run, final_status, None, Some(msg), metrics).await;
+        }
+    }
+
+    async fn record_finish(&self, run: &JobRun, status: RunStatus, result: Option<Value>, error: Option<String>, metrics: Option<Value>) {
+        let inner = &self.inner;
+        match inner.store.finish(run, &inner.owner, status, result, error, metrics, Utc::now()).await {
+            Ok(Some(done)) => {
+                tracing::info!(run_id = %done.id, job = %done.job_slug, status = %done.status, "run finished");
+                publish_run(&inner.bus, &done).await;
+            }
+            Ok(None) => tracing::info!(run_id = %run.id, "run was canceled or taken over before it finished"),
+            Err(e) => tracing::error!(run_id = %run.id, error = %e, "could not record the run's outcome; its lease will expire and it will be retried"),
+        }
+    }
+
+    fn spawn_heartbeat(&self, run: &JobRun, token: CancellationToken, reason: Arc<Mutex<Option<StopReason>>>) -> tokio::task::JoinHandle<()> {
+        let engine = self.clone();
+        let run_id = run.id.clone();
+        let attempt = run.attempt;
+        tokio::spawn(async move {
+            let inner = &engine.inner;
+            let every = inner.settings.heartbeat();
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    _ = tokio::time::sleep(every) => {}
+                }
+                let until = Utc::now() + inner.settings.lease();
+                match inner.store.heartbeat(&run_id, attempt, &inner.owner, until).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        let canceled = matches!(
+                            inner.store.get_run(&run_id).await,
+                            Ok(Some(r)) if r.status == RunStatus::Canceled
+                        );
+                        if let Ok(mut r) = reason.lock() {
+                            r.get_or_insert(if canceled { StopReason::Canceled } else { StopReason::LeaseLost });
+                        }
+                        token.cancel();
+                        return;
+                    }
+                    // A database hiccup: keep executing; the lease covers a few missed beats.
+                    Err(e) => tracing::warn!(run_id = %run_id, error = %e, "heartbeat failed"),
+                }
+            }
+        })
+    }
+}
+
+/// A name unique to this process, used as lease owner and apalis worker name.
+pub fn worker_identity() -> String {
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "host".into());
+    let nonce = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    format!("{host}-{}-{nonce}", std::process::id())
+}

@@ -1,0 +1,99 @@
+//! The durable queue: apalis storage in the same database (SQLite or PostgreSQL). A queue task
+//! only says "attempt N of run X is due"; the run's state lives in our tables, so a lost,
+//! duplicated or stale task is harmless (claims are conditional).
+use std::time::Duration;
+
+use apalis::prelude::*;
+use apalis_postgres::PostgresStorage;
+use apalis_sqlite::SqliteStorage;
+use futures::channel::mpsc;
+use serde::{Deserialize, Serialize};
+
+use crate::db::{Database, Pool};
+
+/// Name of the apalis queue carrying job-run attempts.
+pub const RUN_QUEUE: &str = "switchyard.job-runs";
+
+/// Payload of a queue task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunTask {
+    pub run_id: String,
+    pub attempt: i32,
+}
+
+#[derive(Clone)]
+pub enum Queue {
+    Sqlite(SqliteStorage<RunTask>),
+    Postgres(PostgresStorage<RunTask>),
+}
+
+impl Queue {
+    /// `heartbeat`: how often apalis workers report liveness (its orphan recovery is a second
+    /// line behind our own leases).
+    pub fn new(db: &Database, heartbeat: Duration) -> Self {
+        match &db.pool {
+            Pool::Sqlite(pool) => Queue::Sqlite(
+                SqliteStorage::new(pool).with_config(
+                    apalis_sqlite::Config::default()
+                        .queue(RUN_QUEUE)
+                        .batch_size(50)
+                        .heartbeat_interval(heartbeat)
+                        .missed_heartbeats(3)
+                        .persist_results(false),
+                ),
+            ),
+            Pool::Postgres(pool) => Queue::Postgres(
+                PostgresStorage::new(pool).with_config(
+                    apalis_postgres::Config::default()
+                        .queue(RUN_QUEUE)
+                        .batch_size(50)
+                        .heartbeat_interval(heartbeat)
+                        .missed_heartbeats(3)
+                        .persist_results(false),
+                ),
+            ),
+        }
+    }
+
+    /// Enqueues an attempt, due after `delay`. apalis' own retries stay off: the engine decides
+    /// about further attempts.
+    pub async fn push(&self, task: RunTask, delay: Duration) -> Result<(), BoxDynError> {
+        let mut builder = TaskBuilder::new(task).max_attempts(1);
+        if !delay.is_zero() {
+            builder = builder.run_after(delay);
+        }
+        let task = builder.build();
+        match self {
+            Queue::Sqlite(s) => s.clone().push_task(task).await?,
+            Queue::Postgres(s) => s.clone().push_task(task).await?,
+        }
+        Ok(())
+    }
+}
+
+/// Wakes this process' idle workers at once when a task is pushed (locally, or elsewhere as
+/// seen on the event bus), instead of waiting for the next poll.
+#[derive(Clone, Default)]
+pub struct WorkerWaker {
+    senders: std::sync::Arc<std::sync::Mutex<Vec<mpsc::Sender<()>>>>,
+}
+
+impl WorkerWaker {
+    /// A wake-up stream for one worker; bursts coalesce into one wake-up.
+    pub fn stream(&self) -> mpsc::Receiver<()> {
+        let (tx, rx) = mpsc::channel(1);
+        if let Ok(mut s) = self.senders.lock() {
+            s.push(tx);
+        }
+        rx
+    }
+
+    pub fn wake(&self) {
+        if let Ok(mut senders) = self.senders.lock() {
+            senders.retain(|tx| !tx.is_closed());
+            for tx in senders.iter_mut() {
+                let _ = tx.try_send(());
+            }
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! The handler contract: `execute(JobRunContext) -> JobResult`. Every entry point, built in or
+//! added later, receives its parameters, attempt number, a cancellation signal, a log sink and a
+//! place to report metrics through this context, and nothing else.
+use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Which stream a log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogStream {
+    /// Messages written by the engine or the handler itself.
+    System,
+    Stdout,
+    Stderr,
+}
+
+impl LogStream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogStream::System => "system",
+            LogStream::Stdout => "stdout",
+            LogStream::Stderr => "stderr",
+        }
+    }
+}
+
+/// One line for the run log, as handed to the log writer.
+#[derive(Debug, Clone)]
+pub struct LogLine {
+    pub run_id: String,
+    pub attempt: i32,
+    pub stream: LogStream,
+    pub message: String,
+}
+
+/// Appends lines to the durable run log. Cheap to clone; never blocks the handler (lines go
+/// through a channel to a writer that batches them into the database).
+#[derive(Clone)]
+pub struct LogSink {
+    run_id: String,
+    attempt: i32,
+    tx: mpsc::UnboundedSender<LogLine>,
+}
+
+impl LogSink {
+    pub fn new(run_id: String, attempt: i32, tx: mpsc::UnboundedSender<LogLine>) -> Self {
+        LogSink { run_id, attempt, tx }
+    }
+
+    /// Writes one line (a trailing newline is not needed).
+    pub fn line(&self, stream: LogStream, message: impl Into<String>) {
+        // The writer only goes away at shutdown; a lost line then is no reason to fail the run.
+        let _ = self.tx.send(LogLine {
+            run_id: self.run_id.clone(),
+            attempt: self.attempt,
+            stream,
+            message: message.into(),
+        });
+    }
+
+    /// Writes a system line.
+    pub fn info(&self, message: impl Into<String>) {
+        self.line(LogStream::System, message);
+    }
+}
+
+/// Collects metrics a handler reports; stored as the run's `metrics` object.
+#[derive(Clone, Default)]
+pub struct MetricsSink {
+    inner: Arc<std::sync::Mutex<BTreeMap<String, Value>>>,
+}
+
+impl MetricsSink {
+    pub fn set(&self, key: impl Into<String>, value: impl Into<Value>) {
+        if let Ok(mut map) = self.inner.lock() {
+            map.insert(key.into(), value.into());
+        }
+    }
+
+    /// The reported metrics as a JSON object (empty object when nothing was reported).
+    pub fn snapshot(&self) -> serde_json::Map<String, Value> {
+        self.inner
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Everything a handler may use while executing one attempt of a run.
+#[derive(Clone)]
+pub struct JobRunContext {
+    pub run_id: String,
+    pub job_slug: String,
+    /// Parameters after merging over the definition's defaults and schema validation.
+    pub parameters: Value,
+    /// 1-based attempt number.
+    pub attempt: i32,
+    pub max_attempts: i32,
+    /// The run's timeout; the engine enforces it, handlers may use it for their own deadlines.
+    pub timeout: Duration,
+    /// Fired when the run is canceled, times out, or the worker shuts down.
+    pub cancel: CancellationToken,
+    pub log: LogSink,
+    pub metrics: MetricsSink,
+    /// The server's data directory (checkouts live below it).
+    pub data_dir: PathBuf,
+    /// Shared HTTP client.
+    pub http: reqwest::Client,
+}
+
+/// Why an attempt did not succeed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum JobError {
+    /// A failure another attempt may fix (network error, non-zero exit, ...).
+    #[error("{0}")]
+    Retryable(String),
+    /// A failure no retry can fix (bad parameters, missing checkout, ...): ends the run.
+    #[error("{0}")]
+    Fatal(String),
+    /// The handler stopped because its cancellation token fired.
+    #[error("canceled")]
+    Canceled,
+}
+
+/// What an attempt produced: a JSON result or an error.
+pub type JobResult = Result<Value, JobError>;
+
+/// A job entry point compiled into the server.
+#[async_trait::async_trait]
+pub trait JobHandler: Send + Sync {
+    async fn execute(&self, ctx: JobRunContext) -> JobResult;
+}

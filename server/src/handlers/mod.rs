@@ -1,0 +1,402 @@
+//! Job entry points compiled into the server: the registry the engine looks handlers up in, and
+//! the static parameter checks the API runs before it accepts a run.
+pub mod context;
+
+mod build;
+mod fail;
+mod http;
+mod noop;
+mod repository;
+mod sleep;
+
+use std::{collections::HashMap, sync::Arc};
+
+use serde_json::{Map, Value};
+
+pub use context::*;
+
+pub const NOOP: &str = "builtin:noop";
+pub const SLEEP: &str = "builtin:sleep";
+pub const FAIL: &str = "builtin:fail";
+pub const HTTP: &str = "builtin:http";
+pub const REPOSITORY_INGEST: &str = "builtin:repository-ingest";
+pub const REPOSITORY_BUILD: &str = "builtin:repository-build";
+
+/// The handlers the engine can run, by entry point name.
+#[derive(Clone)]
+pub struct Registry {
+    handlers: HashMap<&'static str, Arc<dyn JobHandler>>,
+}
+
+impl Registry {
+    /// A registry with no handlers (tests register fakes into it).
+    pub fn empty() -> Registry {
+        Registry {
+            handlers: HashMap::new(),
+        }
+    }
+
+    /// Every built-in entry point.
+    pub fn builtin() -> Registry {
+        let mut registry = Registry::empty();
+        registry.register(NOOP, Arc::new(noop::Noop));
+        registry.register(SLEEP, Arc::new(sleep::Sleep));
+        registry.register(FAIL, Arc::new(fail::Fail));
+        registry.register(HTTP, Arc::new(http::Http));
+        registry.register(REPOSITORY_INGEST, Arc::new(repository::Ingest));
+        registry.register(REPOSITORY_BUILD, Arc::new(build::Build));
+        registry
+    }
+
+    /// Adds or replaces the handler for `entry_point`.
+    pub fn register(&mut self, entry_point: &'static str, handler: Arc<dyn JobHandler>) {
+        self.handlers.insert(entry_point, handler);
+    }
+
+    pub fn get(&self, entry_point: &str) -> Option<Arc<dyn JobHandler>> {
+        self.handlers.get(entry_point).cloned()
+    }
+
+    /// Registered entry point names, sorted.
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut names: Vec<&'static str> = self.handlers.keys().copied().collect();
+        names.sort_unstable();
+        names
+    }
+
+    pub fn contains(&self, entry_point: &str) -> bool {
+        self.handlers.contains_key(entry_point)
+    }
+}
+
+/// One problem with a run's parameters: (JSON pointer relative to the parameters object, message).
+pub type Problem = (String, String);
+
+/// One entry point's parameter check.
+type ParamCheck = fn(&Map<String, Value>, &mut Vec<Problem>);
+
+/// Static checks of what a built-in entry point needs from its parameters (presence and types
+/// only), on top of the job's own JSON schema. Empty when the parameters are usable.
+pub fn parameter_problems(entry_point: &str, params: &Value) -> Vec<Problem> {
+    let check: ParamCheck = match entry_point {
+        // noop echoes whatever it gets, objects or not.
+        NOOP => return Vec::new(),
+        SLEEP => sleep::check,
+        FAIL => fail::check,
+        HTTP => http::check,
+        REPOSITORY_INGEST => repository::check,
+        REPOSITORY_BUILD => build::check,
+        other => return vec![(String::new(), format!("unknown entry point '{other}'"))],
+    };
+    let Some(object) = params.as_object() else {
+        return vec![(String::new(), "parameters must be an object".to_string())];
+    };
+    let mut problems = Vec::new();
+    check(object, &mut problems);
+    problems
+}
+
+/// The parameters as an object, or a fatal error listing every problem: the engine may run
+/// definitions the API never saw, so handlers re-check instead of trusting their input.
+pub(crate) fn checked_params<'a>(
+    entry_point: &str,
+    params: &'a Value,
+) -> Result<&'a Map<String, Value>, JobError> {
+    let problems = parameter_problems(entry_point, params);
+    match params.as_object() {
+        Some(object) if problems.is_empty() => Ok(object),
+        _ => {
+            let listed: Vec<String> = problems
+                .iter()
+                .map(|(pointer, message)| format!("{}: {message}", display_pointer(pointer)))
+                .collect();
+            Err(JobError::Fatal(format!(
+                "invalid parameters: {}",
+                listed.join("; ")
+            )))
+        }
+    }
+}
+
+fn display_pointer(pointer: &str) -> &str {
+    if pointer.is_empty() { "/" } else { pointer }
+}
+
+/// The value at `key`, treating an explicit null like an absent key (defaults merged from a
+/// schema often produce nulls for optional fields).
+pub(crate) fn field<'a>(params: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    params.get(key).filter(|value| !value.is_null())
+}
+
+/// JSON pointer of `key` below `parent` ("" for the parameters object itself).
+pub(crate) fn pointer(parent: &str, key: &str) -> String {
+    format!("{parent}/{}", key.replace('~', "~0").replace('/', "~1"))
+}
+
+/// Records a problem unless `key` holds a string (absent is fine when `required` is false).
+pub(crate) fn check_string(
+    params: &Map<String, Value>,
+    key: &str,
+    required: bool,
+    problems: &mut Vec<Problem>,
+) {
+    match field(params, key) {
+        None if required => problems.push((pointer("", key), "is required".to_string())),
+        None => {}
+        Some(Value::String(s)) if required && s.trim().is_empty() => {
+            problems.push((pointer("", key), "must not be empty".to_string()));
+        }
+        Some(Value::String(_)) => {}
+        Some(_) => problems.push((pointer("", key), "must be a string".to_string())),
+    }
+}
+
+/// Records a problem unless `key` is absent or an object whose values are all strings.
+pub(crate) fn check_string_map(
+    params: &Map<String, Value>,
+    key: &str,
+    problems: &mut Vec<Problem>,
+) {
+    match field(params, key) {
+        None => {}
+        Some(Value::Object(map)) => {
+            let parent = pointer("", key);
+            for (name, value) in map {
+                if !value.is_string() {
+                    problems.push((pointer(&parent, name), "must be a string".to_string()));
+                }
+            }
+        }
+        Some(_) => problems.push((pointer("", key), "must be an object of strings".to_string())),
+    }
+}
+
+/// A URL fit for logs and error messages: no userinfo (credentials), no query or fragment
+/// (tokens). Strings that are not URLs (local paths) come back unchanged.
+pub(crate) fn redact_url(raw: &str) -> String {
+    if !raw.contains("://") {
+        return raw.to_string();
+    }
+    match reqwest::Url::parse(raw) {
+        Ok(mut url) => {
+            // Both only fail for URLs that cannot carry userinfo, which then has none to strip.
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.set_query(None);
+            url.set_fragment(None);
+            url.to_string()
+        }
+        // Unparseable: keep the scheme and whatever follows an '@' so no secret survives.
+        Err(_) => match (raw.split_once("://"), raw.rsplit_once('@')) {
+            (Some((scheme, _)), Some((_, rest))) => format!("{scheme}://{rest}"),
+            _ => raw.to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+pub(crate) fn test_ctx(
+    params: Value,
+    data_dir: &std::path::Path,
+) -> (JobRunContext, tokio::sync::mpsc::UnboundedReceiver<LogLine>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let ctx = JobRunContext {
+        run_id: "run-test".to_string(),
+        job_slug: "test".to_string(),
+        parameters: params,
+        attempt: 1,
+        max_attempts: 3,
+        timeout: std::time::Duration::from_secs(60),
+        cancel: tokio_util::sync::CancellationToken::new(),
+        log: LogSink::new("run-test".to_string(), 1, tx),
+        metrics: MetricsSink::default(),
+        data_dir: data_dir.to_path_buf(),
+        // Tests talk to loopback servers; a proxy from the environment must not intercept them.
+        http: reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("http client"),
+    };
+    (ctx, rx)
+}
+
+/// Every line logged so far (tests call this after the handler returned).
+#[cfg(test)]
+pub(crate) fn drain_log(rx: &mut tokio::sync::mpsc::UnboundedReceiver<LogLine>) -> Vec<LogLine> {
+    let mut lines = Vec::new();
+    while let Ok(line) = rx.try_recv() {
+        lines.push(line);
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pointers(entry_point: &str, params: Value) -> Vec<String> {
+        parameter_problems(entry_point, &params)
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect()
+    }
+
+    #[test]
+    fn registry_knows_the_builtins() {
+        let registry = Registry::builtin();
+        assert_eq!(
+            registry.names(),
+            vec![FAIL, HTTP, NOOP, REPOSITORY_BUILD, REPOSITORY_INGEST, SLEEP]
+        );
+        assert!(registry.contains(SLEEP));
+        assert!(registry.get("builtin:nope").is_none());
+        assert!(registry.get(NOOP).is_some());
+    }
+
+    #[test]
+    fn unknown_entry_point_and_non_objects() {
+        assert_eq!(pointers("builtin:nope", json!({})), vec![""]);
+        assert_eq!(pointers(SLEEP, json!([1])), vec![""]);
+        assert!(pointers(NOOP, json!("anything")).is_empty());
+    }
+
+    #[test]
+    fn sleep_problems() {
+        assert!(pointers(SLEEP, json!({"durationMs": 0})).is_empty());
+        assert!(pointers(SLEEP, json!({"durationMs": 1500})).is_empty());
+        for bad in [
+            json!({}),
+            json!({"durationMs": -1}),
+            json!({"durationMs": 1.5}),
+            json!({"durationMs": "10"}),
+        ] {
+            assert_eq!(pointers(SLEEP, bad), vec!["/durationMs"]);
+        }
+    }
+
+    #[test]
+    fn fail_problems() {
+        assert!(pointers(FAIL, json!({})).is_empty());
+        assert!(pointers(FAIL, json!({"message": "boom", "succeedOnAttempt": 2})).is_empty());
+        assert!(pointers(FAIL, json!({"message": null, "succeedOnAttempt": null})).is_empty());
+        assert_eq!(
+            pointers(FAIL, json!({"message": 3, "succeedOnAttempt": 0})),
+            vec!["/message", "/succeedOnAttempt"]
+        );
+        assert_eq!(
+            pointers(FAIL, json!({"succeedOnAttempt": "2"})),
+            vec!["/succeedOnAttempt"]
+        );
+    }
+
+    #[test]
+    fn http_problems() {
+        assert!(
+            pointers(
+                HTTP,
+                json!({"method": "GET", "url": "https://example.com/x"})
+            )
+            .is_empty()
+        );
+        assert!(
+            pointers(
+                HTTP,
+                json!({"method": "post", "url": "http://localhost:8080", "headers": {"X-A": "1"},
+                       "body": {"a": 1}, "expectStatus": 201})
+            )
+            .is_empty()
+        );
+        assert_eq!(pointers(HTTP, json!({})), vec!["/method", "/url"]);
+        assert_eq!(
+            pointers(
+                HTTP,
+                json!({"method": "FETCH", "url": "ftp://example.com", "headers": {"X-A": 1},
+                       "expectStatus": 99})
+            ),
+            vec!["/method", "/url", "/headers/X-A", "/expectStatus"]
+        );
+        assert_eq!(
+            pointers(HTTP, json!({"method": "GET", "url": "not a url"})),
+            vec!["/url"]
+        );
+        assert_eq!(
+            pointers(
+                HTTP,
+                json!({"method": "GET", "url": "https://x", "headers": []})
+            ),
+            vec!["/headers"]
+        );
+    }
+
+    #[test]
+    fn repository_ingest_problems() {
+        assert!(pointers(REPOSITORY_INGEST, json!({"repoUrl": "/srv/repo"})).is_empty());
+        assert!(
+            pointers(
+                REPOSITORY_INGEST,
+                json!({"repoUrl": "https://h/r.git", "ref": "v1"})
+            )
+            .is_empty()
+        );
+        assert_eq!(pointers(REPOSITORY_INGEST, json!({})), vec!["/repoUrl"]);
+        assert_eq!(
+            pointers(REPOSITORY_INGEST, json!({"repoUrl": 1, "ref": 2})),
+            vec!["/repoUrl", "/ref"]
+        );
+    }
+
+    #[test]
+    fn repository_build_problems() {
+        assert!(
+            pointers(
+                REPOSITORY_BUILD,
+                json!({"checkout": "/tmp/x", "command": ["make"]})
+            )
+            .is_empty()
+        );
+        assert!(
+            pointers(
+                REPOSITORY_BUILD,
+                json!({"repoUrl": "/srv/r", "command": ["cargo", "build"], "env": {"A": "b"}})
+            )
+            .is_empty()
+        );
+        assert_eq!(pointers(REPOSITORY_BUILD, json!({})), vec!["", "/command"]);
+        assert_eq!(
+            pointers(REPOSITORY_BUILD, json!({"checkout": "/x", "command": []})),
+            vec!["/command"]
+        );
+        assert_eq!(
+            pointers(
+                REPOSITORY_BUILD,
+                json!({"checkout": "/x", "command": "make all"})
+            ),
+            vec!["/command"]
+        );
+        assert_eq!(
+            pointers(
+                REPOSITORY_BUILD,
+                json!({"checkout": 1, "command": ["make", 2], "env": {"A/B": 1}})
+            ),
+            vec!["/checkout", "/command/1", "/env/A~1B"]
+        );
+    }
+
+    #[test]
+    fn checked_params_lists_problems() {
+        let err = checked_params(SLEEP, &json!({})).err();
+        assert!(matches!(err, Some(JobError::Fatal(m)) if m.contains("/durationMs")));
+        assert!(checked_params(SLEEP, &json!({"durationMs": 1})).is_ok());
+    }
+
+    #[test]
+    fn urls_lose_credentials() {
+        assert_eq!(
+            redact_url("https://user:secret@example.com/r.git?token=x"),
+            "https://example.com/r.git"
+        );
+        assert_eq!(redact_url("/srv/repos/a"), "/srv/repos/a");
+        assert_eq!(redact_url("file:///srv/repos/a"), "file:///srv/repos/a");
+    }
+}

@@ -1,0 +1,140 @@
+//! HTTP: the REST API under `/api`, the event stream, the OpenAPI document and the pages.
+//! Architecture invariant: handlers only extract, call the service and map the result.
+pub mod error;
+pub mod jobs;
+pub mod stream;
+
+use axum::{
+    Json, Router,
+    body::Body,
+    extract::{FromRef, Request, State},
+    http::{StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use leptos::prelude::LeptosOptions;
+use leptos_axum::{LeptosRoutes, generate_route_list};
+use serde_json::json;
+use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
+use utoipa::OpenApi;
+
+use crate::{db::Database, events::EventBus, service::JobService};
+use error::ApiError;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub jobs: JobService,
+    pub bus: EventBus,
+    pub db: Database,
+    pub leptos: LeptosOptions,
+}
+
+impl FromRef<AppState> for LeptosOptions {
+    fn from_ref(s: &AppState) -> Self {
+        s.leptos.clone()
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Switchyard API", description = "Jobs and workflows orchestrator. Wire format of AppHub's catalog API: camelCase JSON in {\"data\": ...} envelopes; errors as {\"error\": {code, message, details}}."),
+    paths(
+        jobs::list_jobs, jobs::create_job, jobs::get_job, jobs::patch_job, jobs::delete_job, jobs::job_versions,
+        jobs::run_job, jobs::job_runs, jobs::all_runs, jobs::get_run, jobs::patch_run, jobs::retry_run,
+        stream::events, stream::logs, health, ready, openapi_json,
+    ),
+    components(schemas(
+        app::wire::JobDefinition, app::wire::JobDefinitionVersion, app::wire::JobRun, app::wire::JobWithRuns,
+        app::wire::RetryPolicy, app::wire::ListMeta, app::wire::ErrorBody, app::wire::ErrorDetail,
+        app::wire::EventMessage, app::wire::RunStatus, app::wire::JobType, app::wire::Trigger,
+        app::wire::RetryStrategy, app::wire::Jitter,
+    ))
+)]
+pub struct ApiDoc;
+
+/// `GET /api/health`: the process is up.
+#[utoipa::path(get, path = "/api/health", tag = "operations", responses((status = 200, description = "{\"data\": {\"status\": \"ok\"}}")))]
+pub async fn health() -> Response {
+    Json(json!({"data": {"status": "ok"}})).into_response()
+}
+
+/// `GET /api/ready`: the database answers and migrations are applied.
+#[utoipa::path(get, path = "/api/ready", tag = "operations",
+    responses((status = 200, description = "ready"), (status = 503, body = app::wire::ErrorBody)))]
+pub async fn ready(State(s): State<AppState>) -> Response {
+    match s.db.ready().await {
+        Ok(()) => Json(json!({"data": {"status": "ready", "database": if s.db.is_postgres() { "postgres" } else { "sqlite" }}})).into_response(),
+        Err(why) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", why).into_response(),
+    }
+}
+
+/// `GET /api/openapi.json`: this API's OpenAPI 3.1 document, generated from the code.
+#[utoipa::path(get, path = "/api/openapi.json", tag = "operations", responses((status = 200, description = "OpenAPI 3.1 document")))]
+pub async fn openapi_json() -> Response {
+    Json(ApiDoc::openapi()).into_response()
+}
+
+async fn api_not_found() -> ApiError {
+    ApiError::not_found("no such API route")
+}
+
+/// Turns any bare error response under `/api` (405 from the router, 413 from a layer, ...)
+/// into the API's JSON error format.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let is_api = req.uri().path().starts_with("/api");
+    let res = next.run(req).await;
+    let status = res.status();
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if is_api && (status.is_client_error() || status.is_server_error()) && !is_json {
+        let mut out = ApiError::for_status(status).into_response();
+        if let Some(allow) = res.headers().get(header::ALLOW) {
+            out.headers_mut().insert(header::ALLOW, allow.clone());
+        }
+        return out;
+    }
+    res
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
+    tracing::error!("a request handler panicked");
+    ApiError::internal().into_response()
+}
+
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    use axum::routing::post;
+    let api = Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/openapi.json", get(openapi_json))
+        .route("/events", get(stream::events))
+        .route("/jobs", get(jobs::list_jobs).post(jobs::create_job))
+        .route("/jobs/{slug}", get(jobs::get_job).patch(jobs::patch_job).delete(jobs::delete_job))
+        .route("/jobs/{slug}/versions", get(jobs::job_versions))
+        .route("/jobs/{slug}/run", post(jobs::run_job))
+        .route("/jobs/{slug}/runs", get(jobs::job_runs))
+        .route("/job-runs", get(jobs::all_runs))
+        .route("/job-runs/{id}", get(jobs::get_run).patch(jobs::patch_run))
+        .route("/job-runs/{id}/logs", get(stream::logs))
+        .route("/job-runs/{id}/retry", post(jobs::retry_run))
+        .fallback(api_not_found);
+    let leptos_options = state.leptos.clone();
+    let routes = generate_route_list(app::App);
+    Router::new()
+        .nest("/api", api)
+        .leptos_routes(&state, routes, {
+            let options = leptos_options.clone();
+            move || app::shell(options.clone())
+        })
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(app::shell))
+        .layer(middleware::from_fn(json_errors))
+        .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}

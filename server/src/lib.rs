@@ -1,0 +1,16 @@
+//! Switchyard server: API, event stream, engine, workers and CLI. See ARCHITECTURE.md.
+pub mod bench;
+pub mod cli;
+pub mod db;
+pub mod domain;
+pub mod engine;
+pub mod events;
+pub mod handlers;
+pub mod http;
+pub mod service;
+pub mod settings;
+pub mod startup;
+pub mod store;
+
+pub use settings::Settings;
+pub use startup::Application;

@@ -1,0 +1,343 @@
+//! The job service: the use cases behind the REST API and the pages (one layer, no duplicated
+//! queries). Handlers call these and map the result; nothing here knows HTTP.
+use std::{sync::Arc, time::Duration};
+
+use app::wire::{JobDefinition, JobDefinitionVersion, JobRun, JobWithRuns, RunStatus, Trigger};
+use chrono::Utc;
+use serde_json::{Value, json};
+
+use crate::{
+    domain::{
+        Problems,
+        jobs::{Slug, merge_parameters, parameter_problems, parse_job_spec, parse_run_request},
+    },
+    engine::{Engine, StopReason, publish_run, queue::{Queue, RunTask, WorkerWaker}},
+    events::EventBus,
+    handlers::{self, Registry},
+    store::{Inserted, NewRun, RunFilter, RunPage, Store, new_id},
+};
+
+/// What went wrong in a use case.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("invalid definition")]
+    InvalidDefinition(Problems),
+    #[error("invalid parameters")]
+    InvalidParameters(Problems),
+    #[error("invalid request")]
+    InvalidRequest(Problems),
+    #[error(transparent)]
+    Database(#[from] sea_orm::DbErr),
+}
+
+pub type ServiceResult<T> = Result<T, ServiceError>;
+
+#[derive(Clone)]
+pub struct JobService {
+    store: Store,
+    bus: EventBus,
+    queue: Queue,
+    waker: WorkerWaker,
+    registry: Arc<Registry>,
+    /// Present when this process executes runs: lets a cancel stop a local attempt at once.
+    engine: Option<Engine>,
+}
+
+fn not_found(what: &str, key: &str) -> ServiceError {
+    ServiceError::NotFound(format!("{what} {key:?} not found"))
+}
+
+impl JobService {
+    pub fn new(store: Store, bus: EventBus, queue: Queue, waker: WorkerWaker, registry: Arc<Registry>, engine: Option<Engine>) -> Self {
+        JobService { store, bus, queue, waker, registry, engine }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn slug(input: &str) -> ServiceResult<String> {
+        // A path slug that cannot be valid cannot exist either.
+        Slug::parse(input).map(|s| s.as_str().to_string()).map_err(|_| not_found("job", input))
+    }
+
+    pub async fn get_job(&self, slug: &str) -> ServiceResult<JobDefinition> {
+        let slug = Self::slug(slug)?;
+        self.store.get_job(&slug).await?.ok_or_else(|| not_found("job", &slug))
+    }
+
+    pub async fn job_with_runs(&self, slug: &str) -> ServiceResult<JobWithRuns> {
+        let job = self.get_job(slug).await?;
+        let runs = self.store.recent_runs(&job.id, 10).await?;
+        Ok(JobWithRuns { job, runs })
+    }
+
+    pub async fn list_jobs(&self) -> ServiceResult<Vec<JobDefinition>> {
+        Ok(self.store.list_jobs().await?)
+    }
+
+    pub async fn job_versions(&self, slug: &str) -> ServiceResult<Vec<JobDefinitionVersion>> {
+        let job = self.get_job(slug).await?;
+        Ok(self.store.job_versions(&job.slug).await?)
+    }
+
+    /// Creates or replaces (same or higher version) a definition. Returns it and whether it
+    /// was created.
+    pub async fn save_job(&self, body: &Value) -> ServiceResult<(JobDefinition, bool)> {
+        let names = self.registry.names();
+        let spec = parse_job_spec(body, &names).map_err(ServiceError::InvalidDefinition)?;
+        let existing = self.store.get_job(spec.slug.as_str()).await?;
+        if let Some(e) = &existing
+            && spec.version < e.version
+        {
+            return Err(ServiceError::Conflict(format!(
+                "job {:?} is at version {}; version {} is lower",
+                e.slug, e.version, spec.version
+            )));
+        }
+        let created = existing.is_none();
+        let saved = self.store.save_job(&spec, existing.as_ref(), Utc::now()).await?;
+        self.bus.publish("job.definition.updated", json!({"job": saved})).await;
+        Ok((saved, created))
+    }
+
+    /// Updates the given fields; the result is validated like a full definition.
+    pub async fn patch_job(&self, slug: &str, patch: &Value) -> ServiceResult<JobDefinition> {
+        let current = self.get_job(slug).await?;
+        let Some(patch_obj) = patch.as_object() else {
+            let mut p = Problems::new();
+            p.add("", "the body must be a JSON object");
+            return Err(ServiceError::InvalidDefinition(p));
+        };
+        if let Some(s) = patch_obj.get("slug")
+            && s.as_str().map(str::to_ascii_lowercase).as_deref() != Some(current.slug.as_str())
+        {
+            let mut p = Problems::new();
+            p.add("/slug", "cannot be changed");
+            return Err(ServiceError::InvalidDefinition(p));
+        }
+        let mut doc = serde_json::to_value(&current).unwrap_or(Value::Null);
+        if let Some(obj) = doc.as_object_mut() {
+            for key in ["id", "createdAt", "updatedAt"] {
+                obj.remove(key);
+            }
+            for (k, v) in patch_obj {
+                obj.insert(k.clone(), v.clone());
+            }
+        }
+        let names = self.registry.names();
+        let spec = parse_job_spec(&doc, &names).map_err(ServiceError::InvalidDefinition)?;
+        if spec.version < current.version {
+            return Err(ServiceError::Conflict(format!(
+                "job {:?} is at version {}; version {} is lower",
+                current.slug, current.version, spec.version
+            )));
+        }
+        let saved = self.store.save_job(&spec, Some(&current), Utc::now()).await?;
+        self.bus.publish("job.definition.updated", json!({"job": saved})).await;
+        Ok(saved)
+    }
+
+    pub async fn delete_job(&self, slug: &str) -> ServiceResult<()> {
+        let job = self.get_job(slug).await?;
+        let active = self.store.count_active_runs(&job.id).await?;
+        if active > 0 {
+            return Err(ServiceError::Conflict(format!(
+                "job {:?} has {active} pending or running run(s); cancel them first",
+                job.slug
+            )));
+        }
+        self.store.delete_job(&job.id, &job.slug).await?;
+        self.bus.publish("job.definition.updated", json!({"job": job, "deleted": true})).await;
+        Ok(())
+    }
+
+    /// Starts a run. Returns the run and whether it is new (false: idempotent replay).
+    pub async fn run_job(&self, slug: &str, body: &Value, idempotency_header: Option<&str>) -> ServiceResult<(JobRun, bool)> {
+        let job = self.get_job(slug).await?;
+        let req = parse_run_request(body, idempotency_header).map_err(ServiceError::InvalidRequest)?;
+        let parameters = merge_parameters(&job.default_parameters, &req.parameters);
+        let mut problems = parameter_problems(&job.parameters_schema, &parameters);
+        if problems.is_empty() {
+            for (path, message) in handlers::parameter_problems(&job.entry_point, &parameters) {
+                problems.add(format!("/parameters{path}"), message);
+            }
+        }
+        if !problems.is_empty() {
+            return Err(ServiceError::InvalidParameters(problems));
+        }
+        self.create_run(job, parameters, req.timeout_ms, req.max_attempts, req.context, req.idempotency_key, req.delay_ms, req.trigger)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn create_run(
+        &self,
+        job: JobDefinition,
+        parameters: Value,
+        timeout_ms: Option<i64>,
+        max_attempts: Option<i32>,
+        context: Option<Value>,
+        idempotency_key: Option<String>,
+        delay_ms: i64,
+        trigger: Trigger,
+    ) -> ServiceResult<(JobRun, bool)> {
+        let now = Utc::now();
+        let delay = Duration::from_millis(delay_ms.max(0) as u64);
+        let new = NewRun {
+            id: new_id(),
+            parameters,
+            context,
+            timeout_ms: timeout_ms.unwrap_or(job.timeout_ms),
+            max_attempts: max_attempts.unwrap_or(job.retry_policy.max_attempts as i32),
+            retry_policy: job.retry_policy.clone(),
+            trigger,
+            idempotency_key,
+            scheduled_at: now + chrono::Duration::milliseconds(delay_ms.max(0)),
+            now,
+            definition: job,
+        };
+        match self.store.insert_run(new).await? {
+            Inserted::Existing(run) => Ok((run, false)),
+            Inserted::New(run) => {
+                publish_run(&self.bus, &run).await;
+                let task = RunTask { run_id: run.id.clone(), attempt: run.attempt };
+                if let Err(e) = self.queue.push(task, delay).await {
+                    tracing::error!(run_id = %run.id, error = %e, "could not enqueue the run; the recovery sweep will");
+                }
+                if delay.is_zero() {
+                    self.waker.wake();
+                }
+                Ok((run, true))
+            }
+        }
+    }
+
+    pub async fn get_run(&self, id: &str) -> ServiceResult<JobRun> {
+        self.store.get_run(id).await?.ok_or_else(|| not_found("job run", id))
+    }
+
+    pub async fn list_runs(&self, slug: Option<&str>, mut filter: RunFilter) -> ServiceResult<RunPage> {
+        if let Some(slug) = slug {
+            filter.job_definition_id = Some(self.get_job(slug).await?.id);
+        }
+        Ok(self.store.list_runs(&filter).await?)
+    }
+
+    /// Cancels a pending or running run (409 once finished).
+    pub async fn cancel_run(&self, id: &str) -> ServiceResult<JobRun> {
+        let run = self.get_run(id).await?;
+        if run.status.is_terminal() {
+            return Err(ServiceError::Conflict(format!("run {id} already ended as {}", run.status)));
+        }
+        match self.store.cancel(id, Utc::now()).await? {
+            Some(canceled) => {
+                let _ = self
+                    .store
+                    .append_logs(vec![(id.to_string(), canceled.attempt, "system".into(), "cancel requested by operator".into())], Utc::now())
+                    .await;
+                if let Some(engine) = &self.engine {
+                    engine.stop_run(id, StopReason::Canceled);
+                }
+                // Workers in other processes see this event and stop the attempt.
+                publish_run(&self.bus, &canceled).await;
+                Ok(canceled)
+            }
+            None => {
+                let now = self.get_run(id).await?;
+                Err(ServiceError::Conflict(format!("run {id} already ended as {}", now.status)))
+            }
+        }
+    }
+
+    /// Applies a PATCH to a run: only `{"status": "canceled"}` is supported.
+    pub async fn patch_run(&self, id: &str, body: &Value) -> ServiceResult<JobRun> {
+        let mut p = Problems::new();
+        match body.as_object() {
+            None => p.add("", "the body must be a JSON object"),
+            Some(obj) => {
+                for key in obj.keys().filter(|k| k.as_str() != "status") {
+                    p.add(format!("/{key}"), "unknown field (only status can be changed)");
+                }
+                match obj.get("status").and_then(Value::as_str) {
+                    Some("canceled") => {}
+                    Some(other) => p.add("/status", format!("cannot set status to {other:?}; only \"canceled\" is allowed")),
+                    None => p.add("/status", "is required and must be \"canceled\""),
+                }
+            }
+        }
+        if !p.is_empty() {
+            // Existence first: a PATCH on an unknown run is a 404 whatever the body.
+            self.get_run(id).await?;
+            return Err(ServiceError::InvalidRequest(p));
+        }
+        self.cancel_run(id).await
+    }
+
+    /// A new run with the same parameters as a finished one.
+    pub async fn retry_run(&self, id: &str) -> ServiceResult<JobRun> {
+        let run = self.get_run(id).await?;
+        if !run.status.is_terminal() {
+            return Err(ServiceError::Conflict(format!("run {id} is still {}; retry it once it has ended", run.status)));
+        }
+        if run.status == RunStatus::Succeeded {
+            // Allowed: re-running a succeeded run is a legitimate operator action.
+        }
+        let job = self
+            .store
+            .get_job(&run.job_slug)
+            .await?
+            .ok_or_else(|| ServiceError::Conflict(format!("job {:?} no longer exists", run.job_slug)))?;
+        let (new_run, _) = self
+            .create_run(job, run.parameters, Some(run.timeout_ms), Some(run.max_attempts), run.context, None, 0, run.trigger)
+            .await?;
+        Ok(new_run)
+    }
+
+    /// Inserts the default definitions when missing (first start).
+    pub async fn seed_defaults(&self) -> ServiceResult<()> {
+        for doc in default_definitions() {
+            let slug = doc["slug"].as_str().unwrap_or_default().to_string();
+            if self.store.get_job(&slug).await?.is_none() {
+                match self.save_job(&doc).await {
+                    Ok(_) => tracing::info!(slug, "seeded default job definition"),
+                    // Another process seeding at the same moment won the unique slug.
+                    Err(ServiceError::Database(e)) => tracing::debug!(slug, error = %e, "seed skipped"),
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn default_definitions() -> Vec<Value> {
+    vec![
+        json!({
+            "slug": "repository-ingest", "name": "Repository ingestion", "version": 1, "type": "batch",
+            "entryPoint": "builtin:repository-ingest",
+            "parametersSchema": {"type": "object", "required": ["repoUrl"], "properties": {
+                "repoUrl": {"type": "string", "description": "Local path, file:// or http(s) URL of a git repository"},
+                "ref": {"type": "string", "description": "Branch, tag or commit (default: the remote's HEAD)"}}},
+            "defaultParameters": {}, "timeoutMs": 600000,
+            "retryPolicy": {"maxAttempts": 3, "strategy": "exponential", "initialDelayMs": 1000, "maxDelayMs": 60000, "jitter": "full"},
+            "metadata": {"tags": ["ingest"], "seeded": true}
+        }),
+        json!({
+            "slug": "repository-build", "name": "Repository build", "version": 1, "type": "batch",
+            "entryPoint": "builtin:repository-build",
+            "parametersSchema": {"type": "object", "required": ["command"], "properties": {
+                "checkout": {"type": "string", "description": "Checkout directory (from repository-ingest)"},
+                "repoUrl": {"type": "string", "description": "Repository to ingest first when no checkout is given"},
+                "command": {"type": "array", "minItems": 1, "items": {"type": "string"}, "description": "argv, never a shell string"},
+                "env": {"type": "object", "additionalProperties": {"type": "string"}}}},
+            "defaultParameters": {}, "timeoutMs": 1800000,
+            "retryPolicy": {"maxAttempts": 1, "strategy": "none"},
+            "metadata": {"tags": ["build"], "seeded": true}
+        }),
+    ]
+}

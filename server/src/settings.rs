@@ -1,0 +1,189 @@
+//! Settings: one typed struct per command, parsed once by clap with `SWITCHYARD_*` environment
+//! fallbacks, then passed explicitly. Nothing else in the server reads the environment.
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Switchyard: jobs and workflows orchestrator in one binary.
+#[derive(Debug, Parser)]
+#[command(name = "switchyard", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalSettings,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Settings every command shares.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalSettings {
+    /// Directory for the embedded database, checkouts and other state.
+    #[arg(long, env = "SWITCHYARD_DATA_DIR", default_value = "data", global = true)]
+    pub data_dir: PathBuf,
+    /// Database URL: `postgres://...` for PostgreSQL, `sqlite://...` for a given SQLite file;
+    /// unset means `<data-dir>/switchyard.db`.
+    #[arg(long, env = "DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+    /// Log output format.
+    #[arg(long, env = "SWITCHYARD_LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// API, event stream, pages and workers in one process.
+    Serve(ServeArgs),
+    /// Workers only, for scale-out on other machines sharing the database.
+    Worker(WorkerArgs),
+    /// Database migrations.
+    Migrate {
+        #[command(subcommand)]
+        action: MigrateAction,
+    },
+    /// Push no-op runs through the real API and workers and print throughput and latency.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum MigrateAction {
+    /// Apply all pending migrations.
+    Up,
+    /// Revert the last `steps` migrations.
+    Down {
+        #[arg(long, default_value_t = 1)]
+        steps: u32,
+    },
+    /// List migrations and whether they are applied.
+    Status,
+}
+
+/// How this process executes runs.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerSettings {
+    /// Number of apalis workers in this process; 0 serves without executing runs.
+    #[arg(long, env = "SWITCHYARD_WORKERS", default_value_t = 2)]
+    pub workers: usize,
+    /// Runs one worker executes at the same time.
+    #[arg(long, env = "SWITCHYARD_WORKER_CONCURRENCY", default_value_t = 32)]
+    pub concurrency: usize,
+    /// How long a worker's claim on a running run lasts without a heartbeat; after that the run
+    /// is taken over by another worker as a new attempt.
+    #[arg(long, env = "SWITCHYARD_LEASE_MS", default_value_t = 30_000)]
+    pub lease_ms: u64,
+    /// How often an idle worker looks for new tasks pushed by other processes.
+    #[arg(long, env = "SWITCHYARD_POLL_MS", default_value_t = 200)]
+    pub poll_ms: u64,
+    /// On shutdown, how long in-flight runs may take to finish before they are handed back.
+    #[arg(long, env = "SWITCHYARD_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
+    pub shutdown_grace_ms: u64,
+}
+
+impl WorkerSettings {
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.lease_ms.max(1000))
+    }
+    pub fn heartbeat(&self) -> Duration {
+        self.lease() / 3
+    }
+    pub fn poll(&self) -> Duration {
+        Duration::from_millis(self.poll_ms.max(5))
+    }
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        WorkerSettings {
+            workers: 2,
+            concurrency: 32,
+            lease_ms: 30_000,
+            poll_ms: 200,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "SWITCHYARD_BIND", default_value = "127.0.0.1:3000")]
+    pub bind: SocketAddr,
+    /// Directory with the built site (pkg/, styles, public files).
+    #[arg(long, env = "SWITCHYARD_SITE_ROOT", default_value = "target/site")]
+    pub site_root: PathBuf,
+    /// Largest accepted request body in bytes.
+    #[arg(long, env = "SWITCHYARD_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+    #[command(flatten)]
+    pub worker: WorkerSettings,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub worker: WorkerSettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchDatabase {
+    Sqlite,
+    Postgres,
+    Both,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Runs to push per measurement.
+    #[arg(long, default_value_t = 2000)]
+    pub runs: usize,
+    /// Which database(s) to measure; Postgres uses `DATABASE_URL` (or the local default).
+    #[arg(long, value_enum, default_value = "both")]
+    pub database: BenchDatabase,
+    /// Concurrent HTTP clients pushing runs.
+    #[arg(long, default_value_t = 16)]
+    pub clients: usize,
+}
+
+/// Everything `Application::build` needs (the `serve` command, or a test).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub database_url: Option<String>,
+    pub bind: SocketAddr,
+    pub site_root: PathBuf,
+    pub max_body_bytes: usize,
+    pub worker: WorkerSettings,
+}
+
+impl Settings {
+    pub fn from_serve(global: &GlobalSettings, serve: &ServeArgs) -> Self {
+        Settings {
+            data_dir: global.data_dir.clone(),
+            database_url: global.database_url.clone(),
+            bind: serve.bind,
+            site_root: serve.site_root.clone(),
+            max_body_bytes: serve.max_body_bytes,
+            worker: serve.worker.clone(),
+        }
+    }
+
+    /// Settings for an app on a free loopback port with the given storage (tests, bench).
+    pub fn local(data_dir: PathBuf, database_url: Option<String>) -> Self {
+        Settings {
+            data_dir,
+            database_url,
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            site_root: PathBuf::from("target/site"),
+            max_body_bytes: 1024 * 1024,
+            worker: WorkerSettings::default(),
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! Building and running the process: `Application` (API + pages + event stream + workers, the
+//! `serve` command and every integration test) and `run_worker` (the `worker` command).
+use std::{net::SocketAddr, path::Path, sync::Arc};
+
+use anyhow::Context as _;
+use leptos::prelude::LeptosOptions;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    db::Database,
+    engine::{Engine, StopReason, queue::{Queue, WorkerWaker}},
+    events::EventBus,
+    handlers::Registry,
+    http::{AppState, router},
+    service::JobService,
+    settings::{Settings, WorkerSettings},
+    store::Store,
+};
+
+/// The parts shared by `serve` and `worker`.
+struct Core {
+    db: Database,
+    bus: EventBus,
+    service: JobService,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+async fn start_core(data_dir: &Path, database_url: Option<&str>, worker: &WorkerSettings, stop: &CancellationToken) -> anyhow::Result<Core> {
+    let db = Database::connect_and_migrate(data_dir, database_url).await?;
+    let store = Store::new(db.clone());
+    let bus = EventBus::new(store.clone());
+    let queue = Queue::new(&db, worker.lease().max(std::time::Duration::from_secs(2)));
+    let waker = WorkerWaker::default();
+    let registry = Arc::new(Registry::builtin());
+    let mut tasks = vec![tokio::spawn(bus.clone().run_reader(stop.clone()))];
+    let engine = (worker.workers > 0).then(|| {
+        Engine::new(store.clone(), bus.clone(), queue.clone(), waker.clone(), registry.clone(), worker.clone(), data_dir.to_path_buf())
+    });
+    let service = JobService::new(store, bus.clone(), queue, waker.clone(), registry, engine.clone());
+    service.seed_defaults().await.context("seeding default job definitions")?;
+    if let Some(engine) = engine {
+        tasks.push(tokio::spawn(follow_bus(engine.clone(), stop.clone())));
+        tasks.push(tokio::spawn(crate::engine::reaper::run(engine.clone(), stop.clone())));
+        tasks.push(tokio::spawn(crate::engine::workers::run(engine, worker.workers, stop.clone())));
+    }
+    Ok(Core { db, bus, service, tasks })
+}
+
+/// Reacts to events from every process: cancels stop local attempts, new pending runs wake
+/// idle workers.
+async fn follow_bus(engine: Engine, stop: CancellationToken) {
+    let mut rx = engine.bus().subscribe();
+    loop {
+        let ev = tokio::select! {
+            _ = stop.cancelled() => return,
+            ev = rx.recv() => ev,
+        };
+        match ev {
+            Ok(ev) => match ev.event_type.as_str() {
+                "job.run.canceled" => {
+                    if let Some(id) = ev.payload.pointer("/data/run/id").and_then(|v| v.as_str()) {
+                        engine.stop_run(id, StopReason::Canceled);
+                    }
+                }
+                "job.run.pending" => engine.waker().wake(),
+                _ => {}
+            },
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => engine.waker().wake(),
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// A running server.
+pub struct Application {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    server: JoinHandle<std::io::Result<()>>,
+    tasks: Vec<JoinHandle<()>>,
+    db: Database,
+}
+
+impl Application {
+    /// Connects, migrates, seeds, starts workers and binds the listener (port 0 picks one).
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let stop = CancellationToken::new();
+        let core = start_core(&settings.data_dir, settings.database_url.as_deref(), &settings.worker, &stop).await?;
+        let listener = tokio::net::TcpListener::bind(settings.bind)
+            .await
+            .with_context(|| format!("binding {}", settings.bind))?;
+        let addr = listener.local_addr()?;
+        let leptos = LeptosOptions::builder()
+            .output_name("switchyard")
+            .site_root(settings.site_root.to_string_lossy().to_string())
+            .site_pkg_dir("pkg")
+            .site_addr(addr)
+            .build();
+        let state = AppState { jobs: core.service.clone(), bus: core.bus.clone(), db: core.db.clone(), leptos };
+        let app = router(state, settings.max_body_bytes);
+        let shutdown = stop.clone();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                .await
+        });
+        tracing::info!(%addr, database = if core.db.is_postgres() { "postgres" } else { "sqlite" }, workers = settings.worker.workers, "switchyard serving");
+        Ok(Application { addr, stop, server, tasks: core.tasks, db: core.db })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// A token that stops the application when cancelled.
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    /// Runs until the stop token fires, then shuts down gracefully (in-flight runs finish or are
+    /// handed back).
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let Application { stop, server, tasks, .. } = self;
+        stop.cancelled().await;
+        // SSE streams never end by themselves: do not let them hold the shutdown.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;
+        for t in tasks {
+            let _ = t.await;
+        }
+        Ok(())
+    }
+}
+
+/// The `worker` command: executes runs, serves nothing.
+pub async fn run_worker(data_dir: &Path, database_url: Option<&str>, worker: WorkerSettings, stop: CancellationToken) -> anyhow::Result<()> {
+    let worker = WorkerSettings { workers: worker.workers.max(1), ..worker };
+    let core = start_core(data_dir, database_url, &worker, &stop).await?;
+    tracing::info!(workers = worker.workers, "switchyard worker started");
+    stop.cancelled().await;
+    for t in core.tasks {
+        let _ = t.await;
+    }
+    Ok(())
+}
+
+/// Cancels `stop` on SIGINT or SIGTERM.
+pub fn stop_on_signals(stop: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                let _ = ctrl_c.await;
+                stop.cancel();
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+        stop.cancel();
+    });
+}

@@ -1,0 +1,137 @@
+//! SeaORM entities, one module per table. They never leave `store`: callers get wire or
+//! domain types.
+#![allow(missing_docs)]
+
+pub mod job_definition {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "job_definitions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        #[sea_orm(unique)]
+        pub slug: String,
+        pub name: String,
+        pub version: i32,
+        pub job_type: String,
+        pub entry_point: String,
+        pub parameters_schema: Json,
+        pub default_parameters: Json,
+        pub timeout_ms: i64,
+        pub retry_policy: Json,
+        pub metadata: Json,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod job_definition_version {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "job_definition_versions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub job_definition_id: String,
+        pub slug: String,
+        pub version: i32,
+        pub definition: Json,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod job_run {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "job_runs")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub job_definition_id: String,
+        pub job_slug: String,
+        pub job_version: i32,
+        pub entry_point: String,
+        pub status: String,
+        pub parameters: Json,
+        pub result: Option<Json>,
+        pub error_message: Option<String>,
+        pub metrics: Option<Json>,
+        pub context: Option<Json>,
+        pub timeout_ms: i64,
+        pub attempt: i32,
+        pub max_attempts: i32,
+        pub retry_policy: Json,
+        pub trigger: String,
+        pub workflow_run_id: Option<String>,
+        pub workflow_step_id: Option<String>,
+        pub idempotency_key: Option<String>,
+        pub duration_ms: Option<i64>,
+        pub scheduled_at: DateTimeUtc,
+        pub started_at: Option<DateTimeUtc>,
+        pub completed_at: Option<DateTimeUtc>,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+        pub lease_owner: Option<String>,
+        pub lease_expires_at: Option<DateTimeUtc>,
+        pub dispatched_at: Option<DateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod job_run_log {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "job_run_logs")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub run_id: String,
+        pub attempt: i32,
+        pub stream: String,
+        pub message: String,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod event {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "events")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub event_type: String,
+        pub payload: Json,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

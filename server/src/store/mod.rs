@@ -1,0 +1,709 @@
+//! Storage: every SQL statement of the server lives here, behind functions that take and return
+//! domain or wire types. Architecture invariant: entity models never leave this module.
+//! Run state changes are conditional updates (`WHERE status = ... AND attempt = ...`), so two
+//! workers can never both own a run: whoever's update touches the row wins.
+pub mod entities;
+
+use app::wire::{JobDefinition, JobDefinitionVersion, JobRun, RetryPolicy, RunStatus, Trigger};
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
+};
+use serde_json::Value;
+
+use crate::{db::Database, domain::jobs::JobSpec};
+use entities::{event, job_definition, job_definition_version, job_run, job_run_log};
+
+pub type StoreResult<T> = Result<T, DbErr>;
+
+/// Filter and paging for run lists.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub job_definition_id: Option<String>,
+    pub statuses: Vec<RunStatus>,
+    pub q: Option<String>,
+    pub limit: u64,
+    pub offset: u64,
+    /// Keyset cursor: the id of the last run of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// A page of runs.
+#[derive(Debug, Clone)]
+pub struct RunPage {
+    pub runs: Vec<JobRun>,
+    pub total: u64,
+    pub next_cursor: Option<String>,
+}
+
+/// What the executor needs to run one attempt.
+#[derive(Debug, Clone)]
+pub struct ClaimedRun {
+    pub run: JobRun,
+    pub entry_point: String,
+    pub retry_policy: RetryPolicy,
+}
+
+/// A stored event.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub id: i64,
+    pub event_type: String,
+    pub payload: Value,
+}
+
+/// One line of a run log.
+#[derive(Debug, Clone)]
+pub struct StoredLogLine {
+    pub id: i64,
+    pub attempt: i32,
+    pub stream: String,
+    pub message: String,
+}
+
+/// The outcome of inserting a run with an idempotency key.
+pub enum Inserted {
+    New(JobRun),
+    Existing(JobRun),
+}
+
+fn status_of(text: &str) -> RunStatus {
+    // Only our own code writes this column, always from the enum.
+    RunStatus::parse(text).unwrap_or(RunStatus::Failed)
+}
+
+pub fn definition_to_wire(m: job_definition::Model) -> JobDefinition {
+    JobDefinition {
+        id: m.id,
+        slug: m.slug,
+        name: m.name,
+        version: m.version,
+        job_type: app::wire::JobType::parse(&m.job_type).unwrap_or(app::wire::JobType::Batch),
+        entry_point: m.entry_point,
+        parameters_schema: m.parameters_schema,
+        default_parameters: m.default_parameters,
+        timeout_ms: m.timeout_ms,
+        retry_policy: serde_json::from_value(m.retry_policy).unwrap_or_default(),
+        metadata: m.metadata,
+        created_at: m.created_at,
+        updated_at: m.updated_at,
+    }
+}
+
+fn run_to_wire(m: job_run::Model) -> JobRun {
+    let duration_ms = m.duration_ms;
+    JobRun {
+        logs_url: format!("/api/job-runs/{}/logs", m.id),
+        id: m.id,
+        job_definition_id: m.job_definition_id,
+        job_slug: m.job_slug,
+        job_version: m.job_version,
+        status: status_of(&m.status),
+        parameters: m.parameters,
+        result: m.result,
+        error_message: m.error_message,
+        metrics: m.metrics,
+        context: m.context,
+        timeout_ms: m.timeout_ms,
+        attempt: m.attempt,
+        max_attempts: m.max_attempts,
+        trigger: Trigger::parse(&m.trigger).unwrap_or(Trigger::Manual),
+        workflow_run_id: m.workflow_run_id,
+        workflow_step_id: m.workflow_step_id,
+        duration_ms,
+        scheduled_at: m.scheduled_at,
+        started_at: m.started_at,
+        completed_at: m.completed_at,
+        created_at: m.created_at,
+        updated_at: m.updated_at,
+    }
+}
+
+/// Fields of a new run.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub id: String,
+    pub definition: JobDefinition,
+    pub parameters: Value,
+    pub context: Option<Value>,
+    pub timeout_ms: i64,
+    pub max_attempts: i32,
+    pub retry_policy: RetryPolicy,
+    pub trigger: Trigger,
+    pub idempotency_key: Option<String>,
+    pub scheduled_at: DateTime<Utc>,
+    pub now: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: Database,
+}
+
+impl Store {
+    pub fn new(db: Database) -> Self {
+        Store { db }
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    fn conn(&self) -> &sea_orm::DatabaseConnection {
+        &self.db.conn
+    }
+
+    // ---- job definitions ----
+
+    pub async fn get_job(&self, slug: &str) -> StoreResult<Option<JobDefinition>> {
+        Ok(job_definition::Entity::find()
+            .filter(job_definition::Column::Slug.eq(slug))
+            .one(self.conn())
+            .await?
+            .map(definition_to_wire))
+    }
+
+    pub async fn list_jobs(&self) -> StoreResult<Vec<JobDefinition>> {
+        Ok(job_definition::Entity::find()
+            .order_by_asc(job_definition::Column::Slug)
+            .all(self.conn())
+            .await?
+            .into_iter()
+            .map(definition_to_wire)
+            .collect())
+    }
+
+    /// Creates or replaces a definition and records the version. Returns the stored definition
+    /// and whether it was created. The caller has checked the version rule.
+    pub async fn save_job(
+        &self,
+        spec: &JobSpec,
+        existing: Option<&JobDefinition>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<JobDefinition> {
+        let id = existing.map(|e| e.id.clone()).unwrap_or_else(new_id);
+        let created_at = existing.map(|e| e.created_at).unwrap_or(now);
+        let model = job_definition::ActiveModel {
+            id: Set(id.clone()),
+            slug: Set(spec.slug.as_str().to_string()),
+            name: Set(spec.name.clone()),
+            version: Set(spec.version),
+            job_type: Set(spec.job_type.as_str().to_string()),
+            entry_point: Set(spec.entry_point.clone()),
+            parameters_schema: Set(spec.parameters_schema.clone()),
+            default_parameters: Set(spec.default_parameters.clone()),
+            timeout_ms: Set(spec.timeout_ms),
+            retry_policy: Set(serde_json::to_value(&spec.retry_policy).unwrap_or(Value::Null)),
+            metadata: Set(spec.metadata.clone()),
+            created_at: Set(created_at),
+            updated_at: Set(now),
+        };
+        let txn = sea_orm::TransactionTrait::begin(self.conn()).await?;
+        if existing.is_some() {
+            job_definition::Entity::update(model).exec(&txn).await?;
+        } else {
+            job_definition::Entity::insert(model).exec_without_returning(&txn).await?;
+        }
+        let stored = job_definition::Entity::find_by_id(id.clone())
+            .one(&txn)
+            .await?
+            .map(definition_to_wire)
+            .ok_or_else(|| DbErr::RecordNotFound(id.clone()))?;
+        let snapshot = serde_json::to_value(&stored).unwrap_or(Value::Null);
+        // Re-posting the same version replaces that version's snapshot.
+        job_definition_version::Entity::delete_many()
+            .filter(job_definition_version::Column::Slug.eq(spec.slug.as_str()))
+            .filter(job_definition_version::Column::Version.eq(spec.version))
+            .exec(&txn)
+            .await?;
+        job_definition_version::Entity::insert(job_definition_version::ActiveModel {
+            id: Set(new_id()),
+            job_definition_id: Set(id),
+            slug: Set(spec.slug.as_str().to_string()),
+            version: Set(spec.version),
+            definition: Set(snapshot),
+            created_at: Set(now),
+            updated_at: Set(now),
+        })
+        .exec_without_returning(&txn)
+        .await?;
+        txn.commit().await?;
+        Ok(stored)
+    }
+
+    pub async fn job_versions(&self, slug: &str) -> StoreResult<Vec<JobDefinitionVersion>> {
+        Ok(job_definition_version::Entity::find()
+            .filter(job_definition_version::Column::Slug.eq(slug))
+            .order_by_desc(job_definition_version::Column::Version)
+            .all(self.conn())
+            .await?
+            .into_iter()
+            .filter_map(|m| {
+                Some(JobDefinitionVersion {
+                    version: m.version,
+                    definition: serde_json::from_value(m.definition).ok()?,
+                    created_at: m.created_at,
+                })
+            })
+            .collect())
+    }
+
+    /// Deletes a definition, its version history, and its finished runs' rows stay (history).
+    pub async fn delete_job(&self, id: &str, slug: &str) -> StoreResult<()> {
+        let txn = sea_orm::TransactionTrait::begin(self.conn()).await?;
+        job_definition_version::Entity::delete_many()
+            .filter(job_definition_version::Column::Slug.eq(slug))
+            .exec(&txn)
+            .await?;
+        job_definition::Entity::delete_by_id(id.to_string()).exec(&txn).await?;
+        txn.commit().await
+    }
+
+    pub async fn count_active_runs(&self, job_definition_id: &str) -> StoreResult<u64> {
+        job_run::Entity::find()
+            .filter(job_run::Column::JobDefinitionId.eq(job_definition_id))
+            .filter(job_run::Column::Status.is_in([RunStatus::Pending.as_str(), RunStatus::Running.as_str()]))
+            .count(self.conn())
+            .await
+    }
+
+    // ---- runs ----
+
+    /// Inserts a run; with an idempotency key already used for this job, returns that run.
+    pub async fn insert_run(&self, new: NewRun) -> StoreResult<Inserted> {
+        if let Some(key) = &new.idempotency_key
+            && let Some(existing) = self.find_by_idempotency_key(&new.definition.id, key).await?
+        {
+            return Ok(Inserted::Existing(existing));
+        }
+        let model = job_run::Model {
+            id: new.id.clone(),
+            job_definition_id: new.definition.id.clone(),
+            job_slug: new.definition.slug.clone(),
+            job_version: new.definition.version,
+            entry_point: new.definition.entry_point.clone(),
+            status: RunStatus::Pending.as_str().to_string(),
+            parameters: new.parameters,
+            result: None,
+            error_message: None,
+            metrics: None,
+            context: new.context,
+            timeout_ms: new.timeout_ms,
+            attempt: 1,
+            max_attempts: new.max_attempts,
+            retry_policy: serde_json::to_value(&new.retry_policy).unwrap_or(Value::Null),
+            trigger: new.trigger.as_str().to_string(),
+            workflow_run_id: None,
+            workflow_step_id: None,
+            idempotency_key: new.idempotency_key.clone(),
+            duration_ms: None,
+            scheduled_at: new.scheduled_at,
+            started_at: None,
+            completed_at: None,
+            created_at: new.now,
+            updated_at: new.now,
+            lease_owner: None,
+            lease_expires_at: None,
+            dispatched_at: None,
+        };
+        let active: job_run::ActiveModel = model.clone().into();
+        match job_run::Entity::insert(active).exec_without_returning(self.conn()).await {
+            Ok(_) => Ok(Inserted::New(run_to_wire(model))),
+            Err(e) => {
+                // A concurrent request with the same key won the unique index: answer with its run.
+                if let Some(key) = &new.idempotency_key
+                    && let Some(existing) = self.find_by_idempotency_key(&new.definition.id, key).await?
+                {
+                    return Ok(Inserted::Existing(existing));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn find_by_idempotency_key(&self, job_definition_id: &str, key: &str) -> StoreResult<Option<JobRun>> {
+        Ok(job_run::Entity::find()
+            .filter(job_run::Column::JobDefinitionId.eq(job_definition_id))
+            .filter(job_run::Column::IdempotencyKey.eq(key))
+            .one(self.conn())
+            .await?
+            .map(run_to_wire))
+    }
+
+    pub async fn get_run(&self, id: &str) -> StoreResult<Option<JobRun>> {
+        Ok(job_run::Entity::find_by_id(id.to_string()).one(self.conn()).await?.map(run_to_wire))
+    }
+
+    pub async fn list_runs(&self, f: &RunFilter) -> StoreResult<RunPage> {
+        let mut cond = Condition::all();
+        if let Some(id) = &f.job_definition_id {
+            cond = cond.add(job_run::Column::JobDefinitionId.eq(id.clone()));
+        }
+        if !f.statuses.is_empty() {
+            cond = cond.add(job_run::Column::Status.is_in(f.statuses.iter().map(|s| s.as_str())));
+        }
+        if let Some(q) = f.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
+            let pattern = format!("%{}%", q.to_lowercase());
+            cond = cond.add(
+                Condition::any()
+                    .add(job_run::Column::Id.like(pattern.clone()))
+                    .add(job_run::Column::JobSlug.like(pattern.clone()))
+                    .add(sea_orm::sea_query::ExprTrait::like(Expr::expr(sea_orm::sea_query::Func::lower(Expr::col(job_run::Column::ErrorMessage))), pattern)),
+            );
+        }
+        let total = job_run::Entity::find().filter(cond.clone()).count(self.conn()).await?;
+        let mut query = job_run::Entity::find().filter(cond);
+        if let Some(cursor) = &f.cursor {
+            query = query.filter(job_run::Column::Id.lt(cursor.clone()));
+        } else if f.offset > 0 {
+            query = query.offset(f.offset);
+        }
+        let rows = query
+            .order_by_desc(job_run::Column::Id)
+            .limit(f.limit + 1)
+            .all(self.conn())
+            .await?;
+        let has_more = rows.len() as u64 > f.limit;
+        let runs: Vec<JobRun> = rows.into_iter().take(f.limit as usize).map(run_to_wire).collect();
+        let next_cursor = if has_more { runs.last().map(|r| r.id.clone()) } else { None };
+        Ok(RunPage { runs, total, next_cursor })
+    }
+
+    pub async fn recent_runs(&self, job_definition_id: &str, limit: u64) -> StoreResult<Vec<JobRun>> {
+        Ok(job_run::Entity::find()
+            .filter(job_run::Column::JobDefinitionId.eq(job_definition_id))
+            .order_by_desc(job_run::Column::Id)
+            .limit(limit)
+            .all(self.conn())
+            .await?
+            .into_iter()
+            .map(run_to_wire)
+            .collect())
+    }
+
+    pub async fn mark_dispatched(&self, id: &str, now: DateTime<Utc>) -> StoreResult<()> {
+        job_run::Entity::update_many()
+            .col_expr(job_run::Column::DispatchedAt, Expr::value(now))
+            .filter(job_run::Column::Id.eq(id))
+            .exec(self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// Pending runs that are due but whose queue task may have been lost (crash between the
+    /// insert and the push): due before `due_before`, not dispatched since `dispatched_before`.
+    pub async fn overdue_pending(
+        &self,
+        due_before: DateTime<Utc>,
+        dispatched_before: DateTime<Utc>,
+        limit: u64,
+    ) -> StoreResult<Vec<(String, i32)>> {
+        Ok(job_run::Entity::find()
+            .filter(job_run::Column::Status.eq(RunStatus::Pending.as_str()))
+            .filter(job_run::Column::ScheduledAt.lt(due_before))
+            .filter(
+                Condition::any()
+                    .add(job_run::Column::DispatchedAt.is_null())
+                    .add(job_run::Column::DispatchedAt.lt(dispatched_before)),
+            )
+            .order_by_asc(job_run::Column::ScheduledAt)
+            .limit(limit)
+            .all(self.conn())
+            .await?
+            .into_iter()
+            .map(|m| (m.id, m.attempt))
+            .collect())
+    }
+
+    /// Takes a pending run for `attempt` on behalf of `owner`. `None` when someone else has it,
+    /// it was canceled, or the task is stale.
+    pub async fn claim(
+        &self,
+        id: &str,
+        attempt: i32,
+        owner: &str,
+        lease_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<ClaimedRun>> {
+        let res = job_run::Entity::update_many()
+            .col_expr(job_run::Column::Status, Expr::value(RunStatus::Running.as_str()))
+            .col_expr(job_run::Column::LeaseOwner, Expr::value(owner))
+            .col_expr(job_run::Column::LeaseExpiresAt, Expr::value(lease_until))
+            .col_expr(job_run::Column::StartedAt, Expr::value(now))
+            .col_expr(job_run::Column::UpdatedAt, Expr::value(now))
+            .col_expr(job_run::Column::ErrorMessage, Expr::value(Option::<String>::None))
+            .filter(job_run::Column::Id.eq(id))
+            .filter(job_run::Column::Status.eq(RunStatus::Pending.as_str()))
+            .filter(job_run::Column::Attempt.eq(attempt))
+            .exec(self.conn())
+            .await?;
+        if res.rows_affected != 1 {
+            return Ok(None);
+        }
+        let Some(m) = job_run::Entity::find_by_id(id.to_string()).one(self.conn()).await? else {
+            return Ok(None);
+        };
+        let entry_point = m.entry_point.clone();
+        let retry_policy = serde_json::from_value(m.retry_policy.clone()).unwrap_or_default();
+        Ok(Some(ClaimedRun { run: run_to_wire(m), entry_point, retry_policy }))
+    }
+
+    /// Extends the lease; false when the run is no longer ours (canceled or taken over).
+    pub async fn heartbeat(&self, id: &str, attempt: i32, owner: &str, lease_until: DateTime<Utc>) -> StoreResult<bool> {
+        let res = job_run::Entity::update_many()
+            .col_expr(job_run::Column::LeaseExpiresAt, Expr::value(lease_until))
+            .filter(job_run::Column::Id.eq(id))
+            .filter(job_run::Column::Attempt.eq(attempt))
+            .filter(job_run::Column::LeaseOwner.eq(owner))
+            .filter(job_run::Column::Status.eq(RunStatus::Running.as_str()))
+            .exec(self.conn())
+            .await?;
+        Ok(res.rows_affected == 1)
+    }
+
+    /// Ends the run (terminal status) if this owner still holds it. Returns the stored run.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn finish(
+        &self,
+        run: &JobRun,
+        owner: &str,
+        status: RunStatus,
+        result: Option<Value>,
+        error: Option<String>,
+        metrics: Option<Value>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<JobRun>> {
+        let duration = run.started_at.map(|s| (now - s).num_milliseconds().max(0));
+        let res = job_run::Entity::update_many()
+            .col_expr(job_run::Column::Status, Expr::value(status.as_str()))
+            .col_expr(job_run::Column::Result, Expr::value(result.clone()))
+            .col_expr(job_run::Column::ErrorMessage, Expr::value(error.clone()))
+            .col_expr(job_run::Column::Metrics, Expr::value(metrics.clone()))
+            .col_expr(job_run::Column::DurationMs, Expr::value(duration))
+            .col_expr(job_run::Column::CompletedAt, Expr::value(now))
+            .col_expr(job_run::Column::UpdatedAt, Expr::value(now))
+            .col_expr(job_run::Column::LeaseOwner, Expr::value(Option::<String>::None))
+            .col_expr(job_run::Column::LeaseExpiresAt, Expr::value(Option::<DateTime<Utc>>::None))
+            .filter(job_run::Column::Id.eq(run.id.as_str()))
+            .filter(job_run::Column::Attempt.eq(run.attempt))
+            .filter(job_run::Column::LeaseOwner.eq(owner))
+            .filter(job_run::Column::Status.eq(RunStatus::Running.as_str()))
+            .exec(self.conn())
+            .await?;
+        if res.rows_affected != 1 {
+            return Ok(None);
+        }
+        let mut done = run.clone();
+        done.status = status;
+        done.result = result;
+        done.error_message = error;
+        done.metrics = metrics;
+        done.duration_ms = duration;
+        done.completed_at = Some(now);
+        done.updated_at = now;
+        Ok(Some(done))
+    }
+
+    /// Puts a running run back to pending for `next_attempt` at `scheduled_at` (retry after a
+    /// failure, a lost worker, or a hand-back at shutdown). `owner` None: whoever holds it, as
+    /// long as its lease has expired before `now` (the reaper).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn requeue(
+        &self,
+        id: &str,
+        attempt: i32,
+        owner: Option<&str>,
+        next_attempt: i32,
+        scheduled_at: DateTime<Utc>,
+        error: Option<String>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<JobRun>> {
+        let mut update = job_run::Entity::update_many()
+            .col_expr(job_run::Column::Status, Expr::value(RunStatus::Pending.as_str()))
+            .col_expr(job_run::Column::Attempt, Expr::value(next_attempt))
+            .col_expr(job_run::Column::ScheduledAt, Expr::value(scheduled_at))
+            .col_expr(job_run::Column::ErrorMessage, Expr::value(error))
+            .col_expr(job_run::Column::UpdatedAt, Expr::value(now))
+            .col_expr(job_run::Column::LeaseOwner, Expr::value(Option::<String>::None))
+            .col_expr(job_run::Column::LeaseExpiresAt, Expr::value(Option::<DateTime<Utc>>::None))
+            .col_expr(job_run::Column::DispatchedAt, Expr::value(Option::<DateTime<Utc>>::None))
+            .filter(job_run::Column::Id.eq(id))
+            .filter(job_run::Column::Attempt.eq(attempt))
+            .filter(job_run::Column::Status.eq(RunStatus::Running.as_str()));
+        update = match owner {
+            Some(owner) => update.filter(job_run::Column::LeaseOwner.eq(owner)),
+            None => update.filter(job_run::Column::LeaseExpiresAt.lt(now)),
+        };
+        if update.exec(self.conn()).await?.rows_affected != 1 {
+            return Ok(None);
+        }
+        self.get_run(id).await
+    }
+
+    /// Fails a running run whose worker vanished (lease expired) when no attempt is left.
+    pub async fn fail_expired_lease(&self, id: &str, attempt: i32, error: String, now: DateTime<Utc>) -> StoreResult<Option<JobRun>> {
+        let res = job_run::Entity::update_many()
+            .col_expr(job_run::Column::Status, Expr::value(RunStatus::Failed.as_str()))
+            .col_expr(job_run::Column::ErrorMessage, Expr::value(error))
+            .col_expr(job_run::Column::CompletedAt, Expr::value(now))
+            .col_expr(job_run::Column::UpdatedAt, Expr::value(now))
+            .col_expr(job_run::Column::LeaseOwner, Expr::value(Option::<String>::None))
+            .col_expr(job_run::Column::LeaseExpiresAt, Expr::value(Option::<DateTime<Utc>>::None))
+            .filter(job_run::Column::Id.eq(id))
+            .filter(job_run::Column::Attempt.eq(attempt))
+            .filter(job_run::Column::Status.eq(RunStatus::Running.as_str()))
+            .filter(job_run::Column::LeaseExpiresAt.lt(now))
+            .exec(self.conn())
+            .await?;
+        if res.rows_affected != 1 {
+            return Ok(None);
+        }
+        let run = self.get_run(id).await?;
+        if let Some(r) = &run
+            && let (Some(s), Some(c)) = (r.started_at, r.completed_at)
+        {
+            job_run::Entity::update_many()
+                .col_expr(job_run::Column::DurationMs, Expr::value((c - s).num_milliseconds().max(0)))
+                .filter(job_run::Column::Id.eq(id))
+                .exec(self.conn())
+                .await?;
+        }
+        self.get_run(id).await
+    }
+
+    /// Running runs whose lease ran out before `now`.
+    pub async fn expired_leases(&self, now: DateTime<Utc>, limit: u64) -> StoreResult<Vec<JobRun>> {
+        Ok(job_run::Entity::find()
+            .filter(job_run::Column::Status.eq(RunStatus::Running.as_str()))
+            .filter(job_run::Column::LeaseExpiresAt.lt(now))
+            .limit(limit)
+            .all(self.conn())
+            .await?
+            .into_iter()
+            .map(run_to_wire)
+            .collect())
+    }
+
+    /// Cancels a pending or running run. Returns the canceled run, or None if it had finished.
+    pub async fn cancel(&self, id: &str, now: DateTime<Utc>) -> StoreResult<Option<JobRun>> {
+        let Some(current) = job_run::Entity::find_by_id(id.to_string()).one(self.conn()).await? else {
+            return Ok(None);
+        };
+        let status = status_of(&current.status);
+        if status.is_terminal() {
+            return Ok(None);
+        }
+        let duration = current.started_at.map(|s| (now - s).num_milliseconds().max(0));
+        let res = job_run::Entity::update_many()
+            .col_expr(job_run::Column::Status, Expr::value(RunStatus::Canceled.as_str()))
+            .col_expr(job_run::Column::ErrorMessage, Expr::value("canceled by operator"))
+            .col_expr(job_run::Column::CompletedAt, Expr::value(now))
+            .col_expr(job_run::Column::UpdatedAt, Expr::value(now))
+            .col_expr(job_run::Column::DurationMs, Expr::value(duration))
+            .col_expr(job_run::Column::LeaseOwner, Expr::value(Option::<String>::None))
+            .col_expr(job_run::Column::LeaseExpiresAt, Expr::value(Option::<DateTime<Utc>>::None))
+            .filter(job_run::Column::Id.eq(id))
+            .filter(job_run::Column::Status.eq(status.as_str()))
+            .filter(job_run::Column::Attempt.eq(current.attempt))
+            .exec(self.conn())
+            .await?;
+        if res.rows_affected != 1 {
+            // It changed under us (started or finished); the caller retries once.
+            return Box::pin(self.cancel(id, now)).await;
+        }
+        self.get_run(id).await
+    }
+
+    // ---- logs ----
+
+    pub async fn append_logs(&self, lines: Vec<(String, i32, String, String)>, now: DateTime<Utc>) -> StoreResult<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let models = lines.into_iter().map(|(run_id, attempt, stream, message)| job_run_log::ActiveModel {
+            run_id: Set(run_id),
+            attempt: Set(attempt),
+            stream: Set(stream),
+            message: Set(message),
+            created_at: Set(now),
+            ..Default::default()
+        });
+        job_run_log::Entity::insert_many(models).exec_without_returning(self.conn()).await?;
+        Ok(())
+    }
+
+    pub async fn read_logs(&self, run_id: &str, after_id: i64, limit: u64) -> StoreResult<Vec<StoredLogLine>> {
+        Ok(job_run_log::Entity::find()
+            .filter(job_run_log::Column::RunId.eq(run_id))
+            .filter(job_run_log::Column::Id.gt(after_id))
+            .order_by_asc(job_run_log::Column::Id)
+            .limit(limit)
+            .all(self.conn())
+            .await?
+            .into_iter()
+            .map(|m| StoredLogLine { id: m.id, attempt: m.attempt, stream: m.stream, message: m.message })
+            .collect())
+    }
+
+    // ---- events ----
+
+    /// Appends an event; on PostgreSQL also notifies listeners in every process, in the same
+    /// statement so no committed event goes unannounced.
+    pub async fn insert_event(&self, event_type: &str, payload: &Value, now: DateTime<Utc>) -> StoreResult<()> {
+        if self.db.is_postgres() {
+            let stmt = sea_orm::Statement::from_sql_and_values(
+                sea_orm::DatabaseBackend::Postgres,
+                "WITH ins AS (INSERT INTO events (event_type, payload, created_at) VALUES ($1, $2, $3) RETURNING id) \
+                 SELECT pg_notify('switchyard_events', id::text) FROM ins",
+                [event_type.into(), payload.clone().into(), now.into()],
+            );
+            self.conn().execute_raw(stmt).await?;
+        } else {
+            event::Entity::insert(event::ActiveModel {
+                event_type: Set(event_type.to_string()),
+                payload: Set(payload.clone()),
+                created_at: Set(now),
+                ..Default::default()
+            })
+            .exec_without_returning(self.conn())
+            .await?;
+        }
+        Ok(())
+    }
+
+    pub async fn events_after(&self, after_id: i64, limit: u64) -> StoreResult<Vec<StoredEvent>> {
+        Ok(event::Entity::find()
+            .filter(event::Column::Id.gt(after_id))
+            .order_by_asc(event::Column::Id)
+            .limit(limit)
+            .all(self.conn())
+            .await?
+            .into_iter()
+            .map(|m| StoredEvent { id: m.id, event_type: m.event_type, payload: m.payload })
+            .collect())
+    }
+
+    pub async fn last_event_id(&self) -> StoreResult<i64> {
+        Ok(event::Entity::find()
+            .order_by_desc(event::Column::Id)
+            .one(self.conn())
+            .await?
+            .map(|m| m.id)
+            .unwrap_or(0))
+    }
+
+    /// Drops events older than `before` (the replay log is bounded).
+    pub async fn prune_events(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        Ok(event::Entity::delete_many()
+            .filter(event::Column::CreatedAt.lt(before))
+            .exec(self.conn())
+            .await?
+            .rows_affected)
+    }
+}
+
+/// A new time-ordered id (UUIDv7): newest-first ordering by id is creation order.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
