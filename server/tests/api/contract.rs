@@ -1,0 +1,1 @@
+//! API contract tests: definitions, runs, validation, errors, paging, events, OpenAPI.

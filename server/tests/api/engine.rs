@@ -1,0 +1,1 @@
+//! Engine tests: retries, timeouts, cancellation, crash safety, shutdown, cross-process events.

@@ -1,0 +1,196 @@
+//! Test harness: every test boots the real application on port 0 against a fresh database of
+//! its own: a new SQLite file, or, when `DATABASE_URL` points at PostgreSQL, a new database
+//! created on that server (dropped again when the test ends).
+use std::{path::PathBuf, sync::Once, time::Duration};
+
+use serde_json::{Value, json};
+use server::{Application, Settings, db};
+use tokio_util::sync::CancellationToken;
+
+static TRACING: Once = Once::new();
+
+fn init_tracing() {
+    TRACING.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt().with_env_filter("info,sqlx=warn").with_test_writer().try_init();
+        }
+    });
+}
+
+/// The PostgreSQL server to test against, if any.
+pub fn postgres_admin_url() -> Option<String> {
+    std::env::var("DATABASE_URL").ok().filter(|u| u.starts_with("postgres"))
+}
+
+/// A fresh, empty database: (data dir, database URL or None for SQLite in the data dir).
+pub struct TestDb {
+    pub dir: tempfile::TempDir,
+    pub url: Option<String>,
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = match postgres_admin_url() {
+            Some(admin) => Some(db::create_scratch_postgres(&admin, "switchyard_test").await.expect("scratch database")),
+            None => None,
+        };
+        TestDb { dir, url }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.url.is_some()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let (Some(admin), Some(url)) = (postgres_admin_url(), self.url.clone()) {
+            // Best effort, on a thread of its own: Drop cannot await.
+            let _ = std::thread::spawn(move || {
+                if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    let _ = rt.block_on(db::drop_scratch_postgres(&admin, &url));
+                }
+            })
+            .join();
+        }
+    }
+}
+
+/// A running app and a client for it.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub db: TestDb,
+    stop: CancellationToken,
+    handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Default test settings: short leases and polls so recovery paths run in seconds.
+pub fn test_settings(db: &TestDb) -> Settings {
+    let mut s = Settings::local(db.data_dir(), db.url.clone());
+    s.worker.lease_ms = 3_000;
+    s.worker.poll_ms = 50;
+    s.worker.shutdown_grace_ms = 2_000;
+    s.max_body_bytes = 64 * 1024;
+    s
+}
+
+pub async fn spawn_app() -> TestApp {
+    let db = TestDb::new().await;
+    let settings = test_settings(&db);
+    spawn_app_with(db, settings).await
+}
+
+pub async fn spawn_app_with(db: TestDb, settings: Settings) -> TestApp {
+    init_tracing();
+    let app = Application::build(settings).await.expect("app builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let stop = app.stop_token();
+    let handle = tokio::spawn(app.run_until_stopped());
+    TestApp { address, client: reqwest::Client::builder().no_proxy().build().unwrap(), db, stop, handle: Some(handle) }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.expect("request")
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let res = self.get(path).await;
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn send_json(&self, method: reqwest::Method, path: &str, body: &Value) -> (u16, Value) {
+        let res = self.client.request(method, self.url(path)).json(body).send().await.expect("request");
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.send_json(reqwest::Method::POST, path, body).await
+    }
+
+    pub async fn patch_json(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.send_json(reqwest::Method::PATCH, path, body).await
+    }
+
+    /// Registers a job; panics unless it is accepted.
+    pub async fn create_job(&self, body: Value) -> Value {
+        let (status, v) = self.post_json("/api/jobs", &body).await;
+        assert!(status == 201 || status == 200, "create job: {status} {v}");
+        v["data"].clone()
+    }
+
+    /// Registers `slug` with an entry point and optional extra fields.
+    pub async fn job(&self, slug: &str, entry_point: &str, extra: Value) -> Value {
+        let mut body = json!({"slug": slug, "name": slug, "entryPoint": entry_point});
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                b.insert(k.clone(), v.clone());
+            }
+        }
+        self.create_job(body).await
+    }
+
+    /// Starts a run; panics unless it is accepted (202). Returns the run.
+    pub async fn run(&self, slug: &str, body: Value) -> Value {
+        let (status, v) = self.post_json(&format!("/api/jobs/{slug}/run"), &body).await;
+        assert_eq!(status, 202, "run {slug}: {v}");
+        v["data"].clone()
+    }
+
+    pub async fn get_run(&self, id: &str) -> Value {
+        let (status, v) = self.get_json(&format!("/api/job-runs/{id}")).await;
+        assert_eq!(status, 200, "get run: {v}");
+        v["data"].clone()
+    }
+
+    /// Polls until the run's status is one of `statuses`; panics after `timeout`.
+    pub async fn wait_for_status(&self, id: &str, statuses: &[&str], timeout: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let run = self.get_run(id).await;
+            if statuses.contains(&run["status"].as_str().unwrap_or_default()) {
+                return run;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "run {id} never reached {statuses:?}; last: {run}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the run has ended (any terminal status).
+    pub async fn wait_terminal(&self, id: &str) -> Value {
+        self.wait_for_status(id, &["succeeded", "failed", "canceled", "expired"], Duration::from_secs(30)).await
+    }
+
+    pub async fn logs(&self, id: &str) -> String {
+        self.get(&format!("/api/job-runs/{id}/logs")).await.text().await.unwrap_or_default()
+    }
+
+    /// Stops the app gracefully and waits for it.
+    pub async fn shutdown(mut self) -> TestDb {
+        self.stop.cancel();
+        if let Some(h) = self.handle.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(30), h).await;
+        }
+        // Move the database out so the caller can start another app on it.
+        let db = std::mem::replace(&mut self.db, TestDb { dir: tempfile::tempdir().unwrap(), url: None });
+        db
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}

@@ -1,0 +1,7 @@
+//! The server's one integration test binary. Each test boots the real app (see `helpers`).
+//! Run against SQLite by default and against PostgreSQL with `DATABASE_URL=postgres://...`.
+mod helpers;
+
+mod contract;
+mod engine;
+mod smoke;
