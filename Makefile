@@ -1,0 +1,50 @@
+# Switchyard: `make run` builds and serves on 127.0.0.1:3000 with the embedded database;
+# `make test` runs every check. Both install what they need first (idempotent).
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PG_TEST_URL ?= postgres://postgres@127.0.0.1:5432/test
+BIND ?= 127.0.0.1:3000
+
+.PHONY: help deps build run test fmt lint test-unit test-sqlite test-postgres bench clean
+
+help:
+	@echo "make run    build (release) and serve on http://$(BIND) with the embedded SQLite database"
+	@echo "make test   fmt check, clippy, unit tests, integration tests on SQLite and PostgreSQL"
+	@echo "make bench  throughput and queue latency of no-op runs on SQLite and PostgreSQL"
+
+deps:
+	@scripts/install-deps.sh
+
+build: deps
+	cargo build --release -p server
+
+run: deps
+	cargo run --release -p server --bin switchyard -- serve --bind $(BIND)
+
+fmt:
+	cargo fmt --all
+
+lint: deps
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+
+test-unit: deps
+	cargo test --lib --bins
+
+test-sqlite: deps
+	@echo "== integration suite on SQLite =="
+	env -u DATABASE_URL cargo test -p server --test api
+
+test-postgres: deps
+	@scripts/postgres-suite.sh "$(PG_TEST_URL)"
+
+test: lint test-unit test-sqlite test-postgres
+	@echo "make test: all checks passed"
+
+bench: deps
+	cargo run --release -p server --bin switchyard -- bench --database both --runs 2000
+
+clean:
+	cargo clean
