@@ -88,15 +88,25 @@ enum Events {
 }
 
 fn id_col<T: IntoIden>(name: T) -> ColumnDef {
-    ColumnDef::new(name).string_len(36).not_null().primary_key().to_owned()
+    ColumnDef::new(name)
+        .string_len(36)
+        .not_null()
+        .primary_key()
+        .to_owned()
 }
 
 fn ts<T: IntoIden>(name: T) -> ColumnDef {
-    ColumnDef::new(name).timestamp_with_time_zone().not_null().to_owned()
+    ColumnDef::new(name)
+        .timestamp_with_time_zone()
+        .not_null()
+        .to_owned()
 }
 
 fn ts_null<T: IntoIden>(name: T) -> ColumnDef {
-    ColumnDef::new(name).timestamp_with_time_zone().null().to_owned()
+    ColumnDef::new(name)
+        .timestamp_with_time_zone()
+        .null()
+        .to_owned()
 }
 
 fn json<T: IntoIden>(name: T) -> ColumnDef {
@@ -126,14 +136,31 @@ impl MigrationTrait for Migration {
             Table::create()
                 .table(JobDefinitions::Table)
                 .col(id_col(JobDefinitions::Id))
-                .col(ColumnDef::new(JobDefinitions::Slug).string_len(100).not_null().unique_key())
+                .col(
+                    ColumnDef::new(JobDefinitions::Slug)
+                        .string_len(100)
+                        .not_null()
+                        .unique_key(),
+                )
                 .col(ColumnDef::new(JobDefinitions::Name).string().not_null())
                 .col(ColumnDef::new(JobDefinitions::Version).integer().not_null())
-                .col(ColumnDef::new(JobDefinitions::JobType).string_len(32).not_null())
-                .col(ColumnDef::new(JobDefinitions::EntryPoint).string().not_null())
+                .col(
+                    ColumnDef::new(JobDefinitions::JobType)
+                        .string_len(32)
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(JobDefinitions::EntryPoint)
+                        .string()
+                        .not_null(),
+                )
                 .col(json(JobDefinitions::ParametersSchema))
                 .col(json(JobDefinitions::DefaultParameters))
-                .col(ColumnDef::new(JobDefinitions::TimeoutMs).big_integer().not_null())
+                .col(
+                    ColumnDef::new(JobDefinitions::TimeoutMs)
+                        .big_integer()
+                        .not_null(),
+                )
                 .col(json(JobDefinitions::RetryPolicy))
                 .col(json(JobDefinitions::Metadata))
                 .col(ts(JobDefinitions::CreatedAt))
@@ -154,9 +181,21 @@ impl MigrationTrait for Migration {
             Table::create()
                 .table(JobDefinitionVersions::Table)
                 .col(id_col(JobDefinitionVersions::Id))
-                .col(ColumnDef::new(JobDefinitionVersions::JobDefinitionId).string_len(36).not_null())
-                .col(ColumnDef::new(JobDefinitionVersions::Slug).string_len(100).not_null())
-                .col(ColumnDef::new(JobDefinitionVersions::Version).integer().not_null())
+                .col(
+                    ColumnDef::new(JobDefinitionVersions::JobDefinitionId)
+                        .string_len(36)
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(JobDefinitionVersions::Slug)
+                        .string_len(100)
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(JobDefinitionVersions::Version)
+                        .integer()
+                        .not_null(),
+                )
                 .col(json(JobDefinitionVersions::Definition))
                 .col(ts(JobDefinitionVersions::CreatedAt))
                 .col(ts(JobDefinitionVersions::UpdatedAt))
@@ -178,7 +217,11 @@ impl MigrationTrait for Migration {
             Table::create()
                 .table(JobRuns::Table)
                 .col(id_col(JobRuns::Id))
-                .col(ColumnDef::new(JobRuns::JobDefinitionId).string_len(36).not_null())
+                .col(
+                    ColumnDef::new(JobRuns::JobDefinitionId)
+                        .string_len(36)
+                        .not_null(),
+                )
                 .col(ColumnDef::new(JobRuns::JobSlug).string_len(100).not_null())
                 .col(ColumnDef::new(JobRuns::JobVersion).integer().not_null())
                 .col(ColumnDef::new(JobRuns::EntryPoint).string().not_null())
@@ -194,8 +237,16 @@ impl MigrationTrait for Migration {
                 .col(json(JobRuns::RetryPolicy))
                 .col(ColumnDef::new(JobRuns::Trigger).string_len(16).not_null())
                 .col(ColumnDef::new(JobRuns::WorkflowRunId).string_len(36).null())
-                .col(ColumnDef::new(JobRuns::WorkflowStepId).string_len(100).null())
-                .col(ColumnDef::new(JobRuns::IdempotencyKey).string_len(255).null())
+                .col(
+                    ColumnDef::new(JobRuns::WorkflowStepId)
+                        .string_len(100)
+                        .null(),
+                )
+                .col(
+                    ColumnDef::new(JobRuns::IdempotencyKey)
+                        .string_len(255)
+                        .null(),
+                )
                 .col(ColumnDef::new(JobRuns::DurationMs).big_integer().null())
                 .col(ts(JobRuns::ScheduledAt))
                 .col(ts_null(JobRuns::StartedAt))
@@ -211,11 +262,20 @@ impl MigrationTrait for Migration {
         // Ids are UUIDv7 (time ordered), so `id` doubles as the keyset for newest-first paging.
         for (name, cols) in [
             ("idx_job_runs_status_id", vec![JobRuns::Status, JobRuns::Id]),
-            ("idx_job_runs_definition_id", vec![JobRuns::JobDefinitionId, JobRuns::Id]),
+            (
+                "idx_job_runs_definition_id",
+                vec![JobRuns::JobDefinitionId, JobRuns::Id],
+            ),
             ("idx_job_runs_slug", vec![JobRuns::JobSlug]),
             ("idx_job_runs_created_at", vec![JobRuns::CreatedAt]),
-            ("idx_job_runs_status_lease", vec![JobRuns::Status, JobRuns::LeaseExpiresAt]),
-            ("idx_job_runs_status_scheduled", vec![JobRuns::Status, JobRuns::ScheduledAt]),
+            (
+                "idx_job_runs_status_lease",
+                vec![JobRuns::Status, JobRuns::LeaseExpiresAt],
+            ),
+            (
+                "idx_job_runs_status_scheduled",
+                vec![JobRuns::Status, JobRuns::ScheduledAt],
+            ),
             ("idx_job_runs_workflow_run", vec![JobRuns::WorkflowRunId]),
         ] {
             m.create_index(index(name, JobRuns::Table, &cols)).await?;

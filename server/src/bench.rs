@@ -15,17 +15,30 @@ use crate::{
 const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 pub async fn run(args: BenchArgs, database_url: Option<String>) -> anyhow::Result<()> {
-    let pg_admin = database_url.filter(|u| u.starts_with("postgres")).unwrap_or_else(|| DEFAULT_PG.into());
+    let pg_admin = database_url
+        .filter(|u| u.starts_with("postgres"))
+        .unwrap_or_else(|| DEFAULT_PG.into());
     if matches!(args.database, BenchDatabase::Sqlite | BenchDatabase::Both) {
-        let dir = std::env::temp_dir().join(format!("switchyard-bench-{}", uuid::Uuid::new_v4().simple()));
+        let dir = std::env::temp_dir().join(format!(
+            "switchyard-bench-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
         let result = bench_one("sqlite", Settings::local(dir.clone(), None), &args).await;
         let _ = std::fs::remove_dir_all(&dir);
         result?;
     }
     if matches!(args.database, BenchDatabase::Postgres | BenchDatabase::Both) {
         let url = create_scratch_postgres(&pg_admin, "switchyard_bench").await?;
-        let dir = std::env::temp_dir().join(format!("switchyard-bench-{}", uuid::Uuid::new_v4().simple()));
-        let result = bench_one("postgres", Settings::local(dir.clone(), Some(url.clone())), &args).await;
+        let dir = std::env::temp_dir().join(format!(
+            "switchyard-bench-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let result = bench_one(
+            "postgres",
+            Settings::local(dir.clone(), Some(url.clone())),
+            &args,
+        )
+        .await;
         let _ = drop_scratch_postgres(&pg_admin, &url).await;
         let _ = std::fs::remove_dir_all(&dir);
         result?;
@@ -35,7 +48,13 @@ pub async fn run(args: BenchArgs, database_url: Option<String>) -> anyhow::Resul
 
 fn rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: f64 = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
     Some(kb / 1024.0)
 }
 
@@ -61,7 +80,11 @@ async fn bench_one(label: &str, settings: Settings, args: &BenchArgs) -> anyhow:
         .json(&json!({"slug": "bench-noop", "name": "Bench no-op", "entryPoint": "builtin:noop"}))
         .send()
         .await?;
-    anyhow::ensure!(res.status().is_success(), "creating the bench job: {}", res.status());
+    anyhow::ensure!(
+        res.status().is_success(),
+        "creating the bench job: {}",
+        res.status()
+    );
 
     // 1. Throughput: push N runs from concurrent clients, wait until all succeeded.
     let started = Instant::now();
@@ -73,8 +96,16 @@ async fn bench_one(label: &str, settings: Settings, args: &BenchArgs) -> anyhow:
         let n = per_client.min(args.runs.saturating_sub(c * per_client));
         pushers.push(tokio::spawn(async move {
             for i in 0..n {
-                let r = client.post(&url).json(&json!({"parameters": {"i": i}})).send().await?;
-                anyhow::ensure!(r.status().as_u16() == 202, "run request answered {}", r.status());
+                let r = client
+                    .post(&url)
+                    .json(&json!({"parameters": {"i": i}}))
+                    .send()
+                    .await?;
+                anyhow::ensure!(
+                    r.status().as_u16() == 202,
+                    "run request answered {}",
+                    r.status()
+                );
             }
             Ok::<_, anyhow::Error>(())
         }));
@@ -89,7 +120,10 @@ async fn bench_one(label: &str, settings: Settings, args: &BenchArgs) -> anyhow:
         if done >= total {
             break;
         }
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(600), "bench timed out with {done}/{total} done");
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(600),
+            "bench timed out with {done}/{total} done"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let elapsed = started.elapsed();
@@ -98,7 +132,11 @@ async fn bench_one(label: &str, settings: Settings, args: &BenchArgs) -> anyhow:
     // 2. Latency when not saturated: one run every 25 ms.
     let paced = 200usize;
     for i in 0..paced {
-        let r = client.post(format!("{base}/api/jobs/bench-noop/run")).json(&json!({"parameters": {"paced": i}})).send().await?;
+        let r = client
+            .post(format!("{base}/api/jobs/bench-noop/run"))
+            .json(&json!({"parameters": {"paced": i}}))
+            .send()
+            .await?;
         anyhow::ensure!(r.status().as_u16() == 202);
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
@@ -127,8 +165,15 @@ async fn bench_one(label: &str, settings: Settings, args: &BenchArgs) -> anyhow:
 }
 
 async fn count(client: &reqwest::Client, base: &str, status: &str) -> anyhow::Result<u64> {
-    let v: Value = client.get(format!("{base}/api/job-runs?status={status}&limit=1")).send().await?.json().await?;
-    v.pointer("/meta/total").and_then(Value::as_u64).context("meta.total missing")
+    let v: Value = client
+        .get(format!("{base}/api/job-runs?status={status}&limit=1"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    v.pointer("/meta/total")
+        .and_then(Value::as_u64)
+        .context("meta.total missing")
 }
 
 /// startedAt - createdAt in ms of the newest `n` runs, sorted.
@@ -143,13 +188,20 @@ async fn latencies(client: &reqwest::Client, base: &str, n: usize) -> anyhow::Re
         let v: Value = client.get(url).send().await?.json().await?;
         let runs = v["data"].as_array().cloned().unwrap_or_default();
         for r in &runs {
-            let created = r["createdAt"].as_str().and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok());
-            let started = r["startedAt"].as_str().and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok());
+            let created = r["createdAt"]
+                .as_str()
+                .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok());
+            let started = r["startedAt"]
+                .as_str()
+                .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok());
             if let (Some(c), Some(s)) = (created, started) {
                 out.push((s - c).num_microseconds().unwrap_or(0) as f64 / 1000.0);
             }
         }
-        cursor = v.pointer("/meta/nextCursor").and_then(Value::as_str).map(str::to_string);
+        cursor = v
+            .pointer("/meta/nextCursor")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         if cursor.is_none() || runs.is_empty() {
             break;
         }

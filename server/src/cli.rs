@@ -15,7 +15,14 @@ fn init_tracing(format: LogFormat) {
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,sea_orm=warn,apalis=warn,apalis_core=warn,apalis_sqlite=warn,apalis_postgres=warn,tower_http=info"));
     let registry = tracing_subscriber::registry().with(filter);
     let _ = match format {
-        LogFormat::Json => registry.with(fmt::layer().json().flatten_event(true).with_current_span(false)).try_init(),
+        LogFormat::Json => registry
+            .with(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false),
+            )
+            .try_init(),
         LogFormat::Text => registry.with(fmt::layer()).try_init(),
     };
 }
@@ -33,7 +40,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Worker(args) => {
             let stop = CancellationToken::new();
             stop_on_signals(stop.clone());
-            run_worker(&global.data_dir, global.database_url.as_deref(), args.worker, stop).await
+            run_worker(
+                &global.data_dir,
+                global.database_url.as_deref(),
+                args.worker,
+                stop,
+            )
+            .await
         }
         Command::Migrate { action } => {
             let db = Database::connect(&global.data_dir, global.database_url.as_deref()).await?;
@@ -43,7 +56,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     println!("migrations applied");
                 }
                 MigrateAction::Down { steps } => {
-                    migration::Migrator::down(&db.conn, Some(steps)).await.context("reverting migrations")?;
+                    migration::Migrator::down(&db.conn, Some(steps))
+                        .await
+                        .context("reverting migrations")?;
                     println!("reverted {steps} migration(s)");
                 }
                 MigrateAction::Status => {

@@ -7,7 +7,9 @@ use sea_orm::{DatabaseConnection, SqlxPostgresConnector, SqlxSqliteConnector};
 use sea_orm_migration::MigratorTrait;
 use sqlx::{
     postgres::{PgPool, PgPoolOptions},
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous},
+    sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    },
 };
 
 /// Which database this process talks to, with its raw pool (apalis and LISTEN need it).
@@ -76,14 +78,19 @@ impl Database {
     }
 
     /// Connects, then applies our migrations and apalis' own.
-    pub async fn connect_and_migrate(data_dir: &Path, url: Option<&str>) -> anyhow::Result<Database> {
+    pub async fn connect_and_migrate(
+        data_dir: &Path,
+        url: Option<&str>,
+    ) -> anyhow::Result<Database> {
         let db = Self::connect(data_dir, url).await?;
         db.migrate().await?;
         Ok(db)
     }
 
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        migration::Migrator::up(&self.conn, None).await.context("applying migrations")?;
+        migration::Migrator::up(&self.conn, None)
+            .await
+            .context("applying migrations")?;
         match &self.pool {
             Pool::Sqlite(pool) => apalis_sqlite::SqliteStorage::setup(pool)
                 .await
@@ -95,7 +102,9 @@ impl Database {
         if let Pool::Sqlite(pool) = &self.pool {
             // apalis' setup switches one pooled connection to synchronous=OFF; a crash could
             // then lose committed runs. Put it back on every connection we can reach.
-            sqlx::query("PRAGMA synchronous = NORMAL").execute(pool).await?;
+            sqlx::query("PRAGMA synchronous = NORMAL")
+                .execute(pool)
+                .await?;
         }
         Ok(())
     }
@@ -103,7 +112,10 @@ impl Database {
     /// True when the database answers and no migration is pending.
     pub async fn ready(&self) -> Result<(), String> {
         use sea_orm::ConnectionTrait;
-        self.conn.execute_unprepared("SELECT 1").await.map_err(|e| format!("database: {e}"))?;
+        self.conn
+            .execute_unprepared("SELECT 1")
+            .await
+            .map_err(|e| format!("database: {e}"))?;
         let pending = migration::Migrator::get_pending_migrations(&self.conn)
             .await
             .map_err(|e| format!("migrations: {e}"))?;
@@ -120,9 +132,16 @@ impl Database {
 pub async fn create_scratch_postgres(admin_url: &str, prefix: &str) -> anyhow::Result<String> {
     use sqlx::Connection;
     let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::PgConnection::connect(admin_url).await.context("connecting to PostgreSQL")?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).execute(&mut conn).await?;
-    let base = admin_url.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin_url);
+    let mut conn = sqlx::PgConnection::connect(admin_url)
+        .await
+        .context("connecting to PostgreSQL")?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+        .execute(&mut conn)
+        .await?;
+    let base = admin_url
+        .rsplit_once('/')
+        .map(|(b, _)| b)
+        .unwrap_or(admin_url);
     Ok(format!("{base}/{name}"))
 }
 
@@ -131,6 +150,10 @@ pub async fn drop_scratch_postgres(admin_url: &str, url: &str) -> anyhow::Result
     use sqlx::Connection;
     let name = url.rsplit('/').next().unwrap_or_default();
     let mut conn = sqlx::PgConnection::connect(admin_url).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))).execute(&mut conn).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+    )))
+    .execute(&mut conn)
+    .await?;
     Ok(())
 }

@@ -8,7 +8,10 @@
 //! holds back at a gap until the missing id appears or a grace period shows it never will
 //! (a rolled-back transaction).
 use std::{
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicI64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -32,50 +35,75 @@ pub struct EventBus {
     store: Store,
     tx: broadcast::Sender<Arc<StoredEvent>>,
     wake: Arc<Notify>,
+    /// Asks the PostgreSQL notify pump to announce new events to other processes.
+    announce: Arc<Notify>,
+    /// Highest id the reader has delivered: every event up to it is settled (no gap can fill
+    /// in below it any more), so replay never reads past it.
+    delivered: Arc<AtomicI64>,
 }
 
 impl EventBus {
     pub fn new(store: Store) -> Self {
         let (tx, _) = broadcast::channel(4096);
-        EventBus { store, tx, wake: Arc::new(Notify::new()) }
+        EventBus {
+            store,
+            tx,
+            wake: Arc::new(Notify::new()),
+            announce: Arc::new(Notify::new()),
+            delivered: Arc::new(AtomicI64::new(i64::MAX)),
+        }
     }
 
     /// Appends an event `{"type", "data"}` to the log. Failures are logged, not returned: the
     /// state change it reports has already been committed.
     pub async fn publish(&self, event_type: &str, data: Value) {
         let payload = json!({"type": event_type, "data": data});
-        if let Err(e) = self.store.insert_event(event_type, &payload, Utc::now()).await {
+        if let Err(e) = self
+            .store
+            .insert_event(event_type, &payload, Utc::now())
+            .await
+        {
             tracing::error!(error = %e, event_type, "could not record event");
         }
         self.wake.notify_one();
+        self.announce.notify_one();
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<StoredEvent>> {
         self.tx.subscribe()
     }
 
-    /// Stored events after `after_id`, for replay.
-    pub async fn replay(&self, after_id: i64, limit: u64) -> Result<Vec<StoredEvent>, sea_orm::DbErr> {
-        self.store.events_after(after_id, limit).await
+    /// Stored events after `after_id` that the reader has already delivered live, for replay.
+    /// Anything newer reaches a subscriber through the broadcast, in order.
+    pub async fn replay(
+        &self,
+        after_id: i64,
+        limit: u64,
+    ) -> Result<Vec<StoredEvent>, sea_orm::DbErr> {
+        let settled = self.delivered.load(Ordering::Acquire);
+        let mut batch = self.store.events_after(after_id, limit).await?;
+        batch.retain(|e| e.id <= settled);
+        Ok(batch)
     }
 
-    /// Follows the event table until `stop` fires.
-    pub async fn run_reader(self, stop: CancellationToken) {
-        let mut cursor = loop {
-            match self.store.last_event_id().await {
-                Ok(id) => break id,
-                Err(e) => {
-                    tracing::warn!(error = %e, "event reader: cannot read the event log yet");
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    }
-                }
-            }
-        };
+    /// Follows the event table after event `after` until `stop` fires. The caller reads
+    /// `after` (the last event id) before it publishes or serves anything: a reader that looked
+    /// it up itself, later, silently skipped whatever was written in between.
+    pub async fn run_reader(self, after: i64, stop: CancellationToken) {
+        let mut cursor = after;
+        self.delivered.store(cursor, Ordering::Release);
         let notified = Arc::new(Notify::new());
         let idle = if let Pool::Postgres(pool) = &self.store.database().pool {
-            tokio::spawn(listen_postgres(pool.clone(), notified.clone(), stop.clone()));
+            tokio::spawn(listen_postgres(
+                pool.clone(),
+                notified.clone(),
+                stop.clone(),
+            ));
+            tokio::spawn(notify_pump(
+                pool.clone(),
+                self.announce.clone(),
+                stop.clone(),
+            ));
             Duration::from_secs(2)
         } else {
             Duration::from_millis(100)
@@ -109,12 +137,15 @@ impl EventBus {
                     }
                     gap_since = None;
                     cursor = ev.id;
+                    self.delivered.store(cursor, Ordering::Release);
                     let _ = self.tx.send(Arc::new(ev));
                 }
                 if stalled || !full {
                     break;
                 }
             }
+            // Under load, let events accumulate a little so one query carries many of them.
+            tokio::time::sleep(Duration::from_millis(5)).await;
             if last_prune.elapsed() > Duration::from_secs(3600) {
                 last_prune = Instant::now();
                 if let Err(e) = self.store.prune_events(Utc::now() - RETENTION).await {
@@ -122,6 +153,25 @@ impl EventBus {
                 }
             }
         }
+    }
+}
+
+/// Announces new events to the other processes with one `NOTIFY` per burst. A NOTIFY per
+/// event would serialize every committing transaction on PostgreSQL's notification lock.
+async fn notify_pump(pool: sqlx::PgPool, announce: Arc<Notify>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = announce.notified() => {}
+        }
+        if let Err(e) = sqlx::query("SELECT pg_notify('switchyard_events', '')")
+            .execute(&pool)
+            .await
+        {
+            tracing::warn!(error = %e, "could not announce new events");
+        }
+        // Coalesce: events published meanwhile ride on the next announcement.
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

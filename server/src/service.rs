@@ -2,16 +2,19 @@
 //! queries). Handlers call these and map the result; nothing here knows HTTP.
 use std::{sync::Arc, time::Duration};
 
-use app::wire::{JobDefinition, JobDefinitionVersion, JobRun, JobWithRuns, RunStatus, Trigger};
+use app::wire::{JobDefinition, JobDefinitionVersion, JobRun, JobWithRuns, Trigger};
 use chrono::Utc;
 use serde_json::{Value, json};
 
 use crate::{
     domain::{
         Problems,
-        jobs::{Slug, merge_parameters, parameter_problems, parse_job_spec, parse_run_request},
+        jobs::{Slug, merge_parameters, parse_job_spec, parse_run_request, validate_parameters},
     },
-    engine::{Engine, StopReason, publish_run, queue::{Queue, RunTask, WorkerWaker}},
+    engine::{
+        Engine, StopReason, publish_run,
+        queue::{Queue, RunTask, WorkerWaker},
+    },
     events::EventBus,
     handlers::{self, Registry},
     store::{Inserted, NewRun, RunFilter, RunPage, Store, new_id},
@@ -45,15 +48,35 @@ pub struct JobService {
     registry: Arc<Registry>,
     /// Present when this process executes runs: lets a cancel stop a local attempt at once.
     engine: Option<Engine>,
+    /// Compiled parameter schemas by definition id, valid while `updatedAt` is unchanged.
+    validators: Arc<std::sync::Mutex<ValidatorCache>>,
 }
+
+type ValidatorCache =
+    std::collections::HashMap<String, (chrono::DateTime<Utc>, Arc<jsonschema::Validator>)>;
 
 fn not_found(what: &str, key: &str) -> ServiceError {
     ServiceError::NotFound(format!("{what} {key:?} not found"))
 }
 
 impl JobService {
-    pub fn new(store: Store, bus: EventBus, queue: Queue, waker: WorkerWaker, registry: Arc<Registry>, engine: Option<Engine>) -> Self {
-        JobService { store, bus, queue, waker, registry, engine }
+    pub fn new(
+        store: Store,
+        bus: EventBus,
+        queue: Queue,
+        waker: WorkerWaker,
+        registry: Arc<Registry>,
+        engine: Option<Engine>,
+    ) -> Self {
+        JobService {
+            store,
+            bus,
+            queue,
+            waker,
+            registry,
+            engine,
+            validators: Default::default(),
+        }
     }
 
     pub fn store(&self) -> &Store {
@@ -62,12 +85,17 @@ impl JobService {
 
     fn slug(input: &str) -> ServiceResult<String> {
         // A path slug that cannot be valid cannot exist either.
-        Slug::parse(input).map(|s| s.as_str().to_string()).map_err(|_| not_found("job", input))
+        Slug::parse(input)
+            .map(|s| s.as_str().to_string())
+            .map_err(|_| not_found("job", input))
     }
 
     pub async fn get_job(&self, slug: &str) -> ServiceResult<JobDefinition> {
         let slug = Self::slug(slug)?;
-        self.store.get_job(&slug).await?.ok_or_else(|| not_found("job", &slug))
+        self.store
+            .get_job(&slug)
+            .await?
+            .ok_or_else(|| not_found("job", &slug))
     }
 
     pub async fn job_with_runs(&self, slug: &str) -> ServiceResult<JobWithRuns> {
@@ -100,8 +128,13 @@ impl JobService {
             )));
         }
         let created = existing.is_none();
-        let saved = self.store.save_job(&spec, existing.as_ref(), Utc::now()).await?;
-        self.bus.publish("job.definition.updated", json!({"job": saved})).await;
+        let saved = self
+            .store
+            .save_job(&spec, existing.as_ref(), Utc::now())
+            .await?;
+        self.bus
+            .publish("job.definition.updated", json!({"job": saved}))
+            .await;
         Ok((saved, created))
     }
 
@@ -137,8 +170,13 @@ impl JobService {
                 current.slug, current.version, spec.version
             )));
         }
-        let saved = self.store.save_job(&spec, Some(&current), Utc::now()).await?;
-        self.bus.publish("job.definition.updated", json!({"job": saved})).await;
+        let saved = self
+            .store
+            .save_job(&spec, Some(&current), Utc::now())
+            .await?;
+        self.bus
+            .publish("job.definition.updated", json!({"job": saved}))
+            .await;
         Ok(saved)
     }
 
@@ -152,16 +190,34 @@ impl JobService {
             )));
         }
         self.store.delete_job(&job.id, &job.slug).await?;
-        self.bus.publish("job.definition.updated", json!({"job": job, "deleted": true})).await;
+        self.bus
+            .publish(
+                "job.definition.updated",
+                json!({"job": job, "deleted": true}),
+            )
+            .await;
         Ok(())
     }
 
     /// Starts a run. Returns the run and whether it is new (false: idempotent replay).
-    pub async fn run_job(&self, slug: &str, body: &Value, idempotency_header: Option<&str>) -> ServiceResult<(JobRun, bool)> {
+    pub async fn run_job(
+        &self,
+        slug: &str,
+        body: &Value,
+        idempotency_header: Option<&str>,
+    ) -> ServiceResult<(JobRun, bool)> {
         let job = self.get_job(slug).await?;
-        let req = parse_run_request(body, idempotency_header).map_err(ServiceError::InvalidRequest)?;
+        let req =
+            parse_run_request(body, idempotency_header).map_err(ServiceError::InvalidRequest)?;
         let parameters = merge_parameters(&job.default_parameters, &req.parameters);
-        let mut problems = parameter_problems(&job.parameters_schema, &parameters);
+        let mut problems = match self.validator(&job) {
+            Ok(validator) => validate_parameters(&validator, &parameters),
+            Err(message) => {
+                let mut p = Problems::new();
+                p.add("/parameters", message);
+                p
+            }
+        };
         if problems.is_empty() {
             for (path, message) in handlers::parameter_problems(&job.entry_point, &parameters) {
                 problems.add(format!("/parameters{path}"), message);
@@ -170,8 +226,34 @@ impl JobService {
         if !problems.is_empty() {
             return Err(ServiceError::InvalidParameters(problems));
         }
-        self.create_run(job, parameters, req.timeout_ms, req.max_attempts, req.context, req.idempotency_key, req.delay_ms, req.trigger)
-            .await
+        self.create_run(
+            job,
+            parameters,
+            req.timeout_ms,
+            req.max_attempts,
+            req.context,
+            req.idempotency_key,
+            req.delay_ms,
+            req.trigger,
+        )
+        .await
+    }
+
+    /// The compiled parameter schema of `job`, compiled at most once per definition version.
+    fn validator(&self, job: &JobDefinition) -> Result<Arc<jsonschema::Validator>, String> {
+        if let Ok(cache) = self.validators.lock()
+            && let Some((updated_at, v)) = cache.get(&job.id)
+            && *updated_at == job.updated_at
+        {
+            return Ok(v.clone());
+        }
+        let compiled = jsonschema::validator_for(&job.parameters_schema)
+            .map(Arc::new)
+            .map_err(|e| format!("the job's parametersSchema is unusable: {e}"))?;
+        if let Ok(mut cache) = self.validators.lock() {
+            cache.insert(job.id.clone(), (job.updated_at, compiled.clone()));
+        }
+        Ok(compiled)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -205,7 +287,10 @@ impl JobService {
             Inserted::Existing(run) => Ok((run, false)),
             Inserted::New(run) => {
                 publish_run(&self.bus, &run).await;
-                let task = RunTask { run_id: run.id.clone(), attempt: run.attempt };
+                let task = RunTask {
+                    run_id: run.id.clone(),
+                    attempt: run.attempt,
+                };
                 if let Err(e) = self.queue.push(task, delay).await {
                     tracing::error!(run_id = %run.id, error = %e, "could not enqueue the run; the recovery sweep will");
                 }
@@ -218,10 +303,17 @@ impl JobService {
     }
 
     pub async fn get_run(&self, id: &str) -> ServiceResult<JobRun> {
-        self.store.get_run(id).await?.ok_or_else(|| not_found("job run", id))
+        self.store
+            .get_run(id)
+            .await?
+            .ok_or_else(|| not_found("job run", id))
     }
 
-    pub async fn list_runs(&self, slug: Option<&str>, mut filter: RunFilter) -> ServiceResult<RunPage> {
+    pub async fn list_runs(
+        &self,
+        slug: Option<&str>,
+        mut filter: RunFilter,
+    ) -> ServiceResult<RunPage> {
         if let Some(slug) = slug {
             filter.job_definition_id = Some(self.get_job(slug).await?.id);
         }
@@ -232,14 +324,26 @@ impl JobService {
     pub async fn cancel_run(&self, id: &str) -> ServiceResult<JobRun> {
         let run = self.get_run(id).await?;
         if run.status.is_terminal() {
-            return Err(ServiceError::Conflict(format!("run {id} already ended as {}", run.status)));
+            return Err(ServiceError::Conflict(format!(
+                "run {id} already ended as {}",
+                run.status
+            )));
         }
+        // Logged before the status flips: log followers stop reading once the run has ended.
+        let _ = self
+            .store
+            .append_logs(
+                vec![(
+                    id.to_string(),
+                    run.attempt,
+                    "system".into(),
+                    "cancel requested by operator".into(),
+                )],
+                Utc::now(),
+            )
+            .await;
         match self.store.cancel(id, Utc::now()).await? {
             Some(canceled) => {
-                let _ = self
-                    .store
-                    .append_logs(vec![(id.to_string(), canceled.attempt, "system".into(), "cancel requested by operator".into())], Utc::now())
-                    .await;
                 if let Some(engine) = &self.engine {
                     engine.stop_run(id, StopReason::Canceled);
                 }
@@ -249,7 +353,10 @@ impl JobService {
             }
             None => {
                 let now = self.get_run(id).await?;
-                Err(ServiceError::Conflict(format!("run {id} already ended as {}", now.status)))
+                Err(ServiceError::Conflict(format!(
+                    "run {id} already ended as {}",
+                    now.status
+                )))
             }
         }
     }
@@ -261,11 +368,17 @@ impl JobService {
             None => p.add("", "the body must be a JSON object"),
             Some(obj) => {
                 for key in obj.keys().filter(|k| k.as_str() != "status") {
-                    p.add(format!("/{key}"), "unknown field (only status can be changed)");
+                    p.add(
+                        format!("/{key}"),
+                        "unknown field (only status can be changed)",
+                    );
                 }
                 match obj.get("status").and_then(Value::as_str) {
                     Some("canceled") => {}
-                    Some(other) => p.add("/status", format!("cannot set status to {other:?}; only \"canceled\" is allowed")),
+                    Some(other) => p.add(
+                        "/status",
+                        format!("cannot set status to {other:?}; only \"canceled\" is allowed"),
+                    ),
                     None => p.add("/status", "is required and must be \"canceled\""),
                 }
             }
@@ -282,18 +395,25 @@ impl JobService {
     pub async fn retry_run(&self, id: &str) -> ServiceResult<JobRun> {
         let run = self.get_run(id).await?;
         if !run.status.is_terminal() {
-            return Err(ServiceError::Conflict(format!("run {id} is still {}; retry it once it has ended", run.status)));
+            return Err(ServiceError::Conflict(format!(
+                "run {id} is still {}; retry it once it has ended",
+                run.status
+            )));
         }
-        if run.status == RunStatus::Succeeded {
-            // Allowed: re-running a succeeded run is a legitimate operator action.
-        }
-        let job = self
-            .store
-            .get_job(&run.job_slug)
-            .await?
-            .ok_or_else(|| ServiceError::Conflict(format!("job {:?} no longer exists", run.job_slug)))?;
+        let job = self.store.get_job(&run.job_slug).await?.ok_or_else(|| {
+            ServiceError::Conflict(format!("job {:?} no longer exists", run.job_slug))
+        })?;
         let (new_run, _) = self
-            .create_run(job, run.parameters, Some(run.timeout_ms), Some(run.max_attempts), run.context, None, 0, run.trigger)
+            .create_run(
+                job,
+                run.parameters,
+                Some(run.timeout_ms),
+                Some(run.max_attempts),
+                run.context,
+                None,
+                0,
+                run.trigger,
+            )
             .await?;
         Ok(new_run)
     }
@@ -306,7 +426,9 @@ impl JobService {
                 match self.save_job(&doc).await {
                     Ok(_) => tracing::info!(slug, "seeded default job definition"),
                     // Another process seeding at the same moment won the unique slug.
-                    Err(ServiceError::Database(e)) => tracing::debug!(slug, error = %e, "seed skipped"),
+                    Err(ServiceError::Database(e)) => {
+                        tracing::debug!(slug, error = %e, "seed skipped")
+                    }
                     Err(e) => return Err(e),
                 }
             }

@@ -24,14 +24,25 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Args)]
 pub struct GlobalSettings {
     /// Directory for the embedded database, checkouts and other state.
-    #[arg(long, env = "SWITCHYARD_DATA_DIR", default_value = "data", global = true)]
+    #[arg(
+        long,
+        env = "SWITCHYARD_DATA_DIR",
+        default_value = "data",
+        global = true
+    )]
     pub data_dir: PathBuf,
     /// Database URL: `postgres://...` for PostgreSQL, `sqlite://...` for a given SQLite file;
     /// unset means `<data-dir>/switchyard.db`.
     #[arg(long, env = "DATABASE_URL", global = true)]
     pub database_url: Option<String>,
     /// Log output format.
-    #[arg(long, env = "SWITCHYARD_LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    #[arg(
+        long,
+        env = "SWITCHYARD_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
     pub log_format: LogFormat,
 }
 

@@ -9,7 +9,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     db::Database,
-    engine::{Engine, StopReason, queue::{Queue, WorkerWaker}},
+    engine::{
+        Engine, StopReason,
+        queue::{Queue, WorkerWaker},
+    },
     events::EventBus,
     handlers::Registry,
     http::{AppState, router},
@@ -26,25 +29,67 @@ struct Core {
     tasks: Vec<JoinHandle<()>>,
 }
 
-async fn start_core(data_dir: &Path, database_url: Option<&str>, worker: &WorkerSettings, stop: &CancellationToken) -> anyhow::Result<Core> {
+async fn start_core(
+    data_dir: &Path,
+    database_url: Option<&str>,
+    worker: &WorkerSettings,
+    stop: &CancellationToken,
+) -> anyhow::Result<Core> {
     let db = Database::connect_and_migrate(data_dir, database_url).await?;
     let store = Store::new(db.clone());
     let bus = EventBus::new(store.clone());
     let queue = Queue::new(&db, worker.lease().max(std::time::Duration::from_secs(2)));
     let waker = WorkerWaker::default();
     let registry = Arc::new(Registry::builtin());
-    let mut tasks = vec![tokio::spawn(bus.clone().run_reader(stop.clone()))];
+    // Where the event reader starts: read now, before this process publishes or serves.
+    let last_event = store
+        .last_event_id()
+        .await
+        .context("reading the event log")?;
+    let mut tasks = vec![tokio::spawn(
+        bus.clone().run_reader(last_event, stop.clone()),
+    )];
     let engine = (worker.workers > 0).then(|| {
-        Engine::new(store.clone(), bus.clone(), queue.clone(), waker.clone(), registry.clone(), worker.clone(), data_dir.to_path_buf())
+        Engine::new(
+            store.clone(),
+            bus.clone(),
+            queue.clone(),
+            waker.clone(),
+            registry.clone(),
+            worker.clone(),
+            data_dir.to_path_buf(),
+        )
     });
-    let service = JobService::new(store, bus.clone(), queue, waker.clone(), registry, engine.clone());
-    service.seed_defaults().await.context("seeding default job definitions")?;
+    let service = JobService::new(
+        store,
+        bus.clone(),
+        queue,
+        waker.clone(),
+        registry,
+        engine.clone(),
+    );
+    service
+        .seed_defaults()
+        .await
+        .context("seeding default job definitions")?;
     if let Some(engine) = engine {
         tasks.push(tokio::spawn(follow_bus(engine.clone(), stop.clone())));
-        tasks.push(tokio::spawn(crate::engine::reaper::run(engine.clone(), stop.clone())));
-        tasks.push(tokio::spawn(crate::engine::workers::run(engine, worker.workers, stop.clone())));
+        tasks.push(tokio::spawn(crate::engine::reaper::run(
+            engine.clone(),
+            stop.clone(),
+        )));
+        tasks.push(tokio::spawn(crate::engine::workers::run(
+            engine,
+            worker.workers,
+            stop.clone(),
+        )));
     }
-    Ok(Core { db, bus, service, tasks })
+    Ok(Core {
+        db,
+        bus,
+        service,
+        tasks,
+    })
 }
 
 /// Reacts to events from every process: cancels stop local attempts, new pending runs wake
@@ -85,7 +130,13 @@ impl Application {
     /// Connects, migrates, seeds, starts workers and binds the listener (port 0 picks one).
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let stop = CancellationToken::new();
-        let core = start_core(&settings.data_dir, settings.database_url.as_deref(), &settings.worker, &stop).await?;
+        let core = start_core(
+            &settings.data_dir,
+            settings.database_url.as_deref(),
+            &settings.worker,
+            &stop,
+        )
+        .await?;
         let listener = tokio::net::TcpListener::bind(settings.bind)
             .await
             .with_context(|| format!("binding {}", settings.bind))?;
@@ -96,16 +147,30 @@ impl Application {
             .site_pkg_dir("pkg")
             .site_addr(addr)
             .build();
-        let state = AppState { jobs: core.service.clone(), bus: core.bus.clone(), db: core.db.clone(), leptos };
+        let state = AppState {
+            jobs: core.service.clone(),
+            bus: core.bus.clone(),
+            db: core.db.clone(),
+            leptos,
+        };
         let app = router(state, settings.max_body_bytes);
         let shutdown = stop.clone();
         let server = tokio::spawn(async move {
-            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(async move { shutdown.cancelled().await })
-                .await
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await
         });
         tracing::info!(%addr, database = if core.db.is_postgres() { "postgres" } else { "sqlite" }, workers = settings.worker.workers, "switchyard serving");
-        Ok(Application { addr, stop, server, tasks: core.tasks, db: core.db })
+        Ok(Application {
+            addr,
+            stop,
+            server,
+            tasks: core.tasks,
+            db: core.db,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -128,7 +193,12 @@ impl Application {
     /// Runs until the stop token fires, then shuts down gracefully (in-flight runs finish or are
     /// handed back).
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let Application { stop, server, tasks, .. } = self;
+        let Application {
+            stop,
+            server,
+            tasks,
+            ..
+        } = self;
         stop.cancelled().await;
         // SSE streams never end by themselves: do not let them hold the shutdown.
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;
@@ -140,8 +210,16 @@ impl Application {
 }
 
 /// The `worker` command: executes runs, serves nothing.
-pub async fn run_worker(data_dir: &Path, database_url: Option<&str>, worker: WorkerSettings, stop: CancellationToken) -> anyhow::Result<()> {
-    let worker = WorkerSettings { workers: worker.workers.max(1), ..worker };
+pub async fn run_worker(
+    data_dir: &Path,
+    database_url: Option<&str>,
+    worker: WorkerSettings,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let worker = WorkerSettings {
+        workers: worker.workers.max(1),
+        ..worker
+    };
     let core = start_core(data_dir, database_url, &worker, &stop).await?;
     tracing::info!(workers = worker.workers, "switchyard worker started");
     stop.cancelled().await;
@@ -155,15 +233,16 @@ pub async fn run_worker(data_dir: &Path, database_url: Option<&str>, worker: Wor
 pub fn stop_on_signals(stop: CancellationToken) {
     tokio::spawn(async move {
         let ctrl_c = tokio::signal::ctrl_c();
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                let _ = ctrl_c.await;
-                stop.cancel();
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                    let _ = ctrl_c.await;
+                    stop.cancel();
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

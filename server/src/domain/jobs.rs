@@ -18,7 +18,9 @@ impl Slug {
     pub fn parse(input: &str) -> Result<Slug, String> {
         let lower = input.to_ascii_lowercase();
         let mut chars = lower.chars();
-        let ok_first = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        let ok_first = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
         let ok_rest = lower.len() <= 100
             && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
         if ok_first && ok_rest {
@@ -90,7 +92,9 @@ pub fn parse_job_spec(body: &Value, entry_points: &[&str]) -> Result<JobSpec, Pr
         }
     };
     let name = match obj.get("name") {
-        Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 200 => Some(s.trim().to_string()),
+        Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 200 => {
+            Some(s.trim().to_string())
+        }
         Some(Value::String(_)) => {
             p.add("/name", "must be 1 to 200 characters");
             None
@@ -130,7 +134,10 @@ pub fn parse_job_spec(body: &Value, entry_points: &[&str]) -> Result<JobSpec, Pr
         Some(Value::String(s)) => {
             p.add(
                 "/entryPoint",
-                format!("unknown entry point {s:?}; known: {}", entry_points.join(", ")),
+                format!(
+                    "unknown entry point {s:?}; known: {}",
+                    entry_points.join(", ")
+                ),
             );
             None
         }
@@ -169,7 +176,10 @@ pub fn parse_job_spec(body: &Value, entry_points: &[&str]) -> Result<JobSpec, Pr
         Some(v) => match v.as_i64() {
             Some(n) if (MIN_TIMEOUT_MS..=MAX_TIMEOUT_MS).contains(&n) => n,
             _ => {
-                p.add("/timeoutMs", format!("must be an integer from {MIN_TIMEOUT_MS} to {MAX_TIMEOUT_MS}"));
+                p.add(
+                    "/timeoutMs",
+                    format!("must be an integer from {MIN_TIMEOUT_MS} to {MAX_TIMEOUT_MS}"),
+                );
                 DEFAULT_TIMEOUT_MS
             }
         },
@@ -211,40 +221,69 @@ pub fn parse_retry_policy(v: &Value, at: &str, p: &mut Problems) -> RetryPolicy 
         return policy;
     };
     for key in obj.keys() {
-        if !["maxAttempts", "strategy", "initialDelayMs", "maxDelayMs", "jitter"].contains(&key.as_str()) {
+        if ![
+            "maxAttempts",
+            "strategy",
+            "initialDelayMs",
+            "maxDelayMs",
+            "jitter",
+        ]
+        .contains(&key.as_str())
+        {
             p.add(format!("{at}/{}", pointer_segment(key)), "unknown field");
         }
     }
     if let Some(v) = obj.get("maxAttempts").filter(|v| !v.is_null()) {
         match v.as_u64() {
             Some(n) if (1..=10).contains(&n) => policy.max_attempts = n as u32,
-            _ => p.add(format!("{at}/maxAttempts"), "must be an integer from 1 to 10"),
+            _ => p.add(
+                format!("{at}/maxAttempts"),
+                "must be an integer from 1 to 10",
+            ),
         }
     }
     // A policy that asks for retries without naming a strategy backs off exponentially.
-    policy.strategy =
-        if policy.max_attempts > 1 { RetryStrategy::Exponential } else { RetryStrategy::None };
+    policy.strategy = if policy.max_attempts > 1 {
+        RetryStrategy::Exponential
+    } else {
+        RetryStrategy::None
+    };
     if let Some(v) = obj.get("strategy").filter(|v| !v.is_null()) {
         match v.as_str().and_then(RetryStrategy::parse) {
             Some(s) => policy.strategy = s,
-            None => p.add(format!("{at}/strategy"), format!("must be one of {}", RetryStrategy::expected())),
+            None => p.add(
+                format!("{at}/strategy"),
+                format!("must be one of {}", RetryStrategy::expected()),
+            ),
         }
     }
-    for (field, slot) in [("initialDelayMs", &mut policy.initial_delay_ms), ("maxDelayMs", &mut policy.max_delay_ms)] {
+    for (field, slot) in [
+        ("initialDelayMs", &mut policy.initial_delay_ms),
+        ("maxDelayMs", &mut policy.max_delay_ms),
+    ] {
         if let Some(v) = obj.get(field).filter(|v| !v.is_null()) {
             match v.as_u64() {
                 Some(n) if n <= MAX_DELAY_MS as u64 => *slot = n,
-                _ => p.add(format!("{at}/{field}"), format!("must be an integer from 0 to {MAX_DELAY_MS}")),
+                _ => p.add(
+                    format!("{at}/{field}"),
+                    format!("must be an integer from 0 to {MAX_DELAY_MS}"),
+                ),
             }
         }
     }
     if policy.max_delay_ms < policy.initial_delay_ms {
-        p.add(format!("{at}/maxDelayMs"), "must not be lower than initialDelayMs");
+        p.add(
+            format!("{at}/maxDelayMs"),
+            "must not be lower than initialDelayMs",
+        );
     }
     if let Some(v) = obj.get("jitter").filter(|v| !v.is_null()) {
         match v.as_str().and_then(Jitter::parse) {
             Some(j) => policy.jitter = j,
-            None => p.add(format!("{at}/jitter"), format!("must be one of {}", Jitter::expected())),
+            None => p.add(
+                format!("{at}/jitter"),
+                format!("must be one of {}", Jitter::expected()),
+            ),
         }
     }
     policy
@@ -254,8 +293,10 @@ pub fn parse_retry_policy(v: &Value, at: &str, p: &mut Problems) -> RetryPolicy 
 pub fn schema_problems(schema: &Value) -> Vec<(String, String)> {
     match jsonschema::meta::validator_for(schema) {
         Ok(meta) => {
-            let found: Vec<(String, String)> =
-                meta.iter_errors(schema).map(|e| (e.instance_path().to_string(), e.to_string())).collect();
+            let found: Vec<(String, String)> = meta
+                .iter_errors(schema)
+                .map(|e| (e.instance_path().to_string(), e.to_string()))
+                .collect();
             if !found.is_empty() {
                 return found;
             }
@@ -295,7 +336,16 @@ pub fn parse_run_request(body: &Value, header_key: Option<&str>) -> Result<RunRe
         }
     };
     for key in obj.keys() {
-        if !["parameters", "timeoutMs", "maxAttempts", "context", "idempotencyKey", "delayMs"].contains(&key.as_str()) {
+        if ![
+            "parameters",
+            "timeoutMs",
+            "maxAttempts",
+            "context",
+            "idempotencyKey",
+            "delayMs",
+        ]
+        .contains(&key.as_str())
+        {
             p.add(format!("/{}", pointer_segment(key)), "unknown field");
         }
     }
@@ -307,20 +357,29 @@ pub fn parse_run_request(body: &Value, header_key: Option<&str>) -> Result<RunRe
             Value::Null
         }
     };
-    let timeout_ms = obj.get("timeoutMs").filter(|v| !v.is_null()).and_then(|v| match v.as_i64() {
-        Some(n) if (MIN_TIMEOUT_MS..=MAX_TIMEOUT_MS).contains(&n) => Some(n),
-        _ => {
-            p.add("/timeoutMs", format!("must be an integer from {MIN_TIMEOUT_MS} to {MAX_TIMEOUT_MS}"));
-            None
-        }
-    });
-    let max_attempts = obj.get("maxAttempts").filter(|v| !v.is_null()).and_then(|v| match v.as_i64() {
-        Some(n) if (1..=10).contains(&n) => Some(n as i32),
-        _ => {
-            p.add("/maxAttempts", "must be an integer from 1 to 10");
-            None
-        }
-    });
+    let timeout_ms = obj
+        .get("timeoutMs")
+        .filter(|v| !v.is_null())
+        .and_then(|v| match v.as_i64() {
+            Some(n) if (MIN_TIMEOUT_MS..=MAX_TIMEOUT_MS).contains(&n) => Some(n),
+            _ => {
+                p.add(
+                    "/timeoutMs",
+                    format!("must be an integer from {MIN_TIMEOUT_MS} to {MAX_TIMEOUT_MS}"),
+                );
+                None
+            }
+        });
+    let max_attempts = obj
+        .get("maxAttempts")
+        .filter(|v| !v.is_null())
+        .and_then(|v| match v.as_i64() {
+            Some(n) if (1..=10).contains(&n) => Some(n as i32),
+            _ => {
+                p.add("/maxAttempts", "must be an integer from 1 to 10");
+                None
+            }
+        });
     let context = match obj.get("context") {
         None | Some(Value::Null) => None,
         Some(v @ Value::Object(_)) => Some(v.clone()),
@@ -341,7 +400,10 @@ pub fn parse_run_request(body: &Value, header_key: Option<&str>) -> Result<RunRe
         (Some(k), _) => Some(k),
         (None, Some(h)) if !h.is_empty() && h.len() <= 255 => Some(h.to_string()),
         (None, Some(_)) => {
-            p.add("/idempotencyKey", "the Idempotency-Key header must have 1 to 255 characters");
+            p.add(
+                "/idempotencyKey",
+                "the Idempotency-Key header must have 1 to 255 characters",
+            );
             None
         }
         (None, None) => None,
@@ -351,7 +413,10 @@ pub fn parse_run_request(body: &Value, header_key: Option<&str>) -> Result<RunRe
         Some(v) => match v.as_i64() {
             Some(n) if (0..=MAX_DELAY_MS).contains(&n) => n,
             _ => {
-                p.add("/delayMs", format!("must be an integer from 0 to {MAX_DELAY_MS}"));
+                p.add(
+                    "/delayMs",
+                    format!("must be an integer from 0 to {MAX_DELAY_MS}"),
+                );
                 0
             }
         },
@@ -388,14 +453,33 @@ pub fn merge_parameters(defaults: &Value, overrides: &Value) -> Value {
 /// Validates parameters against a definition's schema; every violation with its pointer
 /// below `/parameters`.
 pub fn parameter_problems(schema: &Value, parameters: &Value) -> Problems {
-    let mut p = Problems::new();
     match jsonschema::validator_for(schema) {
-        Ok(validator) => {
-            for e in validator.iter_errors(parameters) {
-                p.add(format!("/parameters{}", e.instance_path()), e.to_string());
-            }
+        Ok(validator) => validate_parameters(&validator, parameters),
+        Err(e) => {
+            let mut p = Problems::new();
+            p.add(
+                "/parameters",
+                format!("the job's parametersSchema is unusable: {e}"),
+            );
+            p
         }
-        Err(e) => p.add("/parameters", format!("the job's parametersSchema is unusable: {e}")),
+    }
+}
+
+/// Like [`parameter_problems`], with a validator compiled once per definition version.
+pub fn validate_parameters(validator: &jsonschema::Validator, parameters: &Value) -> Problems {
+    let mut p = Problems::new();
+    for e in validator.iter_errors(parameters) {
+        let mut path = format!("/parameters{}", e.instance_path());
+        // A missing required property is located where it should be, like `/slug` for
+        // a definition without a slug.
+        if let jsonschema::error::ValidationErrorKind::Required { property } = e.kind()
+            && let Some(name) = property.as_str()
+        {
+            path.push('/');
+            path.push_str(&pointer_segment(name));
+        }
+        p.add(path, e.to_string());
     }
     p
 }
@@ -413,7 +497,10 @@ mod tests {
 
     #[test]
     fn slugs() {
-        assert_eq!(Slug::parse("Repo-Ingest_1").unwrap().as_str(), "repo-ingest_1");
+        assert_eq!(
+            Slug::parse("Repo-Ingest_1").unwrap().as_str(),
+            "repo-ingest_1"
+        );
         for bad in ["", "-x", "_x", "a b", "ä", &"a".repeat(101)] {
             assert!(Slug::parse(bad).is_err(), "{bad:?}");
         }
@@ -422,8 +509,11 @@ mod tests {
 
     #[test]
     fn minimal_definition_gets_defaults() {
-        let spec = parse_job_spec(&json!({"slug": "Noop", "name": "No-op", "entryPoint": "builtin:noop"}), EPS)
-            .unwrap();
+        let spec = parse_job_spec(
+            &json!({"slug": "Noop", "name": "No-op", "entryPoint": "builtin:noop"}),
+            EPS,
+        )
+        .unwrap();
         assert_eq!(spec.slug.as_str(), "noop");
         assert_eq!(spec.version, 1);
         assert_eq!(spec.job_type, JobType::Batch);
@@ -447,9 +537,20 @@ mod tests {
         .unwrap_err();
         let got = paths(&err);
         for want in [
-            "/slug", "/name", "/version", "/type", "/entryPoint", "/parametersSchema/type",
-            "/defaultParameters", "/timeoutMs", "/retryPolicy/maxAttempts", "/retryPolicy/strategy",
-            "/retryPolicy/jitter", "/retryPolicy/maxDelayMs", "/metadata", "/extra",
+            "/slug",
+            "/name",
+            "/version",
+            "/type",
+            "/entryPoint",
+            "/parametersSchema/type",
+            "/defaultParameters",
+            "/timeoutMs",
+            "/retryPolicy/maxAttempts",
+            "/retryPolicy/strategy",
+            "/retryPolicy/jitter",
+            "/retryPolicy/maxDelayMs",
+            "/metadata",
+            "/extra",
         ] {
             assert!(got.iter().any(|g| g == want), "missing {want} in {got:?}");
         }
@@ -459,7 +560,10 @@ mod tests {
     fn missing_required_fields() {
         let got = paths(&parse_job_spec(&json!({}), EPS).unwrap_err());
         assert_eq!(got, vec!["/slug", "/name", "/entryPoint"]);
-        assert_eq!(paths(&parse_job_spec(&json!([1]), EPS).unwrap_err()), vec![""]);
+        assert_eq!(
+            paths(&parse_job_spec(&json!([1]), EPS).unwrap_err()),
+            vec![""]
+        );
     }
 
     #[test]
@@ -476,8 +580,11 @@ mod tests {
         let r = parse_run_request(&Value::Null, Some("k1")).unwrap();
         assert_eq!(r.parameters, json!({}));
         assert_eq!(r.idempotency_key.as_deref(), Some("k1"));
-        let r = parse_run_request(&json!({"parameters": {"a": 1}, "idempotencyKey": "body", "delayMs": 50}), Some("hdr"))
-            .unwrap();
+        let r = parse_run_request(
+            &json!({"parameters": {"a": 1}, "idempotencyKey": "body", "delayMs": 50}),
+            Some("hdr"),
+        )
+        .unwrap();
         assert_eq!(r.idempotency_key.as_deref(), Some("body"));
         assert_eq!(r.delay_ms, 50);
         let err = parse_run_request(
@@ -487,7 +594,14 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             paths(&err),
-            vec!["/x", "/parameters", "/timeoutMs", "/maxAttempts", "/context", "/delayMs"]
+            vec![
+                "/x",
+                "/parameters",
+                "/timeoutMs",
+                "/maxAttempts",
+                "/context",
+                "/delayMs"
+            ]
         );
     }
 
@@ -497,7 +611,10 @@ mod tests {
             &json!({"a": 1, "nested": {"x": 1, "y": 2}, "list": [1, 2]}),
             &json!({"nested": {"y": 3}, "list": [9], "b": true}),
         );
-        assert_eq!(merged, json!({"a": 1, "nested": {"x": 1, "y": 3}, "list": [9], "b": true}));
+        assert_eq!(
+            merged,
+            json!({"a": 1, "nested": {"x": 1, "y": 3}, "list": [9], "b": true})
+        );
     }
 
     #[test]
@@ -506,8 +623,13 @@ mod tests {
             "properties": {"repoUrl": {"type": "string"}, "depth": {"type": "integer", "minimum": 1}}});
         let p = parameter_problems(&schema, &json!({"depth": 0}));
         let got = paths(&p);
-        assert!(got.contains(&"/parameters".to_string()), "{got:?}");
+        assert!(got.contains(&"/parameters/repoUrl".to_string()), "{got:?}");
         assert!(got.contains(&"/parameters/depth".to_string()), "{got:?}");
+        let nested = json!({"type": "object", "properties": {"git": {"type": "object", "required": ["a/b"]}}});
+        assert_eq!(
+            paths(&parameter_problems(&nested, &json!({"git": {}}))),
+            vec!["/parameters/git/a~1b"]
+        );
         assert!(parameter_problems(&schema, &json!({"repoUrl": "x"})).is_empty());
     }
 }

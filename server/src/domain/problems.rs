@@ -11,7 +11,10 @@ impl Problems {
     }
 
     pub fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(ErrorDetail { path: path.into(), message: message.into() });
+        self.0.push(ErrorDetail {
+            path: path.into(),
+            message: message.into(),
+        });
     }
 
     pub fn is_empty(&self) -> bool {
@@ -28,7 +31,11 @@ impl Problems {
 
     /// `Ok(value)` when nothing was found, else every problem.
     pub fn finish<T>(self, value: T) -> Result<T, Problems> {
-        if self.0.is_empty() { Ok(value) } else { Err(self) }
+        if self.0.is_empty() {
+            Ok(value)
+        } else {
+            Err(self)
+        }
     }
 }
 

@@ -30,32 +30,53 @@ mod tests {
     use rand::{SeedableRng, rngs::StdRng};
 
     fn policy(strategy: RetryStrategy, jitter: Jitter) -> RetryPolicy {
-        RetryPolicy { max_attempts: 5, strategy, initial_delay_ms: 100, max_delay_ms: 1000, jitter }
+        RetryPolicy {
+            max_attempts: 5,
+            strategy,
+            initial_delay_ms: 100,
+            max_delay_ms: 1000,
+            jitter,
+        }
     }
 
     #[test]
     fn exponential_doubles_and_caps() {
         let p = policy(RetryStrategy::Exponential, Jitter::None);
         let mut rng = StdRng::seed_from_u64(1);
-        let delays: Vec<u64> =
-            (1..=6).map(|a| next_delay(&p, a, &mut rng).as_millis() as u64).collect();
+        let delays: Vec<u64> = (1..=6)
+            .map(|a| next_delay(&p, a, &mut rng).as_millis() as u64)
+            .collect();
         assert_eq!(delays, vec![100, 200, 400, 800, 1000, 1000]);
     }
 
     #[test]
     fn fixed_and_none() {
         let mut rng = StdRng::seed_from_u64(1);
-        assert_eq!(next_delay(&policy(RetryStrategy::Fixed, Jitter::None), 4, &mut rng).as_millis(), 100);
-        assert_eq!(next_delay(&policy(RetryStrategy::None, Jitter::None), 4, &mut rng).as_millis(), 0);
+        assert_eq!(
+            next_delay(&policy(RetryStrategy::Fixed, Jitter::None), 4, &mut rng).as_millis(),
+            100
+        );
+        assert_eq!(
+            next_delay(&policy(RetryStrategy::None, Jitter::None), 4, &mut rng).as_millis(),
+            0
+        );
     }
 
     #[test]
     fn jitter_stays_in_range() {
         let mut rng = StdRng::seed_from_u64(7);
         for attempt in 1..8 {
-            let full = next_delay(&policy(RetryStrategy::Exponential, Jitter::Full), attempt, &mut rng);
+            let full = next_delay(
+                &policy(RetryStrategy::Exponential, Jitter::Full),
+                attempt,
+                &mut rng,
+            );
             assert!(full.as_millis() <= 1000);
-            let equal = next_delay(&policy(RetryStrategy::Fixed, Jitter::Equal), attempt, &mut rng);
+            let equal = next_delay(
+                &policy(RetryStrategy::Fixed, Jitter::Equal),
+                attempt,
+                &mut rng,
+            );
             assert!((50..=100).contains(&equal.as_millis()), "{equal:?}");
         }
     }
@@ -63,7 +84,10 @@ mod tests {
     #[test]
     fn huge_attempt_numbers_do_not_overflow() {
         let mut rng = StdRng::seed_from_u64(1);
-        let p = RetryPolicy { max_delay_ms: u64::MAX, ..policy(RetryStrategy::Exponential, Jitter::None) };
+        let p = RetryPolicy {
+            max_delay_ms: u64::MAX,
+            ..policy(RetryStrategy::Exponential, Jitter::None)
+        };
         assert!(next_delay(&p, i32::MAX, &mut rng) > Duration::ZERO);
     }
 }

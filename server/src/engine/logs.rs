@@ -72,7 +72,14 @@ async fn write(store: &Store, buf: &mut Vec<LogLine>) {
     }
     let lines: Vec<_> = buf
         .drain(..)
-        .map(|l| (l.run_id, l.attempt, l.stream.as_str().to_string(), l.message))
+        .map(|l| {
+            (
+                l.run_id,
+                l.attempt,
+                l.stream.as_str().to_string(),
+                l.message,
+            )
+        })
         .collect();
     for attempt in 0..3 {
         match store.append_logs(lines.clone(), Utc::now()).await {
@@ -83,5 +90,8 @@ async fn write(store: &Store, buf: &mut Vec<LogLine>) {
             }
         }
     }
-    tracing::error!(lines = lines.len(), "dropped run log lines after repeated failures");
+    tracing::error!(
+        lines = lines.len(),
+        "dropped run log lines after repeated failures"
+    );
 }

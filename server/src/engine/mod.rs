@@ -164,7 +164,10 @@ impl Engine {
 
     /// Pushes a queue task for an attempt and wakes local workers.
     pub async fn dispatch(&self, run_id: &str, attempt: i32, delay: Duration) {
-        let task = RunTask { run_id: run_id.to_string(), attempt };
+        let task = RunTask {
+            run_id: run_id.to_string(),
+            attempt,
+        };
         if let Err(e) = self.inner.queue.push(task, delay).await {
             // The reaper's sweep of overdue pending runs pushes it again later.
             tracing::error!(run_id, error = %e, "could not enqueue run attempt");
@@ -178,7 +181,18 @@ impl Engine {
     pub async fn execute(&self, task: RunTask) {
         let now = Utc::now();
         let lease_until = now + self.inner.settings.lease();
-        let claimed = match self.inner.store.claim(&task.run_id, task.attempt, &self.inner.owner, lease_until, now).await {
+        let claimed = match self
+            .inner
+            .store
+            .claim(
+                &task.run_id,
+                task.attempt,
+                &self.inner.owner,
+                lease_until,
+                now,
+            )
+            .await
+        {
             Ok(Some(c)) => c,
             Ok(None) => return, // stale, canceled, or owned by another worker
             Err(e) => {
@@ -190,7 +204,13 @@ impl Engine {
         let token = CancellationToken::new();
         let reason = Arc::new(Mutex::new(None));
         if let Ok(mut map) = self.inner.inflight.lock() {
-            map.insert(run_id.clone(), InFlight { token: token.clone(), reason: reason.clone() });
+            map.insert(
+                run_id.clone(),
+                InFlight {
+                    token: token.clone(),
+                    reason: reason.clone(),
+                },
+            );
         }
         self.run_claimed(claimed, token, reason).await;
         if let Ok(mut map) = self.inner.inflight.lock() {
@@ -198,8 +218,17 @@ impl Engine {
         }
     }
 
-    async fn run_claimed(&self, claimed: ClaimedRun, token: CancellationToken, reason: Arc<Mutex<Option<StopReason>>>) {
-        let ClaimedRun { run, entry_point, retry_policy } = claimed;
+    async fn run_claimed(
+        &self,
+        claimed: ClaimedRun,
+        token: CancellationToken,
+        reason: Arc<Mutex<Option<StopReason>>>,
+    ) {
+        let ClaimedRun {
+            run,
+            entry_point,
+            retry_policy,
+        } = claimed;
         let inner = &self.inner;
         publish_run(&inner.bus, &run).await;
         let log = self.log_sink(&run);
@@ -213,7 +242,9 @@ impl Engine {
         let metrics = MetricsSink::default();
         let timeout = Duration::from_millis(run.timeout_ms.max(1) as u64);
         let outcome = match inner.registry.get(&entry_point) {
-            None => Err(JobError::Fatal(format!("unknown entry point {entry_point}"))),
+            None => Err(JobError::Fatal(format!(
+                "unknown entry point {entry_point}"
+            ))),
             Some(handler) => {
                 let ctx = JobRunContext {
                     run_id: run.id.clone(),
@@ -242,14 +273,20 @@ impl Engine {
                 match early {
                     Some(r) => r,
                     // Told to stop: give the handler a moment to clean up (kill its processes).
-                    None => tokio::time::timeout(STOP_GRACE, fut).await.unwrap_or(Err(JobError::Canceled)),
+                    None => tokio::time::timeout(STOP_GRACE, fut)
+                        .await
+                        .unwrap_or(Err(JobError::Canceled)),
                 }
             }
         };
         heartbeat.abort();
         let stop = reason.lock().ok().and_then(|r| *r);
         let metrics = Value::Object(metrics.snapshot());
-        let metrics = if metrics.as_object().is_some_and(|m| m.is_empty()) { None } else { Some(metrics) };
+        let metrics = if metrics.as_object().is_some_and(|m| m.is_empty()) {
+            None
+        } else {
+            Some(metrics)
+        };
         let now = Utc::now();
 
         match (stop, outcome) {
@@ -262,40 +299,59 @@ impl Engine {
             (Some(StopReason::Shutdown), _) => {
                 log.info("worker shutting down: handing the run back");
                 inner.logs.flush().await;
-                match inner.store.requeue(&run.id, run.attempt, Some(&inner.owner), run.attempt, now, None, now).await {
+                match inner
+                    .store
+                    .requeue(
+                        &run.id,
+                        run.attempt,
+                        Some(&inner.owner),
+                        run.attempt,
+                        now,
+                        None,
+                        now,
+                    )
+                    .await
+                {
                     Ok(Some(back)) => {
                         publish_run(&inner.bus, &back).await;
                         self.dispatch(&back.id, back.attempt, Duration::ZERO).await;
                     }
                     Ok(None) => {}
-                    Err(e) => tracing::error!(run_id = %run.id, error = %e, "hand-back failed; the lease will expire and the run be retried"),
+                    Err(e) => {
+                        tracing::error!(run_id = %run.id, error = %e, "hand-back failed; the lease will expire and the run be retried")
+                    }
                 }
                 return;
             }
             (None, Ok(result)) => {
                 log.info("succeeded");
                 inner.logs.flush().await;
-                self.record_finish(&run, RunStatus::Succeeded, Some(result), None, metrics).await;
+                self.record_finish(&run, RunStatus::Succeeded, Some(result), None, metrics)
+                    .await;
                 return;
             }
             (Some(StopReason::Timeout), _) => {
                 let msg = format!("timed out after {} ms", run.timeout_ms);
-                self.fail_or_retry(&run, &retry_policy, msg, RunStatus::Expired, metrics, &log).await;
+                self.fail_or_retry(&run, &retry_policy, msg, RunStatus::Expired, metrics, &log)
+                    .await;
                 return;
             }
             (None, Err(JobError::Retryable(msg))) => {
-                self.fail_or_retry(&run, &retry_policy, msg, RunStatus::Failed, metrics, &log).await;
+                self.fail_or_retry(&run, &retry_policy, msg, RunStatus::Failed, metrics, &log)
+                    .await;
                 return;
             }
             (None, Err(JobError::Fatal(msg))) => {
                 log.info(format!("failed: {msg}"));
                 inner.logs.flush().await;
-                self.record_finish(&run, RunStatus::Failed, None, Some(msg), metrics).await;
+                self.record_finish(&run, RunStatus::Failed, None, Some(msg), metrics)
+                    .await;
                 return;
             }
             (None, Err(JobError::Canceled)) => {
                 let msg = "the handler stopped without being asked to".to_string();
-                self.fail_or_retry(&run, &retry_policy, msg, RunStatus::Failed, metrics, &log).await;
+                self.fail_or_retry(&run, &retry_policy, msg, RunStatus::Failed, metrics, &log)
+                    .await;
                 return;
             }
         }
@@ -314,38 +370,88 @@ impl Engine {
         let inner = &self.inner;
         if run.attempt < run.max_attempts {
             let delay = crate::domain::retry::next_delay(policy, run.attempt, &mut rand::rng());
-            log.info(format!("attempt {} failed: {msg}; retrying in {} ms", run.attempt, delay.as_millis()));
+            log.info(format!(
+                "attempt {} failed: {msg}; retrying in {} ms",
+                run.attempt,
+                delay.as_millis()
+            ));
             inner.logs.flush().await;
             let now = Utc::now();
             let at = now + chrono::Duration::from_std(delay).unwrap_or_default();
-            match inner.store.requeue(&run.id, run.attempt, Some(&inner.owner), run.attempt + 1, at, Some(msg), now).await {
+            match inner
+                .store
+                .requeue(
+                    &run.id,
+                    run.attempt,
+                    Some(&inner.owner),
+                    run.attempt + 1,
+                    at,
+                    Some(msg),
+                    now,
+                )
+                .await
+            {
                 Ok(Some(next)) => {
                     publish_run(&inner.bus, &next).await;
                     self.dispatch(&next.id, next.attempt, delay).await;
                 }
                 Ok(None) => {} // canceled meanwhile
-                Err(e) => tracing::error!(run_id = %run.id, error = %e, "could not schedule the next attempt"),
+                Err(e) => {
+                    tracing::error!(run_id = %run.id, error = %e, "could not schedule the next attempt")
+                }
             }
         } else {
-            log.info(format!("attempt {} failed: {msg}; no attempts left", run.attempt));
+            log.info(format!(
+                "attempt {} failed: {msg}; no attempts left",
+                run.attempt
+            ));
             inner.logs.flush().await;
-            self.record_finish(run, final_status, None, Some(msg), metrics).await;
+            self.record_finish(run, final_status, None, Some(msg), metrics)
+                .await;
         }
     }
 
-    async fn record_finish(&self, run: &JobRun, status: RunStatus, result: Option<Value>, error: Option<String>, metrics: Option<Value>) {
+    async fn record_finish(
+        &self,
+        run: &JobRun,
+        status: RunStatus,
+        result: Option<Value>,
+        error: Option<String>,
+        metrics: Option<Value>,
+    ) {
         let inner = &self.inner;
-        match inner.store.finish(run, &inner.owner, status, result, error, metrics, Utc::now()).await {
+        match inner
+            .store
+            .finish(
+                run,
+                &inner.owner,
+                status,
+                result,
+                error,
+                metrics,
+                Utc::now(),
+            )
+            .await
+        {
             Ok(Some(done)) => {
                 tracing::info!(run_id = %done.id, job = %done.job_slug, status = %done.status, "run finished");
                 publish_run(&inner.bus, &done).await;
             }
-            Ok(None) => tracing::info!(run_id = %run.id, "run was canceled or taken over before it finished"),
-            Err(e) => tracing::error!(run_id = %run.id, error = %e, "could not record the run's outcome; its lease will expire and it will be retried"),
+            Ok(None) => {
+                tracing::info!(run_id = %run.id, "run was canceled or taken over before it finished")
+            }
+            Err(e) => {
+                tracing::error!(run_id = %run.id, error = %e, "could not record the run's outcome; its lease will expire and it will be retried")
+            }
         }
     }
 
-    fn spawn_heartbeat(&self, run: &JobRun, token: CancellationToken, reason: Arc<Mutex<Option<StopReason>>>) -> tokio::task::JoinHandle<()> {
+    fn spawn_heartbeat(
+        &self,
+        run: &JobRun,
+        token: CancellationToken,
+        reason: Arc<Mutex<Option<StopReason>>>,
+    ) -> tokio::task::JoinHandle<()> {
         let engine = self.clone();
         let run_id = run.id.clone();
         let attempt = run.attempt;
@@ -358,7 +464,11 @@ impl Engine {
                     _ = tokio::time::sleep(every) => {}
                 }
                 let until = Utc::now() + inner.settings.lease();
-                match inner.store.heartbeat(&run_id, attempt, &inner.owner, until).await {
+                match inner
+                    .store
+                    .heartbeat(&run_id, attempt, &inner.owner, until)
+                    .await
+                {
                     Ok(true) => {}
                     Ok(false) => {
                         let canceled = matches!(
@@ -366,7 +476,11 @@ impl Engine {
                             Ok(Some(r)) if r.status == RunStatus::Canceled
                         );
                         if let Ok(mut r) = reason.lock() {
-                            r.get_or_insert(if canceled { StopReason::Canceled } else { StopReason::LeaseLost });
+                            r.get_or_insert(if canceled {
+                                StopReason::Canceled
+                            } else {
+                                StopReason::LeaseLost
+                            });
                         }
                         token.cancel();
                         return;

@@ -60,7 +60,15 @@ impl Queue {
     pub async fn push(&self, task: RunTask, delay: Duration) -> Result<(), BoxDynError> {
         let mut builder = TaskBuilder::new(task).max_attempts(1);
         if !delay.is_zero() {
-            builder = builder.run_after(delay);
+            // apalis keeps `run_at` in whole seconds and its `run_after` rounds down, which made
+            // sub-second backoffs (and the fraction of longer delays) fire early. Round up
+            // instead: an attempt may start up to a second late, never before it is due.
+            let due = std::time::SystemTime::now() + delay;
+            let since_epoch = due
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            let secs = since_epoch.as_secs() + u64::from(since_epoch.subsec_nanos() > 0);
+            builder = builder.run_at_timestamp(secs);
         }
         let task = builder.build();
         match self {

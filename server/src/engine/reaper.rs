@@ -35,24 +35,58 @@ pub async fn sweep(engine: &Engine) -> Result<(), sea_orm::DbErr> {
             engine.settings().lease().as_millis()
         );
         if run.attempt < run.max_attempts {
-            if let Some(next) = store.requeue(&run.id, run.attempt, None, run.attempt + 1, now, Some(lost.clone()), now).await? {
+            if let Some(next) = store
+                .requeue(
+                    &run.id,
+                    run.attempt,
+                    None,
+                    run.attempt + 1,
+                    now,
+                    Some(lost.clone()),
+                    now,
+                )
+                .await?
+            {
                 tracing::warn!(run_id = %run.id, attempt = run.attempt, "worker lost; retrying the run");
                 store
-                    .append_logs(vec![(run.id.clone(), run.attempt, "system".into(), format!("{lost}; retrying as attempt {}", next.attempt))], now)
+                    .append_logs(
+                        vec![(
+                            run.id.clone(),
+                            run.attempt,
+                            "system".into(),
+                            format!("{lost}; retrying as attempt {}", next.attempt),
+                        )],
+                        now,
+                    )
                     .await?;
                 publish_run(engine.bus(), &next).await;
-                engine.dispatch(&next.id, next.attempt, Duration::ZERO).await;
+                engine
+                    .dispatch(&next.id, next.attempt, Duration::ZERO)
+                    .await;
             }
         } else {
             let msg = format!("{lost}; no attempts left");
-            if let Some(failed) = store.fail_expired_lease(&run.id, run.attempt, msg.clone(), now).await? {
+            // The line goes in before the run turns terminal: log followers stop reading once
+            // it has ended, and must not miss why it did.
+            store
+                .append_logs(
+                    vec![(run.id.clone(), run.attempt, "system".into(), msg.clone())],
+                    now,
+                )
+                .await?;
+            if let Some(failed) = store
+                .fail_expired_lease(&run.id, run.attempt, msg, now)
+                .await?
+            {
                 tracing::warn!(run_id = %run.id, "worker lost; run failed");
-                store.append_logs(vec![(run.id.clone(), run.attempt, "system".into(), msg)], now).await?;
                 publish_run(engine.bus(), &failed).await;
             }
         }
     }
-    for (run_id, attempt) in store.overdue_pending(now - OVERDUE, now - OVERDUE, 200).await? {
+    for (run_id, attempt) in store
+        .overdue_pending(now - OVERDUE, now - OVERDUE, 200)
+        .await?
+    {
         store.mark_dispatched(&run_id, now).await?;
         engine.dispatch(&run_id, attempt, Duration::ZERO).await;
     }

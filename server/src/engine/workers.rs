@@ -7,7 +7,10 @@ use apalis::prelude::*;
 use apalis_core::backend::ext::poll_strategy::Strategy;
 use tokio_util::sync::CancellationToken;
 
-use super::{Engine, StopReason, queue::{Queue, RunTask}};
+use super::{
+    Engine, StopReason,
+    queue::{Queue, RunTask},
+};
 
 async fn handle(task: RunTask, engine: Data<Engine>) -> Result<(), BoxDynError> {
     // Executed on its own task so that apalis dropping this future at shutdown cannot cut an
@@ -30,7 +33,10 @@ pub async fn run(engine: Engine, count: usize, stop: CancellationToken) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     if engine.inflight_count() > 0 {
-        tracing::info!(runs = engine.inflight_count(), "grace period over: handing in-flight runs back");
+        tracing::info!(
+            runs = engine.inflight_count(),
+            "grace period over: handing in-flight runs back"
+        );
         engine.stop_all(StopReason::Shutdown);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while engine.inflight_count() > 0 && tokio::time::Instant::now() < deadline {
@@ -60,7 +66,9 @@ async fn supervise(engine: Engine, index: usize, stop: CancellationToken) {
 }
 
 async fn run_one(engine: &Engine, name: &str, stop: CancellationToken) -> Result<(), WorkerError> {
-    let strategy = Strategy::new().stream(engine.waker().stream()).interval(engine.settings().poll());
+    let strategy = Strategy::new()
+        .stream(engine.waker().stream())
+        .interval(engine.settings().poll());
     let concurrency = engine.settings().concurrency.max(1);
     // Stop fetching as soon as shutdown starts; in-flight attempts are drained by `run`.
     let signal = async move {

@@ -133,6 +133,11 @@ impl JobHandler for Build {
     }
 }
 
+/// Variables a build inherits from the server process; everything else is withheld.
+const INHERITED_ENV: &[&str] = &[
+    "PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR", "TERM",
+];
+
 /// Runs the command to completion (or cancellation); Ok holds the stdout and stderr line counts.
 async fn run(
     ctx: &JobRunContext,
@@ -146,6 +151,10 @@ async fn run(
     let mut child = Command::new(program)
         .args(args)
         .current_dir(dir)
+        // The server's own environment may hold credentials (DATABASE_URL, tokens): a build
+        // sees only a neutral base plus what the run asked for.
+        .env_clear()
+        .envs(std::env::vars_os().filter(|(k, _)| INHERITED_ENV.iter().any(|i| k == *i)))
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -46,7 +46,11 @@ pub struct LogSink {
 
 impl LogSink {
     pub fn new(run_id: String, attempt: i32, tx: mpsc::UnboundedSender<LogLine>) -> Self {
-        LogSink { run_id, attempt, tx }
+        LogSink {
+            run_id,
+            attempt,
+            tx,
+        }
     }
 
     /// Writes one line (a trailing newline is not needed).

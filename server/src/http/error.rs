@@ -22,20 +22,40 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), details: Vec::new() }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            details: Vec::new(),
+        }
     }
 
-    pub fn with_problems(status: StatusCode, code: &'static str, message: &str, problems: Problems) -> Self {
+    pub fn with_problems(
+        status: StatusCode,
+        code: &'static str,
+        message: &str,
+        problems: Problems,
+    ) -> Self {
         let details = problems.into_vec();
         let message = match details.len() {
             1 => format!("{message}: {} {}", details[0].path, details[0].message),
             n => format!("{message}: {n} problems"),
         };
-        ApiError { status, code, message, details }
+        ApiError {
+            status,
+            code,
+            message,
+            details,
+        }
     }
 
     pub fn invalid_request(problems: Problems) -> Self {
-        Self::with_problems(StatusCode::BAD_REQUEST, "invalid_request", "invalid request", problems)
+        Self::with_problems(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "invalid request",
+            problems,
+        )
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -43,7 +63,11 @@ impl ApiError {
     }
 
     pub fn internal() -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal error; see the server log")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "internal error; see the server log",
+        )
     }
 
     /// The default error for a bare status produced outside our handlers (405, 413, ...).
@@ -68,7 +92,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody { code: self.code.to_string(), message: self.message, details: self.details };
+        let body = ErrorBody {
+            code: self.code.to_string(),
+            message: self.message,
+            details: self.details,
+        };
         (self.status, axum::Json(json!({"error": body}))).into_response()
     }
 }
@@ -78,12 +106,18 @@ impl From<ServiceError> for ApiError {
         match e {
             ServiceError::NotFound(m) => ApiError::not_found(m),
             ServiceError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
-            ServiceError::InvalidDefinition(p) => {
-                ApiError::with_problems(StatusCode::BAD_REQUEST, "invalid_definition", "invalid definition", p)
-            }
-            ServiceError::InvalidParameters(p) => {
-                ApiError::with_problems(StatusCode::BAD_REQUEST, "invalid_parameters", "invalid parameters", p)
-            }
+            ServiceError::InvalidDefinition(p) => ApiError::with_problems(
+                StatusCode::BAD_REQUEST,
+                "invalid_definition",
+                "invalid definition",
+                p,
+            ),
+            ServiceError::InvalidParameters(p) => ApiError::with_problems(
+                StatusCode::BAD_REQUEST,
+                "invalid_parameters",
+                "invalid parameters",
+                p,
+            ),
             ServiceError::InvalidRequest(p) => ApiError::invalid_request(p),
             ServiceError::Database(e) => {
                 tracing::error!(error = %e, "database error");
@@ -111,7 +145,11 @@ impl<S: Send + Sync> FromRequest<S> for ApiJson {
             if status == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(status, "payload_too_large", "request body too large")
             } else {
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", format!("could not read the body: {rejection}"))
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    format!("could not read the body: {rejection}"),
+                )
             }
         })?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -119,7 +157,8 @@ impl<S: Send + Sync> FromRequest<S> for ApiJson {
         }
         let is_json = content_type.as_deref().is_some_and(|ct| {
             let mime = ct.split(';').next().unwrap_or("").trim();
-            mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+            mime == "application/json"
+                || (mime.starts_with("application/") && mime.ends_with("+json"))
         });
         if !is_json {
             return Err(ApiError::new(
@@ -130,8 +169,20 @@ impl<S: Send + Sync> FromRequest<S> for ApiJson {
         }
         serde_json::from_slice(&bytes).map(ApiJson).map_err(|e| {
             let mut p = Problems::new();
-            p.add("", format!("malformed JSON at line {} column {}: {e}", e.line(), e.column()));
-            ApiError::with_problems(StatusCode::BAD_REQUEST, "invalid_request", "malformed JSON", p)
+            p.add(
+                "",
+                format!(
+                    "malformed JSON at line {} column {}: {e}",
+                    e.line(),
+                    e.column()
+                ),
+            );
+            ApiError::with_problems(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "malformed JSON",
+                p,
+            )
         })
     }
 }

@@ -10,7 +10,10 @@ use axum::{
 };
 use serde_json::json;
 
-use super::{AppState, error::{ApiError, ApiJson}};
+use super::{
+    AppState,
+    error::{ApiError, ApiJson},
+};
 use crate::{domain::Problems, store::RunFilter};
 
 type ApiResult = Result<Response, ApiError>;
@@ -34,7 +37,14 @@ pub async fn list_jobs(State(s): State<AppState>) -> ApiResult {
               (status = 400, body = app::wire::ErrorBody), (status = 409, body = app::wire::ErrorBody)))]
 pub async fn create_job(State(s): State<AppState>, ApiJson(body): ApiJson) -> ApiResult {
     let (job, created) = s.jobs.save_job(&body).await?;
-    Ok(data(if created { StatusCode::CREATED } else { StatusCode::OK }, job))
+    Ok(data(
+        if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        job,
+    ))
 }
 
 /// `GET /api/jobs/:slug`
@@ -47,7 +57,11 @@ pub async fn get_job(State(s): State<AppState>, Path(slug): Path<String>) -> Api
 /// `PATCH /api/jobs/:slug`
 #[utoipa::path(patch, path = "/api/jobs/{slug}", tag = "jobs", params(("slug" = String, Path)),
     request_body(content = Object), responses((status = 200, body = JobDefinition), (status = 400, body = app::wire::ErrorBody)))]
-pub async fn patch_job(State(s): State<AppState>, Path(slug): Path<String>, ApiJson(body): ApiJson) -> ApiResult {
+pub async fn patch_job(
+    State(s): State<AppState>,
+    Path(slug): Path<String>,
+    ApiJson(body): ApiJson,
+) -> ApiResult {
     Ok(data(StatusCode::OK, s.jobs.patch_job(&slug, &body).await?))
 }
 
@@ -72,7 +86,12 @@ pub async fn job_versions(State(s): State<AppState>, Path(slug): Path<String>) -
         ("Idempotency-Key" = Option<String>, Header)),
     request_body(content = Object, description = "{parameters, timeoutMs?, maxAttempts?, context?, idempotencyKey?, delayMs?}"),
     responses((status = 202, body = JobRun), (status = 400, body = app::wire::ErrorBody), (status = 404, body = app::wire::ErrorBody)))]
-pub async fn run_job(State(s): State<AppState>, Path(slug): Path<String>, headers: HeaderMap, ApiJson(body): ApiJson) -> ApiResult {
+pub async fn run_job(
+    State(s): State<AppState>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson,
+) -> ApiResult {
     let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok());
     let (run, _) = s.jobs.run_job(&slug, &body, key).await?;
     Ok(data(StatusCode::ACCEPTED, run))
@@ -81,7 +100,10 @@ pub async fn run_job(State(s): State<AppState>, Path(slug): Path<String>, header
 /// Parses list query parameters: limit, offset, cursor, status, q.
 pub fn run_filter(q: &HashMap<String, String>) -> Result<RunFilter, ApiError> {
     let mut p = Problems::new();
-    let mut f = RunFilter { limit: 20, ..Default::default() };
+    let mut f = RunFilter {
+        limit: 20,
+        ..Default::default()
+    };
     for key in q.keys() {
         if !["limit", "offset", "cursor", "status", "q", "job"].contains(&key.as_str()) {
             p.add(format!("/query/{key}"), "unknown query parameter");
@@ -109,7 +131,13 @@ pub fn run_filter(q: &HashMap<String, String>) -> Result<RunFilter, ApiError> {
         for part in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             match RunStatus::parse(part) {
                 Some(s) => f.statuses.push(s),
-                None => p.add("/query/status", format!("unknown status {part:?}; expected {}", RunStatus::expected())),
+                None => p.add(
+                    "/query/status",
+                    format!(
+                        "unknown status {part:?}; expected {}",
+                        RunStatus::expected()
+                    ),
+                ),
             }
         }
     }
@@ -124,7 +152,11 @@ fn run_page(page: crate::store::RunPage, f: &RunFilter) -> Response {
         total: Some(page.total),
         next_cursor: page.next_cursor,
     };
-    (StatusCode::OK, Json(json!({"data": page.runs, "meta": meta}))).into_response()
+    (
+        StatusCode::OK,
+        Json(json!({"data": page.runs, "meta": meta})),
+    )
+        .into_response()
 }
 
 /// `GET /api/jobs/:slug/runs`
@@ -132,7 +164,11 @@ fn run_page(page: crate::store::RunPage, f: &RunFilter) -> Response {
         ("limit" = Option<u64>, Query), ("offset" = Option<u64>, Query), ("cursor" = Option<String>, Query),
         ("status" = Option<String>, Query, description = "comma-separated statuses"), ("q" = Option<String>, Query)),
     responses((status = 200, body = Vec<JobRun>)))]
-pub async fn job_runs(State(s): State<AppState>, Path(slug): Path<String>, Query(q): Query<HashMap<String, String>>) -> ApiResult {
+pub async fn job_runs(
+    State(s): State<AppState>,
+    Path(slug): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
     let f = run_filter(&q)?;
     let page = s.jobs.list_runs(Some(&slug), f.clone()).await?;
     Ok(run_page(page, &f))
@@ -143,9 +179,15 @@ pub async fn job_runs(State(s): State<AppState>, Path(slug): Path<String>, Query
         ("limit" = Option<u64>, Query), ("offset" = Option<u64>, Query), ("cursor" = Option<String>, Query),
         ("status" = Option<String>, Query), ("q" = Option<String>, Query), ("job" = Option<String>, Query)),
     responses((status = 200, body = Vec<JobRun>)))]
-pub async fn all_runs(State(s): State<AppState>, Query(q): Query<HashMap<String, String>>) -> ApiResult {
+pub async fn all_runs(
+    State(s): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
     let f = run_filter(&q)?;
-    let page = s.jobs.list_runs(q.get("job").map(String::as_str), f.clone()).await?;
+    let page = s
+        .jobs
+        .list_runs(q.get("job").map(String::as_str), f.clone())
+        .await?;
     Ok(run_page(page, &f))
 }
 
@@ -160,7 +202,11 @@ pub async fn get_run(State(s): State<AppState>, Path(id): Path<String>) -> ApiRe
 #[utoipa::path(patch, path = "/api/job-runs/{id}", tag = "runs", params(("id" = String, Path)),
     request_body(content = Object, description = "{\"status\": \"canceled\"}"),
     responses((status = 200, body = JobRun), (status = 409, body = app::wire::ErrorBody)))]
-pub async fn patch_run(State(s): State<AppState>, Path(id): Path<String>, ApiJson(body): ApiJson) -> ApiResult {
+pub async fn patch_run(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson,
+) -> ApiResult {
     Ok(data(StatusCode::OK, s.jobs.patch_run(&id, &body).await?))
 }
 

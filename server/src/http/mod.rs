@@ -39,17 +39,44 @@ impl FromRef<AppState> for LeptosOptions {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Switchyard API", description = "Jobs and workflows orchestrator. Wire format of AppHub's catalog API: camelCase JSON in {\"data\": ...} envelopes; errors as {\"error\": {code, message, details}}."),
+    info(
+        title = "Switchyard API",
+        description = "Jobs and workflows orchestrator. Wire format of AppHub's catalog API: camelCase JSON in {\"data\": ...} envelopes; errors as {\"error\": {code, message, details}}."
+    ),
     paths(
-        jobs::list_jobs, jobs::create_job, jobs::get_job, jobs::patch_job, jobs::delete_job, jobs::job_versions,
-        jobs::run_job, jobs::job_runs, jobs::all_runs, jobs::get_run, jobs::patch_run, jobs::retry_run,
-        stream::events, stream::logs, health, ready, openapi_json,
+        jobs::list_jobs,
+        jobs::create_job,
+        jobs::get_job,
+        jobs::patch_job,
+        jobs::delete_job,
+        jobs::job_versions,
+        jobs::run_job,
+        jobs::job_runs,
+        jobs::all_runs,
+        jobs::get_run,
+        jobs::patch_run,
+        jobs::retry_run,
+        stream::events,
+        stream::logs,
+        health,
+        ready,
+        openapi_json,
     ),
     components(schemas(
-        app::wire::JobDefinition, app::wire::JobDefinitionVersion, app::wire::JobRun, app::wire::JobWithRuns,
-        app::wire::RetryPolicy, app::wire::ListMeta, app::wire::ErrorBody, app::wire::ErrorDetail,
-        app::wire::EventMessage, app::wire::RunStatus, app::wire::JobType, app::wire::Trigger,
-        app::wire::RetryStrategy, app::wire::Jitter,
+        app::wire::JobDefinition,
+        app::wire::JobDefinitionVersion,
+        app::wire::JobRun,
+        app::wire::JobWithRuns,
+        app::wire::RetryPolicy,
+        app::wire::ListMeta,
+        app::wire::ErrorBody,
+        app::wire::ErrorDetail,
+        app::wire::EventMessage,
+        app::wire::RunStatus,
+        app::wire::JobType,
+        app::wire::Trigger,
+        app::wire::RetryStrategy,
+        app::wire::Jitter,
     ))
 )]
 pub struct ApiDoc;
@@ -114,7 +141,12 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/openapi.json", get(openapi_json))
         .route("/events", get(stream::events))
         .route("/jobs", get(jobs::list_jobs).post(jobs::create_job))
-        .route("/jobs/{slug}", get(jobs::get_job).patch(jobs::patch_job).delete(jobs::delete_job))
+        .route(
+            "/jobs/{slug}",
+            get(jobs::get_job)
+                .patch(jobs::patch_job)
+                .delete(jobs::delete_job),
+        )
         .route("/jobs/{slug}/versions", get(jobs::job_versions))
         .route("/jobs/{slug}/run", post(jobs::run_job))
         .route("/jobs/{slug}/runs", get(jobs::job_runs))
@@ -131,7 +163,9 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             let options = leptos_options.clone();
             move || app::shell(options.clone())
         })
-        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(app::shell))
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(
+            app::shell,
+        ))
         .layer(middleware::from_fn(json_errors))
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
         .layer(CatchPanicLayer::custom(panic_response))

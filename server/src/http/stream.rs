@@ -6,13 +6,19 @@ use axum::{
     body::Body,
     extract::{Path, Query, State},
     http::{HeaderMap, StatusCode, header},
-    response::{IntoResponse, Response, sse::{Event, KeepAlive, Sse}},
+    response::{
+        IntoResponse, Response,
+        sse::{Event, KeepAlive, Sse},
+    },
 };
 use futures::{StreamExt, stream};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::{AppState, error::ApiError};
-use crate::{domain::Problems, store::{StoredEvent, StoredLogLine}};
+use crate::{
+    domain::Problems,
+    store::{StoredEvent, StoredLogLine},
+};
 
 /// A topic filter: exact types or prefixes ending in `*` (`job.run.*`).
 #[derive(Clone, Debug)]
@@ -21,8 +27,13 @@ struct Topics(Vec<String>);
 impl Topics {
     fn parse(raw: Option<&String>) -> Topics {
         Topics(
-            raw.map(|r| r.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect())
-                .unwrap_or_default(),
+            raw.map(|r| {
+                r.split(',')
+                    .map(|t| t.trim().to_string())
+                    .filter(|t| !t.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default(),
         )
     }
 
@@ -36,7 +47,10 @@ impl Topics {
 }
 
 fn sse_event(ev: &StoredEvent) -> Event {
-    Event::default().id(ev.id.to_string()).event(ev.event_type.clone()).data(ev.payload.to_string())
+    Event::default()
+        .id(ev.id.to_string())
+        .event(ev.event_type.clone())
+        .data(ev.payload.to_string())
 }
 
 /// `GET /api/events`
@@ -44,7 +58,11 @@ fn sse_event(ev: &StoredEvent) -> Event {
         ("topics" = Option<String>, Query, description = "comma-separated types or prefixes with *, e.g. job.run.*"),
         ("Last-Event-ID" = Option<String>, Header, description = "replay events after this id")),
     responses((status = 200, description = "text/event-stream; data: {\"type\", \"data\"}", content_type = "text/event-stream")))]
-pub async fn events(State(s): State<AppState>, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Result<Response, ApiError> {
+pub async fn events(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
     let last_id = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -56,7 +74,10 @@ pub async fn events(State(s): State<AppState>, headers: HeaderMap, Query(q): Que
             Ok(n) if n >= 0 => Some(n),
             _ => {
                 let mut p = Problems::new();
-                p.add("/headers/Last-Event-ID", "must be a non-negative integer event id");
+                p.add(
+                    "/headers/Last-Event-ID",
+                    "must be a non-negative integer event id",
+                );
                 return Err(ApiError::invalid_request(p));
             }
         },
@@ -64,9 +85,15 @@ pub async fn events(State(s): State<AppState>, headers: HeaderMap, Query(q): Que
     let topics = Topics::parse(q.get("topics"));
     // Subscribe before reading the backlog so nothing falls between the two.
     let rx = s.bus.subscribe();
+    // Without Last-Event-ID a client gets what happens from now on.
     let start = match last_id {
         Some(id) => id,
-        None => s.jobs.store().last_event_id().await.map_err(|e| ApiError::from(crate::service::ServiceError::from(e)))?,
+        None => s
+            .jobs
+            .store()
+            .last_event_id()
+            .await
+            .map_err(|e| ApiError::from(crate::service::ServiceError::from(e)))?,
     };
     struct St {
         bus: crate::events::EventBus,
@@ -76,7 +103,14 @@ pub async fn events(State(s): State<AppState>, headers: HeaderMap, Query(q): Que
         replaying: bool,
         topics: Topics,
     }
-    let state = St { bus: s.bus.clone(), rx, sent: start, backlog: Default::default(), replaying: last_id.is_some(), topics };
+    let state = St {
+        bus: s.bus.clone(),
+        rx,
+        sent: start,
+        backlog: Default::default(),
+        replaying: last_id.is_some(),
+        topics,
+    };
     let stream = stream::unfold(state, |mut st| async move {
         loop {
             if let Some(ev) = st.backlog.pop_front() {
@@ -115,7 +149,9 @@ pub async fn events(State(s): State<AppState>, headers: HeaderMap, Query(q): Que
             }
         }
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
 }
 
 fn format_line(l: &StoredLogLine) -> String {
@@ -129,7 +165,11 @@ fn format_line(l: &StoredLogLine) -> String {
 #[utoipa::path(get, path = "/api/job-runs/{id}/logs", tag = "runs", params(("id" = String, Path),
         ("follow" = Option<bool>, Query, description = "stream until the run ends")),
     responses((status = 200, description = "the run log as text", content_type = "text/plain")))]
-pub async fn logs(State(s): State<AppState>, Path(id): Path<String>, Query(q): Query<HashMap<String, String>>) -> Result<Response, ApiError> {
+pub async fn logs(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
     let follow = match q.get("follow").map(String::as_str) {
         None | Some("false") | Some("0") => false,
         Some("true") | Some("1") | Some("") => true,
@@ -146,7 +186,10 @@ pub async fn logs(State(s): State<AppState>, Path(id): Path<String>, Query(q): Q
         let mut out = String::new();
         let mut after = 0;
         loop {
-            let batch = store.read_logs(&run.id, after, 5000).await.map_err(|e| ApiError::from(crate::service::ServiceError::from(e)))?;
+            let batch = store
+                .read_logs(&run.id, after, 5000)
+                .await
+                .map_err(|e| ApiError::from(crate::service::ServiceError::from(e)))?;
             if batch.is_empty() {
                 break;
             }
@@ -172,7 +215,7 @@ pub async fn logs(State(s): State<AppState>, Path(id): Path<String>, Query(q): Q
                 first = false;
                 // Read the status before the lines: lines written before the run ended are then
                 // all visible to the read that follows.
-                let ended = matches!(jobs.get_run(&id).await, Ok(r) if r.status.is_terminal()) ;
+                let ended = matches!(jobs.get_run(&id).await, Ok(r) if r.status.is_terminal());
                 let batch = match store.read_logs(&id, after, 1000).await {
                     Ok(b) => b,
                     Err(_) => return None,
@@ -190,4 +233,3 @@ pub async fn logs(State(s): State<AppState>, Path(id): Path<String>, Query(q): Q
     });
     Ok((StatusCode::OK, text_plain, Body::from_stream(body.boxed())).into_response())
 }
-

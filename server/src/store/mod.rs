@@ -7,8 +7,10 @@ pub mod entities;
 use app::wire::{JobDefinition, JobDefinitionVersion, JobRun, RetryPolicy, RunStatus, Trigger};
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
+    ActiveValue::Set,
+    ColumnTrait, Condition, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect,
+    sea_query::{Expr, LikeExpr},
 };
 use serde_json::Value;
 
@@ -203,7 +205,9 @@ impl Store {
         if existing.is_some() {
             job_definition::Entity::update(model).exec(&txn).await?;
         } else {
-            job_definition::Entity::insert(model).exec_without_returning(&txn).await?;
+            job_definition::Entity::insert(model)
+                .exec_without_returning(&txn)
+                .await?;
         }
         let stored = job_definition::Entity::find_by_id(id.clone())
             .one(&txn)
@@ -256,14 +260,19 @@ impl Store {
             .filter(job_definition_version::Column::Slug.eq(slug))
             .exec(&txn)
             .await?;
-        job_definition::Entity::delete_by_id(id.to_string()).exec(&txn).await?;
+        job_definition::Entity::delete_by_id(id.to_string())
+            .exec(&txn)
+            .await?;
         txn.commit().await
     }
 
     pub async fn count_active_runs(&self, job_definition_id: &str) -> StoreResult<u64> {
         job_run::Entity::find()
             .filter(job_run::Column::JobDefinitionId.eq(job_definition_id))
-            .filter(job_run::Column::Status.is_in([RunStatus::Pending.as_str(), RunStatus::Running.as_str()]))
+            .filter(
+                job_run::Column::Status
+                    .is_in([RunStatus::Pending.as_str(), RunStatus::Running.as_str()]),
+            )
             .count(self.conn())
             .await
     }
@@ -273,7 +282,9 @@ impl Store {
     /// Inserts a run; with an idempotency key already used for this job, returns that run.
     pub async fn insert_run(&self, new: NewRun) -> StoreResult<Inserted> {
         if let Some(key) = &new.idempotency_key
-            && let Some(existing) = self.find_by_idempotency_key(&new.definition.id, key).await?
+            && let Some(existing) = self
+                .find_by_idempotency_key(&new.definition.id, key)
+                .await?
         {
             return Ok(Inserted::Existing(existing));
         }
@@ -308,12 +319,17 @@ impl Store {
             dispatched_at: None,
         };
         let active: job_run::ActiveModel = model.clone().into();
-        match job_run::Entity::insert(active).exec_without_returning(self.conn()).await {
+        match job_run::Entity::insert(active)
+            .exec_without_returning(self.conn())
+            .await
+        {
             Ok(_) => Ok(Inserted::New(run_to_wire(model))),
             Err(e) => {
                 // A concurrent request with the same key won the unique index: answer with its run.
                 if let Some(key) = &new.idempotency_key
-                    && let Some(existing) = self.find_by_idempotency_key(&new.definition.id, key).await?
+                    && let Some(existing) = self
+                        .find_by_idempotency_key(&new.definition.id, key)
+                        .await?
                 {
                     return Ok(Inserted::Existing(existing));
                 }
@@ -322,7 +338,11 @@ impl Store {
         }
     }
 
-    async fn find_by_idempotency_key(&self, job_definition_id: &str, key: &str) -> StoreResult<Option<JobRun>> {
+    async fn find_by_idempotency_key(
+        &self,
+        job_definition_id: &str,
+        key: &str,
+    ) -> StoreResult<Option<JobRun>> {
         Ok(job_run::Entity::find()
             .filter(job_run::Column::JobDefinitionId.eq(job_definition_id))
             .filter(job_run::Column::IdempotencyKey.eq(key))
@@ -332,7 +352,10 @@ impl Store {
     }
 
     pub async fn get_run(&self, id: &str) -> StoreResult<Option<JobRun>> {
-        Ok(job_run::Entity::find_by_id(id.to_string()).one(self.conn()).await?.map(run_to_wire))
+        Ok(job_run::Entity::find_by_id(id.to_string())
+            .one(self.conn())
+            .await?
+            .map(run_to_wire))
     }
 
     pub async fn list_runs(&self, f: &RunFilter) -> StoreResult<RunPage> {
@@ -344,15 +367,32 @@ impl Store {
             cond = cond.add(job_run::Column::Status.is_in(f.statuses.iter().map(|s| s.as_str())));
         }
         if let Some(q) = f.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
-            let pattern = format!("%{}%", q.to_lowercase());
+            // `q` is literal text: its LIKE wildcards are escaped (with `!`, which needs no
+            // quoting in either backend's string literals).
+            let mut escaped = String::with_capacity(q.len());
+            for c in q.to_lowercase().chars() {
+                if matches!(c, '%' | '_' | '!') {
+                    escaped.push('!');
+                }
+                escaped.push(c);
+            }
+            let pattern = || LikeExpr::new(format!("%{escaped}%")).escape('!');
             cond = cond.add(
                 Condition::any()
-                    .add(job_run::Column::Id.like(pattern.clone()))
-                    .add(job_run::Column::JobSlug.like(pattern.clone()))
-                    .add(sea_orm::sea_query::ExprTrait::like(Expr::expr(sea_orm::sea_query::Func::lower(Expr::col(job_run::Column::ErrorMessage))), pattern)),
+                    .add(job_run::Column::Id.like(pattern()))
+                    .add(job_run::Column::JobSlug.like(pattern()))
+                    .add(sea_orm::sea_query::ExprTrait::like(
+                        Expr::expr(sea_orm::sea_query::Func::lower(Expr::col(
+                            job_run::Column::ErrorMessage,
+                        ))),
+                        pattern(),
+                    )),
             );
         }
-        let total = job_run::Entity::find().filter(cond.clone()).count(self.conn()).await?;
+        let total = job_run::Entity::find()
+            .filter(cond.clone())
+            .count(self.conn())
+            .await?;
         let mut query = job_run::Entity::find().filter(cond);
         if let Some(cursor) = &f.cursor {
             query = query.filter(job_run::Column::Id.lt(cursor.clone()));
@@ -365,12 +405,28 @@ impl Store {
             .all(self.conn())
             .await?;
         let has_more = rows.len() as u64 > f.limit;
-        let runs: Vec<JobRun> = rows.into_iter().take(f.limit as usize).map(run_to_wire).collect();
-        let next_cursor = if has_more { runs.last().map(|r| r.id.clone()) } else { None };
-        Ok(RunPage { runs, total, next_cursor })
+        let runs: Vec<JobRun> = rows
+            .into_iter()
+            .take(f.limit as usize)
+            .map(run_to_wire)
+            .collect();
+        let next_cursor = if has_more {
+            runs.last().map(|r| r.id.clone())
+        } else {
+            None
+        };
+        Ok(RunPage {
+            runs,
+            total,
+            next_cursor,
+        })
     }
 
-    pub async fn recent_runs(&self, job_definition_id: &str, limit: u64) -> StoreResult<Vec<JobRun>> {
+    pub async fn recent_runs(
+        &self,
+        job_definition_id: &str,
+        limit: u64,
+    ) -> StoreResult<Vec<JobRun>> {
         Ok(job_run::Entity::find()
             .filter(job_run::Column::JobDefinitionId.eq(job_definition_id))
             .order_by_desc(job_run::Column::Id)
@@ -426,31 +482,45 @@ impl Store {
         lease_until: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<ClaimedRun>> {
-        let res = job_run::Entity::update_many()
-            .col_expr(job_run::Column::Status, Expr::value(RunStatus::Running.as_str()))
+        // One statement (UPDATE ... RETURNING): this is the hot path of every run.
+        let claimed = job_run::Entity::update_many()
+            .col_expr(
+                job_run::Column::Status,
+                Expr::value(RunStatus::Running.as_str()),
+            )
             .col_expr(job_run::Column::LeaseOwner, Expr::value(owner))
             .col_expr(job_run::Column::LeaseExpiresAt, Expr::value(lease_until))
             .col_expr(job_run::Column::StartedAt, Expr::value(now))
             .col_expr(job_run::Column::UpdatedAt, Expr::value(now))
-            .col_expr(job_run::Column::ErrorMessage, Expr::value(Option::<String>::None))
+            .col_expr(
+                job_run::Column::ErrorMessage,
+                Expr::value(Option::<String>::None),
+            )
             .filter(job_run::Column::Id.eq(id))
             .filter(job_run::Column::Status.eq(RunStatus::Pending.as_str()))
             .filter(job_run::Column::Attempt.eq(attempt))
-            .exec(self.conn())
+            .exec_with_returning(self.conn())
             .await?;
-        if res.rows_affected != 1 {
-            return Ok(None);
-        }
-        let Some(m) = job_run::Entity::find_by_id(id.to_string()).one(self.conn()).await? else {
+        let Some(m) = claimed.into_iter().next() else {
             return Ok(None);
         };
         let entry_point = m.entry_point.clone();
         let retry_policy = serde_json::from_value(m.retry_policy.clone()).unwrap_or_default();
-        Ok(Some(ClaimedRun { run: run_to_wire(m), entry_point, retry_policy }))
+        Ok(Some(ClaimedRun {
+            run: run_to_wire(m),
+            entry_point,
+            retry_policy,
+        }))
     }
 
     /// Extends the lease; false when the run is no longer ours (canceled or taken over).
-    pub async fn heartbeat(&self, id: &str, attempt: i32, owner: &str, lease_until: DateTime<Utc>) -> StoreResult<bool> {
+    pub async fn heartbeat(
+        &self,
+        id: &str,
+        attempt: i32,
+        owner: &str,
+        lease_until: DateTime<Utc>,
+    ) -> StoreResult<bool> {
         let res = job_run::Entity::update_many()
             .col_expr(job_run::Column::LeaseExpiresAt, Expr::value(lease_until))
             .filter(job_run::Column::Id.eq(id))
@@ -483,8 +553,14 @@ impl Store {
             .col_expr(job_run::Column::DurationMs, Expr::value(duration))
             .col_expr(job_run::Column::CompletedAt, Expr::value(now))
             .col_expr(job_run::Column::UpdatedAt, Expr::value(now))
-            .col_expr(job_run::Column::LeaseOwner, Expr::value(Option::<String>::None))
-            .col_expr(job_run::Column::LeaseExpiresAt, Expr::value(Option::<DateTime<Utc>>::None))
+            .col_expr(
+                job_run::Column::LeaseOwner,
+                Expr::value(Option::<String>::None),
+            )
+            .col_expr(
+                job_run::Column::LeaseExpiresAt,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            )
             .filter(job_run::Column::Id.eq(run.id.as_str()))
             .filter(job_run::Column::Attempt.eq(run.attempt))
             .filter(job_run::Column::LeaseOwner.eq(owner))
@@ -520,14 +596,26 @@ impl Store {
         now: DateTime<Utc>,
     ) -> StoreResult<Option<JobRun>> {
         let mut update = job_run::Entity::update_many()
-            .col_expr(job_run::Column::Status, Expr::value(RunStatus::Pending.as_str()))
+            .col_expr(
+                job_run::Column::Status,
+                Expr::value(RunStatus::Pending.as_str()),
+            )
             .col_expr(job_run::Column::Attempt, Expr::value(next_attempt))
             .col_expr(job_run::Column::ScheduledAt, Expr::value(scheduled_at))
             .col_expr(job_run::Column::ErrorMessage, Expr::value(error))
             .col_expr(job_run::Column::UpdatedAt, Expr::value(now))
-            .col_expr(job_run::Column::LeaseOwner, Expr::value(Option::<String>::None))
-            .col_expr(job_run::Column::LeaseExpiresAt, Expr::value(Option::<DateTime<Utc>>::None))
-            .col_expr(job_run::Column::DispatchedAt, Expr::value(Option::<DateTime<Utc>>::None))
+            .col_expr(
+                job_run::Column::LeaseOwner,
+                Expr::value(Option::<String>::None),
+            )
+            .col_expr(
+                job_run::Column::LeaseExpiresAt,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            )
+            .col_expr(
+                job_run::Column::DispatchedAt,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            )
             .filter(job_run::Column::Id.eq(id))
             .filter(job_run::Column::Attempt.eq(attempt))
             .filter(job_run::Column::Status.eq(RunStatus::Running.as_str()));
@@ -542,14 +630,29 @@ impl Store {
     }
 
     /// Fails a running run whose worker vanished (lease expired) when no attempt is left.
-    pub async fn fail_expired_lease(&self, id: &str, attempt: i32, error: String, now: DateTime<Utc>) -> StoreResult<Option<JobRun>> {
+    pub async fn fail_expired_lease(
+        &self,
+        id: &str,
+        attempt: i32,
+        error: String,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<JobRun>> {
         let res = job_run::Entity::update_many()
-            .col_expr(job_run::Column::Status, Expr::value(RunStatus::Failed.as_str()))
+            .col_expr(
+                job_run::Column::Status,
+                Expr::value(RunStatus::Failed.as_str()),
+            )
             .col_expr(job_run::Column::ErrorMessage, Expr::value(error))
             .col_expr(job_run::Column::CompletedAt, Expr::value(now))
             .col_expr(job_run::Column::UpdatedAt, Expr::value(now))
-            .col_expr(job_run::Column::LeaseOwner, Expr::value(Option::<String>::None))
-            .col_expr(job_run::Column::LeaseExpiresAt, Expr::value(Option::<DateTime<Utc>>::None))
+            .col_expr(
+                job_run::Column::LeaseOwner,
+                Expr::value(Option::<String>::None),
+            )
+            .col_expr(
+                job_run::Column::LeaseExpiresAt,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            )
             .filter(job_run::Column::Id.eq(id))
             .filter(job_run::Column::Attempt.eq(attempt))
             .filter(job_run::Column::Status.eq(RunStatus::Running.as_str()))
@@ -564,7 +667,10 @@ impl Store {
             && let (Some(s), Some(c)) = (r.started_at, r.completed_at)
         {
             job_run::Entity::update_many()
-                .col_expr(job_run::Column::DurationMs, Expr::value((c - s).num_milliseconds().max(0)))
+                .col_expr(
+                    job_run::Column::DurationMs,
+                    Expr::value((c - s).num_milliseconds().max(0)),
+                )
                 .filter(job_run::Column::Id.eq(id))
                 .exec(self.conn())
                 .await?;
@@ -587,22 +693,39 @@ impl Store {
 
     /// Cancels a pending or running run. Returns the canceled run, or None if it had finished.
     pub async fn cancel(&self, id: &str, now: DateTime<Utc>) -> StoreResult<Option<JobRun>> {
-        let Some(current) = job_run::Entity::find_by_id(id.to_string()).one(self.conn()).await? else {
+        let Some(current) = job_run::Entity::find_by_id(id.to_string())
+            .one(self.conn())
+            .await?
+        else {
             return Ok(None);
         };
         let status = status_of(&current.status);
         if status.is_terminal() {
             return Ok(None);
         }
-        let duration = current.started_at.map(|s| (now - s).num_milliseconds().max(0));
+        let duration = current
+            .started_at
+            .map(|s| (now - s).num_milliseconds().max(0));
         let res = job_run::Entity::update_many()
-            .col_expr(job_run::Column::Status, Expr::value(RunStatus::Canceled.as_str()))
-            .col_expr(job_run::Column::ErrorMessage, Expr::value("canceled by operator"))
+            .col_expr(
+                job_run::Column::Status,
+                Expr::value(RunStatus::Canceled.as_str()),
+            )
+            .col_expr(
+                job_run::Column::ErrorMessage,
+                Expr::value("canceled by operator"),
+            )
             .col_expr(job_run::Column::CompletedAt, Expr::value(now))
             .col_expr(job_run::Column::UpdatedAt, Expr::value(now))
             .col_expr(job_run::Column::DurationMs, Expr::value(duration))
-            .col_expr(job_run::Column::LeaseOwner, Expr::value(Option::<String>::None))
-            .col_expr(job_run::Column::LeaseExpiresAt, Expr::value(Option::<DateTime<Utc>>::None))
+            .col_expr(
+                job_run::Column::LeaseOwner,
+                Expr::value(Option::<String>::None),
+            )
+            .col_expr(
+                job_run::Column::LeaseExpiresAt,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            )
             .filter(job_run::Column::Id.eq(id))
             .filter(job_run::Column::Status.eq(status.as_str()))
             .filter(job_run::Column::Attempt.eq(current.attempt))
@@ -617,23 +740,37 @@ impl Store {
 
     // ---- logs ----
 
-    pub async fn append_logs(&self, lines: Vec<(String, i32, String, String)>, now: DateTime<Utc>) -> StoreResult<()> {
+    pub async fn append_logs(
+        &self,
+        lines: Vec<(String, i32, String, String)>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
         if lines.is_empty() {
             return Ok(());
         }
-        let models = lines.into_iter().map(|(run_id, attempt, stream, message)| job_run_log::ActiveModel {
-            run_id: Set(run_id),
-            attempt: Set(attempt),
-            stream: Set(stream),
-            message: Set(message),
-            created_at: Set(now),
-            ..Default::default()
-        });
-        job_run_log::Entity::insert_many(models).exec_without_returning(self.conn()).await?;
+        let models =
+            lines.into_iter().map(
+                |(run_id, attempt, stream, message)| job_run_log::ActiveModel {
+                    run_id: Set(run_id),
+                    attempt: Set(attempt),
+                    stream: Set(stream),
+                    message: Set(message),
+                    created_at: Set(now),
+                    ..Default::default()
+                },
+            );
+        job_run_log::Entity::insert_many(models)
+            .exec_without_returning(self.conn())
+            .await?;
         Ok(())
     }
 
-    pub async fn read_logs(&self, run_id: &str, after_id: i64, limit: u64) -> StoreResult<Vec<StoredLogLine>> {
+    pub async fn read_logs(
+        &self,
+        run_id: &str,
+        after_id: i64,
+        limit: u64,
+    ) -> StoreResult<Vec<StoredLogLine>> {
         Ok(job_run_log::Entity::find()
             .filter(job_run_log::Column::RunId.eq(run_id))
             .filter(job_run_log::Column::Id.gt(after_id))
@@ -642,33 +779,32 @@ impl Store {
             .all(self.conn())
             .await?
             .into_iter()
-            .map(|m| StoredLogLine { id: m.id, attempt: m.attempt, stream: m.stream, message: m.message })
+            .map(|m| StoredLogLine {
+                id: m.id,
+                attempt: m.attempt,
+                stream: m.stream,
+                message: m.message,
+            })
             .collect())
     }
 
     // ---- events ----
 
-    /// Appends an event; on PostgreSQL also notifies listeners in every process, in the same
-    /// statement so no committed event goes unannounced.
-    pub async fn insert_event(&self, event_type: &str, payload: &Value, now: DateTime<Utc>) -> StoreResult<()> {
-        if self.db.is_postgres() {
-            let stmt = sea_orm::Statement::from_sql_and_values(
-                sea_orm::DatabaseBackend::Postgres,
-                "WITH ins AS (INSERT INTO events (event_type, payload, created_at) VALUES ($1, $2, $3) RETURNING id) \
-                 SELECT pg_notify('switchyard_events', id::text) FROM ins",
-                [event_type.into(), payload.clone().into(), now.into()],
-            );
-            self.conn().execute_raw(stmt).await?;
-        } else {
-            event::Entity::insert(event::ActiveModel {
-                event_type: Set(event_type.to_string()),
-                payload: Set(payload.clone()),
-                created_at: Set(now),
-                ..Default::default()
-            })
-            .exec_without_returning(self.conn())
-            .await?;
-        }
+    /// Appends an event (the bus announces it to other processes).
+    pub async fn insert_event(
+        &self,
+        event_type: &str,
+        payload: &Value,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        event::Entity::insert(event::ActiveModel {
+            event_type: Set(event_type.to_string()),
+            payload: Set(payload.clone()),
+            created_at: Set(now),
+            ..Default::default()
+        })
+        .exec_without_returning(self.conn())
+        .await?;
         Ok(())
     }
 
@@ -680,7 +816,11 @@ impl Store {
             .all(self.conn())
             .await?
             .into_iter()
-            .map(|m| StoredEvent { id: m.id, event_type: m.event_type, payload: m.payload })
+            .map(|m| StoredEvent {
+                id: m.id,
+                event_type: m.event_type,
+                payload: m.payload,
+            })
             .collect())
     }
 

@@ -12,14 +12,19 @@ static TRACING: Once = Once::new();
 fn init_tracing() {
     TRACING.call_once(|| {
         if std::env::var_os("TEST_LOG").is_some() {
-            let _ = tracing_subscriber::fmt().with_env_filter("info,sqlx=warn").with_test_writer().try_init();
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter("info,sqlx=warn")
+                .with_test_writer()
+                .try_init();
         }
     });
 }
 
 /// The PostgreSQL server to test against, if any.
 pub fn postgres_admin_url() -> Option<String> {
-    std::env::var("DATABASE_URL").ok().filter(|u| u.starts_with("postgres"))
+    std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|u| u.starts_with("postgres"))
 }
 
 /// A fresh, empty database: (data dir, database URL or None for SQLite in the data dir).
@@ -32,7 +37,11 @@ impl TestDb {
     pub async fn new() -> TestDb {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = match postgres_admin_url() {
-            Some(admin) => Some(db::create_scratch_postgres(&admin, "switchyard_test").await.expect("scratch database")),
+            Some(admin) => Some(
+                db::create_scratch_postgres(&admin, "switchyard_test")
+                    .await
+                    .expect("scratch database"),
+            ),
             None => None,
         };
         TestDb { dir, url }
@@ -52,7 +61,10 @@ impl Drop for TestDb {
         if let (Some(admin), Some(url)) = (postgres_admin_url(), self.url.clone()) {
             // Best effort, on a thread of its own: Drop cannot await.
             let _ = std::thread::spawn(move || {
-                if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
                     let _ = rt.block_on(db::drop_scratch_postgres(&admin, &url));
                 }
             })
@@ -92,7 +104,13 @@ pub async fn spawn_app_with(db: TestDb, settings: Settings) -> TestApp {
     let address = format!("http://127.0.0.1:{}", app.port());
     let stop = app.stop_token();
     let handle = tokio::spawn(app.run_until_stopped());
-    TestApp { address, client: reqwest::Client::builder().no_proxy().build().unwrap(), db, stop, handle: Some(handle) }
+    TestApp {
+        address,
+        client: reqwest::Client::builder().no_proxy().build().unwrap(),
+        db,
+        stop,
+        handle: Some(handle),
+    }
 }
 
 impl TestApp {
@@ -101,7 +119,11 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client.get(self.url(path)).send().await.expect("request")
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request")
     }
 
     pub async fn get_json(&self, path: &str) -> (u16, Value) {
@@ -110,8 +132,19 @@ impl TestApp {
         (status, res.json().await.unwrap_or(Value::Null))
     }
 
-    pub async fn send_json(&self, method: reqwest::Method, path: &str, body: &Value) -> (u16, Value) {
-        let res = self.client.request(method, self.url(path)).json(body).send().await.expect("request");
+    pub async fn send_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &Value,
+    ) -> (u16, Value) {
+        let res = self
+            .client
+            .request(method, self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request");
         let status = res.status().as_u16();
         (status, res.json().await.unwrap_or(Value::Null))
     }
@@ -144,7 +177,9 @@ impl TestApp {
 
     /// Starts a run; panics unless it is accepted (202). Returns the run.
     pub async fn run(&self, slug: &str, body: Value) -> Value {
-        let (status, v) = self.post_json(&format!("/api/jobs/{slug}/run"), &body).await;
+        let (status, v) = self
+            .post_json(&format!("/api/jobs/{slug}/run"), &body)
+            .await;
         assert_eq!(status, 202, "run {slug}: {v}");
         v["data"].clone()
     }
@@ -163,18 +198,30 @@ impl TestApp {
             if statuses.contains(&run["status"].as_str().unwrap_or_default()) {
                 return run;
             }
-            assert!(tokio::time::Instant::now() < deadline, "run {id} never reached {statuses:?}; last: {run}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "run {id} never reached {statuses:?}; last: {run}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
     /// Waits until the run has ended (any terminal status).
     pub async fn wait_terminal(&self, id: &str) -> Value {
-        self.wait_for_status(id, &["succeeded", "failed", "canceled", "expired"], Duration::from_secs(30)).await
+        self.wait_for_status(
+            id,
+            &["succeeded", "failed", "canceled", "expired"],
+            Duration::from_secs(30),
+        )
+        .await
     }
 
     pub async fn logs(&self, id: &str) -> String {
-        self.get(&format!("/api/job-runs/{id}/logs")).await.text().await.unwrap_or_default()
+        self.get(&format!("/api/job-runs/{id}/logs"))
+            .await
+            .text()
+            .await
+            .unwrap_or_default()
     }
 
     /// Stops the app gracefully and waits for it.
@@ -184,8 +231,13 @@ impl TestApp {
             let _ = tokio::time::timeout(Duration::from_secs(30), h).await;
         }
         // Move the database out so the caller can start another app on it.
-        let db = std::mem::replace(&mut self.db, TestDb { dir: tempfile::tempdir().unwrap(), url: None });
-        db
+        std::mem::replace(
+            &mut self.db,
+            TestDb {
+                dir: tempfile::tempdir().unwrap(),
+                url: None,
+            },
+        )
     }
 }
 

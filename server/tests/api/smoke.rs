@@ -6,7 +6,9 @@ use crate::helpers::spawn_app;
 async fn noop_run_succeeds_end_to_end() {
     let app = spawn_app().await;
     app.job("noop", "builtin:noop", json!({})).await;
-    let run = app.run("noop", json!({"parameters": {"hello": "world"}})).await;
+    let run = app
+        .run("noop", json!({"parameters": {"hello": "world"}}))
+        .await;
     assert_eq!(run["status"], "pending");
     let done = app.wait_terminal(run["id"].as_str().unwrap()).await;
     assert_eq!(done["status"], "succeeded", "{done}");
