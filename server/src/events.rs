@@ -17,7 +17,7 @@ use std::{
 
 use chrono::Utc;
 use serde_json::{Value, json};
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -37,6 +37,7 @@ pub struct EventBus {
     wake: Arc<Notify>,
     /// Asks the PostgreSQL notify pump to announce new events to other processes.
     announce: Arc<Notify>,
+    writer: mpsc::Sender<WriterMsg>,
     /// Highest id the reader has delivered: every event up to it is settled (no gap can fill
     /// in below it any more), so replay never reads past it.
     delivered: Arc<AtomicI64>,
@@ -45,28 +46,42 @@ pub struct EventBus {
 impl EventBus {
     pub fn new(store: Store) -> Self {
         let (tx, _) = broadcast::channel(4096);
+        let (writer, rx) = mpsc::channel(10_000);
+        let wake = Arc::new(Notify::new());
+        let announce = Arc::new(Notify::new());
+        tokio::spawn(write_events(
+            store.clone(),
+            rx,
+            wake.clone(),
+            announce.clone(),
+        ));
         EventBus {
             store,
             tx,
-            wake: Arc::new(Notify::new()),
-            announce: Arc::new(Notify::new()),
+            wake,
+            announce,
+            writer,
             delivered: Arc::new(AtomicI64::new(i64::MAX)),
         }
     }
 
-    /// Appends an event `{"type", "data"}` to the log. Failures are logged, not returned: the
-    /// state change it reports has already been committed.
+    /// Appends an event `{"type", "data"}` to the log. The write is batched with others by the
+    /// writer task (one insert, one commit for many events); failures are logged, not returned:
+    /// the state change the event reports has already been committed.
     pub async fn publish(&self, event_type: &str, data: Value) {
         let payload = json!({"type": event_type, "data": data});
-        if let Err(e) = self
-            .store
-            .insert_event(event_type, &payload, Utc::now())
-            .await
-        {
-            tracing::error!(error = %e, event_type, "could not record event");
+        let msg = WriterMsg::Event(event_type.to_string(), payload, Utc::now());
+        if self.writer.send(msg).await.is_err() {
+            tracing::error!(event_type, "event writer gone; event dropped");
         }
-        self.wake.notify_one();
-        self.announce.notify_one();
+    }
+
+    /// Returns once every event published before the call is stored.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.writer.send(WriterMsg::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<StoredEvent>> {
@@ -152,6 +167,61 @@ impl EventBus {
                     tracing::warn!(error = %e, "event reader: pruning failed");
                 }
             }
+        }
+    }
+}
+
+enum WriterMsg {
+    Event(String, Value, chrono::DateTime<Utc>),
+    Flush(oneshot::Sender<()>),
+}
+
+/// Stores published events in batches, in publish order, then wakes the local reader and the
+/// announcer. Ends when every bus handle is gone.
+async fn write_events(
+    store: Store,
+    mut rx: mpsc::Receiver<WriterMsg>,
+    wake: Arc<Notify>,
+    announce: Arc<Notify>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = Vec::new();
+        let mut flushes = Vec::new();
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            match msg {
+                WriterMsg::Event(t, p, at) => batch.push((t, p, at)),
+                WriterMsg::Flush(done) => flushes.push(done),
+            }
+            if batch.len() < 500 {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !batch.is_empty() {
+            let mut stored = false;
+            for attempt in 0..3 {
+                match store.insert_events(&batch).await {
+                    Ok(()) => {
+                        stored = true;
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, attempt, "could not record events");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+            if !stored {
+                tracing::error!(
+                    events = batch.len(),
+                    "dropped events after repeated failures"
+                );
+            }
+            wake.notify_one();
+            announce.notify_one();
+        }
+        for done in flushes {
+            let _ = done.send(());
         }
     }
 }

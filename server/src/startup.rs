@@ -124,6 +124,7 @@ pub struct Application {
     server: JoinHandle<std::io::Result<()>>,
     tasks: Vec<JoinHandle<()>>,
     db: Database,
+    bus: EventBus,
 }
 
 impl Application {
@@ -169,6 +170,7 @@ impl Application {
             stop,
             server,
             tasks: core.tasks,
+            bus: core.bus.clone(),
             db: core.db,
         })
     }
@@ -194,6 +196,7 @@ impl Application {
     /// handed back).
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let Application {
+            bus,
             stop,
             server,
             tasks,
@@ -205,6 +208,8 @@ impl Application {
         for t in tasks {
             let _ = t.await;
         }
+        // Events of the last state changes (hand-backs) must reach the log before we exit.
+        bus.flush().await;
         Ok(())
     }
 }
@@ -226,6 +231,7 @@ pub async fn run_worker(
     for t in core.tasks {
         let _ = t.await;
     }
+    core.bus.flush().await;
     Ok(())
 }
 

@@ -790,21 +790,25 @@ impl Store {
 
     // ---- events ----
 
-    /// Appends an event (the bus announces it to other processes).
-    pub async fn insert_event(
+    /// Appends events in the given order, in one statement.
+    pub async fn insert_events(
         &self,
-        event_type: &str,
-        payload: &Value,
-        now: DateTime<Utc>,
+        events: &[(String, Value, DateTime<Utc>)],
     ) -> StoreResult<()> {
-        event::Entity::insert(event::ActiveModel {
-            event_type: Set(event_type.to_string()),
-            payload: Set(payload.clone()),
-            created_at: Set(now),
-            ..Default::default()
-        })
-        .exec_without_returning(self.conn())
-        .await?;
+        if events.is_empty() {
+            return Ok(());
+        }
+        let models = events
+            .iter()
+            .map(|(event_type, payload, at)| event::ActiveModel {
+                event_type: Set(event_type.clone()),
+                payload: Set(payload.clone()),
+                created_at: Set(*at),
+                ..Default::default()
+            });
+        event::Entity::insert_many(models)
+            .exec_without_returning(self.conn())
+            .await?;
         Ok(())
     }
 
