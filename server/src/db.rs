@@ -95,9 +95,26 @@ impl Database {
             Pool::Sqlite(pool) => apalis_sqlite::SqliteStorage::setup(pool)
                 .await
                 .context("setting up the apalis SQLite queue")?,
-            Pool::Postgres(pool) => apalis_postgres::PostgresStorage::setup(pool)
-                .await
-                .context("setting up the apalis PostgreSQL queue")?,
+            Pool::Postgres(pool) => {
+                apalis_postgres::PostgresStorage::setup(pool)
+                    .await
+                    .context("setting up the apalis PostgreSQL queue")?;
+                // apalis announces every pushed task with a NOTIFY from a row trigger. NOTIFY
+                // holds a global lock until commit, which serializes all pushes; our workers are
+                // woken through the event bus instead, so the trigger only costs throughput.
+                let enabled: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'notify_workers' \
+                     AND tgrelid = 'apalis.jobs'::regclass AND tgenabled <> 'D')",
+                )
+                .fetch_one(pool)
+                .await?;
+                if enabled {
+                    sqlx::query("ALTER TABLE apalis.jobs DISABLE TRIGGER notify_workers")
+                        .execute(pool)
+                        .await
+                        .context("disabling apalis' per-task NOTIFY trigger")?;
+                }
+            }
         }
         if let Pool::Sqlite(pool) = &self.pool {
             // apalis' setup switches one pooled connection to synchronous=OFF; a crash could

@@ -72,6 +72,8 @@ async fn start_core(
         .seed_defaults()
         .await
         .context("seeding default job definitions")?;
+    // Start-up events are in the log before anyone can connect and ask for "what is new".
+    bus.flush().await;
     if let Some(engine) = engine {
         tasks.push(tokio::spawn(follow_bus(engine.clone(), stop.clone())));
         tasks.push(tokio::spawn(crate::engine::reaper::run(
