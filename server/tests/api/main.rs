@@ -4,4 +4,5 @@ mod helpers;
 
 mod contract;
 mod engine;
+mod migrations;
 mod smoke;
