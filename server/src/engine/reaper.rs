@@ -10,9 +10,12 @@ use super::{Engine, publish_run};
 
 /// A pending run this overdue without having been (re)dispatched gets another queue task.
 const OVERDUE: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
+/// Finished queue tasks are kept this long (for looking into the queue), then deleted.
+const QUEUE_RETENTION: chrono::TimeDelta = chrono::TimeDelta::hours(1);
 
 pub async fn run(engine: Engine, stop: CancellationToken) {
     let every = (engine.settings().lease() / 2).max(Duration::from_millis(500));
+    let mut last_prune: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -20,6 +23,18 @@ pub async fn run(engine: Engine, stop: CancellationToken) {
         }
         if let Err(e) = sweep(&engine).await {
             tracing::warn!(error = %e, "recovery sweep failed");
+        }
+        if last_prune.is_none_or(|t| t.elapsed() > Duration::from_secs(600)) {
+            last_prune = Some(tokio::time::Instant::now());
+            match engine
+                .store()
+                .prune_queue(super::queue::RUN_QUEUE, Utc::now() - QUEUE_RETENTION)
+                .await
+            {
+                Ok(n) if n > 0 => tracing::info!(tasks = n, "pruned finished queue tasks"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "pruning the queue failed"),
+            }
         }
     }
 }

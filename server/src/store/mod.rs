@@ -837,6 +837,34 @@ impl Store {
             .unwrap_or(0))
     }
 
+    /// Deletes spent queue tasks of `queue` taken before `before` from apalis' table. A task is
+    /// spent once a worker has fetched it: the run's state lives in `job_runs`, and with result
+    /// persistence off apalis leaves fetched rows as `Running` forever (it never deletes rows,
+    /// and its own vacuum rewrites the whole SQLite file). Deleting a row whose attempt is still
+    /// executing is harmless: nothing reads it again, and a lost worker's runs are recovered
+    /// from their leases, not from this table.
+    pub async fn prune_queue(&self, queue: &str, before: DateTime<Utc>) -> StoreResult<u64> {
+        let (backend, sql, cutoff) = if self.db.is_postgres() {
+            (
+                sea_orm::DatabaseBackend::Postgres,
+                "DELETE FROM apalis.jobs WHERE job_type = $1 AND status IN ('Done', 'Killed', 'Running') \
+                 AND COALESCE(done_at, lock_at) < $2",
+                sea_orm::Value::from(before),
+            )
+        } else {
+            (
+                sea_orm::DatabaseBackend::Sqlite,
+                "DELETE FROM Jobs WHERE job_type = ? AND status IN ('Done', 'Killed', 'Running') \
+                 AND COALESCE(done_at, lock_at) < ?",
+                sea_orm::Value::from(before.timestamp()),
+            )
+        };
+        let stmt = sea_orm::Statement::from_sql_and_values(backend, sql, [queue.into(), cutoff]);
+        Ok(sea_orm::ConnectionTrait::execute_raw(self.conn(), stmt)
+            .await?
+            .rows_affected())
+    }
+
     /// Drops events older than `before` (the replay log is bounded).
     pub async fn prune_events(&self, before: DateTime<Utc>) -> StoreResult<u64> {
         Ok(event::Entity::delete_many()

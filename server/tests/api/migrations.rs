@@ -60,3 +60,77 @@ async fn migrations_go_up_down_and_up_again() {
         "seeded jobs after re-migration: {jobs}"
     );
 }
+
+/// Spent apalis tasks (fetched by a worker) are pruned from the queue table; pending ones are
+/// kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_queue_tasks_are_pruned_and_pending_ones_kept() {
+    use serde_json::json;
+    use server::{db::Database, engine::queue::RUN_QUEUE, store::Store};
+
+    let app = crate::helpers::spawn_app().await;
+    app.job("prune-noop", "builtin:noop", json!({})).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(
+            app.run("prune-noop", json!({"parameters": {"i": i}})).await["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    for id in &ids {
+        assert_eq!(app.wait_terminal(id).await["status"], "succeeded");
+    }
+    // One task due far in the future stays pending in the queue.
+    app.run("prune-noop", json!({"delayMs": 3_600_000})).await;
+
+    let db = Database::connect(&app.db.data_dir(), app.db.url.as_deref())
+        .await
+        .unwrap();
+    let store = Store::new(db.clone());
+    let count = |status: &'static str| {
+        // `status` is one of our literals below, never input.
+        let db = db.clone();
+        async move {
+            let sql = if db.is_postgres() {
+                format!(
+                    "SELECT COUNT(*) AS n FROM apalis.jobs WHERE job_type = '{RUN_QUEUE}' AND status = '{status}'"
+                )
+            } else {
+                format!(
+                    "SELECT COUNT(*) AS n FROM Jobs WHERE job_type = '{RUN_QUEUE}' AND status = '{status}'"
+                )
+            };
+            let row = sea_orm::ConnectionTrait::query_one_raw(
+                &db.conn,
+                sea_orm::Statement::from_string(db.conn.get_database_backend(), sql),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+            row.try_get::<i64>("", "n").unwrap()
+        }
+    };
+    // Fetched tasks stay `Running` (apalis result persistence is off) or become `Done`.
+    let spent = count("Running").await + count("Done").await;
+    assert_eq!(spent, 5, "the five executed tasks are spent");
+    // Nothing is old enough yet.
+    assert_eq!(
+        store
+            .prune_queue(RUN_QUEUE, chrono::Utc::now() - chrono::TimeDelta::hours(1))
+            .await
+            .unwrap(),
+        0
+    );
+    let pruned = store
+        .prune_queue(
+            RUN_QUEUE,
+            chrono::Utc::now() + chrono::TimeDelta::seconds(5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(pruned, 5);
+    assert_eq!(count("Running").await + count("Done").await, 0);
+    assert_eq!(count("Pending").await, 1, "the delayed task must survive");
+}
