@@ -7,20 +7,23 @@ SHELL := /bin/bash
 PG_TEST_URL ?= postgres://postgres@127.0.0.1:5432/test
 BIND ?= 127.0.0.1:3000
 
-.PHONY: help deps build run test fmt lint test-unit test-sqlite test-postgres bench clean
+.PHONY: help deps frontend build run test fmt lint test-unit test-sqlite test-postgres test-e2e bench clean
 
 help:
 	@echo "make run    build (release) and serve on http://$(BIND) with the embedded SQLite database"
-	@echo "make test   fmt check, clippy, unit tests, integration tests on SQLite and PostgreSQL"
+	@echo "make test   fmt check, clippy, unit tests, integration tests on SQLite and PostgreSQL, browser tests"
 	@echo "make bench  throughput and queue latency of no-op runs on SQLite and PostgreSQL"
 
 deps:
 	@scripts/install-deps.sh
 
-build: deps
+frontend: deps
+	scripts/build-frontend.sh
+
+build: frontend
 	cargo build --release -p server
 
-run: deps
+run: frontend
 	cargo run --release -p server --bin switchyard -- serve --bind $(BIND)
 
 fmt:
@@ -40,7 +43,11 @@ test-sqlite: deps
 test-postgres: deps
 	@scripts/postgres-suite.sh "$(PG_TEST_URL)"
 
-test: lint test-unit test-sqlite test-postgres
+test-e2e: frontend
+	cargo build -p server --bin switchyard
+	cd end2end && { [ -d node_modules/@playwright/test ] || npm ci --no-audit --no-fund; } && npx playwright test
+
+test: lint test-unit test-sqlite test-postgres test-e2e
 	@echo "make test: all checks passed"
 
 bench: deps

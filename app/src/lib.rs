@@ -44,7 +44,7 @@ pub fn App() -> impl IntoView {
     }
 }
 
-/// Placeholder home page until the operator UI lands: points at the API.
+/// Home page until the operator UI lands: points at the API and shows live activity.
 #[component]
 fn HomePage() -> impl IntoView {
     view! {
@@ -57,5 +57,118 @@ fn HomePage() -> impl IntoView {
             <li><a href="/api/openapi.json">"/api/openapi.json"</a>" OpenAPI document"</li>
             <li><a href="/api/health">"/api/health"</a>" health"</li>
         </ul>
+        <LiveFeed/>
+    }
+}
+
+/// One line of the live feed: (event id, event type, what it is about).
+type FeedItem = (String, String, String);
+
+/// The latest job events, fed by `/api/events` once the page has hydrated. The browser's
+/// EventSource reconnects by itself (sending Last-Event-ID); the status says when it does.
+#[component]
+fn LiveFeed() -> impl IntoView {
+    let (status, set_status) = signal("connecting".to_string());
+    let (items, set_items) = signal(Vec::<FeedItem>::new());
+    // Effects run only in the browser, after hydration.
+    Effect::new(move |_| {
+        #[cfg(feature = "hydrate")]
+        live::connect(set_status, set_items);
+        #[cfg(not(feature = "hydrate"))]
+        let _ = (set_status, set_items);
+    });
+    view! {
+        <section aria-labelledby="live-title">
+            <h2 id="live-title">"Live activity"</h2>
+            <p>
+                "Event stream: "
+                <span id="feed-status" data-status=move || status.get()>
+                    {move || status.get()}
+                </span>
+            </p>
+            <ol id="feed">
+                <For
+                    each=move || items.get()
+                    key=|item| item.0.clone()
+                    children=|(_, event_type, label)| {
+                        view! {
+                            <li>
+                                <code>{event_type}</code>
+                                " "
+                                {label}
+                            </li>
+                        }
+                    }
+                />
+            </ol>
+        </section>
+    }
+}
+
+#[cfg(feature = "hydrate")]
+mod live {
+    use super::FeedItem;
+    use leptos::prelude::*;
+    use wasm_bindgen::{JsCast, closure::Closure};
+
+    const TYPES: &[&str] = &[
+        "job.definition.updated",
+        "job.run.pending",
+        "job.run.running",
+        "job.run.succeeded",
+        "job.run.failed",
+        "job.run.canceled",
+        "job.run.expired",
+        "job.run.updated",
+    ];
+
+    fn label(data: &str) -> String {
+        let v: serde_json::Value = serde_json::from_str(data).unwrap_or_default();
+        let d = &v["data"];
+        if let Some(run) = d.get("run") {
+            format!(
+                "{} run {} (attempt {})",
+                run["jobSlug"].as_str().unwrap_or("?"),
+                run["id"].as_str().unwrap_or("?"),
+                run["attempt"]
+            )
+        } else if let Some(job) = d.get("job") {
+            format!("job {}", job["slug"].as_str().unwrap_or("?"))
+        } else {
+            String::new()
+        }
+    }
+
+    pub fn connect(set_status: WriteSignal<String>, set_items: WriteSignal<Vec<FeedItem>>) {
+        let Ok(source) = web_sys::EventSource::new("/api/events?topics=job.*") else {
+            set_status.set("unavailable".into());
+            return;
+        };
+        let on_open =
+            Closure::<dyn FnMut(web_sys::Event)>::new(move |_| set_status.set("connected".into()));
+        source.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+        on_open.forget();
+        let on_error = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
+            set_status.set("reconnecting".into())
+        });
+        source.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+        on_error.forget();
+        for event_type in TYPES {
+            let on_event = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(
+                move |ev: web_sys::MessageEvent| {
+                    let data = ev.data().as_string().unwrap_or_default();
+                    let item = (ev.last_event_id(), ev.type_(), label(&data));
+                    set_items.update(|items| {
+                        items.insert(0, item);
+                        items.truncate(20);
+                    });
+                },
+            );
+            let _ = source
+                .add_event_listener_with_callback(event_type, on_event.as_ref().unchecked_ref());
+            on_event.forget();
+        }
+        // The page owns the stream for its whole life.
+        std::mem::forget(source);
     }
 }

@@ -33,7 +33,8 @@ impl Database {
 
     /// Connects without migrating.
     pub async fn connect(data_dir: &Path, url: Option<&str>) -> anyhow::Result<Database> {
-        match url {
+        // An empty DATABASE_URL means "not set": the embedded default.
+        match url.filter(|u| !u.trim().is_empty()) {
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
                 let pool = PgPoolOptions::new()
                     .max_connections(20)

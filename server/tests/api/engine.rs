@@ -792,24 +792,10 @@ async fn serve_only_app() -> TestApp {
     spawn_app_with(db, settings).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_worker_process_is_taken_over_by_another() {
-    let app = serve_only_app().await;
-    app.job(
-        "nap",
-        "builtin:sleep",
-        json!({"retryPolicy": {"maxAttempts": 2}}),
-    )
-    .await;
-    let events = EventLog::subscribe(&app, "job.*").await;
-    // Connected and replay done: the job's own definition event has arrived.
-    events
-        .wait_for("job.definition.updated", Duration::from_secs(10), |p| {
-            p["data"]["job"]["slug"] == "nap"
-        })
-        .await;
-
-    let mut first = WorkerProcess::spawn(&app.db, "worker-1");
+/// Starts a `worker-1` child process and a 4 s `nap` run on it; returns once the run is
+/// sleeping there.
+async fn start_nap_on_worker(app: &TestApp) -> (WorkerProcess, String) {
+    let first = WorkerProcess::spawn(&app.db, "worker-1");
     let run = app
         .run("nap", json!({"parameters": {"durationMs": 4000}}))
         .await;
@@ -827,7 +813,28 @@ async fn killed_worker_process_is_taken_over_by_another() {
         "{running}\n{}",
         first.output()
     );
-    wait_for_log(&app, &id, "sleeping for 4000 ms", Duration::from_secs(5)).await;
+    wait_for_log(app, &id, "sleeping for 4000 ms", Duration::from_secs(5)).await;
+    (first, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_worker_process_is_taken_over_by_another() {
+    let app = serve_only_app().await;
+    app.job(
+        "nap",
+        "builtin:sleep",
+        json!({"retryPolicy": {"maxAttempts": 2}}),
+    )
+    .await;
+    let events = EventLog::subscribe(&app, "job.*").await;
+    // Connected and replay done: the job's own definition event has arrived.
+    events
+        .wait_for("job.definition.updated", Duration::from_secs(10), |p| {
+            p["data"]["job"]["slug"] == "nap"
+        })
+        .await;
+
+    let (mut first, id) = start_nap_on_worker(&app).await;
     // The event of the first attempt reached the serving process.
     let seen = events
         .wait_for_run("job.run.running", &id, Duration::from_secs(5))
@@ -904,25 +911,7 @@ async fn killed_worker_process_fails_a_run_without_attempts_left() {
     .await;
     let events = EventLog::subscribe(&app, "job.run.*").await;
 
-    let mut first = WorkerProcess::spawn(&app.db, "worker-1");
-    let run = app
-        .run("nap", json!({"parameters": {"durationMs": 4000}}))
-        .await;
-    let id = id_of(&run);
-    let running = app
-        .wait_for_status(
-            &id,
-            &["running", "succeeded", "failed"],
-            Duration::from_secs(30),
-        )
-        .await;
-    assert_eq!(
-        running["status"],
-        "running",
-        "{running}\n{}",
-        first.output()
-    );
-    wait_for_log(&app, &id, "sleeping for 4000 ms", Duration::from_secs(5)).await;
+    let (mut first, id) = start_nap_on_worker(&app).await;
     first.kill();
 
     let second = WorkerProcess::spawn(&app.db, "worker-2");
