@@ -44,7 +44,8 @@ test-postgres: deps
 	@scripts/postgres-suite.sh "$(PG_TEST_URL)"
 
 test-e2e: frontend
-	cargo build -p server --bin switchyard
+	# Builds target/debug/switchyard with the same features as the test run (no rebuild of deps).
+	cargo test -p server --test api --no-run
 	cd end2end && { [ -d node_modules/@playwright/test ] || npm ci --no-audit --no-fund; } && npx playwright test
 
 test: lint test-unit test-sqlite test-postgres test-e2e

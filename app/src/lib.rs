@@ -1,5 +1,8 @@
 //! The Leptos application (pages and components) and the wire types shared with the server.
 //! Server-only code sits behind the `ssr` feature so the crate also compiles to wasm.
+pub mod data;
+pub mod live;
+pub mod pages;
 pub mod wire;
 
 use leptos::prelude::*;
@@ -31,13 +34,30 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
+    let live = live::provide_live();
     view! {
         <Stylesheet id="switchyard" href="/pkg/switchyard.css"/>
         <Title text="Switchyard"/>
         <Router>
+            <header>
+                <nav aria-label="Main">
+                    <a href="/">"Switchyard"</a>
+                    " · "
+                    <a href="/jobs">"Jobs"</a>
+                    " · "
+                    <a href="/runs">"Runs"</a>
+                    " · "
+                    <span class="live-status" aria-live="polite">
+                        "live updates: "
+                        <span id="live-status">{move || live.status.get()}</span>
+                    </span>
+                </nav>
+            </header>
             <main>
                 <Routes fallback=|| view! { <h1>"Not found"</h1> }.into_view()>
                     <Route path=StaticSegment("") view=HomePage/>
+                    <Route path=StaticSegment("jobs") view=pages::JobsPage/>
+                    <Route path=StaticSegment("runs") view=pages::RunsPage/>
                 </Routes>
             </main>
         </Router>
@@ -61,34 +81,22 @@ fn HomePage() -> impl IntoView {
     }
 }
 
-/// One line of the live feed: (event id, event type, what it is about).
-type FeedItem = (String, String, String);
-
-/// The latest job events, fed by `/api/events` once the page has hydrated. The browser's
-/// EventSource reconnects by itself (sending Last-Event-ID); the status says when it does.
+/// The latest job events from the shared live connection.
 #[component]
 fn LiveFeed() -> impl IntoView {
-    let (status, set_status) = signal("connecting".to_string());
-    let (items, set_items) = signal(Vec::<FeedItem>::new());
-    // Effects run only in the browser, after hydration.
-    Effect::new(move |_| {
-        #[cfg(feature = "hydrate")]
-        live::connect(set_status, set_items);
-        #[cfg(not(feature = "hydrate"))]
-        let _ = (set_status, set_items);
-    });
+    let live = live::use_live();
     view! {
         <section aria-labelledby="live-title">
             <h2 id="live-title">"Live activity"</h2>
             <p>
                 "Event stream: "
-                <span id="feed-status" data-status=move || status.get()>
-                    {move || status.get()}
+                <span id="feed-status" data-status=move || live.status.get()>
+                    {move || live.status.get()}
                 </span>
             </p>
             <ol id="feed">
                 <For
-                    each=move || items.get()
+                    each=move || live.items.get()
                     key=|item| item.0.clone()
                     children=|(_, event_type, label)| {
                         view! {
@@ -102,73 +110,5 @@ fn LiveFeed() -> impl IntoView {
                 />
             </ol>
         </section>
-    }
-}
-
-#[cfg(feature = "hydrate")]
-mod live {
-    use super::FeedItem;
-    use leptos::prelude::*;
-    use wasm_bindgen::{JsCast, closure::Closure};
-
-    const TYPES: &[&str] = &[
-        "job.definition.updated",
-        "job.run.pending",
-        "job.run.running",
-        "job.run.succeeded",
-        "job.run.failed",
-        "job.run.canceled",
-        "job.run.expired",
-        "job.run.updated",
-    ];
-
-    fn label(data: &str) -> String {
-        let v: serde_json::Value = serde_json::from_str(data).unwrap_or_default();
-        let d = &v["data"];
-        if let Some(run) = d.get("run") {
-            format!(
-                "{} run {} (attempt {})",
-                run["jobSlug"].as_str().unwrap_or("?"),
-                run["id"].as_str().unwrap_or("?"),
-                run["attempt"]
-            )
-        } else if let Some(job) = d.get("job") {
-            format!("job {}", job["slug"].as_str().unwrap_or("?"))
-        } else {
-            String::new()
-        }
-    }
-
-    pub fn connect(set_status: WriteSignal<String>, set_items: WriteSignal<Vec<FeedItem>>) {
-        let Ok(source) = web_sys::EventSource::new("/api/events?topics=job.*") else {
-            set_status.set("unavailable".into());
-            return;
-        };
-        let on_open =
-            Closure::<dyn FnMut(web_sys::Event)>::new(move |_| set_status.set("connected".into()));
-        source.set_onopen(Some(on_open.as_ref().unchecked_ref()));
-        on_open.forget();
-        let on_error = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
-            set_status.set("reconnecting".into())
-        });
-        source.set_onerror(Some(on_error.as_ref().unchecked_ref()));
-        on_error.forget();
-        for event_type in TYPES {
-            let on_event = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(
-                move |ev: web_sys::MessageEvent| {
-                    let data = ev.data().as_string().unwrap_or_default();
-                    let item = (ev.last_event_id(), ev.type_(), label(&data));
-                    set_items.update(|items| {
-                        items.insert(0, item);
-                        items.truncate(20);
-                    });
-                },
-            );
-            let _ = source
-                .add_event_listener_with_callback(event_type, on_event.as_ref().unchecked_ref());
-            on_event.forget();
-        }
-        // The page owns the stream for its whole life.
-        std::mem::forget(source);
     }
 }

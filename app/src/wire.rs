@@ -213,3 +213,15 @@ pub struct EventMessage {
     #[cfg_attr(feature = "ssr", schema(value_type = Object))]
     pub data: Value,
 }
+
+/// A job definition with its run statistics, for the catalog page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct JobSummary {
+    pub job: JobDefinition,
+    pub last_run_status: Option<RunStatus>,
+    /// Succeeded / finished runs, 0..1; null before any run has finished.
+    pub success_rate: Option<f64>,
+    pub run_count: u64,
+}

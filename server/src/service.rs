@@ -199,6 +199,39 @@ impl JobService {
         Ok(())
     }
 
+    /// Every job with its last run status and success rate (finished runs that succeeded).
+    pub async fn job_summaries(&self) -> ServiceResult<Vec<app::wire::JobSummary>> {
+        let counts = self.store.run_counts_by_job().await?;
+        let mut out = Vec::new();
+        for job in self.store.list_jobs().await? {
+            let mine = counts.iter().filter(|(id, _, _)| *id == job.id);
+            let (mut total, mut finished, mut succeeded) = (0u64, 0u64, 0u64);
+            for (_, status, n) in mine {
+                let n = (*n).max(0) as u64;
+                total += n;
+                if status.is_terminal() {
+                    finished += n;
+                }
+                if *status == app::wire::RunStatus::Succeeded {
+                    succeeded += n;
+                }
+            }
+            let last_run_status = self
+                .store
+                .recent_runs(&job.id, 1)
+                .await?
+                .first()
+                .map(|r| r.status);
+            out.push(app::wire::JobSummary {
+                job,
+                last_run_status,
+                success_rate: (finished > 0).then(|| succeeded as f64 / finished as f64),
+                run_count: total,
+            });
+        }
+        Ok(out)
+    }
+
     /// Starts a run. Returns the run and whether it is new (false: idempotent replay).
     pub async fn run_job(
         &self,
@@ -462,4 +495,30 @@ fn default_definitions() -> Vec<Value> {
             "metadata": {"tags": ["build"], "seeded": true}
         }),
     ]
+}
+
+#[async_trait::async_trait]
+impl app::data::Backend for JobService {
+    async fn job_summaries(&self) -> Result<Vec<app::wire::JobSummary>, String> {
+        JobService::job_summaries(self)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn recent_runs(
+        &self,
+        status: Option<app::wire::RunStatus>,
+        limit: u64,
+    ) -> Result<Vec<JobRun>, String> {
+        let filter = RunFilter {
+            statuses: status.into_iter().collect(),
+            limit,
+            ..Default::default()
+        };
+        self.store
+            .list_runs(&filter)
+            .await
+            .map(|p| p.runs)
+            .map_err(|e| e.to_string())
+    }
 }

@@ -159,10 +159,19 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     let routes = generate_route_list(app::App);
     Router::new()
         .nest("/api", api)
-        .leptos_routes(&state, routes, {
-            let options = leptos_options.clone();
-            move || app::shell(options.clone())
-        })
+        .leptos_routes_with_context(
+            &state,
+            routes,
+            {
+                // Pages and their server functions read through the same service as the API.
+                let backend = app::data::BackendHandle(std::sync::Arc::new(state.jobs.clone()));
+                move || leptos::prelude::provide_context(backend.clone())
+            },
+            {
+                let options = leptos_options.clone();
+                move || app::shell(options.clone())
+            },
+        )
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(
             app::shell,
         ))

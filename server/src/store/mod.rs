@@ -438,6 +438,35 @@ impl Store {
             .collect())
     }
 
+    /// Run counts per (job definition id, status), over all runs.
+    pub async fn run_counts_by_job(&self) -> StoreResult<Vec<(String, RunStatus, i64)>> {
+        #[derive(sea_orm::FromQueryResult)]
+        struct Row {
+            job_definition_id: String,
+            status: String,
+            n: i64,
+        }
+        let rows = job_run::Entity::find()
+            .select_only()
+            .column(job_run::Column::JobDefinitionId)
+            .column(job_run::Column::Status)
+            .column_as(
+                Expr::expr(sea_orm::sea_query::Func::count(Expr::col(
+                    job_run::Column::Id,
+                ))),
+                "n",
+            )
+            .group_by(job_run::Column::JobDefinitionId)
+            .group_by(job_run::Column::Status)
+            .into_model::<Row>()
+            .all(self.conn())
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.job_definition_id, status_of(&r.status), r.n))
+            .collect())
+    }
+
     pub async fn mark_dispatched(&self, id: &str, now: DateTime<Utc>) -> StoreResult<()> {
         job_run::Entity::update_many()
             .col_expr(job_run::Column::DispatchedAt, Expr::value(now))

@@ -1,0 +1,54 @@
+//! Server functions the pages read through. On the server they call the `Backend` the server
+//! provides in the Leptos context (the same service layer as the REST API); in the browser
+//! they are HTTP calls to `/_sf/...` (kept out of `/api`, which is the REST API's).
+use leptos::prelude::*;
+
+use crate::wire::{JobRun, JobSummary};
+
+/// What the pages need from the server; implemented by the server's job service.
+#[cfg(feature = "ssr")]
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync {
+    async fn job_summaries(&self) -> Result<Vec<JobSummary>, String>;
+    /// Newest runs first, optionally only those with `status`.
+    async fn recent_runs(
+        &self,
+        status: Option<crate::wire::RunStatus>,
+        limit: u64,
+    ) -> Result<Vec<JobRun>, String>;
+}
+
+/// The backend as put into the Leptos context.
+#[cfg(feature = "ssr")]
+#[derive(Clone)]
+pub struct BackendHandle(pub std::sync::Arc<dyn Backend>);
+
+#[cfg(feature = "ssr")]
+fn backend() -> Result<BackendHandle, ServerFnError> {
+    use_context::<BackendHandle>().ok_or_else(|| ServerFnError::new("no backend in context"))
+}
+
+#[server(prefix = "/_sf", endpoint = "job-summaries")]
+pub async fn job_summaries() -> Result<Vec<JobSummary>, ServerFnError> {
+    backend()?
+        .0
+        .job_summaries()
+        .await
+        .map_err(ServerFnError::new)
+}
+
+#[server(prefix = "/_sf", endpoint = "recent-runs")]
+pub async fn recent_runs(status: Option<String>) -> Result<Vec<JobRun>, ServerFnError> {
+    let status = match status.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(
+            crate::wire::RunStatus::parse(s)
+                .ok_or_else(|| ServerFnError::new(format!("unknown status {s}")))?,
+        ),
+    };
+    backend()?
+        .0
+        .recent_runs(status, 50)
+        .await
+        .map_err(ServerFnError::new)
+}
