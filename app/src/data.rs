@@ -16,6 +16,10 @@ pub trait Backend: Send + Sync {
         status: Option<crate::wire::RunStatus>,
         limit: u64,
     ) -> Result<Vec<JobRun>, String>;
+    async fn get_run(&self, id: &str) -> Result<JobRun, String>;
+    async fn run_log(&self, id: &str) -> Result<String, String>;
+    async fn cancel_run(&self, id: &str) -> Result<JobRun, String>;
+    async fn retry_run(&self, id: &str) -> Result<JobRun, String>;
 }
 
 /// The backend as put into the Leptos context.
@@ -49,6 +53,34 @@ pub async fn recent_runs(status: Option<String>) -> Result<Vec<JobRun>, ServerFn
     backend()?
         .0
         .recent_runs(status, 50)
+        .await
+        .map_err(ServerFnError::new)
+}
+
+#[server(prefix = "/_sf", endpoint = "get-run")]
+pub async fn get_run(id: String) -> Result<JobRun, ServerFnError> {
+    backend()?.0.get_run(&id).await.map_err(ServerFnError::new)
+}
+
+#[server(prefix = "/_sf", endpoint = "run-log")]
+pub async fn run_log(id: String) -> Result<String, ServerFnError> {
+    backend()?.0.run_log(&id).await.map_err(ServerFnError::new)
+}
+
+#[server(prefix = "/_sf", endpoint = "cancel-run")]
+pub async fn cancel_run(id: String) -> Result<JobRun, ServerFnError> {
+    backend()?
+        .0
+        .cancel_run(&id)
+        .await
+        .map_err(ServerFnError::new)
+}
+
+#[server(prefix = "/_sf", endpoint = "retry-run")]
+pub async fn retry_run(id: String) -> Result<JobRun, ServerFnError> {
+    backend()?
+        .0
+        .retry_run(&id)
         .await
         .map_err(ServerFnError::new)
 }

@@ -8,7 +8,7 @@ pub mod wire;
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
 use leptos_router::{
-    StaticSegment,
+    ParamSegment, StaticSegment,
     components::{Route, Router, Routes},
 };
 
@@ -58,6 +58,10 @@ pub fn App() -> impl IntoView {
                     <Route path=StaticSegment("") view=HomePage/>
                     <Route path=StaticSegment("jobs") view=pages::JobsPage/>
                     <Route path=StaticSegment("runs") view=pages::RunsPage/>
+                    <Route
+                        path=(StaticSegment("runs"), StaticSegment("jobs"), ParamSegment("id"))
+                        view=pages::RunPage
+                    />
                 </Routes>
             </main>
         </Router>

@@ -22,7 +22,15 @@ pub fn provide_live() -> Live {
     // Effects run only in the browser, after hydration.
     Effect::new(move |_| {
         #[cfg(feature = "hydrate")]
-        browser::connect(set_status, set_tick, set_items);
+        {
+            browser::connect(set_status, set_tick, set_items);
+            // A safety net, not the mechanism: pages also refresh every few seconds, so an
+            // event lost between a reconnect and its replay cannot leave a page stale for long.
+            set_interval(
+                move || set_tick.update(|t| *t += 1),
+                std::time::Duration::from_secs(5),
+            );
+        }
         #[cfg(not(feature = "hydrate"))]
         let _ = (set_status, set_tick, set_items);
     });

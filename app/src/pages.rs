@@ -2,9 +2,10 @@
 //! the event stream once hydrated.
 use leptos::prelude::*;
 use leptos_meta::Title;
+use leptos_router::hooks::{use_navigate, use_params_map};
 
 use crate::{
-    data::{job_summaries, recent_runs},
+    data::{cancel_run, get_run, job_summaries, recent_runs, retry_run, run_log},
     live::use_live,
     wire::{JobType, RunStatus},
 };
@@ -125,7 +126,7 @@ pub fn RunsPage() -> impl IntoView {
                             <tbody>
                                 {list.into_iter().map(|r| view! {
                                     <tr data-run-id=r.id.clone()>
-                                        <td><code>{r.id.clone()}</code></td>
+                                        <td><a href=format!("/runs/jobs/{}", r.id)><code>{r.id.clone()}</code></a></td>
                                         <td>{r.job_slug.clone()}</td>
                                         <td><StatusBadge status=r.status/></td>
                                         <td>{r.attempt} "/" {r.max_attempts}</td>
@@ -139,6 +140,90 @@ pub fn RunsPage() -> impl IntoView {
                     }.into_any(),
                 }
             })}
+        </Transition>
+    }
+}
+
+fn pretty(v: &Option<serde_json::Value>) -> String {
+    match v {
+        Some(v) => serde_json::to_string_pretty(v).unwrap_or_default(),
+        None => "null".into(),
+    }
+}
+
+/// `/runs/jobs/:id`: one run: status, attempts, timings, parameters, result, error and the
+/// log, which follows the run while it is going; Cancel and Retry where they apply.
+#[component]
+pub fn RunPage() -> impl IntoView {
+    let live = use_live();
+    let params = use_params_map();
+    let id = move || params.read().get("id").unwrap_or_default();
+    // While the page is open, poll the log once a second (log lines are not events).
+    let (poll, set_poll) = signal(0u64);
+    Effect::new(move |_| {
+        set_interval(
+            move || set_poll.update(|n| *n += 1),
+            std::time::Duration::from_secs(1),
+        );
+    });
+    let run = Resource::new(move || (live.tick.get(), id()), |(_, id)| get_run(id));
+    let log = Resource::new(
+        move || (live.tick.get(), poll.get(), id()),
+        |(_, _, id)| run_log(id),
+    );
+    let cancel = Action::new(|id: &String| cancel_run(id.clone()));
+    let retry = Action::new(|id: &String| retry_run(id.clone()));
+    let navigate = use_navigate();
+    Effect::new(move |_| {
+        if let Some(Ok(new_run)) = retry.value().get() {
+            navigate(&format!("/runs/jobs/{}", new_run.id), Default::default());
+        }
+    });
+    view! {
+        <Title text="Run · Switchyard"/>
+        <Transition fallback=|| view! { <p>"Loading run…"</p> }>
+            {move || Suspend::new(async move {
+                match run.await {
+                    Err(e) => view! { <h1>"Run not found"</h1><p class="error">{e.to_string()}</p> }.into_any(),
+                    Ok(r) => {
+                        let rid = r.id.clone();
+                        let rid2 = r.id.clone();
+                        let active = !r.status.is_terminal();
+                        view! {
+                            <h1>"Run of " <a href="/jobs">{r.job_slug.clone()}</a></h1>
+                            <p>"Status: " <span id="run-status"><StatusBadge status=r.status/></span>
+                                " · attempt " <span id="run-attempt">{r.attempt}</span> " of " {r.max_attempts}
+                                " · trigger " {r.trigger.as_str()}</p>
+                            <p class="actions">
+                                <button id="cancel-run" disabled=!active
+                                    title=if active { "Cancel this run" } else { "The run has ended" }
+                                    on:click=move |_| { cancel.dispatch(rid.clone()); }>"Cancel"</button>
+                                " "
+                                <button id="retry-run" disabled=active
+                                    title=if active { "Retry is possible once the run has ended" } else { "Start a new run with the same parameters" }
+                                    on:click=move |_| { retry.dispatch(rid2.clone()); }>"Retry"</button>
+                            </p>
+                            <dl>
+                                <dt>"Run id"</dt><dd><code>{r.id.clone()}</code></dd>
+                                <dt>"Created"</dt><dd>{r.created_at.to_rfc3339()}</dd>
+                                <dt>"Started"</dt><dd>{r.started_at.map(|t| t.to_rfc3339()).unwrap_or_else(|| "–".into())}</dd>
+                                <dt>"Completed"</dt><dd>{r.completed_at.map(|t| t.to_rfc3339()).unwrap_or_else(|| "–".into())}</dd>
+                                <dt>"Duration"</dt><dd>{r.duration_ms.map(|d| format!("{d} ms")).unwrap_or_else(|| "–".into())}</dd>
+                                <dt>"Timeout"</dt><dd>{r.timeout_ms} " ms"</dd>
+                            </dl>
+                            {r.error_message.clone().map(|e| view! { <p id="run-error" class="error" role="alert">"Error: " {e}</p> })}
+                            <h2>"Parameters"</h2>
+                            <pre id="run-parameters">{pretty(&Some(r.parameters.clone()))}</pre>
+                            <h2>"Result"</h2>
+                            <pre id="run-result">{pretty(&r.result)}</pre>
+                        }.into_any()
+                    }
+                }
+            })}
+        </Transition>
+        <h2>"Log"</h2>
+        <Transition fallback=|| view! { <p>"Loading log…"</p> }>
+            <pre id="run-log">{move || Suspend::new(async move { log.await.unwrap_or_default() })}</pre>
         </Transition>
     }
 }

@@ -353,6 +353,20 @@ impl JobService {
         Ok(self.store.list_runs(&filter).await?)
     }
 
+    /// The whole run log as text (engine lines prefixed `[switchyard]`).
+    pub async fn run_log(&self, id: &str) -> ServiceResult<String> {
+        let run = self.get_run(id).await?;
+        let mut out = String::new();
+        let mut after = 0;
+        loop {
+            let batch = self.store.read_logs(&run.id, after, 5000).await?;
+            let Some(last) = batch.last() else { break };
+            after = last.id;
+            out.extend(batch.iter().map(crate::store::format_log_line));
+        }
+        Ok(out)
+    }
+
     /// Cancels a pending or running run (409 once finished).
     pub async fn cancel_run(&self, id: &str) -> ServiceResult<JobRun> {
         let run = self.get_run(id).await?;
@@ -519,6 +533,30 @@ impl app::data::Backend for JobService {
             .list_runs(&filter)
             .await
             .map(|p| p.runs)
+            .map_err(|e| e.to_string())
+    }
+
+    async fn get_run(&self, id: &str) -> Result<JobRun, String> {
+        JobService::get_run(self, id)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn run_log(&self, id: &str) -> Result<String, String> {
+        JobService::run_log(self, id)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn cancel_run(&self, id: &str) -> Result<JobRun, String> {
+        JobService::cancel_run(self, id)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn retry_run(&self, id: &str) -> Result<JobRun, String> {
+        JobService::retry_run(self, id)
+            .await
             .map_err(|e| e.to_string())
     }
 }

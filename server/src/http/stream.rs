@@ -15,10 +15,7 @@ use futures::{StreamExt, stream};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::{AppState, error::ApiError};
-use crate::{
-    domain::Problems,
-    store::{StoredEvent, StoredLogLine},
-};
+use crate::{domain::Problems, store::StoredEvent};
 
 /// A topic filter: exact types or prefixes ending in `*` (`job.run.*`).
 #[derive(Clone, Debug)]
@@ -154,13 +151,6 @@ pub async fn events(
         .into_response())
 }
 
-fn format_line(l: &StoredLogLine) -> String {
-    match l.stream.as_str() {
-        "system" => format!("[switchyard] {}\n", l.message),
-        _ => format!("{}\n", l.message),
-    }
-}
-
 /// `GET /api/job-runs/:id/logs`
 #[utoipa::path(get, path = "/api/job-runs/{id}/logs", tag = "runs", params(("id" = String, Path),
         ("follow" = Option<bool>, Query, description = "stream until the run ends")),
@@ -179,25 +169,12 @@ pub async fn logs(
             return Err(ApiError::invalid_request(p));
         }
     };
-    let run = s.jobs.get_run(&id).await?;
-    let store = s.jobs.store().clone();
     let text_plain = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
     if !follow {
-        let mut out = String::new();
-        let mut after = 0;
-        loop {
-            let batch = store
-                .read_logs(&run.id, after, 5000)
-                .await
-                .map_err(|e| ApiError::from(crate::service::ServiceError::from(e)))?;
-            if batch.is_empty() {
-                break;
-            }
-            after = batch.last().map(|l| l.id).unwrap_or(after);
-            out.extend(batch.iter().map(format_line));
-        }
-        return Ok((StatusCode::OK, text_plain, out).into_response());
+        return Ok((StatusCode::OK, text_plain, s.jobs.run_log(&id).await?).into_response());
     }
+    let id = s.jobs.get_run(&id).await?.id;
+    let store = s.jobs.store().clone();
     let jobs = s.jobs.clone();
     let body = stream::unfold((0i64, false), move |(after, done)| {
         let store = store.clone();
@@ -222,7 +199,7 @@ pub async fn logs(
                 };
                 if !batch.is_empty() {
                     let next = batch.last().map(|l| l.id).unwrap_or(after);
-                    let chunk: String = batch.iter().map(format_line).collect();
+                    let chunk: String = batch.iter().map(crate::store::format_log_line).collect();
                     return Some((Ok::<_, Infallible>(chunk), (next, false)));
                 }
                 if ended {

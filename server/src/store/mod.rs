@@ -904,6 +904,14 @@ impl Store {
     }
 }
 
+/// One log line as text: engine lines are marked, process output is verbatim.
+pub fn format_log_line(l: &StoredLogLine) -> String {
+    match l.stream.as_str() {
+        "system" => format!("[switchyard] {}\n", l.message),
+        _ => format!("{}\n", l.message),
+    }
+}
+
 /// A new time-ordered id (UUIDv7): newest-first ordering by id is creation order.
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()

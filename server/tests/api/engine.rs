@@ -760,21 +760,19 @@ async fn canceling_a_build_kills_its_process() {
         .await;
     assert_eq!(status, 200, "{canceled}");
     assert_eq!(canceled["data"]["status"], "canceled", "{canceled}");
+    // Killed and reaped: until the handler reaps it, the child lingers as a zombie in its group.
     eventually(
-        "the build's process to be killed",
+        "the build's process group to be gone",
         Duration::from_secs(5),
-        || async move { (!process_runs(pid, &["sleep", "60"])).then_some(()) },
+        || async move {
+            (!process_runs(pid, &["sleep", "60"]) && group_members(pid).is_empty()).then_some(())
+        },
     )
     .await;
     assert!(
         asked.elapsed() < Duration::from_secs(4),
         "killing took {:?}",
         asked.elapsed()
-    );
-    assert!(
-        group_members(pid).is_empty(),
-        "processes of the build survived the cancel: {:?}",
-        group_members(pid)
     );
     let log = wait_for_log(&app, &id, "[switchyard] canceled\n", Duration::from_secs(5)).await;
     assert!(log.contains("canceled: stopping the command"), "{log}");
