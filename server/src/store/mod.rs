@@ -574,7 +574,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> StoreResult<Option<JobRun>> {
         let duration = run.started_at.map(|s| (now - s).num_milliseconds().max(0));
-        let res = job_run::Entity::update_many()
+        let res = without_lease(job_run::Entity::update_many())
             .col_expr(job_run::Column::Status, Expr::value(status.as_str()))
             .col_expr(job_run::Column::Result, Expr::value(result.clone()))
             .col_expr(job_run::Column::ErrorMessage, Expr::value(error.clone()))
@@ -582,14 +582,6 @@ impl Store {
             .col_expr(job_run::Column::DurationMs, Expr::value(duration))
             .col_expr(job_run::Column::CompletedAt, Expr::value(now))
             .col_expr(job_run::Column::UpdatedAt, Expr::value(now))
-            .col_expr(
-                job_run::Column::LeaseOwner,
-                Expr::value(Option::<String>::None),
-            )
-            .col_expr(
-                job_run::Column::LeaseExpiresAt,
-                Expr::value(Option::<DateTime<Utc>>::None),
-            )
             .filter(job_run::Column::Id.eq(run.id.as_str()))
             .filter(job_run::Column::Attempt.eq(run.attempt))
             .filter(job_run::Column::LeaseOwner.eq(owner))
@@ -624,7 +616,7 @@ impl Store {
         error: Option<String>,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<JobRun>> {
-        let mut update = job_run::Entity::update_many()
+        let mut update = without_lease(job_run::Entity::update_many())
             .col_expr(
                 job_run::Column::Status,
                 Expr::value(RunStatus::Pending.as_str()),
@@ -633,14 +625,6 @@ impl Store {
             .col_expr(job_run::Column::ScheduledAt, Expr::value(scheduled_at))
             .col_expr(job_run::Column::ErrorMessage, Expr::value(error))
             .col_expr(job_run::Column::UpdatedAt, Expr::value(now))
-            .col_expr(
-                job_run::Column::LeaseOwner,
-                Expr::value(Option::<String>::None),
-            )
-            .col_expr(
-                job_run::Column::LeaseExpiresAt,
-                Expr::value(Option::<DateTime<Utc>>::None),
-            )
             .col_expr(
                 job_run::Column::DispatchedAt,
                 Expr::value(Option::<DateTime<Utc>>::None),
@@ -666,7 +650,7 @@ impl Store {
         error: String,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<JobRun>> {
-        let res = job_run::Entity::update_many()
+        let res = without_lease(job_run::Entity::update_many())
             .col_expr(
                 job_run::Column::Status,
                 Expr::value(RunStatus::Failed.as_str()),
@@ -674,14 +658,6 @@ impl Store {
             .col_expr(job_run::Column::ErrorMessage, Expr::value(error))
             .col_expr(job_run::Column::CompletedAt, Expr::value(now))
             .col_expr(job_run::Column::UpdatedAt, Expr::value(now))
-            .col_expr(
-                job_run::Column::LeaseOwner,
-                Expr::value(Option::<String>::None),
-            )
-            .col_expr(
-                job_run::Column::LeaseExpiresAt,
-                Expr::value(Option::<DateTime<Utc>>::None),
-            )
             .filter(job_run::Column::Id.eq(id))
             .filter(job_run::Column::Attempt.eq(attempt))
             .filter(job_run::Column::Status.eq(RunStatus::Running.as_str()))
@@ -735,7 +711,7 @@ impl Store {
         let duration = current
             .started_at
             .map(|s| (now - s).num_milliseconds().max(0));
-        let res = job_run::Entity::update_many()
+        let res = without_lease(job_run::Entity::update_many())
             .col_expr(
                 job_run::Column::Status,
                 Expr::value(RunStatus::Canceled.as_str()),
@@ -747,14 +723,6 @@ impl Store {
             .col_expr(job_run::Column::CompletedAt, Expr::value(now))
             .col_expr(job_run::Column::UpdatedAt, Expr::value(now))
             .col_expr(job_run::Column::DurationMs, Expr::value(duration))
-            .col_expr(
-                job_run::Column::LeaseOwner,
-                Expr::value(Option::<String>::None),
-            )
-            .col_expr(
-                job_run::Column::LeaseExpiresAt,
-                Expr::value(Option::<DateTime<Utc>>::None),
-            )
             .filter(job_run::Column::Id.eq(id))
             .filter(job_run::Column::Status.eq(status.as_str()))
             .filter(job_run::Column::Attempt.eq(current.attempt))
@@ -868,7 +836,7 @@ impl Store {
 
     /// Deletes spent queue tasks of `queue` taken before `before` from apalis' table. A task is
     /// spent once a worker has fetched it: the run's state lives in `job_runs`, and with result
-    /// persistence off apalis leaves fetched rows as `Running` forever (it never deletes rows,
+    /// persistence off apalis leaves fetched rows as `Queued`/`Running` forever (it never deletes rows,
     /// and its own vacuum rewrites the whole SQLite file). Deleting a row whose attempt is still
     /// executing is harmless: nothing reads it again, and a lost worker's runs are recovered
     /// from their leases, not from this table.
@@ -876,14 +844,14 @@ impl Store {
         let (backend, sql, cutoff) = if self.db.is_postgres() {
             (
                 sea_orm::DatabaseBackend::Postgres,
-                "DELETE FROM apalis.jobs WHERE job_type = $1 AND status IN ('Done', 'Killed', 'Running') \
+                "DELETE FROM apalis.jobs WHERE job_type = $1 AND status IN ('Done', 'Killed', 'Running', 'Queued') \
                  AND COALESCE(done_at, lock_at) < $2",
                 sea_orm::Value::from(before),
             )
         } else {
             (
                 sea_orm::DatabaseBackend::Sqlite,
-                "DELETE FROM Jobs WHERE job_type = ? AND status IN ('Done', 'Killed', 'Running') \
+                "DELETE FROM Jobs WHERE job_type = ? AND status IN ('Done', 'Killed', 'Running', 'Queued') \
                  AND COALESCE(done_at, lock_at) < ?",
                 sea_orm::Value::from(before.timestamp()),
             )
@@ -902,6 +870,21 @@ impl Store {
             .await?
             .rows_affected)
     }
+}
+
+/// Clears the lease: the run is no longer held by any worker.
+fn without_lease(
+    update: sea_orm::UpdateMany<job_run::Entity>,
+) -> sea_orm::UpdateMany<job_run::Entity> {
+    update
+        .col_expr(
+            job_run::Column::LeaseOwner,
+            Expr::value(Option::<String>::None),
+        )
+        .col_expr(
+            job_run::Column::LeaseExpiresAt,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
 }
 
 /// One log line as text: engine lines are marked, process output is verbatim.
