@@ -3,7 +3,7 @@
 //! they are HTTP calls to `/_sf/...` (kept out of `/api`, which is the REST API's).
 use leptos::prelude::*;
 
-use crate::wire::{JobRun, JobSummary};
+use crate::wire::{JobDetail, JobRun, JobSummary, LaunchOutcome};
 
 /// What the pages need from the server; implemented by the server's job service.
 #[cfg(feature = "ssr")]
@@ -20,6 +20,13 @@ pub trait Backend: Send + Sync {
     async fn run_log(&self, id: &str) -> Result<String, String>;
     async fn cancel_run(&self, id: &str) -> Result<JobRun, String>;
     async fn retry_run(&self, id: &str) -> Result<JobRun, String>;
+    async fn job_detail(&self, slug: &str) -> Result<JobDetail, String>;
+    /// Starts a run from the launch form; invalid parameters come back as problems.
+    async fn launch(
+        &self,
+        slug: &str,
+        parameters: serde_json::Value,
+    ) -> Result<LaunchOutcome, String>;
 }
 
 /// The backend as put into the Leptos context.
@@ -81,6 +88,27 @@ pub async fn retry_run(id: String) -> Result<JobRun, ServerFnError> {
     backend()?
         .0
         .retry_run(&id)
+        .await
+        .map_err(ServerFnError::new)
+}
+
+#[server(prefix = "/_sf", endpoint = "job-detail")]
+pub async fn fetch_job_detail(slug: String) -> Result<JobDetail, ServerFnError> {
+    backend()?
+        .0
+        .job_detail(&slug)
+        .await
+        .map_err(ServerFnError::new)
+}
+
+/// `parameters` is the form's JSON document (a string keeps the wire encoding simple).
+#[server(prefix = "/_sf", endpoint = "launch")]
+pub async fn launch(slug: String, parameters: String) -> Result<LaunchOutcome, ServerFnError> {
+    let parameters: serde_json::Value = serde_json::from_str(&parameters)
+        .map_err(|e| ServerFnError::new(format!("parameters: {e}")))?;
+    backend()?
+        .0
+        .launch(&slug, parameters)
         .await
         .map_err(ServerFnError::new)
 }

@@ -3,6 +3,7 @@
 pub mod data;
 pub mod live;
 pub mod pages;
+pub mod schema_form;
 pub mod wire;
 
 use leptos::prelude::*;
@@ -57,6 +58,7 @@ pub fn App() -> impl IntoView {
                 <Routes fallback=|| view! { <h1>"Not found"</h1> }.into_view()>
                     <Route path=StaticSegment("") view=HomePage/>
                     <Route path=StaticSegment("jobs") view=pages::JobsPage/>
+                    <Route path=(StaticSegment("jobs"), ParamSegment("slug")) view=pages::JobPage/>
                     <Route path=StaticSegment("runs") view=pages::RunsPage/>
                     <Route
                         path=(StaticSegment("runs"), StaticSegment("jobs"), ParamSegment("id"))

@@ -5,8 +5,12 @@ use leptos_meta::Title;
 use leptos_router::hooks::{use_navigate, use_params_map};
 
 use crate::{
-    data::{cancel_run, get_run, job_summaries, recent_runs, retry_run, run_log},
+    data::{
+        cancel_run, fetch_job_detail, get_run, job_summaries, launch, recent_runs, retry_run,
+        run_log,
+    },
     live::use_live,
+    schema_form::SchemaForm,
     wire::{JobType, RunStatus},
 };
 
@@ -65,7 +69,7 @@ pub fn JobsPage() -> impl IntoView {
                                 .map(|s| view! {
                                     <tr data-slug=s.job.slug.clone()>
                                         <td>{s.job.name.clone()}</td>
-                                        <td><code>{s.job.slug.clone()}</code></td>
+                                        <td><a href=format!("/jobs/{}", s.job.slug)><code>{s.job.slug.clone()}</code></a></td>
                                         <td>{s.job.job_type.as_str()}</td>
                                         <td><code>{s.job.entry_point.clone()}</code></td>
                                         <td>{s.job.version}</td>
@@ -224,6 +228,104 @@ pub fn RunPage() -> impl IntoView {
         <h2>"Log"</h2>
         <Transition fallback=|| view! { <p>"Loading log…"</p> }>
             <pre id="run-log">{move || Suspend::new(async move { log.await.unwrap_or_default() })}</pre>
+        </Transition>
+    }
+}
+
+/// `/jobs/:slug`: the definition, its versions, recent runs and the launch form generated from
+/// the parameters schema.
+#[component]
+pub fn JobPage() -> impl IntoView {
+    let live = use_live();
+    let params = use_params_map();
+    let slug = move || params.read().get("slug").unwrap_or_default();
+    let detail = Resource::new(
+        move || (live.tick.get(), slug()),
+        |(_, s)| fetch_job_detail(s),
+    );
+    let (server_problems, set_server_problems) =
+        signal(std::collections::BTreeMap::<String, String>::new());
+    let (form_error, set_form_error) = signal(None::<String>);
+    let start = Action::new(|(slug, doc): &(String, String)| launch(slug.clone(), doc.clone()));
+    let navigate = use_navigate();
+    Effect::new(move |_| match start.value().get() {
+        Some(Ok(outcome)) => match outcome.run {
+            Some(run) => navigate(&format!("/runs/jobs/{}", run.id), Default::default()),
+            None => {
+                let mut by_field = std::collections::BTreeMap::new();
+                let mut other = Vec::new();
+                for p in outcome.problems {
+                    match p.path.strip_prefix("/parameters") {
+                        Some(rest) if !rest.is_empty() => {
+                            by_field.insert(rest.to_string(), p.message);
+                        }
+                        _ => other.push(p.message),
+                    }
+                }
+                set_server_problems.set(by_field);
+                set_form_error.set((!other.is_empty()).then(|| other.join("; ")));
+            }
+        },
+        Some(Err(e)) => set_form_error.set(Some(e.to_string())),
+        None => {}
+    });
+    // The form is built once per job (not on every live refresh, which would reset typing).
+    let form_job = Resource::new(slug, fetch_job_detail);
+    view! {
+        <Title text="Job · Switchyard"/>
+        <Transition fallback=|| view! { <p>"Loading job…"</p> }>
+            {move || Suspend::new(async move {
+                match detail.await {
+                    Err(e) => view! { <h1>"Job not found"</h1><p class="error">{e.to_string()}</p> }.into_any(),
+                    Ok(d) => {
+                        let j = d.job.clone();
+                        view! {
+                            <h1>{j.name.clone()} " " <small><code>{j.slug.clone()}</code></small></h1>
+                            <dl>
+                                <dt>"Type"</dt><dd>{j.job_type.as_str()}</dd>
+                                <dt>"Entry point"</dt><dd><code>{j.entry_point.clone()}</code></dd>
+                                <dt>"Version"</dt><dd>{j.version}</dd>
+                                <dt>"Timeout"</dt><dd>{j.timeout_ms} " ms"</dd>
+                                <dt>"Retry policy"</dt><dd>{format!("{} attempt(s), {} backoff from {} ms up to {} ms, jitter {}",
+                                    j.retry_policy.max_attempts, j.retry_policy.strategy, j.retry_policy.initial_delay_ms,
+                                    j.retry_policy.max_delay_ms, j.retry_policy.jitter)}</dd>
+                            </dl>
+                            <h2>"Parameters schema"</h2>
+                            <pre id="job-schema">{serde_json::to_string_pretty(&j.parameters_schema).unwrap_or_default()}</pre>
+                            <h2>"Versions"</h2>
+                            <ul id="job-versions">
+                                {d.versions.iter().map(|v| view! { <li>"v" {v.version} " · " {v.created_at.to_rfc3339()}</li> }).collect_view()}
+                            </ul>
+                            <h2>"Recent runs"</h2>
+                            <ul id="job-runs">
+                                {d.runs.iter().map(|r| view! {
+                                    <li><a href=format!("/runs/jobs/{}", r.id)><code>{r.id.clone()}</code></a> " " <StatusBadge status=r.status/></li>
+                                }).collect_view()}
+                            </ul>
+                        }.into_any()
+                    }
+                }
+            })}
+        </Transition>
+        <h2>"Run"</h2>
+        <Transition fallback=|| view! { <p>"Loading form…"</p> }>
+            {move || Suspend::new(async move {
+                match form_job.await {
+                    Err(_) => ().into_any(),
+                    Ok(d) => {
+                        let job_slug = d.job.slug.clone();
+                        let submit = Callback::new(move |doc: serde_json::Value| {
+                            set_form_error.set(None);
+                            start.dispatch((job_slug.clone(), doc.to_string()));
+                        });
+                        view! {
+                            {move || form_error.get().map(|e| view! { <p class="error" role="alert" id="launch-error">{e}</p> })}
+                            <SchemaForm schema=d.job.parameters_schema.clone() defaults=d.job.default_parameters.clone()
+                                server_problems=server_problems on_submit=submit/>
+                        }.into_any()
+                    }
+                }
+            })}
         </Transition>
     }
 }

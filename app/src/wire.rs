@@ -225,3 +225,20 @@ pub struct JobSummary {
     pub success_rate: Option<f64>,
     pub run_count: u64,
 }
+
+/// `/jobs/:slug` page data: the definition, its versions and recent runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobDetail {
+    pub job: JobDefinition,
+    pub versions: Vec<JobDefinitionVersion>,
+    pub runs: Vec<JobRun>,
+}
+
+/// What a launch from the form produced: the run, or every problem with its pointer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LaunchOutcome {
+    pub run: Option<JobRun>,
+    pub problems: Vec<ErrorDetail>,
+}

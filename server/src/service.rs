@@ -559,4 +559,44 @@ impl app::data::Backend for JobService {
             .await
             .map_err(|e| e.to_string())
     }
+
+    async fn job_detail(&self, slug: &str) -> Result<app::wire::JobDetail, String> {
+        let job = self.get_job(slug).await.map_err(|e| e.to_string())?;
+        let versions = self
+            .store
+            .job_versions(&job.slug)
+            .await
+            .map_err(|e| e.to_string())?;
+        let runs = self
+            .store
+            .recent_runs(&job.id, 20)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(app::wire::JobDetail {
+            job,
+            versions,
+            runs,
+        })
+    }
+
+    async fn launch(
+        &self,
+        slug: &str,
+        parameters: serde_json::Value,
+    ) -> Result<app::wire::LaunchOutcome, String> {
+        let body = serde_json::json!({ "parameters": parameters });
+        match self.run_job(slug, &body, None).await {
+            Ok((run, _)) => Ok(app::wire::LaunchOutcome {
+                run: Some(run),
+                problems: Vec::new(),
+            }),
+            Err(ServiceError::InvalidParameters(p) | ServiceError::InvalidRequest(p)) => {
+                Ok(app::wire::LaunchOutcome {
+                    run: None,
+                    problems: p.into_vec(),
+                })
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
 }
