@@ -3,7 +3,7 @@
 //! they are HTTP calls to `/_sf/...` (kept out of `/api`, which is the REST API's).
 use leptos::prelude::*;
 
-use crate::wire::{JobDetail, JobRun, JobSummary, LaunchOutcome};
+use crate::wire::{Dashboard, JobDetail, JobRun, JobSummary, LaunchOutcome};
 
 /// What the pages need from the server; implemented by the server's job service.
 #[cfg(feature = "ssr")]
@@ -22,6 +22,7 @@ pub trait Backend: Send + Sync {
     async fn retry_run(&self, id: &str) -> Result<JobRun, String>;
     async fn job_detail(&self, slug: &str) -> Result<JobDetail, String>;
     /// Starts a run from the launch form; invalid parameters come back as problems.
+    async fn dashboard(&self) -> Result<Dashboard, String>;
     async fn launch(
         &self,
         slug: &str,
@@ -111,4 +112,9 @@ pub async fn launch(slug: String, parameters: String) -> Result<LaunchOutcome, S
         .launch(&slug, parameters)
         .await
         .map_err(ServerFnError::new)
+}
+
+#[server(prefix = "/_sf", endpoint = "dashboard")]
+pub async fn fetch_dashboard() -> Result<Dashboard, ServerFnError> {
+    backend()?.0.dashboard().await.map_err(ServerFnError::new)
 }

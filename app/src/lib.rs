@@ -70,20 +70,88 @@ pub fn App() -> impl IntoView {
     }
 }
 
-/// Home page until the operator UI lands: points at the API and shows live activity.
+/// `/`: the dashboard: runs of the last 24 h by status, an hourly chart coloured by outcome,
+/// the latest failures, and the live activity feed.
 #[component]
 fn HomePage() -> impl IntoView {
+    let live = live::use_live();
+    let dash = Resource::new(move || live.tick.get(), |_| data::fetch_dashboard());
     view! {
         <h1>"Switchyard"</h1>
-        <p>"Jobs and workflows orchestrator. The operator pages are on their way; meanwhile the "
-            "HTTP API is live:"</p>
-        <ul>
-            <li><a href="/api/jobs">"/api/jobs"</a>" job definitions"</li>
-            <li><a href="/api/job-runs">"/api/job-runs"</a>" job runs"</li>
-            <li><a href="/api/openapi.json">"/api/openapi.json"</a>" OpenAPI document"</li>
-            <li><a href="/api/health">"/api/health"</a>" health"</li>
-        </ul>
+        <pages::Legend/>
+        <Transition fallback=|| view! { <p>"Loading dashboard…"</p> }>
+            {move || Suspend::new(async move {
+                match dash.await {
+                    Err(e) => view! { <p class="error">"Could not load the dashboard: " {e.to_string()}</p> }.into_any(),
+                    Ok(d) => view! {
+                        <section aria-labelledby="counts-title">
+                            <h2 id="counts-title">"Last 24 hours"</h2>
+                            <ul id="counts" class="counts">
+                                {d.counts.iter().map(|(s, n)| view! {
+                                    <li data-status=s.as_str()><pages::StatusBadge status=*s/> " " <strong>{*n}</strong></li>
+                                }).collect_view()}
+                            </ul>
+                            <HourlyChart hourly=d.hourly.clone()/>
+                        </section>
+                        <section aria-labelledby="failures-title">
+                            <h2 id="failures-title">"Latest failures"</h2>
+                            {if d.latest_failures.is_empty() {
+                                view! { <p class="empty">"No failures. "<a href="/runs">"All runs"</a></p> }.into_any()
+                            } else {
+                                view! {
+                                    <ul id="failures">
+                                        {d.latest_failures.iter().map(|r| view! {
+                                            <li><a href=format!("/runs/jobs/{}", r.id)>{r.job_slug.clone()}</a> " "
+                                                <pages::StatusBadge status=r.status/> " "
+                                                <span class="error">{r.error_message.clone().unwrap_or_default()}</span></li>
+                                        }).collect_view()}
+                                    </ul>
+                                }.into_any()
+                            }}
+                        </section>
+                    }.into_any(),
+                }
+            })}
+        </Transition>
         <LiveFeed/>
+    }
+}
+
+/// Runs per hour as stacked SVG bars, one colour per outcome.
+#[component]
+fn HourlyChart(hourly: Vec<wire::HourBucket>) -> impl IntoView {
+    let max = hourly
+        .iter()
+        .map(|(_, c)| c.iter().map(|(_, n)| n).sum::<u64>())
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let (w, h, bar) = (480.0, 120.0, 20.0);
+    let bars = hourly
+        .iter()
+        .enumerate()
+        .map(|(i, (hour, counts))| {
+            let mut y = h;
+            let x = i as f64 * bar;
+            let total: u64 = counts.iter().map(|(_, n)| n).sum();
+            let label = format!("{} UTC: {total} run(s)", hour.format("%H:00"));
+            let rects = counts
+                .iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(s, n)| {
+                    let height = *n as f64 / max as f64 * h;
+                    y -= height;
+                    view! { <rect class=format!("fill-{}", s.as_str()) x=x + 2.0 y=y width=bar - 4.0 height=height/> }
+                })
+                .collect_view();
+            view! { <g><title>{label}</title>{rects}</g> }
+        })
+        .collect_view();
+    view! {
+        <svg id="hourly-chart" role="img" aria-label="Runs per hour over the last 24 hours, by outcome"
+            viewBox=format!("0 0 {w} {h}") preserveAspectRatio="none" width="100%" height="140">
+            {bars}
+        </svg>
     }
 }
 

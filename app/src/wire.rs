@@ -242,3 +242,20 @@ pub struct LaunchOutcome {
     pub run: Option<JobRun>,
     pub problems: Vec<ErrorDetail>,
 }
+
+/// Run counts by status.
+pub type StatusCounts = Vec<(RunStatus, u64)>;
+
+/// One hour of the dashboard chart: its start and the runs created in it, by status.
+pub type HourBucket = (DateTime<Utc>, StatusCounts);
+
+/// Dashboard figures for the last 24 hours.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Dashboard {
+    /// Runs created in the last 24 h, by status.
+    pub counts: StatusCounts,
+    /// 24 hourly buckets, oldest first: start of the hour and runs created in it, by status.
+    pub hourly: Vec<HourBucket>,
+    pub latest_failures: Vec<JobRun>,
+}

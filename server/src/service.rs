@@ -599,4 +599,55 @@ impl app::data::Backend for JobService {
             Err(e) => Err(e.to_string()),
         }
     }
+
+    async fn dashboard(&self) -> Result<app::wire::Dashboard, String> {
+        use app::wire::RunStatus;
+        use chrono::{DurationRound, TimeDelta};
+        let now = Utc::now();
+        let first_hour = (now - TimeDelta::hours(23))
+            .duration_trunc(TimeDelta::hours(1))
+            .map_err(|e| e.to_string())?;
+        let rows = self
+            .store
+            .runs_since(first_hour)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut counts = vec![0u64; RunStatus::ALL.len()];
+        let mut hourly = vec![vec![0u64; RunStatus::ALL.len()]; 24];
+        for (status, created) in rows {
+            let s = RunStatus::ALL
+                .iter()
+                .position(|x| *x == status)
+                .unwrap_or(0);
+            counts[s] += 1;
+            let h = ((created - first_hour).num_hours().clamp(0, 23)) as usize;
+            hourly[h][s] += 1;
+        }
+        let by_status = |c: &[u64]| {
+            RunStatus::ALL
+                .iter()
+                .copied()
+                .zip(c.iter().copied())
+                .collect::<Vec<_>>()
+        };
+        let failures = RunFilter {
+            statuses: vec![RunStatus::Failed, RunStatus::Expired],
+            limit: 5,
+            ..Default::default()
+        };
+        Ok(app::wire::Dashboard {
+            counts: by_status(&counts),
+            hourly: hourly
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (first_hour + TimeDelta::hours(i as i64), by_status(c)))
+                .collect(),
+            latest_failures: self
+                .store
+                .list_runs(&failures)
+                .await
+                .map_err(|e| e.to_string())?
+                .runs,
+        })
+    }
 }

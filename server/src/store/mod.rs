@@ -467,6 +467,30 @@ impl Store {
             .collect())
     }
 
+    /// (status, created at) of every run created since `since`, for the dashboard.
+    pub async fn runs_since(
+        &self,
+        since: DateTime<Utc>,
+    ) -> StoreResult<Vec<(RunStatus, DateTime<Utc>)>> {
+        #[derive(sea_orm::FromQueryResult)]
+        struct Row {
+            status: String,
+            created_at: DateTime<Utc>,
+        }
+        let rows = job_run::Entity::find()
+            .select_only()
+            .column(job_run::Column::Status)
+            .column(job_run::Column::CreatedAt)
+            .filter(job_run::Column::CreatedAt.gte(since))
+            .into_model::<Row>()
+            .all(self.conn())
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (status_of(&r.status), r.created_at))
+            .collect())
+    }
+
     pub async fn mark_dispatched(&self, id: &str, now: DateTime<Utc>) -> StoreResult<()> {
         job_run::Entity::update_many()
             .col_expr(job_run::Column::DispatchedAt, Expr::value(now))
