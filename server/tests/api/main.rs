@@ -5,4 +5,5 @@ mod helpers;
 mod contract;
 mod engine;
 mod migrations;
+mod pages;
 mod smoke;
