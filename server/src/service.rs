@@ -9,7 +9,10 @@ use serde_json::{Value, json};
 use crate::{
     domain::{
         Problems,
-        jobs::{Slug, merge_parameters, parse_job_spec, parse_run_request, validate_parameters},
+        jobs::{
+            Slug, compile_parameters_schema, merge_parameters, parse_job_spec, parse_run_request,
+            validate_parameters,
+        },
     },
     engine::{
         Engine, StopReason, publish_run,
@@ -280,9 +283,7 @@ impl JobService {
         {
             return Ok(v.clone());
         }
-        let compiled = jsonschema::validator_for(&job.parameters_schema)
-            .map(Arc::new)
-            .map_err(|e| format!("the job's parametersSchema is unusable: {e}"))?;
+        let compiled = Arc::new(compile_parameters_schema(&job.parameters_schema)?);
         if let Ok(mut cache) = self.validators.lock() {
             cache.insert(job.id.clone(), (job.updated_at, compiled.clone()));
         }

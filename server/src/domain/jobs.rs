@@ -450,23 +450,26 @@ pub fn merge_parameters(defaults: &Value, overrides: &Value) -> Value {
     }
 }
 
+/// Compiles a definition's parameters schema (done once per definition version).
+pub fn compile_parameters_schema(schema: &Value) -> Result<jsonschema::Validator, String> {
+    jsonschema::validator_for(schema)
+        .map_err(|e| format!("the job's parametersSchema is unusable: {e}"))
+}
+
 /// Validates parameters against a definition's schema; every violation with its pointer
 /// below `/parameters`.
 pub fn parameter_problems(schema: &Value, parameters: &Value) -> Problems {
-    match jsonschema::validator_for(schema) {
+    match compile_parameters_schema(schema) {
         Ok(validator) => validate_parameters(&validator, parameters),
-        Err(e) => {
+        Err(message) => {
             let mut p = Problems::new();
-            p.add(
-                "/parameters",
-                format!("the job's parametersSchema is unusable: {e}"),
-            );
+            p.add("/parameters", message);
             p
         }
     }
 }
 
-/// Like [`parameter_problems`], with a validator compiled once per definition version.
+/// Like [`parameter_problems`], with a validator from [`compile_parameters_schema`].
 pub fn validate_parameters(validator: &jsonschema::Validator, parameters: &Value) -> Problems {
     let mut p = Problems::new();
     for e in validator.iter_errors(parameters) {
