@@ -1,6 +1,7 @@
 //! Job definitions and run requests: parsed once from JSON into checked domain values, with
 //! every problem reported at once.
 use app::wire::{Jitter, JobType, RetryPolicy, RetryStrategy, Trigger};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::{Problems, problems::pointer_segment};
@@ -10,9 +11,31 @@ pub const MAX_TIMEOUT_MS: i64 = 86_400_000;
 pub const DEFAULT_TIMEOUT_MS: i64 = 600_000;
 pub const MAX_DELAY_MS: i64 = 30 * 86_400_000;
 
-/// A slug: `^[a-z0-9][a-z0-9_-]{0,99}$`, lower-cased on input.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// A slug: `^[a-z0-9][a-z0-9_-]{0,99}$`, lower-cased on input. Stored as a JSON string
+/// (checked again when loaded).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Slug(String);
+
+impl TryFrom<String> for Slug {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Slug, String> {
+        Slug::parse(&value)
+    }
+}
+
+impl From<Slug> for String {
+    fn from(slug: Slug) -> String {
+        slug.0
+    }
+}
+
+impl std::fmt::Display for Slug {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 impl Slug {
     pub fn parse(input: &str) -> Result<Slug, String> {
@@ -508,6 +531,18 @@ mod tests {
             assert!(Slug::parse(bad).is_err(), "{bad:?}");
         }
         assert!(Slug::parse(&"a".repeat(100)).is_ok());
+    }
+
+    #[test]
+    fn slugs_round_trip_through_json_and_are_checked_when_loaded() {
+        let slug = Slug::parse("Repo-1").unwrap();
+        assert_eq!(serde_json::to_value(&slug).unwrap(), json!("repo-1"));
+        assert_eq!(
+            serde_json::from_value::<Slug>(json!("repo-1")).unwrap(),
+            slug
+        );
+        assert_eq!(slug.to_string(), "repo-1");
+        assert!(serde_json::from_value::<Slug>(json!("-bad")).is_err());
     }
 
     #[test]

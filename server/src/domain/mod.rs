@@ -4,5 +4,7 @@
 pub mod jobs;
 pub mod problems;
 pub mod retry;
+pub mod template;
+pub mod workflow;
 
 pub use problems::Problems;
