@@ -158,6 +158,13 @@ impl Application {
         };
         let app = router(state, settings.max_body_bytes);
         let shutdown = stop.clone();
+        // Pages stream in several writes: without TCP_NODELAY, Nagle's algorithm holds the later
+        // ones until the client's delayed ACK (about 40 ms per page).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
         let server = tokio::spawn(async move {
             axum::serve(
                 listener,
