@@ -3,26 +3,24 @@
 //! they are HTTP calls to `/_sf/...` (kept out of `/api`, which is the REST API's).
 use leptos::prelude::*;
 
-use crate::wire::{Dashboard, JobDetail, JobRun, JobSummary, LaunchOutcome};
+use crate::wire::{Dashboard, JobDetail, JobRun, JobSummary, LaunchOutcome, RunList, RunQuery};
 
 /// What the pages need from the server; implemented by the server's job service.
 #[cfg(feature = "ssr")]
 #[async_trait::async_trait]
 pub trait Backend: Send + Sync {
     async fn job_summaries(&self) -> Result<Vec<JobSummary>, String>;
-    /// Newest runs first, optionally only those with `status`.
-    async fn recent_runs(
-        &self,
-        status: Option<crate::wire::RunStatus>,
-        limit: u64,
-    ) -> Result<Vec<JobRun>, String>;
+    /// Every job's slug, sorted (for the run list's job filter).
+    async fn job_slugs(&self) -> Result<Vec<String>, String>;
+    /// Newest runs first, filtered, one keyset page.
+    async fn list_runs(&self, query: RunQuery) -> Result<RunList, String>;
     async fn get_run(&self, id: &str) -> Result<JobRun, String>;
     async fn run_log(&self, id: &str) -> Result<String, String>;
     async fn cancel_run(&self, id: &str) -> Result<JobRun, String>;
     async fn retry_run(&self, id: &str) -> Result<JobRun, String>;
     async fn job_detail(&self, slug: &str) -> Result<JobDetail, String>;
-    /// Starts a run from the launch form; invalid parameters come back as problems.
     async fn dashboard(&self) -> Result<Dashboard, String>;
+    /// Starts a run from the launch form; invalid parameters come back as problems.
     async fn launch(
         &self,
         slug: &str,
@@ -49,18 +47,40 @@ pub async fn job_summaries() -> Result<Vec<JobSummary>, ServerFnError> {
         .map_err(ServerFnError::new)
 }
 
-#[server(prefix = "/_sf", endpoint = "recent-runs")]
-pub async fn recent_runs(status: Option<String>) -> Result<Vec<JobRun>, ServerFnError> {
-    let status = match status.as_deref().filter(|s| !s.is_empty()) {
+#[server(prefix = "/_sf", endpoint = "job-slugs")]
+pub async fn job_slugs() -> Result<Vec<String>, ServerFnError> {
+    backend()?.0.job_slugs().await.map_err(ServerFnError::new)
+}
+
+/// Runs per page on the list pages.
+pub const RUNS_PER_PAGE: u64 = 25;
+
+/// One page of runs, newest first. Every argument is optional; empty strings mean "any".
+#[server(prefix = "/_sf", endpoint = "runs")]
+pub async fn fetch_runs(
+    status: Option<String>,
+    job: Option<String>,
+    q: Option<String>,
+    cursor: Option<String>,
+) -> Result<RunList, ServerFnError> {
+    let some = |v: Option<String>| v.map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+    let status = match some(status) {
         None => None,
         Some(s) => Some(
-            crate::wire::RunStatus::parse(s)
+            crate::wire::RunStatus::parse(&s)
                 .ok_or_else(|| ServerFnError::new(format!("unknown status {s}")))?,
         ),
     };
+    let query = RunQuery {
+        status,
+        job: some(job),
+        q: some(q),
+        cursor: some(cursor),
+        limit: RUNS_PER_PAGE,
+    };
     backend()?
         .0
-        .recent_runs(status, 50)
+        .list_runs(query)
         .await
         .map_err(ServerFnError::new)
 }

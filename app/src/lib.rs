@@ -1,6 +1,7 @@
 //! The Leptos application (pages and components) and the wire types shared with the server.
 //! Server-only code sits behind the `ssr` feature so the crate also compiles to wasm.
 pub mod data;
+pub mod format;
 pub mod live;
 pub mod pages;
 pub mod schema_form;
@@ -10,7 +11,7 @@ use leptos::prelude::*;
 use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
 use leptos_router::{
     ParamSegment, StaticSegment,
-    components::{Route, Router, Routes},
+    components::{A, Route, Router, Routes},
 };
 
 /// The HTML document around the app, rendered by the server.
@@ -40,13 +41,14 @@ pub fn App() -> impl IntoView {
         <Stylesheet id="switchyard" href="/pkg/switchyard.css"/>
         <Title text="Switchyard"/>
         <Router>
+            <a class="skip-link" href="#main">"Skip to content"</a>
             <header>
                 <nav aria-label="Main">
-                    <a href="/">"Switchyard"</a>
+                    <A href="/" exact=true>"Switchyard"</A>
                     " · "
-                    <a href="/jobs">"Jobs"</a>
+                    <A href="/jobs">"Jobs"</A>
                     " · "
-                    <a href="/runs">"Runs"</a>
+                    <A href="/runs">"Runs"</A>
                     " · "
                     <span class="live-status" aria-live="polite">
                         "live updates: "
@@ -54,7 +56,7 @@ pub fn App() -> impl IntoView {
                     </span>
                 </nav>
             </header>
-            <main>
+            <main id="main" tabindex="-1">
                 <Routes fallback=|| view! { <h1>"Not found"</h1> }.into_view()>
                     <Route path=StaticSegment("") view=HomePage/>
                     <Route path=StaticSegment("jobs") view=pages::JobsPage/>

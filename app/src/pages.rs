@@ -2,13 +2,14 @@
 //! the event stream once hydrated.
 use leptos::prelude::*;
 use leptos_meta::Title;
-use leptos_router::hooks::{use_navigate, use_params_map};
+use leptos_router::hooks::{use_navigate, use_params_map, use_query_map};
 
 use crate::{
     data::{
-        cancel_run, fetch_job_detail, get_run, job_summaries, launch, recent_runs, retry_run,
-        run_log,
+        cancel_run, fetch_job_detail, fetch_runs, get_run, job_slugs, job_summaries, launch,
+        retry_run, run_log,
     },
+    format::{Duration, MaybeWhen, When},
     live::use_live,
     schema_form::SchemaForm,
     wire::{JobType, RunStatus},
@@ -97,55 +98,224 @@ pub fn JobsPage() -> impl IntoView {
     }
 }
 
-/// `/runs`: the newest job runs, filterable by status, live.
+/// A link to a list page with the given query pairs (empty values left out).
+pub fn list_href(base: &str, pairs: &[(&str, String)]) -> String {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs.iter().filter(|(_, v)| !v.is_empty()) {
+        q.append_pair(k, v);
+    }
+    let q = q.finish();
+    if q.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{q}")
+    }
+}
+
+/// The filters a run list keeps in its URL.
+const RUN_FILTERS: [&str; 3] = ["status", "job", "q"];
+
+/// A run list with its filters and keyset paging, all held in the URL's query (`status`,
+/// `job`, `q`, `cursor`), so a filtered page can be linked and reloaded, and works without
+/// JavaScript (the filter form is a plain GET form). The first page stays live; older pages
+/// keep their rows while new runs arrive (the cursor is the last run id shown).
 #[component]
-pub fn RunsPage() -> impl IntoView {
+pub fn RunHistory(
+    /// The page's own path: `/runs` or `/jobs/:slug`.
+    #[prop(into)]
+    base: Signal<String>,
+    /// A fixed job (the job page); without one the list offers a job filter.
+    #[prop(into)]
+    job: Signal<Option<String>>,
+    /// The table's element id; the filter controls' ids start with it.
+    table_id: &'static str,
+) -> impl IntoView {
     let live = use_live();
-    let (status, set_status) = signal(String::new());
+    let query = use_query_map();
+    let param = move |k: &str| query.read().get(k).unwrap_or_default();
     let runs = Resource::new(
-        move || (live.tick.get(), status.get()),
-        |(_, s)| recent_runs(Some(s)),
+        move || {
+            (
+                live.tick.get(),
+                param("status"),
+                job.get().unwrap_or_else(|| param("job")),
+                param("q"),
+                param("cursor"),
+            )
+        },
+        |(_, status, job, q, cursor)| fetch_runs(Some(status), Some(job), Some(q), Some(cursor)),
     );
+    // Only a list without a fixed job offers the job filter.
+    let jobs = Resource::new(
+        move || job.get().is_none(),
+        |wanted| async move {
+            if wanted {
+                job_slugs().await
+            } else {
+                Ok(Vec::new())
+            }
+        },
+    );
+    let navigate = use_navigate();
+    // A changed filter starts again from the newest page.
+    let go = move |key: &str, value: String| {
+        let pairs: Vec<(&str, String)> = RUN_FILTERS
+            .into_iter()
+            .map(|k| (k, if k == key { value.clone() } else { param(k) }))
+            .collect();
+        navigate(
+            &list_href(&base.get_untracked(), &pairs),
+            Default::default(),
+        );
+    };
+    let go_status = go.clone();
+    let go_job = go.clone();
+    let (text, set_text) = signal(String::new());
+    Effect::new(move |_| set_text.set(param("q")));
+    let filtered = move || RUN_FILTERS.iter().any(|k| !param(k).is_empty());
+    let page_link = move |cursor: Option<String>| {
+        let pairs: Vec<(&str, String)> = RUN_FILTERS
+            .into_iter()
+            .map(|k| (k, param(k)))
+            .chain(cursor.map(|c| ("cursor", c)))
+            .collect();
+        list_href(&base.get(), &pairs)
+    };
     view! {
-        <Title text="Runs · Switchyard"/>
-        <h1>"Runs"</h1>
-        <form class="filters" on:submit=|ev| ev.prevent_default()>
+        <form class="filters" role="search" method="get" action=move || base.get()
+            aria-controls=table_id
+            on:submit=move |ev| { ev.prevent_default(); go("q", text.get_untracked()); }>
             <label>"Status "
-                <select id="run-status" on:change=move |ev| set_status.set(event_target_value(&ev))>
-                    <option value="">"all"</option>
-                    {RunStatus::ALL.iter().map(|s| view! { <option value=s.as_str()>{s.as_str()}</option> }).collect_view()}
+                <select id=format!("{table_id}-status") name="status"
+                    on:change=move |ev| go_status("status", event_target_value(&ev))>
+                    <option value="" selected=move || param("status").is_empty()>"all"</option>
+                    {RunStatus::ALL.iter().map(|s| {
+                        let v = s.as_str();
+                        view! { <option value=v selected=move || param("status") == v>{v}</option> }
+                    }).collect_view()}
                 </select>
             </label>
+            {move || job.get().is_none().then(|| {
+                let go_job = go_job.clone();
+                view! {
+                    <Transition>
+                        {move || {
+                            let go_job = go_job.clone();
+                            Suspend::new(async move {
+                                let mut slugs: Vec<String> = jobs.await.unwrap_or_default();
+                                // A filter on a deleted job still shows as selected.
+                                let current = param("job");
+                                if !current.is_empty() && !slugs.contains(&current) {
+                                    slugs.push(current.clone());
+                                }
+                                view! {
+                                    <label>"Job "
+                                        <select id=format!("{table_id}-job") name="job"
+                                            on:change=move |ev| go_job("job", event_target_value(&ev))>
+                                            <option value="" selected=current.is_empty()>"all jobs"</option>
+                                            {slugs.into_iter().map(|slug| {
+                                                let selected = current == slug;
+                                                let label = slug.clone();
+                                                view! { <option value=slug selected=selected>{label}</option> }
+                                            }).collect_view()}
+                                        </select>
+                                    </label>
+                                }
+                            })
+                        }}
+                    </Transition>
+                }
+            })}
+            <label>"Search "
+                <input id=format!("{table_id}-search") type="search" name="q" placeholder="run id, job or error"
+                    prop:value=move || text.get()
+                    on:input=move |ev| set_text.set(event_target_value(&ev))/>
+            </label>
+            " "
+            <button type="submit">"Filter"</button>
         </form>
-        <Legend/>
         <Transition fallback=|| view! { <p>"Loading runs…"</p> }>
             {move || Suspend::new(async move {
                 match runs.await {
-                    Err(e) => view! { <p class="error">"Could not load runs: " {e.to_string()}</p> }.into_any(),
-                    Ok(list) if list.is_empty() => view! { <p class="empty">"No runs yet."</p> }.into_any(),
-                    Ok(list) => view! {
-                        <table id="runs">
-                            <thead><tr><th>"Run"</th><th>"Job"</th><th>"Status"</th><th>"Attempt"</th>
-                                <th>"Created"</th><th>"Duration"</th></tr></thead>
-                            <tbody>
-                                {list.into_iter().map(|r| view! {
-                                    <tr data-run-id=r.id.clone()>
-                                        <td><a href=format!("/runs/jobs/{}", r.id)><code>{r.id.clone()}</code></a></td>
-                                        <td>{r.job_slug.clone()}</td>
-                                        <td><StatusBadge status=r.status/></td>
-                                        <td>{r.attempt} "/" {r.max_attempts}</td>
-                                        <td><time datetime=r.created_at.to_rfc3339() title=r.created_at.to_rfc3339()>
-                                            {r.created_at.format("%Y-%m-%d %H:%M:%S UTC").to_string()}</time></td>
-                                        <td>{r.duration_ms.map(|d| format!("{d} ms")).unwrap_or_else(|| "–".into())}</td>
-                                    </tr>
-                                }).collect_view()}
-                            </tbody>
-                        </table>
+                    Err(e) => view! { <p class="error" role="alert">"Could not load runs: " {e.to_string()}</p> }.into_any(),
+                    Ok(page) if page.runs.is_empty() => view! {
+                        <p class="empty">
+                            {if filtered() { "No runs match these filters. " } else { "No runs yet: start one from a job's page, or with POST /api/jobs/:slug/run. " }}
+                            {filtered().then(|| view! { <a href=base.get()>"Clear the filters"</a> })}
+                        </p>
                     }.into_any(),
+                    Ok(page) => {
+                        let show_job = job.get().is_none();
+                        let shown = page.runs.len();
+                        let older = page.next_cursor.clone().map(|c| page_link(Some(c)));
+                        let newest = (!param("cursor").is_empty()).then(|| page_link(None));
+                        view! {
+                            <table id=table_id>
+                                <caption class="visually-hidden">"Job runs, newest first"</caption>
+                                <thead><tr><th scope="col">"Run"</th>
+                                    {show_job.then(|| view! { <th scope="col">"Job"</th> })}
+                                    <th scope="col">"Status"</th><th scope="col">"Attempt"</th>
+                                    <th scope="col">"Created"</th><th scope="col">"Duration"</th><th scope="col">"Error"</th></tr></thead>
+                                <tbody>
+                                    {page.runs.into_iter().map(|r| view! {
+                                        <tr data-run-id=r.id.clone()>
+                                            <td class="run-id"><a href=format!("/runs/jobs/{}", r.id) title=r.id.clone()><code>{short_id(&r.id)}</code></a></td>
+                                            {show_job.then(|| view! { <td><a href=format!("/jobs/{}", r.job_slug)>{r.job_slug.clone()}</a></td> })}
+                                            <td><StatusBadge status=r.status/></td>
+                                            <td>{r.attempt} "/" {r.max_attempts}</td>
+                                            <td><When t=r.created_at/></td>
+                                            <td><Duration ms=r.duration_ms/></td>
+                                            <td class="error-cell">{r.error_message.clone().unwrap_or_default()}</td>
+                                        </tr>
+                                    }).collect_view()}
+                                </tbody>
+                            </table>
+                            <nav class="pager" aria-label="Pages of runs">
+                                <span class="count">{format!("{shown} of {} run(s)", page.total)}</span>
+                                {newest.map(|h| view! { " " <a class="newest" href=h>"← Newest"</a> })}
+                                {older.map(|h| view! { " " <a class="older" rel="next" href=h>"Older →"</a> })}
+                            </nav>
+                        }.into_any()
+                    }
                 }
             })}
         </Transition>
     }
+}
+
+/// `/runs`: every job run, newest first, with filters and paging, live.
+#[component]
+pub fn RunsPage() -> impl IntoView {
+    view! {
+        <Title text="Runs · Switchyard"/>
+        <h1>"Runs"</h1>
+        <Legend/>
+        <RunHistory base="/runs".to_string() job=None table_id="runs"/>
+    }
+}
+
+/// The distinguishing tail of a run id (UUIDv7 ids share their time prefix), for lists;
+/// the full id is in the link's title and target.
+pub fn short_id(id: &str) -> String {
+    match id.rsplit_once('-') {
+        Some((_, tail)) => format!("…{tail}"),
+        None => id.to_string(),
+    }
+}
+
+/// A retry policy in words.
+fn retry_text(p: &crate::wire::RetryPolicy) -> String {
+    if p.max_attempts <= 1 {
+        return "no retries (1 attempt)".into();
+    }
+    format!(
+        "up to {} attempts, {} backoff from {} up to {}, jitter {}",
+        p.max_attempts,
+        p.strategy,
+        crate::format::duration(p.initial_delay_ms as i64),
+        crate::format::duration(p.max_delay_ms as i64),
+        p.jitter
+    )
 }
 
 fn pretty(v: &Option<serde_json::Value>) -> String {
@@ -184,7 +354,7 @@ pub fn RunPage() -> impl IntoView {
         }
     });
     view! {
-        <Title text="Run · Switchyard"/>
+        <Title text=move || format!("Run {} · Switchyard", id())/>
         <Transition fallback=|| view! { <p>"Loading run…"</p> }>
             {move || Suspend::new(async move {
                 match run.await {
@@ -194,7 +364,7 @@ pub fn RunPage() -> impl IntoView {
                         let rid2 = r.id.clone();
                         let active = !r.status.is_terminal();
                         view! {
-                            <h1>"Run of " <a href="/jobs">{r.job_slug.clone()}</a></h1>
+                            <h1 id="run-title">"Run of " <a href=format!("/jobs/{}", r.job_slug)>{r.job_slug.clone()}</a></h1>
                             <p>"Status: " <span id="run-status"><StatusBadge status=r.status/></span>
                                 " · attempt " <span id="run-attempt">{r.attempt}</span> " of " {r.max_attempts}
                                 " · trigger " {r.trigger.as_str()}</p>
@@ -209,11 +379,13 @@ pub fn RunPage() -> impl IntoView {
                             </p>
                             <dl>
                                 <dt>"Run id"</dt><dd><code>{r.id.clone()}</code></dd>
-                                <dt>"Created"</dt><dd>{r.created_at.to_rfc3339()}</dd>
-                                <dt>"Started"</dt><dd>{r.started_at.map(|t| t.to_rfc3339()).unwrap_or_else(|| "–".into())}</dd>
-                                <dt>"Completed"</dt><dd>{r.completed_at.map(|t| t.to_rfc3339()).unwrap_or_else(|| "–".into())}</dd>
-                                <dt>"Duration"</dt><dd>{r.duration_ms.map(|d| format!("{d} ms")).unwrap_or_else(|| "–".into())}</dd>
-                                <dt>"Timeout"</dt><dd>{r.timeout_ms} " ms"</dd>
+                                <dt>"Job version"</dt><dd>{r.job_version}</dd>
+                                <dt>"Created"</dt><dd><When t=r.created_at/></dd>
+                                <dt>"Scheduled for"</dt><dd><When t=r.scheduled_at/></dd>
+                                <dt>"Started"</dt><dd><MaybeWhen t=r.started_at/></dd>
+                                <dt>"Completed"</dt><dd><MaybeWhen t=r.completed_at/></dd>
+                                <dt>"Duration"</dt><dd><Duration ms=r.duration_ms/></dd>
+                                <dt>"Timeout"</dt><dd><Duration ms=Some(r.timeout_ms)/></dd>
                             </dl>
                             {r.error_message.clone().map(|e| view! { <p id="run-error" class="error" role="alert">"Error: " {e}</p> })}
                             <h2>"Parameters"</h2>
@@ -272,7 +444,7 @@ pub fn JobPage() -> impl IntoView {
     // The form is built once per job (not on every live refresh, which would reset typing).
     let form_job = Resource::new(slug, fetch_job_detail);
     view! {
-        <Title text="Job · Switchyard"/>
+        <Title text=move || format!("{} · Jobs · Switchyard", slug())/>
         <Transition fallback=|| view! { <p>"Loading job…"</p> }>
             {move || Suspend::new(async move {
                 match detail.await {
@@ -285,28 +457,24 @@ pub fn JobPage() -> impl IntoView {
                                 <dt>"Type"</dt><dd>{j.job_type.as_str()}</dd>
                                 <dt>"Entry point"</dt><dd><code>{j.entry_point.clone()}</code></dd>
                                 <dt>"Version"</dt><dd>{j.version}</dd>
-                                <dt>"Timeout"</dt><dd>{j.timeout_ms} " ms"</dd>
-                                <dt>"Retry policy"</dt><dd>{format!("{} attempt(s), {} backoff from {} ms up to {} ms, jitter {}",
-                                    j.retry_policy.max_attempts, j.retry_policy.strategy, j.retry_policy.initial_delay_ms,
-                                    j.retry_policy.max_delay_ms, j.retry_policy.jitter)}</dd>
+                                <dt>"Timeout"</dt><dd><Duration ms=Some(j.timeout_ms)/></dd>
+                                <dt>"Retry policy"</dt><dd id="job-retry">{retry_text(&j.retry_policy)}</dd>
+                                <dt>"Updated"</dt><dd><When t=j.updated_at/></dd>
                             </dl>
                             <h2>"Parameters schema"</h2>
                             <pre id="job-schema">{serde_json::to_string_pretty(&j.parameters_schema).unwrap_or_default()}</pre>
                             <h2>"Versions"</h2>
                             <ul id="job-versions">
-                                {d.versions.iter().map(|v| view! { <li>"v" {v.version} " · " {v.created_at.to_rfc3339()}</li> }).collect_view()}
-                            </ul>
-                            <h2>"Recent runs"</h2>
-                            <ul id="job-runs">
-                                {d.runs.iter().map(|r| view! {
-                                    <li><a href=format!("/runs/jobs/{}", r.id)><code>{r.id.clone()}</code></a> " " <StatusBadge status=r.status/></li>
-                                }).collect_view()}
+                                {d.versions.iter().map(|v| view! { <li>"v" {v.version} " · " <When t=v.created_at/></li> }).collect_view()}
                             </ul>
                         }.into_any()
                     }
                 }
             })}
         </Transition>
+        <h2 id="history-title">"Run history"</h2>
+        <RunHistory base=Signal::derive(move || format!("/jobs/{}", slug()))
+            job=Signal::derive(move || Some(slug())) table_id="job-runs"/>
         <h2>"Run"</h2>
         <Transition fallback=|| view! { <p>"Loading form…"</p> }>
             {move || Suspend::new(async move {

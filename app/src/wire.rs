@@ -226,13 +226,12 @@ pub struct JobSummary {
     pub run_count: u64,
 }
 
-/// `/jobs/:slug` page data: the definition, its versions and recent runs.
+/// `/jobs/:slug` page data: the definition and its versions (its runs are paged separately).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct JobDetail {
     pub job: JobDefinition,
     pub versions: Vec<JobDefinitionVersion>,
-    pub runs: Vec<JobRun>,
 }
 
 /// What a launch from the form produced: the run, or every problem with its pointer.
@@ -258,4 +257,28 @@ pub struct Dashboard {
     /// 24 hourly buckets, oldest first: start of the hour and runs created in it, by status.
     pub hourly: Vec<HourBucket>,
     pub latest_failures: Vec<JobRun>,
+}
+
+/// Which runs a list page shows: the page's filters and its keyset cursor.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunQuery {
+    pub status: Option<RunStatus>,
+    /// A job slug.
+    pub job: Option<String>,
+    /// Text searched in the run id, job slug and error message.
+    pub q: Option<String>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    pub limit: u64,
+}
+
+/// A page of runs for the list pages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunList {
+    pub runs: Vec<JobRun>,
+    /// Runs matching the filters, over all pages.
+    pub total: u64,
+    pub next_cursor: Option<String>,
 }

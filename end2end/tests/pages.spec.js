@@ -51,9 +51,9 @@ test('a run started through the API appears in the open run list and turns succe
   await expect(row).toBeVisible({ timeout: 15000 });
   await expect(row.locator('.badge')).toHaveText('running', { timeout: 15000 });
   await expect(row.locator('.badge')).toHaveText('succeeded', { timeout: 15000 });
-  await page.selectOption('#run-status', 'failed');
+  await page.selectOption('#runs-status', 'failed');
   await expect(row).toHaveCount(0);
-  await page.selectOption('#run-status', 'succeeded');
+  await page.selectOption('#runs-status', 'succeeded');
   await expect(row).toBeVisible();
   await page.screenshot({ path: 'test-results/runs.png', fullPage: true });
   expect(errors).toEqual([]);

@@ -4,6 +4,7 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261123_000001_jobs_foundation;
+mod m20261123_000002_run_list_indexes;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -11,6 +12,9 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261123_000001_jobs_foundation::Migration)]
+        vec![
+            Box::new(m20261123_000001_jobs_foundation::Migration),
+            Box::new(m20261123_000002_run_list_indexes::Migration),
+        ]
     }
 }

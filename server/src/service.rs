@@ -202,37 +202,77 @@ impl JobService {
         Ok(())
     }
 
-    /// Every job with its last run status and success rate (finished runs that succeeded).
+    /// Every job with its last run status and success rate (finished runs that succeeded),
+    /// from one grouped query over the runs.
     pub async fn job_summaries(&self) -> ServiceResult<Vec<app::wire::JobSummary>> {
-        let counts = self.store.run_counts_by_job().await?;
+        use app::wire::RunStatus;
+        let stats = self.store.run_stats_by_job().await?;
         let mut out = Vec::new();
         for job in self.store.list_jobs().await? {
-            let mine = counts.iter().filter(|(id, _, _)| *id == job.id);
             let (mut total, mut finished, mut succeeded) = (0u64, 0u64, 0u64);
-            for (_, status, n) in mine {
-                let n = (*n).max(0) as u64;
-                total += n;
-                if status.is_terminal() {
-                    finished += n;
+            let mut last: Option<(&str, RunStatus)> = None;
+            for st in stats.iter().filter(|st| st.job_definition_id == job.id) {
+                total += st.count;
+                if st.status.is_terminal() {
+                    finished += st.count;
                 }
-                if *status == app::wire::RunStatus::Succeeded {
-                    succeeded += n;
+                if st.status == RunStatus::Succeeded {
+                    succeeded += st.count;
+                }
+                if last.is_none_or(|(id, _)| st.newest_run_id.as_str() > id) {
+                    last = Some((&st.newest_run_id, st.status));
                 }
             }
-            let last_run_status = self
-                .store
-                .recent_runs(&job.id, 1)
-                .await?
-                .first()
-                .map(|r| r.status);
             out.push(app::wire::JobSummary {
                 job,
-                last_run_status,
+                last_run_status: last.map(|(_, status)| status),
                 success_rate: (finished > 0).then(|| succeeded as f64 / finished as f64),
                 run_count: total,
             });
         }
         Ok(out)
+    }
+
+    /// The dashboard: runs of the last 24 hours by status and by hour (counted by the
+    /// database), and the latest failures.
+    pub async fn dashboard(&self) -> ServiceResult<app::wire::Dashboard> {
+        use app::wire::RunStatus;
+        use chrono::{DurationRound, TimeDelta};
+        let now = Utc::now();
+        let first_hour = (now - TimeDelta::hours(23))
+            .duration_trunc(TimeDelta::hours(1))
+            .unwrap_or(now);
+        let slot = |status: RunStatus| RunStatus::ALL.iter().position(|x| *x == status);
+        let mut counts = vec![0u64; RunStatus::ALL.len()];
+        let mut hourly = vec![vec![0u64; RunStatus::ALL.len()]; 24];
+        for (hour, status, n) in self.store.hourly_counts(first_hour).await? {
+            let (Some(s), h) = (slot(status), (hour - first_hour).num_hours()) else {
+                continue;
+            };
+            counts[s] += n;
+            hourly[h.clamp(0, 23) as usize][s] += n;
+        }
+        let by_status = |c: &[u64]| {
+            RunStatus::ALL
+                .iter()
+                .copied()
+                .zip(c.iter().copied())
+                .collect::<Vec<_>>()
+        };
+        let failures = RunFilter {
+            statuses: vec![RunStatus::Failed, RunStatus::Expired],
+            limit: 5,
+            ..Default::default()
+        };
+        Ok(app::wire::Dashboard {
+            counts: by_status(&counts),
+            hourly: hourly
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (first_hour + TimeDelta::hours(i as i64), by_status(c)))
+                .collect(),
+            latest_failures: self.store.list_runs(&failures).await?.runs,
+        })
     }
 
     /// Starts a run. Returns the run and whether it is new (false: idempotent replay).
@@ -520,21 +560,34 @@ impl app::data::Backend for JobService {
             .map_err(|e| e.to_string())
     }
 
-    async fn recent_runs(
-        &self,
-        status: Option<app::wire::RunStatus>,
-        limit: u64,
-    ) -> Result<Vec<JobRun>, String> {
+    async fn job_slugs(&self) -> Result<Vec<String>, String> {
+        let mut slugs: Vec<String> = self
+            .list_jobs()
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|j| j.slug)
+            .collect();
+        slugs.sort();
+        Ok(slugs)
+    }
+
+    async fn list_runs(&self, q: app::wire::RunQuery) -> Result<app::wire::RunList, String> {
         let filter = RunFilter {
-            statuses: status.into_iter().collect(),
-            limit,
+            statuses: q.status.into_iter().collect(),
+            q: q.q,
+            cursor: q.cursor,
+            limit: q.limit.clamp(1, 100),
             ..Default::default()
         };
-        self.store
-            .list_runs(&filter)
+        let page = JobService::list_runs(self, q.job.as_deref(), filter)
             .await
-            .map(|p| p.runs)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        Ok(app::wire::RunList {
+            runs: page.runs,
+            total: page.total,
+            next_cursor: page.next_cursor,
+        })
     }
 
     async fn get_run(&self, id: &str) -> Result<JobRun, String> {
@@ -568,16 +621,7 @@ impl app::data::Backend for JobService {
             .job_versions(&job.slug)
             .await
             .map_err(|e| e.to_string())?;
-        let runs = self
-            .store
-            .recent_runs(&job.id, 20)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(app::wire::JobDetail {
-            job,
-            versions,
-            runs,
-        })
+        Ok(app::wire::JobDetail { job, versions })
     }
 
     async fn launch(
@@ -602,53 +646,6 @@ impl app::data::Backend for JobService {
     }
 
     async fn dashboard(&self) -> Result<app::wire::Dashboard, String> {
-        use app::wire::RunStatus;
-        use chrono::{DurationRound, TimeDelta};
-        let now = Utc::now();
-        let first_hour = (now - TimeDelta::hours(23))
-            .duration_trunc(TimeDelta::hours(1))
-            .map_err(|e| e.to_string())?;
-        let rows = self
-            .store
-            .runs_since(first_hour)
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut counts = vec![0u64; RunStatus::ALL.len()];
-        let mut hourly = vec![vec![0u64; RunStatus::ALL.len()]; 24];
-        for (status, created) in rows {
-            let s = RunStatus::ALL
-                .iter()
-                .position(|x| *x == status)
-                .unwrap_or(0);
-            counts[s] += 1;
-            let h = ((created - first_hour).num_hours().clamp(0, 23)) as usize;
-            hourly[h][s] += 1;
-        }
-        let by_status = |c: &[u64]| {
-            RunStatus::ALL
-                .iter()
-                .copied()
-                .zip(c.iter().copied())
-                .collect::<Vec<_>>()
-        };
-        let failures = RunFilter {
-            statuses: vec![RunStatus::Failed, RunStatus::Expired],
-            limit: 5,
-            ..Default::default()
-        };
-        Ok(app::wire::Dashboard {
-            counts: by_status(&counts),
-            hourly: hourly
-                .iter()
-                .enumerate()
-                .map(|(i, c)| (first_hour + TimeDelta::hours(i as i64), by_status(c)))
-                .collect(),
-            latest_failures: self
-                .store
-                .list_runs(&failures)
-                .await
-                .map_err(|e| e.to_string())?
-                .runs,
-        })
+        JobService::dashboard(self).await.map_err(|e| e.to_string())
     }
 }

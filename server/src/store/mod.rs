@@ -8,8 +8,8 @@ use app::wire::{JobDefinition, JobDefinitionVersion, JobRun, RetryPolicy, RunSta
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, Condition, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    ColumnTrait, Condition, DbErr, EntityTrait, FromQueryResult, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect,
     sea_query::{Expr, LikeExpr},
 };
 use serde_json::Value;
@@ -45,6 +45,15 @@ pub struct ClaimedRun {
     pub run: JobRun,
     pub entry_point: String,
     pub retry_policy: RetryPolicy,
+}
+
+/// Run statistics of one job in one status.
+#[derive(Debug, Clone)]
+pub struct RunStats {
+    pub job_definition_id: String,
+    pub status: RunStatus,
+    pub count: u64,
+    pub newest_run_id: String,
 }
 
 /// A stored event.
@@ -338,6 +347,75 @@ impl Store {
         }
     }
 
+    /// Stores `count` finished runs of `definition`, created evenly over `span` before `now`
+    /// with ids in creation order, in multi-row inserts: the history a long-lived installation
+    /// has, for the list-page benchmark. Statuses: 85% succeeded, 10% failed, 3% canceled,
+    /// 2% expired.
+    pub async fn seed_finished_runs(
+        &self,
+        definition: &JobDefinition,
+        count: u64,
+        now: DateTime<Utc>,
+        span: chrono::TimeDelta,
+    ) -> StoreResult<()> {
+        let step_ms = (span.num_milliseconds() / count.max(1) as i64).max(1);
+        let mut batch = Vec::new();
+        for i in 0..count {
+            let created = now - chrono::TimeDelta::milliseconds(step_ms * (count - i) as i64);
+            let ts = uuid::Timestamp::from_unix(
+                uuid::NoContext,
+                created.timestamp() as u64,
+                created.timestamp_subsec_nanos(),
+            );
+            let (status, error) = match i % 100 {
+                0..=84 => (RunStatus::Succeeded, None),
+                85..=94 => (RunStatus::Failed, Some(format!("seeded failure {i}"))),
+                95..=97 => (
+                    RunStatus::Canceled,
+                    Some("canceled by operator".to_string()),
+                ),
+                _ => (RunStatus::Expired, Some("timed out".to_string())),
+            };
+            let model = job_run::Model {
+                id: uuid::Uuid::new_v7(ts).to_string(),
+                job_definition_id: definition.id.clone(),
+                job_slug: definition.slug.clone(),
+                job_version: definition.version,
+                entry_point: definition.entry_point.clone(),
+                status: status.as_str().to_string(),
+                parameters: serde_json::json!({"i": i}),
+                result: (status == RunStatus::Succeeded).then(|| serde_json::json!({"ok": true})),
+                error_message: error,
+                metrics: None,
+                context: None,
+                timeout_ms: definition.timeout_ms,
+                attempt: 1,
+                max_attempts: 1,
+                retry_policy: serde_json::to_value(&definition.retry_policy).unwrap_or(Value::Null),
+                trigger: Trigger::Manual.as_str().to_string(),
+                workflow_run_id: None,
+                workflow_step_id: None,
+                idempotency_key: None,
+                duration_ms: Some(12),
+                scheduled_at: created,
+                started_at: Some(created),
+                completed_at: Some(created + chrono::TimeDelta::milliseconds(12)),
+                created_at: created,
+                updated_at: created,
+                lease_owner: None,
+                lease_expires_at: None,
+                dispatched_at: Some(created),
+            };
+            batch.push(job_run::ActiveModel::from(model));
+            if batch.len() == 500 || i + 1 == count {
+                job_run::Entity::insert_many(std::mem::take(&mut batch))
+                    .exec_without_returning(self.conn())
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
     async fn find_by_idempotency_key(
         &self,
         job_definition_id: &str,
@@ -438,13 +516,16 @@ impl Store {
             .collect())
     }
 
-    /// Run counts per (job definition id, status), over all runs.
-    pub async fn run_counts_by_job(&self) -> StoreResult<Vec<(String, RunStatus, i64)>> {
+    /// Per (job definition id, status): the number of runs and the newest run id. The status
+    /// whose newest id is the greatest is the job's last run status. One grouped query,
+    /// answered from `idx_job_runs_definition_status_id`.
+    pub async fn run_stats_by_job(&self) -> StoreResult<Vec<RunStats>> {
         #[derive(sea_orm::FromQueryResult)]
         struct Row {
             job_definition_id: String,
             status: String,
             n: i64,
+            newest: String,
         }
         let rows = job_run::Entity::find()
             .select_only()
@@ -456,6 +537,12 @@ impl Store {
                 ))),
                 "n",
             )
+            .column_as(
+                Expr::expr(sea_orm::sea_query::Func::max(Expr::col(
+                    job_run::Column::Id,
+                ))),
+                "newest",
+            )
             .group_by(job_run::Column::JobDefinitionId)
             .group_by(job_run::Column::Status)
             .into_model::<Row>()
@@ -463,31 +550,53 @@ impl Store {
             .await?;
         Ok(rows
             .into_iter()
-            .map(|r| (r.job_definition_id, status_of(&r.status), r.n))
+            .map(|r| RunStats {
+                job_definition_id: r.job_definition_id,
+                status: status_of(&r.status),
+                count: r.n.max(0) as u64,
+                newest_run_id: r.newest,
+            })
             .collect())
     }
 
-    /// (status, created at) of every run created since `since`, for the dashboard.
-    pub async fn runs_since(
+    /// Runs created since `since`, counted per (UTC hour, status) by the database.
+    pub async fn hourly_counts(
         &self,
         since: DateTime<Utc>,
-    ) -> StoreResult<Vec<(RunStatus, DateTime<Utc>)>> {
+    ) -> StoreResult<Vec<(DateTime<Utc>, RunStatus, u64)>> {
         #[derive(sea_orm::FromQueryResult)]
         struct Row {
+            hour: String,
             status: String,
-            created_at: DateTime<Utc>,
+            n: i64,
         }
-        let rows = job_run::Entity::find()
-            .select_only()
-            .column(job_run::Column::Status)
-            .column(job_run::Column::CreatedAt)
-            .filter(job_run::Column::CreatedAt.gte(since))
-            .into_model::<Row>()
-            .all(self.conn())
-            .await?;
+        // SQLite keeps times as RFC 3339 text ("2026-11-23T06:..."): the first 13 characters
+        // are the hour. PostgreSQL formats its timestamptz the same way.
+        let (backend, sql) = if self.db.is_postgres() {
+            (
+                sea_orm::DatabaseBackend::Postgres,
+                "SELECT to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24') AS hour, status, \
+                 COUNT(*) AS n FROM job_runs WHERE created_at >= $1 GROUP BY 1, 2",
+            )
+        } else {
+            (
+                sea_orm::DatabaseBackend::Sqlite,
+                "SELECT substr(created_at, 1, 13) AS hour, status, COUNT(*) AS n \
+                 FROM job_runs WHERE created_at >= ? GROUP BY 1, 2",
+            )
+        };
+        let stmt = sea_orm::Statement::from_sql_and_values(backend, sql, [since.into()]);
+        let rows = Row::find_by_statement(stmt).all(self.conn()).await?;
         Ok(rows
             .into_iter()
-            .map(|r| (status_of(&r.status), r.created_at))
+            .filter_map(|r| {
+                let hour = chrono::NaiveDateTime::parse_from_str(
+                    &format!("{}:00:00", r.hour.replacen(' ', "T", 1)),
+                    "%Y-%m-%dT%H:%M:%S",
+                )
+                .ok()?;
+                Some((hour.and_utc(), status_of(&r.status), r.n.max(0) as u64))
+            })
             .collect())
     }
 

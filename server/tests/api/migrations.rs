@@ -39,7 +39,15 @@ async fn migrations_go_up_down_and_up_again() {
         "{status}"
     );
     assert!(!status.contains("pending"), "{status}");
+    // One step back undoes only the newest migration.
     migrate(&db, &["down", "--steps", "1"]);
+    let status = migrate(&db, &["status"]);
+    assert!(
+        status.contains("applied  m20261123_000001_jobs_foundation")
+            && status.contains("pending  m20261123_000002_run_list_indexes"),
+        "{status}"
+    );
+    migrate(&db, &["down"]);
     let status = migrate(&db, &["status"]);
     assert!(
         status.contains("pending  m20261123_000001_jobs_foundation"),

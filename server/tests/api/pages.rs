@@ -93,3 +93,146 @@ async fn page_data_comes_from_the_service_on_both_databases() {
         .unwrap();
     assert!(run_page.contains("nope"), "the run page shows the error");
 }
+
+/// The run lists of `/runs` and `/jobs/:slug`: filters by status, job and text, keyset pages
+/// that stay put while new runs arrive, and server-rendered pages that work from the URL alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_lists_filter_and_page_on_both_databases() {
+    let app = spawn_app().await;
+    app.job("list-ok", "builtin:noop", json!({})).await;
+    app.job("list-bad", "builtin:fail", json!({})).await;
+    let mut ok = Vec::new();
+    for i in 0..30 {
+        ok.push(app.run("list-ok", json!({"parameters": {"i": i}})).await);
+    }
+    let bad = app
+        .run(
+            "list-bad",
+            json!({"parameters": {"message": "tape jammed"}}),
+        )
+        .await;
+    for r in ok.iter().chain([&bad]) {
+        app.wait_terminal(r["id"].as_str().unwrap()).await;
+    }
+    let runs = |form: &'static str| {
+        let client = app.client.clone();
+        let url = app.url("/_sf/runs");
+        async move {
+            let res = client
+                .post(url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(form.to_string())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200, "{form}");
+            res.json::<Value>().await.unwrap()
+        }
+    };
+    let ids = |page: &Value| -> Vec<String> {
+        page["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+
+    // Status, job and text filters.
+    let failed = runs("status=failed").await;
+    assert_eq!(ids(&failed), [bad["id"].as_str().unwrap()], "{failed}");
+    assert_eq!(failed["total"], 1);
+    let by_job = runs("job=list-ok").await;
+    assert_eq!(by_job["total"], 30);
+    assert!(
+        by_job["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["jobSlug"] == "list-ok")
+    );
+    let by_text = runs("q=TAPE+JAM").await;
+    assert_eq!(
+        ids(&by_text),
+        [bad["id"].as_str().unwrap()],
+        "search is case-insensitive"
+    );
+    assert_eq!(
+        runs("q=50%25").await["total"],
+        0,
+        "LIKE wildcards are literal"
+    );
+
+    // Keyset pages: 25 newest, then the rest; a run arriving meanwhile does not shift page 2.
+    let first = runs("").await;
+    assert_eq!(first["runs"].as_array().unwrap().len(), 25);
+    assert_eq!(first["total"], 31);
+    let cursor = first["nextCursor"].as_str().unwrap().to_string();
+    let late = app.run("list-ok", json!({})).await;
+    let second = {
+        let res = app
+            .client
+            .post(app.url("/_sf/runs"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("cursor={cursor}"))
+            .send()
+            .await
+            .unwrap();
+        res.json::<Value>().await.unwrap()
+    };
+    let all_before: Vec<String> = ok
+        .iter()
+        .chain([&bad])
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .rev()
+        .collect();
+    let mut seen = ids(&first);
+    seen.extend(ids(&second));
+    assert_eq!(
+        seen, all_before,
+        "two pages hold every earlier run once, newest first"
+    );
+    assert!(second["nextCursor"].is_null());
+    assert!(!seen.contains(&late["id"].as_str().unwrap().to_string()));
+
+    // The same lists rendered on the server from the URL (no JavaScript needed).
+    let html = app.get("/runs?status=failed").await.text().await.unwrap();
+    assert!(
+        html.contains(bad["id"].as_str().unwrap()),
+        "filtered page shows the failure"
+    );
+    assert!(
+        !html.contains(ok[0]["id"].as_str().unwrap()),
+        "and nothing else"
+    );
+    assert!(html.contains("tape jammed"), "with its error");
+    let html = app
+        .get(&format!("/runs?cursor={cursor}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains(ok[0]["id"].as_str().unwrap()),
+        "page 2 holds the oldest run"
+    );
+    assert!(html.contains("← Newest"), "with a way back");
+    let html = app
+        .get("/jobs/list-ok?status=succeeded")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains("id=\"job-runs\""),
+        "the job page has its run history"
+    );
+    assert!(html.contains("Older →"), "paged: 31 runs > 25 per page");
+    assert!(
+        !html.contains(bad["id"].as_str().unwrap()),
+        "only this job's runs"
+    );
+    let res = app.get("/runs?status=bogus").await;
+    assert_eq!(res.status(), 200);
+    assert!(res.text().await.unwrap().contains("unknown status bogus"));
+}
