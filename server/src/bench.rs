@@ -67,6 +67,9 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 async fn bench_one(label: &str, settings: Settings, args: &BenchArgs) -> anyhow::Result<()> {
+    if let Some(stored) = args.pages {
+        return bench_pages(label, settings, stored).await;
+    }
     let app = Application::build(settings).await?;
     let base = format!("http://{}", app.address());
     let stop = app.stop_token();
@@ -209,4 +212,134 @@ async fn latencies(client: &reqwest::Client, base: &str, n: usize) -> anyhow::Re
     out.truncate(n);
     out.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     Ok(out)
+}
+
+/// The list pages with `stored` finished runs in the database: medians and p95 of the REST run
+/// lists (first page, filtered, searched, deep keyset page), the pages' server functions and
+/// the server-rendered pages.
+async fn bench_pages(label: &str, mut settings: Settings, stored: u64) -> anyhow::Result<()> {
+    settings.worker.workers = 0;
+    let (data_dir, url) = (settings.data_dir.clone(), settings.database_url.clone());
+    let app = Application::build(settings).await?;
+    let base = format!("http://{}", app.address());
+    let stop = app.stop_token();
+    let server = tokio::spawn(app.run_until_stopped());
+    let client = reqwest::Client::new();
+    let store =
+        crate::store::Store::new(crate::db::Database::connect(&data_dir, url.as_deref()).await?);
+
+    let jobs = 20u64;
+    let seeding = Instant::now();
+    let now = chrono::Utc::now();
+    for j in 0..jobs {
+        let slug = format!("bench-job-{j:02}");
+        let res = client
+            .post(format!("{base}/api/jobs"))
+            .json(&json!({"slug": slug, "name": format!("Bench job {j}"), "entryPoint": "builtin:noop"}))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            res.status().is_success(),
+            "creating {slug}: {}",
+            res.status()
+        );
+        let def = store.get_job(&slug).await?.context("bench job stored")?;
+        store
+            .seed_finished_runs(&def, stored / jobs, now, chrono::TimeDelta::days(7))
+            .await?;
+    }
+    println!(
+        "bench {label} pages: stored {} runs in {:.1}s",
+        stored / jobs * jobs,
+        seeding.elapsed().as_secs_f64()
+    );
+    // A cursor half-way down the newest-first list.
+    let mut deep: Option<String> = None;
+    for _ in 0..20 {
+        let mut url = format!("{base}/api/job-runs?limit=100");
+        if let Some(c) = &deep {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let v: Value = client.get(url).send().await?.json().await?;
+        deep = v
+            .pointer("/meta/nextCursor")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+    }
+    let deep = deep.context("a deep cursor")?;
+    let sf = |endpoint: &str, form: &str| (format!("{base}/_sf/{endpoint}"), form.to_string());
+    let gets = [
+        ("REST first page", format!("{base}/api/job-runs?limit=25")),
+        (
+            "REST status=expired",
+            format!("{base}/api/job-runs?limit=25&status=expired"),
+        ),
+        (
+            "REST job filter",
+            format!("{base}/api/jobs/bench-job-07/runs?limit=25"),
+        ),
+        (
+            "REST search",
+            format!("{base}/api/job-runs?limit=25&q=failure%2012345"),
+        ),
+        (
+            "REST page 21 (cursor)",
+            format!("{base}/api/job-runs?limit=25&cursor={deep}"),
+        ),
+        ("page /runs", format!("{base}/runs")),
+        (
+            "page /runs?status=failed",
+            format!("{base}/runs?status=failed"),
+        ),
+        ("page /jobs", format!("{base}/jobs")),
+        ("page /jobs/:slug", format!("{base}/jobs/bench-job-03")),
+        ("page / (dashboard)", format!("{base}/")),
+    ];
+    let posts = [
+        ("fn job-summaries", sf("job-summaries", "")),
+        ("fn dashboard", sf("dashboard", "")),
+        (
+            "fn runs (job+status)",
+            sf("runs", "job=bench-job-05&status=canceled"),
+        ),
+    ];
+    let rounds = 15;
+    let measure = |name: &str, mut times: Vec<f64>| {
+        times.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+        println!(
+            "bench {label} pages: {name:<26} p50 {:>7.1} ms  p95 {:>7.1} ms",
+            percentile(&times, 0.5),
+            percentile(&times, 0.95)
+        );
+    };
+    for (name, url) in &gets {
+        let mut times = Vec::new();
+        for _ in 0..rounds {
+            let t = Instant::now();
+            let res = client.get(url).send().await?;
+            anyhow::ensure!(res.status().is_success(), "{name}: {}", res.status());
+            res.bytes().await?;
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        measure(name, times);
+    }
+    for (name, (url, form)) in &posts {
+        let mut times = Vec::new();
+        for _ in 0..rounds {
+            let t = Instant::now();
+            let res = client
+                .post(url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(form.clone())
+                .send()
+                .await?;
+            anyhow::ensure!(res.status().is_success(), "{name}: {}", res.status());
+            res.bytes().await?;
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        measure(name, times);
+    }
+    stop.cancel();
+    let _ = server.await;
+    Ok(())
 }

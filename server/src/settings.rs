@@ -161,6 +161,10 @@ pub struct BenchArgs {
     /// Concurrent HTTP clients pushing runs.
     #[arg(long, default_value_t = 16)]
     pub clients: usize,
+    /// Measure the list pages instead: store this many finished runs (20 jobs, 7 days of
+    /// history), then time the run lists, the job catalog, the dashboard and the rendered pages.
+    #[arg(long)]
+    pub pages: Option<u64>,
 }
 
 /// Everything `Application::build` needs (the `serve` command, or a test).
