@@ -24,7 +24,8 @@ pub struct RunTask {
 #[derive(Clone)]
 pub enum Queue {
     Sqlite(SqliteStorage<RunTask>),
-    Postgres(PostgresStorage<RunTask>),
+    /// The pool is the storage's own: pushes go straight to apalis' insert (see `push`).
+    Postgres(PostgresStorage<RunTask>, sqlx::PgPool),
 }
 
 impl Queue {
@@ -39,7 +40,10 @@ impl Queue {
                         .batch_size(50)
                         .heartbeat_interval(heartbeat)
                         .missed_heartbeats(3)
-                        .persist_results(false),
+                        .persist_results(false)
+                        // Our conditional claims already keep an attempt to one worker; apalis' own
+                        // lock would cost every task another UPDATE and transaction.
+                        .lock_tasks(false),
                 ),
             ),
             Pool::Postgres(pool) => Queue::Postgres(
@@ -49,8 +53,12 @@ impl Queue {
                         .batch_size(50)
                         .heartbeat_interval(heartbeat)
                         .missed_heartbeats(3)
-                        .persist_results(false),
+                        .persist_results(false)
+                        // Our conditional claims already keep an attempt to one worker; apalis' own
+                        // lock would cost every task another UPDATE and transaction.
+                        .lock_tasks(false),
                 ),
+                pool.clone(),
             ),
         }
     }
@@ -73,7 +81,14 @@ impl Queue {
         let task = builder.build();
         match self {
             Queue::Sqlite(s) => s.clone().push_task(task).await?,
-            Queue::Postgres(s) => s.clone().push_task(task).await?,
+            // apalis' own push wraps its one INSERT in BEGIN/COMMIT: two more round trips per
+            // run, and a transaction held open while this process is busy. The same INSERT on
+            // its own commits alone.
+            Queue::Postgres(_, pool) => {
+                let task = task.try_map_args(|args| serde_json::to_vec(&args))?;
+                let mut conn = pool.acquire().await?;
+                apalis_postgres::queries::push_tasks(&mut *conn, RUN_QUEUE, vec![task]).await?;
+            }
         }
         Ok(())
     }

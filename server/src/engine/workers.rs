@@ -85,7 +85,7 @@ async fn run_one(engine: &Engine, name: &str, stop: CancellationToken) -> Result
                 .run_until(signal)
                 .await
         }
-        Queue::Postgres(storage) => {
+        Queue::Postgres(storage, _) => {
             WorkerBuilder::new(name)
                 .backend(storage.poll_with_strategy(strategy))
                 .data(engine.clone())
