@@ -53,7 +53,16 @@ pub struct JobService {
     engine: Option<Engine>,
     /// Compiled parameter schemas by definition id, valid while `updatedAt` is unchanged.
     validators: Arc<std::sync::Mutex<ValidatorCache>>,
+    /// Definitions as starting a run reads them, by slug (see `definition_for_run`).
+    definitions: Arc<std::sync::Mutex<DefinitionCache>>,
 }
+
+/// How long a cached definition is used without asking the database again. Changes made
+/// through any process also evict it at once, through `job.definition.updated` events; this
+/// bounds staleness should such an event arrive late.
+const DEFINITION_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+type DefinitionCache = std::collections::HashMap<String, (std::time::Instant, JobDefinition)>;
 
 type ValidatorCache =
     std::collections::HashMap<String, (chrono::DateTime<Utc>, Arc<jsonschema::Validator>)>;
@@ -71,6 +80,36 @@ impl JobService {
         registry: Arc<Registry>,
         engine: Option<Engine>,
     ) -> Self {
+        let definitions = Arc::new(std::sync::Mutex::new(DefinitionCache::new()));
+        // Definitions changed by any process (their events reach every process) leave the cache.
+        let mut events = bus.subscribe();
+        let evict = definitions.clone();
+        tokio::spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(ev) if ev.event_type == "job.definition.updated" => {
+                        let slug = ev.payload.pointer("/job/slug").and_then(Value::as_str);
+                        if let Ok(mut cache) = evict.lock() {
+                            match slug {
+                                Some(slug) => cache.remove(slug),
+                                None => {
+                                    cache.clear();
+                                    None
+                                }
+                            };
+                        }
+                    }
+                    Ok(_) => {}
+                    // Missed events: forget everything rather than guess.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        if let Ok(mut cache) = evict.lock() {
+                            cache.clear();
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
         JobService {
             store,
             bus,
@@ -79,6 +118,7 @@ impl JobService {
             registry,
             engine,
             validators: Default::default(),
+            definitions,
         }
     }
 
@@ -135,6 +175,7 @@ impl JobService {
             .store
             .save_job(&spec, existing.as_ref(), Utc::now())
             .await?;
+        self.evict_definition(&saved.slug);
         self.bus
             .publish("job.definition.updated", json!({"job": saved}))
             .await;
@@ -177,6 +218,7 @@ impl JobService {
             .store
             .save_job(&spec, Some(&current), Utc::now())
             .await?;
+        self.evict_definition(&saved.slug);
         self.bus
             .publish("job.definition.updated", json!({"job": saved}))
             .await;
@@ -193,6 +235,7 @@ impl JobService {
             )));
         }
         self.store.delete_job(&job.id, &job.slug).await?;
+        self.evict_definition(&job.slug);
         self.bus
             .publish(
                 "job.definition.updated",
@@ -282,7 +325,7 @@ impl JobService {
         body: &Value,
         idempotency_header: Option<&str>,
     ) -> ServiceResult<(JobRun, bool)> {
-        let job = self.get_job(slug).await?;
+        let job = self.definition_for_run(slug).await?;
         let req =
             parse_run_request(body, idempotency_header).map_err(ServiceError::InvalidRequest)?;
         let parameters = merge_parameters(&job.default_parameters, &req.parameters);
@@ -316,6 +359,29 @@ impl JobService {
     }
 
     /// The compiled parameter schema of `job`, compiled at most once per definition version.
+    /// The definition a new run uses: from the cache when it is fresh, else from the database.
+    /// Starting runs is the hot path; a definition changes rarely, and every change evicts it.
+    async fn definition_for_run(&self, slug: &str) -> ServiceResult<JobDefinition> {
+        if let Ok(cache) = self.definitions.lock()
+            && let Some((at, job)) = cache.get(slug)
+            && at.elapsed() < DEFINITION_TTL
+        {
+            return Ok(job.clone());
+        }
+        let job = self.get_job(slug).await?;
+        if let Ok(mut cache) = self.definitions.lock() {
+            cache.insert(job.slug.clone(), (std::time::Instant::now(), job.clone()));
+        }
+        Ok(job)
+    }
+
+    /// Forgets a cached definition at once (a change made by this process).
+    fn evict_definition(&self, slug: &str) {
+        if let Ok(mut cache) = self.definitions.lock() {
+            cache.remove(slug);
+        }
+    }
+
     fn validator(&self, job: &JobDefinition) -> Result<Arc<jsonschema::Validator>, String> {
         if let Ok(cache) = self.validators.lock()
             && let Some((updated_at, v)) = cache.get(&job.id)

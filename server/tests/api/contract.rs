@@ -507,25 +507,34 @@ async fn versions_replace_and_conflict() {
     assert_eq!(status, 200, "{v2}");
     assert_eq!(v2["data"]["version"], 2);
     assert_eq!(v2["data"]["id"], id.as_str());
+    // A run started right after a change uses the new version (definitions are cached for
+    // starting runs, and a change evicts them at once).
+    let run_v1 = app.run("versioned", json!({})).await;
+    assert_eq!(run_v1["jobVersion"], 2);
+    let (status, _) = app.post_json("/api/jobs", &def(3, "Three")).await;
+    assert_eq!(status, 200);
+    let run_v3 = app.run("versioned", json!({})).await;
+    assert_eq!(run_v3["jobVersion"], 3, "{run_v3}");
 
     // Lower version: conflict, and nothing changes.
     let (status, lower) = app.post_json("/api/jobs", &def(1, "Back to one")).await;
     expect_error(status, &lower, 409, "conflict");
     let (_, current) = app.get_json("/api/jobs/versioned").await;
-    assert_eq!(current["data"]["job"]["version"], 2);
-    assert_eq!(current["data"]["job"]["name"], "Two");
+    assert_eq!(current["data"]["job"]["version"], 3);
+    assert_eq!(current["data"]["job"]["name"], "Three");
 
     // Every version stays readable, newest first.
     let (status, versions) = app.get_json("/api/jobs/versioned/versions").await;
     assert_eq!(status, 200, "{versions}");
     let list = versions["data"].as_array().unwrap();
-    assert_eq!(list.len(), 2, "{versions}");
-    assert_eq!(list[0]["version"], 2);
-    assert_eq!(list[0]["definition"]["name"], "Two");
-    assert_eq!(list[0]["definition"]["version"], 2);
-    assert_eq!(list[1]["version"], 1);
-    assert_eq!(list[1]["definition"]["name"], "One again");
-    assert_eq!(list[1]["definition"]["version"], 1);
+    assert_eq!(list.len(), 3, "{versions}");
+    assert_eq!(list[0]["version"], 3);
+    assert_eq!(list[1]["version"], 2);
+    assert_eq!(list[1]["definition"]["name"], "Two");
+    assert_eq!(list[1]["definition"]["version"], 2);
+    assert_eq!(list[2]["version"], 1);
+    assert_eq!(list[2]["definition"]["name"], "One again");
+    assert_eq!(list[2]["definition"]["version"], 1);
     for v in list {
         ts(&v["createdAt"]);
         assert_keys(&v["definition"], JOB_KEYS);
@@ -732,6 +741,9 @@ async fn delete_job_and_conflict_while_runs_are_active() {
     app.wait_terminal(&id_of(&finished)).await;
     let (status, body) = delete(&app, "/api/jobs/DOOMED").await;
     assert_eq!(status, 204, "{body}");
+    // Starting a run of the deleted job (cached a moment ago) is refused.
+    let (status, body) = app.post_json("/api/jobs/doomed/run", &json!({})).await;
+    expect_error(status, &body, 404, "not_found");
     let (status, body) = app.get_json("/api/jobs/doomed").await;
     expect_error(status, &body, 404, "not_found");
     let (status, body) = delete(&app, "/api/jobs/doomed").await;
