@@ -156,17 +156,17 @@ pub async fn create_scratch_postgres(admin_url: &str, prefix: &str) -> anyhow::R
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
         .execute(&mut conn)
         .await?;
-    let base = admin_url
-        .rsplit_once('/')
-        .map(|(b, _)| b)
-        .unwrap_or(admin_url);
-    Ok(format!("{base}/{name}"))
+    // Same server and options (e.g. `?sslmode=`), the new database.
+    let mut url = url::Url::parse(admin_url).context("parsing the PostgreSQL URL")?;
+    url.set_path(&name);
+    Ok(url.to_string())
 }
 
 /// Drops a database made by [`create_scratch_postgres`].
 pub async fn drop_scratch_postgres(admin_url: &str, url: &str) -> anyhow::Result<()> {
     use sqlx::Connection;
-    let name = url.rsplit('/').next().unwrap_or_default();
+    let parsed = url::Url::parse(url).context("parsing the PostgreSQL URL")?;
+    let name = parsed.path().trim_start_matches('/');
     let mut conn = sqlx::PgConnection::connect(admin_url).await?;
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
