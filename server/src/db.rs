@@ -31,6 +31,20 @@ impl Database {
         matches!(self.pool, Pool::Postgres(_))
     }
 
+    /// Closes the pool once its connections are back (at most `wait`), so the next process or
+    /// test on the same SQLite file finds no connection of ours still open.
+    pub async fn close(&self, wait: Duration) {
+        let closing = async {
+            match &self.pool {
+                Pool::Sqlite(p) => p.close().await,
+                Pool::Postgres(p) => p.close().await,
+            }
+        };
+        if tokio::time::timeout(wait, closing).await.is_err() {
+            tracing::warn!("database connections still busy at shutdown; leaving them");
+        }
+    }
+
     /// Connects without migrating.
     pub async fn connect(data_dir: &Path, url: Option<&str>) -> anyhow::Result<Database> {
         // An empty DATABASE_URL means "not set": the embedded default.

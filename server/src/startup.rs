@@ -209,6 +209,7 @@ impl Application {
             stop,
             server,
             tasks,
+            db,
             ..
         } = self;
         stop.cancelled().await;
@@ -219,6 +220,7 @@ impl Application {
         }
         // Events of the last state changes (hand-backs) must reach the log before we exit.
         bus.flush().await;
+        db.close(std::time::Duration::from_secs(5)).await;
         Ok(())
     }
 }
@@ -241,6 +243,7 @@ pub async fn run_worker(
         let _ = t.await;
     }
     core.bus.flush().await;
+    core.db.close(std::time::Duration::from_secs(5)).await;
     Ok(())
 }
 
