@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261123_000001_jobs_foundation;
 mod m20261123_000002_run_list_indexes;
+mod m20261123_000003_workflows_and_services;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261123_000001_jobs_foundation::Migration),
             Box::new(m20261123_000002_run_list_indexes::Migration),
+            Box::new(m20261123_000003_workflows_and_services::Migration),
         ]
     }
 }

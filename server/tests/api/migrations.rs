@@ -43,14 +43,22 @@ async fn migrations_go_up_down_and_up_again() {
     migrate(&db, &["down", "--steps", "1"]);
     let status = migrate(&db, &["status"]);
     assert!(
+        status.contains("applied  m20261123_000002_run_list_indexes")
+            && status.contains("pending  m20261123_000003_workflows_and_services"),
+        "{status}"
+    );
+    // Without `--steps`, one more step.
+    migrate(&db, &["down"]);
+    let status = migrate(&db, &["status"]);
+    assert!(
         status.contains("applied  m20261123_000001_jobs_foundation")
             && status.contains("pending  m20261123_000002_run_list_indexes"),
         "{status}"
     );
-    migrate(&db, &["down"]);
+    migrate(&db, &["down", "--steps", "1"]);
     let status = migrate(&db, &["status"]);
     assert!(
-        status.contains("pending  m20261123_000001_jobs_foundation"),
+        status.contains("pending  m20261123_000001_jobs_foundation") && !status.contains("applied"),
         "{status}"
     );
     // The tables are really gone and come back: the app starts and works on the same database.
