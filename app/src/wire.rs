@@ -282,3 +282,89 @@ pub struct RunList {
     pub total: u64,
     pub next_cursor: Option<String>,
 }
+
+wire_enum!(
+    /// Health of a registered service, kept current by polling its `healthPath`.
+    ServiceStatus {
+        Healthy = "healthy",
+        Degraded = "degraded",
+        Unhealthy = "unhealthy",
+        Unknown = "unknown",
+    }
+);
+
+/// A workflow definition as returned by the API (api.md "Workflow definitions"). `steps` and
+/// `triggers` are the validated documents in their normalized form (every optional field
+/// present, `null` when unset).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct WorkflowDefinition {
+    pub id: String,
+    pub slug: String,
+    pub name: String,
+    pub version: i32,
+    pub description: Option<String>,
+    #[cfg_attr(feature = "ssr", schema(value_type = Object))]
+    pub parameters_schema: Value,
+    #[cfg_attr(feature = "ssr", schema(value_type = Object))]
+    pub default_parameters: Value,
+    #[cfg_attr(feature = "ssr", schema(value_type = Object))]
+    pub metadata: Value,
+    /// `[{"id", "name", "type": "job" | "service", "dependsOn", ...}]`
+    #[cfg_attr(feature = "ssr", schema(value_type = Vec<Object>))]
+    pub steps: Value,
+    /// `[{"type": "manual" | "schedule" | "event", "options"?}]`
+    #[cfg_attr(feature = "ssr", schema(value_type = Vec<Object>))]
+    pub triggers: Value,
+    /// Always `native`.
+    pub provider: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One stored version of a workflow definition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct WorkflowDefinitionVersion {
+    pub version: i32,
+    pub definition: WorkflowDefinition,
+    pub created_at: DateTime<Utc>,
+}
+
+/// `GET /api/workflows/:slug`: the definition and its most recent runs (an empty list until
+/// workflow runs exist).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(ToSchema))]
+pub struct WorkflowWithRuns {
+    pub workflow: WorkflowDefinition,
+    #[cfg_attr(feature = "ssr", schema(value_type = Vec<Object>))]
+    pub runs: Vec<Value>,
+}
+
+/// A registered service (api.md "Services").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Service {
+    pub id: String,
+    pub slug: String,
+    pub display_name: String,
+    /// A lower-case label such as `http` or `notifier`: `^[a-z0-9][a-z0-9_.-]{0,99}$`.
+    pub kind: String,
+    /// Absolute http(s) URL.
+    pub base_url: String,
+    /// Starts with `/`; `null`: not polled.
+    pub health_path: Option<String>,
+    /// Header name -> value, sent with every request to the service.
+    #[cfg_attr(feature = "ssr", schema(value_type = Object))]
+    pub headers: Value,
+    #[cfg_attr(feature = "ssr", schema(value_type = Object))]
+    pub metadata: Value,
+    pub status: ServiceStatus,
+    pub last_checked_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}

@@ -11,6 +11,7 @@ pub mod service;
 pub mod settings;
 pub mod startup;
 pub mod store;
+pub mod workflows;
 
 pub use settings::Settings;
 pub use startup::Application;

@@ -4,6 +4,7 @@
 pub mod jobs;
 pub mod problems;
 pub mod retry;
+pub mod services;
 pub mod template;
 pub mod workflow;
 

@@ -3,6 +3,7 @@
 pub mod error;
 pub mod jobs;
 pub mod stream;
+pub mod workflows;
 
 use axum::{
     Json, Router,
@@ -19,7 +20,7 @@ use serde_json::json;
 use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
 use utoipa::OpenApi;
 
-use crate::{db::Database, events::EventBus, service::JobService};
+use crate::{db::Database, events::EventBus, service::JobService, workflows::WorkflowService};
 use error::ApiError;
 
 /// What every handler can reach.
@@ -29,6 +30,13 @@ pub struct AppState {
     pub bus: EventBus,
     pub db: Database,
     pub leptos: LeptosOptions,
+}
+
+impl AppState {
+    /// Workflow definitions and services, over the same store and bus as the jobs.
+    pub fn workflows(&self) -> WorkflowService {
+        WorkflowService::new(self.jobs.store().clone(), self.bus.clone())
+    }
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -56,6 +64,16 @@ impl FromRef<AppState> for LeptosOptions {
         jobs::get_run,
         jobs::patch_run,
         jobs::retry_run,
+        workflows::list_workflows,
+        workflows::create_workflow,
+        workflows::get_workflow,
+        workflows::patch_workflow,
+        workflows::delete_workflow,
+        workflows::workflow_versions,
+        workflows::list_services,
+        workflows::create_service,
+        workflows::get_service,
+        workflows::patch_service,
         stream::events,
         stream::logs,
         health,
@@ -77,6 +95,11 @@ impl FromRef<AppState> for LeptosOptions {
         app::wire::Trigger,
         app::wire::RetryStrategy,
         app::wire::Jitter,
+        app::wire::WorkflowDefinition,
+        app::wire::WorkflowDefinitionVersion,
+        app::wire::WorkflowWithRuns,
+        app::wire::Service,
+        app::wire::ServiceStatus,
     ))
 )]
 pub struct ApiDoc;
@@ -154,6 +177,28 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/job-runs/{id}", get(jobs::get_run).patch(jobs::patch_run))
         .route("/job-runs/{id}/logs", get(stream::logs))
         .route("/job-runs/{id}/retry", post(jobs::retry_run))
+        .route(
+            "/workflows",
+            get(workflows::list_workflows).post(workflows::create_workflow),
+        )
+        .route(
+            "/workflows/{slug}",
+            get(workflows::get_workflow)
+                .patch(workflows::patch_workflow)
+                .delete(workflows::delete_workflow),
+        )
+        .route(
+            "/workflows/{slug}/versions",
+            get(workflows::workflow_versions),
+        )
+        .route(
+            "/services",
+            get(workflows::list_services).post(workflows::create_service),
+        )
+        .route(
+            "/services/{slug}",
+            get(workflows::get_service).patch(workflows::patch_service),
+        )
         .fallback(api_not_found);
     let leptos_options = state.leptos.clone();
     let routes = generate_route_list(app::App);

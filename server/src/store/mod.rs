@@ -3,6 +3,7 @@
 //! Run state changes are conditional updates (`WHERE status = ... AND attempt = ...`), so two
 //! workers can never both own a run: whoever's update touches the row wins.
 pub mod entities;
+mod workflows;
 
 use app::wire::{JobDefinition, JobDefinitionVersion, JobRun, RetryPolicy, RunStatus, Trigger};
 use chrono::{DateTime, Utc};

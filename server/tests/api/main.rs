@@ -7,3 +7,4 @@ mod engine;
 mod migrations;
 mod pages;
 mod smoke;
+mod workflows;

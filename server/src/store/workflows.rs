@@ -1,0 +1,262 @@
+//! Workflow definitions (with version history) and the service registry.
+use std::collections::HashSet;
+
+use app::wire::{Service, ServiceStatus, WorkflowDefinition, WorkflowDefinitionVersion};
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, TransactionTrait,
+};
+use serde_json::Value;
+
+use super::{
+    Store, StoreResult,
+    entities::{job_definition, service, workflow_definition, workflow_definition_version},
+    new_id,
+};
+use crate::domain::{services::ServiceSpec, workflow::WorkflowSpec};
+
+fn workflow_to_wire(m: workflow_definition::Model) -> WorkflowDefinition {
+    WorkflowDefinition {
+        id: m.id,
+        slug: m.slug,
+        name: m.name,
+        version: m.version,
+        description: m.description,
+        parameters_schema: m.parameters_schema,
+        default_parameters: m.default_parameters,
+        metadata: m.metadata,
+        steps: m.steps,
+        triggers: m.triggers,
+        provider: m.provider,
+        created_at: m.created_at,
+        updated_at: m.updated_at,
+    }
+}
+
+fn service_to_wire(m: service::Model) -> Service {
+    Service {
+        id: m.id,
+        slug: m.slug,
+        display_name: m.display_name,
+        kind: m.kind,
+        base_url: m.base_url,
+        health_path: m.health_path,
+        headers: m.headers,
+        metadata: m.metadata,
+        // Only our own code writes this column, always from the enum.
+        status: ServiceStatus::parse(&m.status).unwrap_or(ServiceStatus::Unknown),
+        last_checked_at: m.last_checked_at,
+        last_error: m.last_error,
+        created_at: m.created_at,
+        updated_at: m.updated_at,
+    }
+}
+
+impl Store {
+    // ---- workflow definitions ----
+
+    pub async fn get_workflow(&self, slug: &str) -> StoreResult<Option<WorkflowDefinition>> {
+        Ok(workflow_definition::Entity::find()
+            .filter(workflow_definition::Column::Slug.eq(slug))
+            .one(self.conn())
+            .await?
+            .map(workflow_to_wire))
+    }
+
+    pub async fn list_workflows(&self) -> StoreResult<Vec<WorkflowDefinition>> {
+        Ok(workflow_definition::Entity::find()
+            .order_by_asc(workflow_definition::Column::Slug)
+            .all(self.conn())
+            .await?
+            .into_iter()
+            .map(workflow_to_wire)
+            .collect())
+    }
+
+    /// Creates or replaces a definition and records the version (re-saving a version replaces
+    /// that version's snapshot). The caller has checked the version rule.
+    pub async fn save_workflow(
+        &self,
+        spec: &WorkflowSpec,
+        existing: Option<&WorkflowDefinition>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<WorkflowDefinition> {
+        let id = existing.map(|e| e.id.clone()).unwrap_or_else(new_id);
+        let created_at = existing.map(|e| e.created_at).unwrap_or(now);
+        let to_json = |v: Result<Value, serde_json::Error>| {
+            v.map_err(|e| DbErr::Custom(format!("serializing a workflow definition: {e}")))
+        };
+        let provider = to_json(serde_json::to_value(spec.provider))?
+            .as_str()
+            .unwrap_or("native")
+            .to_string();
+        let model = workflow_definition::ActiveModel {
+            id: Set(id.clone()),
+            slug: Set(spec.slug.as_str().to_string()),
+            name: Set(spec.name.clone()),
+            version: Set(spec.version),
+            description: Set(spec.description.clone()),
+            parameters_schema: Set(spec.parameters_schema.clone()),
+            default_parameters: Set(spec.default_parameters.clone()),
+            metadata: Set(spec.metadata.clone()),
+            steps: Set(to_json(serde_json::to_value(&spec.steps))?),
+            triggers: Set(to_json(serde_json::to_value(&spec.triggers))?),
+            provider: Set(provider),
+            created_at: Set(created_at),
+            updated_at: Set(now),
+        };
+        let txn = self.conn().begin().await?;
+        if existing.is_some() {
+            workflow_definition::Entity::update(model)
+                .exec(&txn)
+                .await?;
+        } else {
+            workflow_definition::Entity::insert(model)
+                .exec_without_returning(&txn)
+                .await?;
+        }
+        let stored = workflow_definition::Entity::find_by_id(id.clone())
+            .one(&txn)
+            .await?
+            .map(workflow_to_wire)
+            .ok_or_else(|| DbErr::RecordNotFound(id.clone()))?;
+        let snapshot = to_json(serde_json::to_value(&stored))?;
+        workflow_definition_version::Entity::delete_many()
+            .filter(workflow_definition_version::Column::Slug.eq(spec.slug.as_str()))
+            .filter(workflow_definition_version::Column::Version.eq(spec.version))
+            .exec(&txn)
+            .await?;
+        workflow_definition_version::Entity::insert(workflow_definition_version::ActiveModel {
+            id: Set(new_id()),
+            workflow_definition_id: Set(id),
+            slug: Set(spec.slug.as_str().to_string()),
+            version: Set(spec.version),
+            definition: Set(snapshot),
+            created_at: Set(now),
+            updated_at: Set(now),
+        })
+        .exec_without_returning(&txn)
+        .await?;
+        txn.commit().await?;
+        Ok(stored)
+    }
+
+    /// Every stored version, newest first.
+    pub async fn workflow_versions(
+        &self,
+        slug: &str,
+    ) -> StoreResult<Vec<WorkflowDefinitionVersion>> {
+        Ok(workflow_definition_version::Entity::find()
+            .filter(workflow_definition_version::Column::Slug.eq(slug))
+            .order_by_desc(workflow_definition_version::Column::Version)
+            .all(self.conn())
+            .await?
+            .into_iter()
+            .filter_map(|m| {
+                Some(WorkflowDefinitionVersion {
+                    version: m.version,
+                    definition: serde_json::from_value(m.definition).ok()?,
+                    created_at: m.created_at,
+                })
+            })
+            .collect())
+    }
+
+    /// Deletes a definition and its version history.
+    pub async fn delete_workflow(&self, id: &str, slug: &str) -> StoreResult<()> {
+        let txn = self.conn().begin().await?;
+        workflow_definition_version::Entity::delete_many()
+            .filter(workflow_definition_version::Column::Slug.eq(slug))
+            .exec(&txn)
+            .await?;
+        workflow_definition::Entity::delete_by_id(id.to_string())
+            .exec(&txn)
+            .await?;
+        txn.commit().await
+    }
+
+    /// The slugs of every job definition (what workflow steps may name).
+    pub async fn job_slugs(&self) -> StoreResult<HashSet<String>> {
+        Ok(job_definition::Entity::find()
+            .select_only()
+            .column(job_definition::Column::Slug)
+            .into_tuple::<String>()
+            .all(self.conn())
+            .await?
+            .into_iter()
+            .collect())
+    }
+
+    /// The slugs of every registered service.
+    pub async fn service_slugs(&self) -> StoreResult<HashSet<String>> {
+        Ok(service::Entity::find()
+            .select_only()
+            .column(service::Column::Slug)
+            .into_tuple::<String>()
+            .all(self.conn())
+            .await?
+            .into_iter()
+            .collect())
+    }
+
+    // ---- services ----
+
+    pub async fn get_service(&self, slug: &str) -> StoreResult<Option<Service>> {
+        Ok(service::Entity::find()
+            .filter(service::Column::Slug.eq(slug))
+            .one(self.conn())
+            .await?
+            .map(service_to_wire))
+    }
+
+    pub async fn list_services(&self) -> StoreResult<Vec<Service>> {
+        Ok(service::Entity::find()
+            .order_by_asc(service::Column::Slug)
+            .all(self.conn())
+            .await?
+            .into_iter()
+            .map(service_to_wire)
+            .collect())
+    }
+
+    /// Inserts a new service, or replaces the registration of `existing` (keeping its id,
+    /// creation time and last health check).
+    pub async fn save_service(
+        &self,
+        spec: &ServiceSpec,
+        existing: Option<&Service>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Service> {
+        let model = service::Model {
+            id: existing.map(|e| e.id.clone()).unwrap_or_else(new_id),
+            slug: spec.slug.as_str().to_string(),
+            display_name: spec.display_name.clone(),
+            kind: spec.kind.clone(),
+            base_url: spec.base_url.clone(),
+            health_path: spec.health_path.clone(),
+            headers: Value::Object(spec.headers.clone()),
+            metadata: spec.metadata.clone(),
+            status: spec.status.as_str().to_string(),
+            last_checked_at: existing.and_then(|e| e.last_checked_at),
+            last_error: existing.and_then(|e| e.last_error.clone()),
+            created_at: existing.map(|e| e.created_at).unwrap_or(now),
+            updated_at: now,
+        };
+        // Every column is written (`Model -> ActiveModel` alone marks them unchanged).
+        let active = service::ActiveModel::from(model.clone()).reset_all();
+        if existing.is_some() {
+            service::Entity::update(active).exec(self.conn()).await?;
+        } else {
+            service::Entity::insert(active)
+                .exec_without_returning(self.conn())
+                .await?;
+        }
+        // Read back: the database's timestamp precision is what later reads see.
+        service::Entity::find_by_id(model.id.clone())
+            .one(self.conn())
+            .await?
+            .map(service_to_wire)
+            .ok_or(DbErr::RecordNotFound(model.id))
+    }
+}

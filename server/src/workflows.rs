@@ -1,0 +1,265 @@
+//! The workflow-definition and service-registry use cases behind the REST API: validate (with
+//! a catalog of the jobs and services that exist), store, publish. Nothing here knows HTTP.
+use std::collections::HashSet;
+
+use app::wire::{Service, WorkflowDefinition, WorkflowDefinitionVersion, WorkflowWithRuns};
+use chrono::Utc;
+use serde_json::{Map, Value, json};
+
+use crate::{
+    domain::{
+        Problems,
+        jobs::Slug,
+        services::parse_service_spec,
+        workflow::{Catalog, parse_workflow_spec},
+    },
+    events::EventBus,
+    service::{ServiceError, ServiceResult},
+    store::Store,
+};
+
+/// The jobs and services that exist, read once per validation.
+struct DbCatalog {
+    jobs: HashSet<String>,
+    services: HashSet<String>,
+}
+
+impl Catalog for DbCatalog {
+    fn job_exists(&self, slug: &str) -> bool {
+        self.jobs.contains(slug)
+    }
+
+    fn service_exists(&self, slug: &str) -> bool {
+        self.services.contains(slug)
+    }
+}
+
+fn not_found(what: &str, key: &str) -> ServiceError {
+    ServiceError::NotFound(format!("{what} {key:?} not found"))
+}
+
+fn invalid(path: &str, message: &str) -> ServiceError {
+    let mut p = Problems::new();
+    p.add(path, message);
+    ServiceError::InvalidDefinition(p)
+}
+
+/// `current` (as returned by the API, without `read_only` fields) with the fields of `patch`
+/// laid over it. The slug cannot change.
+fn merge_patch(
+    current: Value,
+    slug: &str,
+    patch: &Value,
+    read_only: &[&str],
+) -> ServiceResult<Value> {
+    let Some(patch) = patch.as_object() else {
+        return Err(invalid("", "the body must be a JSON object"));
+    };
+    if let Some(s) = patch.get("slug")
+        && s.as_str().map(str::to_ascii_lowercase).as_deref() != Some(slug)
+    {
+        return Err(invalid("/slug", "cannot be changed"));
+    }
+    let mut doc = match current {
+        Value::Object(obj) => obj,
+        _ => Map::new(),
+    };
+    for key in read_only {
+        doc.remove(*key);
+    }
+    for (k, v) in patch {
+        doc.insert(k.clone(), v.clone());
+    }
+    Ok(Value::Object(doc))
+}
+
+#[derive(Clone)]
+pub struct WorkflowService {
+    store: Store,
+    bus: EventBus,
+}
+
+impl WorkflowService {
+    pub fn new(store: Store, bus: EventBus) -> Self {
+        WorkflowService { store, bus }
+    }
+
+    /// A path slug that cannot be valid cannot exist either.
+    fn slug(input: &str, what: &str) -> ServiceResult<String> {
+        Slug::parse(input)
+            .map(|s| s.as_str().to_string())
+            .map_err(|_| not_found(what, input))
+    }
+
+    async fn catalog(&self) -> ServiceResult<DbCatalog> {
+        Ok(DbCatalog {
+            jobs: self.store.job_slugs().await?,
+            services: self.store.service_slugs().await?,
+        })
+    }
+
+    // ---- workflow definitions ----
+
+    pub async fn get_workflow(&self, slug: &str) -> ServiceResult<WorkflowDefinition> {
+        let slug = Self::slug(slug, "workflow")?;
+        self.store
+            .get_workflow(&slug)
+            .await?
+            .ok_or_else(|| not_found("workflow", &slug))
+    }
+
+    /// The definition and its recent runs (none until workflow runs exist).
+    pub async fn workflow_with_runs(&self, slug: &str) -> ServiceResult<WorkflowWithRuns> {
+        let workflow = self.get_workflow(slug).await?;
+        Ok(WorkflowWithRuns {
+            workflow,
+            runs: Vec::new(),
+        })
+    }
+
+    pub async fn list_workflows(&self) -> ServiceResult<Vec<WorkflowDefinition>> {
+        Ok(self.store.list_workflows().await?)
+    }
+
+    pub async fn workflow_versions(
+        &self,
+        slug: &str,
+    ) -> ServiceResult<Vec<WorkflowDefinitionVersion>> {
+        let workflow = self.get_workflow(slug).await?;
+        Ok(self.store.workflow_versions(&workflow.slug).await?)
+    }
+
+    /// Validates `doc` and stores it over `existing` when its version is not lower.
+    async fn store_workflow(
+        &self,
+        doc: &Value,
+        existing: Option<&WorkflowDefinition>,
+    ) -> ServiceResult<WorkflowDefinition> {
+        let catalog = self.catalog().await?;
+        let spec = parse_workflow_spec(doc, &catalog).map_err(ServiceError::InvalidDefinition)?;
+        let existing = match existing {
+            Some(e) => Some(e.clone()),
+            None => self.store.get_workflow(spec.slug.as_str()).await?,
+        };
+        if let Some(e) = &existing
+            && spec.version < e.version
+        {
+            return Err(ServiceError::Conflict(format!(
+                "workflow {:?} is at version {}; version {} is lower",
+                e.slug, e.version, spec.version
+            )));
+        }
+        let saved = self
+            .store
+            .save_workflow(&spec, existing.as_ref(), Utc::now())
+            .await?;
+        self.bus
+            .publish("workflow.definition.updated", json!({"workflow": saved}))
+            .await;
+        Ok(saved)
+    }
+
+    /// Creates or replaces (same or higher version) a definition. Returns it and whether it
+    /// was created.
+    pub async fn save_workflow(&self, body: &Value) -> ServiceResult<(WorkflowDefinition, bool)> {
+        let existed = match body.get("slug").and_then(Value::as_str).map(Slug::parse) {
+            Some(Ok(slug)) => self.store.get_workflow(slug.as_str()).await?.is_some(),
+            _ => false,
+        };
+        let saved = self.store_workflow(body, None).await?;
+        Ok((saved, !existed))
+    }
+
+    /// Updates the given fields; the result is validated like a full definition.
+    pub async fn patch_workflow(
+        &self,
+        slug: &str,
+        patch: &Value,
+    ) -> ServiceResult<WorkflowDefinition> {
+        let current = self.get_workflow(slug).await?;
+        let doc = merge_patch(
+            serde_json::to_value(&current).unwrap_or(Value::Null),
+            &current.slug,
+            patch,
+            &["id", "createdAt", "updatedAt"],
+        )?;
+        self.store_workflow(&doc, Some(&current)).await
+    }
+
+    pub async fn delete_workflow(&self, slug: &str) -> ServiceResult<()> {
+        let workflow = self.get_workflow(slug).await?;
+        self.store
+            .delete_workflow(&workflow.id, &workflow.slug)
+            .await?;
+        self.bus
+            .publish(
+                "workflow.definition.updated",
+                json!({"workflow": workflow, "deleted": true}),
+            )
+            .await;
+        Ok(())
+    }
+
+    // ---- services ----
+
+    pub async fn get_service(&self, slug: &str) -> ServiceResult<Service> {
+        let slug = Self::slug(slug, "service")?;
+        self.store
+            .get_service(&slug)
+            .await?
+            .ok_or_else(|| not_found("service", &slug))
+    }
+
+    pub async fn list_services(&self) -> ServiceResult<Vec<Service>> {
+        Ok(self.store.list_services().await?)
+    }
+
+    /// Registers a new service; an existing slug is a conflict (change it with a PATCH).
+    pub async fn create_service(&self, body: &Value) -> ServiceResult<Service> {
+        let spec = parse_service_spec(body).map_err(ServiceError::InvalidDefinition)?;
+        let conflict = || {
+            ServiceError::Conflict(format!(
+                "service {:?} already exists; change it with PATCH /api/services/{}",
+                spec.slug.as_str(),
+                spec.slug.as_str()
+            ))
+        };
+        if self.store.get_service(spec.slug.as_str()).await?.is_some() {
+            return Err(conflict());
+        }
+        let saved = match self.store.save_service(&spec, None, Utc::now()).await {
+            Ok(saved) => saved,
+            // A concurrent registration of the same slug won the unique index.
+            Err(e) => {
+                if self.store.get_service(spec.slug.as_str()).await?.is_some() {
+                    return Err(conflict());
+                }
+                return Err(e.into());
+            }
+        };
+        self.bus
+            .publish("service.updated", json!({"service": saved}))
+            .await;
+        Ok(saved)
+    }
+
+    /// Updates the given fields (e.g. `status`); the result is validated like a new entry.
+    pub async fn patch_service(&self, slug: &str, patch: &Value) -> ServiceResult<Service> {
+        let current = self.get_service(slug).await?;
+        let doc = merge_patch(
+            serde_json::to_value(&current).unwrap_or(Value::Null),
+            &current.slug,
+            patch,
+            &["id", "createdAt", "updatedAt", "lastCheckedAt", "lastError"],
+        )?;
+        let spec = parse_service_spec(&doc).map_err(ServiceError::InvalidDefinition)?;
+        let saved = self
+            .store
+            .save_service(&spec, Some(&current), Utc::now())
+            .await?;
+        self.bus
+            .publish("service.updated", json!({"service": saved}))
+            .await;
+        Ok(saved)
+    }
+}
