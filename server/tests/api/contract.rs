@@ -1711,6 +1711,15 @@ async fn health_ready_and_openapi() {
     for s in ["JobDefinition", "JobRun", "ErrorBody"] {
         assert!(schemas.contains_key(s), "schema {s} missing");
     }
+    // Enums are documented with their wire spellings, not the Rust variant names.
+    assert_eq!(
+        schemas["RunStatus"]["enum"],
+        json!(["pending", "running", "succeeded", "failed", "canceled", "expired"])
+    );
+    assert_eq!(
+        schemas["JobType"]["enum"],
+        json!(["batch", "service-triggered", "manual"])
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
