@@ -234,6 +234,29 @@ impl JobService {
                 job.slug
             )));
         }
+        let users: Vec<String> = self
+            .store
+            .list_workflows()
+            .await?
+            .into_iter()
+            .filter(|w| {
+                w.steps.as_array().is_some_and(|steps| {
+                    steps.iter().any(|step| {
+                        step.get("jobSlug")
+                            .and_then(Value::as_str)
+                            .is_some_and(|s| s.eq_ignore_ascii_case(&job.slug))
+                    })
+                })
+            })
+            .map(|w| w.slug)
+            .collect();
+        if !users.is_empty() {
+            return Err(ServiceError::Conflict(format!(
+                "job {:?} is a step of workflow(s) {}; change or delete them first",
+                job.slug,
+                users.join(", ")
+            )));
+        }
         self.store.delete_job(&job.id, &job.slug).await?;
         self.evict_definition(&job.slug);
         self.bus

@@ -729,3 +729,45 @@ async fn openapi_lists_workflow_and_service_endpoints() {
         );
     }
 }
+
+/// api.md: `DELETE /api/jobs/:slug` is a 409 while a workflow references the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_used_by_a_workflow_cannot_be_deleted() {
+    let app = spawn_app().await;
+    diamond_jobs(&app).await;
+    let (status, body) = app.post_json("/api/workflows", &diamond(1, "D")).await;
+    assert_eq!(status, 201, "{body}");
+    let res = app
+        .client
+        .delete(app.url("/api/jobs/wf-work"))
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let body: Value = res.json().await.unwrap();
+    expect_error(status, &body, 409, "conflict");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("diamond"),
+        "names the workflow: {body}"
+    );
+    let (status, _) = app.get_json("/api/jobs/wf-work").await;
+    assert_eq!(status, 200, "the job is still there");
+
+    let res = app
+        .client
+        .delete(app.url("/api/workflows/diamond"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 204);
+    let res = app
+        .client
+        .delete(app.url("/api/jobs/wf-work"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 204, "free once no workflow uses it");
+}
