@@ -1714,7 +1714,14 @@ async fn health_ready_and_openapi() {
     // Enums are documented with their wire spellings, not the Rust variant names.
     assert_eq!(
         schemas["RunStatus"]["enum"],
-        json!(["pending", "running", "succeeded", "failed", "canceled", "expired"])
+        json!([
+            "pending",
+            "running",
+            "succeeded",
+            "failed",
+            "canceled",
+            "expired"
+        ])
     );
     assert_eq!(
         schemas["JobType"]["enum"],
