@@ -6,6 +6,7 @@ pub mod domain;
 pub mod engine;
 pub mod events;
 pub mod handlers;
+pub mod health;
 pub mod http;
 pub mod service;
 pub mod settings;

@@ -133,6 +133,10 @@ pub struct ServeArgs {
     /// Largest accepted request body in bytes.
     #[arg(long, env = "SWITCHYARD_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// How often registered services' `healthPath` is polled (failing ones back off, doubling
+    /// up to 5 minutes).
+    #[arg(long, env = "SWITCHYARD_HEALTH_INTERVAL_MS", default_value_t = 15_000)]
+    pub health_interval_ms: u64,
     #[command(flatten)]
     pub worker: WorkerSettings,
 }
@@ -175,6 +179,7 @@ pub struct Settings {
     pub bind: SocketAddr,
     pub site_root: PathBuf,
     pub max_body_bytes: usize,
+    pub health_interval: Duration,
     pub worker: WorkerSettings,
 }
 
@@ -186,6 +191,7 @@ impl Settings {
             bind: serve.bind,
             site_root: serve.site_root.clone(),
             max_body_bytes: serve.max_body_bytes,
+            health_interval: Duration::from_millis(serve.health_interval_ms.max(100)),
             worker: serve.worker.clone(),
         }
     }
@@ -198,6 +204,7 @@ impl Settings {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             site_root: PathBuf::from("target/site"),
             max_body_bytes: 1024 * 1024,
+            health_interval: Duration::from_secs(15),
             worker: WorkerSettings::default(),
         }
     }

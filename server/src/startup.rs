@@ -173,12 +173,19 @@ impl Application {
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await
         });
+        let mut tasks = core.tasks;
+        tasks.push(tokio::spawn(crate::health::run(
+            core.service.store().clone(),
+            core.bus.clone(),
+            settings.health_interval,
+            stop.clone(),
+        )));
         tracing::info!(%addr, database = if core.db.is_postgres() { "postgres" } else { "sqlite" }, workers = settings.worker.workers, "switchyard serving");
         Ok(Application {
             addr,
             stop,
             server,
-            tasks: core.tasks,
+            tasks,
             bus: core.bus.clone(),
             db: core.db,
         })

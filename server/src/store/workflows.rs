@@ -3,6 +3,7 @@ use std::collections::HashSet;
 
 use app::wire::{Service, ServiceStatus, WorkflowDefinition, WorkflowDefinitionVersion};
 use chrono::{DateTime, Utc};
+use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect, TransactionTrait,
@@ -258,5 +259,27 @@ impl Store {
             .await?
             .map(service_to_wire)
             .ok_or(DbErr::RecordNotFound(model.id))
+    }
+
+    /// Records a health check: status, when, and what failed (`None` clears the error).
+    /// Returns the service as stored afterwards (`None`: deleted meanwhile).
+    pub async fn record_service_health(
+        &self,
+        id: &str,
+        status: app::wire::ServiceStatus,
+        error: Option<String>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Service>> {
+        service::Entity::update_many()
+            .col_expr(service::Column::Status, Expr::value(status.as_str()))
+            .col_expr(service::Column::LastCheckedAt, Expr::value(Some(now)))
+            .col_expr(service::Column::LastError, Expr::value(error))
+            .filter(service::Column::Id.eq(id))
+            .exec(self.conn())
+            .await?;
+        Ok(service::Entity::find_by_id(id.to_string())
+            .one(self.conn())
+            .await?
+            .map(service_to_wire))
     }
 }

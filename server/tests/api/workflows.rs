@@ -771,3 +771,111 @@ async fn a_job_used_by_a_workflow_cannot_be_deleted() {
         .unwrap();
     assert_eq!(res.status().as_u16(), 204, "free once no workflow uses it");
 }
+
+/// The health poller against a real HTTP server whose answer the test switches: healthy,
+/// unhealthy (with the error recorded), degraded, healthy again; each change is one
+/// `service.updated` event. A service without `healthPath` is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_polling_keeps_service_status_current() {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicU16, Ordering},
+    };
+    // 0: 200 "ok"; 1: 503; 2: 200 {"status": "degraded"}.
+    let mode = Arc::new(AtomicU16::new(0));
+    let m = mode.clone();
+    let health = axum::Router::new().route(
+        "/healthz",
+        axum::routing::get(move || {
+            let m = m.clone();
+            async move {
+                match m.load(Ordering::SeqCst) {
+                    0 => (axum::http::StatusCode::OK, "ok".to_string()),
+                    1 => (
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        "down".to_string(),
+                    ),
+                    _ => (
+                        axum::http::StatusCode::OK,
+                        r#"{"status": "degraded"}"#.to_string(),
+                    ),
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, health).await });
+
+    let app = spawn_app().await;
+    let events = app
+        .client
+        .get(app.url("/api/events?topics=service.*"))
+        .header(header::ACCEPT, "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    let (status, v) = app
+        .post_json(
+            "/api/services",
+            &json!({"slug": "polled", "displayName": "Polled", "kind": "http",
+                    "baseUrl": base, "healthPath": "/healthz"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+    let (status, v) = app
+        .post_json(
+            "/api/services",
+            &json!({"slug": "manual", "displayName": "Manual", "kind": "http",
+                    "baseUrl": "http://127.0.0.1:1"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+
+    let wait_for = |want: &'static str| {
+        let app = &app;
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let (_, v) = app.get_json("/api/services/polled").await;
+                if v["data"]["status"] == want {
+                    return v["data"].clone();
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "service never became {want}: {v}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let up = wait_for("healthy").await;
+    assert!(up["lastCheckedAt"].is_string(), "{up}");
+    assert!(up["lastError"].is_null(), "{up}");
+    mode.store(1, Ordering::SeqCst);
+    let down = wait_for("unhealthy").await;
+    assert_eq!(
+        down["lastError"], "health check answered HTTP 503",
+        "{down}"
+    );
+    mode.store(2, Ordering::SeqCst);
+    let degraded = wait_for("degraded").await;
+    assert!(degraded["lastError"].as_str().unwrap().contains("degraded"));
+    mode.store(0, Ordering::SeqCst);
+    let again = wait_for("healthy").await;
+    assert!(again["lastError"].is_null(), "{again}");
+
+    // One event per change (registration first), in order.
+    let seen = read_events(events, 5, |_, d| d["service"]["slug"] == "polled").await;
+    let statuses: Vec<&str> = seen
+        .iter()
+        .map(|(_, d)| d["service"]["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["unknown", "healthy", "unhealthy", "degraded", "healthy"]
+    );
+    let (_, manual) = app.get_json("/api/services/manual").await;
+    assert_eq!(manual["data"]["status"], "unknown", "not polled: {manual}");
+    assert!(manual["data"]["lastCheckedAt"].is_null(), "{manual}");
+}
