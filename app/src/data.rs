@@ -3,13 +3,20 @@
 //! they are HTTP calls to `/_sf/...` (kept out of `/api`, which is the REST API's).
 use leptos::prelude::*;
 
-use crate::wire::{Dashboard, JobDetail, JobRun, JobSummary, LaunchOutcome, RunList, RunQuery};
+use crate::wire::{
+    Dashboard, JobDetail, JobRun, JobSummary, LaunchOutcome, RunList, RunQuery, Service,
+    WorkflowDefinition,
+};
 
 /// What the pages need from the server; implemented by the server's job service.
 #[cfg(feature = "ssr")]
 #[async_trait::async_trait]
 pub trait Backend: Send + Sync {
     async fn job_summaries(&self) -> Result<Vec<JobSummary>, String>;
+    /// The service registry, by slug.
+    async fn services(&self) -> Result<Vec<Service>, String>;
+    /// Every workflow definition, by slug.
+    async fn workflows(&self) -> Result<Vec<WorkflowDefinition>, String>;
     /// Every job's slug, sorted (for the run list's job filter).
     async fn job_slugs(&self) -> Result<Vec<String>, String>;
     /// Newest runs first, filtered, one keyset page.
@@ -137,4 +144,14 @@ pub async fn launch(slug: String, parameters: String) -> Result<LaunchOutcome, S
 #[server(prefix = "/_sf", endpoint = "dashboard")]
 pub async fn fetch_dashboard() -> Result<Dashboard, ServerFnError> {
     backend()?.0.dashboard().await.map_err(ServerFnError::new)
+}
+
+#[server(prefix = "/_sf", endpoint = "services")]
+pub async fn fetch_services() -> Result<Vec<Service>, ServerFnError> {
+    backend()?.0.services().await.map_err(ServerFnError::new)
+}
+
+#[server(prefix = "/_sf", endpoint = "workflows")]
+pub async fn fetch_workflows() -> Result<Vec<WorkflowDefinition>, ServerFnError> {
+    backend()?.0.workflows().await.map_err(ServerFnError::new)
 }

@@ -4,6 +4,7 @@ pub mod data;
 pub mod format;
 pub mod live;
 pub mod pages;
+pub mod registry;
 pub mod schema_form;
 pub mod wire;
 
@@ -50,6 +51,10 @@ pub fn App() -> impl IntoView {
                     " · "
                     <A href="/runs">"Runs"</A>
                     " · "
+                    <A href="/workflows">"Workflows"</A>
+                    " · "
+                    <A href="/services">"Services"</A>
+                    " · "
                     <span class="live-status" aria-live="polite">
                         "live updates: "
                         <span id="live-status">{move || live.status.get()}</span>
@@ -62,6 +67,8 @@ pub fn App() -> impl IntoView {
                     <Route path=StaticSegment("jobs") view=pages::JobsPage/>
                     <Route path=(StaticSegment("jobs"), ParamSegment("slug")) view=pages::JobPage/>
                     <Route path=StaticSegment("runs") view=pages::RunsPage/>
+                    <Route path=StaticSegment("services") view=registry::ServicesPage/>
+                    <Route path=StaticSegment("workflows") view=registry::WorkflowsPage/>
                     <Route
                         path=(StaticSegment("runs"), StaticSegment("jobs"), ParamSegment("id"))
                         view=pages::RunPage

@@ -62,6 +62,8 @@ mod browser {
         "job.run.canceled",
         "job.run.expired",
         "job.run.updated",
+        "service.updated",
+        "workflow.definition.updated",
     ];
 
     fn label(data: &str) -> String {
@@ -76,6 +78,14 @@ mod browser {
             )
         } else if let Some(job) = d.get("job") {
             format!("job {}", job["slug"].as_str().unwrap_or("?"))
+        } else if let Some(service) = d.get("service") {
+            format!(
+                "service {} is {}",
+                service["slug"].as_str().unwrap_or("?"),
+                service["status"].as_str().unwrap_or("?")
+            )
+        } else if let Some(workflow) = d.get("workflow") {
+            format!("workflow {}", workflow["slug"].as_str().unwrap_or("?"))
         } else {
             String::new()
         }
@@ -86,7 +96,8 @@ mod browser {
         set_tick: WriteSignal<u64>,
         set_items: WriteSignal<Vec<FeedItem>>,
     ) {
-        let Ok(source) = web_sys::EventSource::new("/api/events?topics=job.*") else {
+        let Ok(source) = web_sys::EventSource::new("/api/events?topics=job.*,service.*,workflow.*")
+        else {
             set_status.set("unavailable".into());
             return;
         };

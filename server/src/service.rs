@@ -382,6 +382,11 @@ impl JobService {
     }
 
     /// The compiled parameter schema of `job`, compiled at most once per definition version.
+    /// The workflow and service use cases, on the same store and bus (for the pages).
+    pub fn workflow_service(&self) -> crate::workflows::WorkflowService {
+        crate::workflows::WorkflowService::new(self.store.clone(), self.bus.clone())
+    }
+
     /// The definition a new run uses: from the cache when it is fresh, else from the database.
     /// Starting runs is the hot path; a definition changes rarely, and every change evicts it.
     async fn definition_for_run(&self, slug: &str) -> ServiceResult<JobDefinition> {
@@ -645,6 +650,20 @@ fn default_definitions() -> Vec<Value> {
 impl app::data::Backend for JobService {
     async fn job_summaries(&self) -> Result<Vec<app::wire::JobSummary>, String> {
         JobService::job_summaries(self)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn services(&self) -> Result<Vec<app::wire::Service>, String> {
+        self.workflow_service()
+            .list_services()
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn workflows(&self) -> Result<Vec<app::wire::WorkflowDefinition>, String> {
+        self.workflow_service()
+            .list_workflows()
             .await
             .map_err(|e| e.to_string())
     }

@@ -236,3 +236,44 @@ async fn run_lists_filter_and_page_on_both_databases() {
     assert_eq!(res.status(), 200);
     assert!(res.text().await.unwrap().contains("unknown status bogus"));
 }
+
+/// `/services` and `/workflows` render the registry and the catalog on the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_and_workflows_pages_on_both_databases() {
+    let app = spawn_app().await;
+    for (path, empty) in [
+        ("/services", "No services yet"),
+        ("/workflows", "No workflows yet"),
+    ] {
+        let html = app.get(path).await.text().await.unwrap();
+        assert!(html.contains(empty), "{path} empty state");
+    }
+    let (status, v) = app
+        .post_json(
+            "/api/services",
+            &json!({"slug": "ledger", "displayName": "Ledger API", "kind": "http",
+                    "baseUrl": "http://127.0.0.1:1"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+    let (status, _) = app
+        .patch_json("/api/services/ledger", &json!({"status": "degraded"}))
+        .await;
+    assert_eq!(status, 200);
+    app.job("pg-step", "builtin:noop", json!({})).await;
+    let (status, v) = app
+        .post_json(
+            "/api/workflows",
+            &json!({"slug": "nightly", "name": "Nightly", "steps": [
+                {"id": "first", "jobSlug": "pg-step"},
+                {"id": "second", "jobSlug": "pg-step", "dependsOn": ["first"]}]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+    let html = app.get("/services").await.text().await.unwrap();
+    assert!(html.contains("Ledger API"), "{html}");
+    assert!(html.contains("health-degraded"), "status badge");
+    let html = app.get("/workflows").await.text().await.unwrap();
+    assert!(html.contains("Nightly"), "{html}");
+    assert!(html.contains("2: first, second"), "its steps");
+}
