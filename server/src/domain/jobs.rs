@@ -90,30 +90,48 @@ const JOB_FIELDS: &[&str] = &[
     "updatedAt",
 ];
 
+/// The document as an object whose keys are all in `allowed` (each other key is an "unknown
+/// field" problem); `None`, with a problem, when it is not an object at all.
+pub fn object_with_fields<'a>(
+    body: &'a Value,
+    allowed: &[&str],
+    p: &mut Problems,
+) -> Option<&'a Map<String, Value>> {
+    let Some(obj) = body.as_object() else {
+        p.add("", "the body must be a JSON object");
+        return None;
+    };
+    for key in obj.keys() {
+        if !allowed.contains(&key.as_str()) {
+            p.add(format!("/{}", pointer_segment(key)), "unknown field");
+        }
+    }
+    Some(obj)
+}
+
+/// A required slug field.
+pub fn required_slug(v: Option<&Value>, at: &str, p: &mut Problems) -> Option<Slug> {
+    match v {
+        Some(Value::String(s)) => Slug::parse(s).map_err(|m| p.add(at, m)).ok(),
+        Some(_) => {
+            p.add(at, "must be a string");
+            None
+        }
+        None => {
+            p.add(at, "is required");
+            None
+        }
+    }
+}
+
 /// Parses and validates a job definition document. `entry_points` lists the handlers compiled
 /// into the server.
 pub fn parse_job_spec(body: &Value, entry_points: &[&str]) -> Result<JobSpec, Problems> {
     let mut p = Problems::new();
-    let Some(obj) = body.as_object() else {
-        p.add("", "the body must be a JSON object");
+    let Some(obj) = object_with_fields(body, JOB_FIELDS, &mut p) else {
         return Err(p);
     };
-    for key in obj.keys() {
-        if !JOB_FIELDS.contains(&key.as_str()) {
-            p.add(format!("/{}", pointer_segment(key)), "unknown field");
-        }
-    }
-    let slug = match obj.get("slug") {
-        Some(Value::String(s)) => Slug::parse(s).map_err(|m| p.add("/slug", m)).ok(),
-        Some(_) => {
-            p.add("/slug", "must be a string");
-            None
-        }
-        None => {
-            p.add("/slug", "is required");
-            None
-        }
-    };
+    let slug = required_slug(obj.get("slug"), "/slug", &mut p);
     let name = match obj.get("name") {
         Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 200 => {
             Some(s.trim().to_string())

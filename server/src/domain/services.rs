@@ -3,7 +3,11 @@
 use app::wire::ServiceStatus;
 use serde_json::{Map, Value};
 
-use super::{Problems, jobs::Slug, problems::pointer_segment};
+use super::{
+    Problems,
+    jobs::{Slug, object_with_fields, required_slug},
+    problems::pointer_segment,
+};
 
 const MAX_DISPLAY_NAME: usize = 200;
 const MAX_KIND: usize = 100;
@@ -63,26 +67,10 @@ fn is_header_name(s: &str) -> bool {
 /// merged over it).
 pub fn parse_service_spec(body: &Value) -> Result<ServiceSpec, Problems> {
     let mut p = Problems::new();
-    let Some(obj) = body.as_object() else {
-        p.add("", "the body must be a JSON object");
+    let Some(obj) = object_with_fields(body, SERVICE_FIELDS, &mut p) else {
         return Err(p);
     };
-    for key in obj.keys() {
-        if !SERVICE_FIELDS.contains(&key.as_str()) {
-            p.add(format!("/{}", pointer_segment(key)), "unknown field");
-        }
-    }
-    let slug = match obj.get("slug") {
-        Some(Value::String(s)) => Slug::parse(s).map_err(|m| p.add("/slug", m)).ok(),
-        Some(_) => {
-            p.add("/slug", "must be a string");
-            None
-        }
-        None => {
-            p.add("/slug", "is required");
-            None
-        }
-    };
+    let slug = required_slug(obj.get("slug"), "/slug", &mut p);
     let display_name = match obj.get("displayName") {
         Some(Value::String(s)) if !s.trim().is_empty() && s.chars().count() <= MAX_DISPLAY_NAME => {
             Some(s.trim().to_string())

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use super::jobs::{
     MAX_TIMEOUT_MS, MIN_TIMEOUT_MS, Slug, compile_parameters_schema, merge_parameters,
-    parse_retry_policy, schema_problems, validate_parameters,
+    object_with_fields, parse_retry_policy, required_slug, schema_problems, validate_parameters,
 };
 use super::problems::{Problems, pointer_segment};
 use super::template;
@@ -321,26 +321,10 @@ const IDENTIFIER_RULE: &str = "must start with a letter or '_' and contain only 
 /// Parses and validates a workflow definition document.
 pub fn parse_workflow_spec(body: &Value, known: &dyn Catalog) -> Result<WorkflowSpec, Problems> {
     let mut p = Problems::new();
-    let Some(obj) = body.as_object() else {
-        p.add("", "the body must be a JSON object");
+    let Some(obj) = object_with_fields(body, WORKFLOW_FIELDS, &mut p) else {
         return Err(p);
     };
-    for key in obj.keys() {
-        if !WORKFLOW_FIELDS.contains(&key.as_str()) {
-            p.add(format!("/{}", pointer_segment(key)), "unknown field");
-        }
-    }
-    let slug = match obj.get("slug") {
-        Some(Value::String(s)) => Slug::parse(s).map_err(|m| p.add("/slug", m)).ok(),
-        Some(_) => {
-            p.add("/slug", "must be a string");
-            None
-        }
-        None => {
-            p.add("/slug", "is required");
-            None
-        }
-    };
+    let slug = required_slug(obj.get("slug"), "/slug", &mut p);
     let name = required_name(obj.get("name"), "/name", &mut p);
     let version = match obj.get("version") {
         None | Some(Value::Null) => 1,
