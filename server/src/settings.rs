@@ -134,7 +134,7 @@ pub struct ServeArgs {
     #[arg(long, env = "SWITCHYARD_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
     /// How often registered services' `healthPath` is polled (failing ones back off, doubling
-    /// up to 5 minutes).
+    /// up to 5 minutes); 0 turns polling off.
     #[arg(long, env = "SWITCHYARD_HEALTH_INTERVAL_MS", default_value_t = 15_000)]
     pub health_interval_ms: u64,
     #[command(flatten)]
@@ -179,6 +179,7 @@ pub struct Settings {
     pub bind: SocketAddr,
     pub site_root: PathBuf,
     pub max_body_bytes: usize,
+    /// Zero: no health polling.
     pub health_interval: Duration,
     pub worker: WorkerSettings,
 }
@@ -191,7 +192,10 @@ impl Settings {
             bind: serve.bind,
             site_root: serve.site_root.clone(),
             max_body_bytes: serve.max_body_bytes,
-            health_interval: Duration::from_millis(serve.health_interval_ms.max(100)),
+            health_interval: match serve.health_interval_ms {
+                0 => Duration::ZERO,
+                ms => Duration::from_millis(ms.max(100)),
+            },
             worker: serve.worker.clone(),
         }
     }

@@ -174,12 +174,14 @@ impl Application {
             .await
         });
         let mut tasks = core.tasks;
-        tasks.push(tokio::spawn(crate::health::run(
-            core.service.store().clone(),
-            core.bus.clone(),
-            settings.health_interval,
-            stop.clone(),
-        )));
+        if !settings.health_interval.is_zero() {
+            tasks.push(tokio::spawn(crate::health::run(
+                core.service.store().clone(),
+                core.bus.clone(),
+                settings.health_interval,
+                stop.clone(),
+            )));
+        }
         tracing::info!(%addr, database = if core.db.is_postgres() { "postgres" } else { "sqlite" }, workers = settings.worker.workers, "switchyard serving");
         Ok(Application {
             addr,

@@ -807,7 +807,10 @@ async fn health_polling_keeps_service_status_current() {
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, health).await });
 
-    let app = spawn_app().await;
+    let db = crate::helpers::TestDb::new().await;
+    let mut settings = crate::helpers::test_settings(&db);
+    settings.health_interval = Duration::from_millis(100);
+    let app = crate::helpers::spawn_app_with(db, settings).await;
     let events = app
         .client
         .get(app.url("/api/events?topics=service.*"))
