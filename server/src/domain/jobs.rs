@@ -124,6 +124,44 @@ pub fn required_slug(v: Option<&Value>, at: &str, p: &mut Problems) -> Option<Sl
     }
 }
 
+/// A definition's `version`: 1 when absent or null, else a positive integer.
+pub fn definition_version(v: Option<&Value>, p: &mut Problems) -> i32 {
+    match v {
+        None | Some(Value::Null) => 1,
+        Some(v) => match v.as_i64() {
+            Some(n) if (1..=i32::MAX as i64).contains(&n) => n as i32,
+            _ => {
+                p.add("/version", "must be a positive integer");
+                1
+            }
+        },
+    }
+}
+
+/// Longest display name, in characters.
+pub const MAX_NAME: usize = 200;
+
+/// A required, non-blank display name of at most `MAX_NAME` characters, trimmed.
+pub fn required_name(v: Option<&Value>, at: &str, p: &mut Problems) -> Option<String> {
+    match v {
+        Some(Value::String(s)) if !s.trim().is_empty() && s.chars().count() <= MAX_NAME => {
+            Some(s.trim().to_string())
+        }
+        Some(Value::String(_)) => {
+            p.add(at, format!("must be 1 to {MAX_NAME} characters"));
+            None
+        }
+        Some(_) => {
+            p.add(at, "must be a string");
+            None
+        }
+        None => {
+            p.add(at, "is required");
+            None
+        }
+    }
+}
+
 /// Parses and validates a job definition document. `entry_points` lists the handlers compiled
 /// into the server.
 pub fn parse_job_spec(body: &Value, entry_points: &[&str]) -> Result<JobSpec, Problems> {
@@ -149,16 +187,7 @@ pub fn parse_job_spec(body: &Value, entry_points: &[&str]) -> Result<JobSpec, Pr
             None
         }
     };
-    let version = match obj.get("version") {
-        None | Some(Value::Null) => 1,
-        Some(v) => match v.as_i64() {
-            Some(n) if (1..=i32::MAX as i64).contains(&n) => n as i32,
-            _ => {
-                p.add("/version", "must be a positive integer");
-                1
-            }
-        },
-    };
+    let version = definition_version(obj.get("version"), &mut p);
     let job_type = match obj.get("type") {
         None | Some(Value::Null) => JobType::Batch,
         Some(Value::String(s)) => JobType::parse(s).unwrap_or_else(|| {

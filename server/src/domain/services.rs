@@ -5,11 +5,10 @@ use serde_json::{Map, Value};
 
 use super::{
     Problems,
-    jobs::{Slug, object_with_fields, required_slug},
+    jobs::{Slug, object_with_fields, required_name, required_slug},
     problems::pointer_segment,
 };
 
-const MAX_DISPLAY_NAME: usize = 200;
 const MAX_KIND: usize = 100;
 const MAX_URL: usize = 2_000;
 const MAX_HEADER_VALUE: usize = 8_192;
@@ -71,26 +70,7 @@ pub fn parse_service_spec(body: &Value) -> Result<ServiceSpec, Problems> {
         return Err(p);
     };
     let slug = required_slug(obj.get("slug"), "/slug", &mut p);
-    let display_name = match obj.get("displayName") {
-        Some(Value::String(s)) if !s.trim().is_empty() && s.chars().count() <= MAX_DISPLAY_NAME => {
-            Some(s.trim().to_string())
-        }
-        Some(Value::String(_)) => {
-            p.add(
-                "/displayName",
-                format!("must be 1 to {MAX_DISPLAY_NAME} characters"),
-            );
-            None
-        }
-        Some(_) => {
-            p.add("/displayName", "must be a string");
-            None
-        }
-        None => {
-            p.add("/displayName", "is required");
-            None
-        }
-    };
+    let display_name = required_name(obj.get("displayName"), "/displayName", &mut p);
     let kind = match obj.get("kind") {
         Some(Value::String(s)) if is_kind(s) => Some(s.clone()),
         Some(_) => {

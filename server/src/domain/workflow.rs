@@ -10,15 +10,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::jobs::{
-    MAX_TIMEOUT_MS, MIN_TIMEOUT_MS, Slug, compile_parameters_schema, merge_parameters,
-    object_with_fields, parse_retry_policy, required_slug, schema_problems, validate_parameters,
+    MAX_TIMEOUT_MS, MIN_TIMEOUT_MS, Slug, compile_parameters_schema, definition_version,
+    merge_parameters, object_with_fields, parse_retry_policy, required_name, required_slug,
+    schema_problems, validate_parameters,
 };
 use super::problems::{Problems, pointer_segment};
 use super::template;
 
 /// Most steps one workflow may have.
 pub const MAX_STEPS: usize = 500;
-const MAX_NAME: usize = 200;
 const MAX_DESCRIPTION: usize = 10_000;
 const MAX_IDENTIFIER: usize = 100;
 const MAX_SECRET_KEY: usize = 255;
@@ -326,16 +326,7 @@ pub fn parse_workflow_spec(body: &Value, known: &dyn Catalog) -> Result<Workflow
     };
     let slug = required_slug(obj.get("slug"), "/slug", &mut p);
     let name = required_name(obj.get("name"), "/name", &mut p);
-    let version = match obj.get("version") {
-        None | Some(Value::Null) => 1,
-        Some(v) => match v.as_i64() {
-            Some(n) if (1..=i32::MAX as i64).contains(&n) => n as i32,
-            _ => {
-                p.add("/version", "must be a positive integer");
-                1
-            }
-        },
-    };
+    let version = definition_version(obj.get("version"), &mut p);
     let description = match obj.get("description") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s.chars().count() <= MAX_DESCRIPTION => Some(s.clone()),
@@ -420,26 +411,6 @@ pub fn parse_workflow_spec(body: &Value, known: &dyn Catalog) -> Result<Workflow
             provider,
         }),
         _ => Err(p),
-    }
-}
-
-fn required_name(v: Option<&Value>, at: &str, p: &mut Problems) -> Option<String> {
-    match v {
-        Some(Value::String(s)) if !s.trim().is_empty() && s.chars().count() <= MAX_NAME => {
-            Some(s.trim().to_string())
-        }
-        Some(Value::String(_)) => {
-            p.add(at, format!("must be 1 to {MAX_NAME} characters"));
-            None
-        }
-        Some(_) => {
-            p.add(at, "must be a string");
-            None
-        }
-        None => {
-            p.add(at, "is required");
-            None
-        }
     }
 }
 
