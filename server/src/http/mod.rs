@@ -35,7 +35,7 @@ pub struct AppState {
 impl AppState {
     /// Workflow definitions and services, over the same store and bus as the jobs.
     pub fn workflows(&self) -> WorkflowService {
-        WorkflowService::new(self.jobs.store().clone(), self.bus.clone())
+        self.jobs.workflow_service()
     }
 }
 
