@@ -1,5 +1,6 @@
 //! The Leptos application (pages and components) and the wire types shared with the server.
 //! Server-only code sits behind the `ssr` feature so the crate also compiles to wasm.
+pub mod dag;
 pub mod data;
 pub mod format;
 pub mod live;
