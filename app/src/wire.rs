@@ -333,14 +333,12 @@ pub struct WorkflowDefinitionVersion {
     pub created_at: DateTime<Utc>,
 }
 
-/// `GET /api/workflows/:slug`: the definition and its most recent runs (an empty list until
-/// workflow runs exist).
+/// `GET /api/workflows/:slug`: the definition and its most recent runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ssr", derive(ToSchema))]
 pub struct WorkflowWithRuns {
     pub workflow: WorkflowDefinition,
-    #[cfg_attr(feature = "ssr", schema(value_type = Vec<Object>))]
-    pub runs: Vec<Value>,
+    pub runs: Vec<WorkflowRun>,
 }
 
 /// A registered service (api.md "Services").
@@ -367,4 +365,123 @@ pub struct Service {
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+wire_enum!(
+    /// Life-cycle state of a workflow run.
+    WorkflowRunStatus {
+        Pending = "pending",
+        Running = "running",
+        Succeeded = "succeeded",
+        Failed = "failed",
+        Canceled = "canceled",
+    }
+);
+
+impl WorkflowRunStatus {
+    pub fn is_terminal(self) -> bool {
+        !matches!(
+            self,
+            WorkflowRunStatus::Pending | WorkflowRunStatus::Running
+        )
+    }
+}
+
+wire_enum!(
+    /// Life-cycle state of one step of a workflow run.
+    StepRunStatus {
+        Pending = "pending",
+        Running = "running",
+        Succeeded = "succeeded",
+        Failed = "failed",
+        Skipped = "skipped",
+        Canceled = "canceled",
+    }
+);
+
+impl StepRunStatus {
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, StepRunStatus::Pending | StepRunStatus::Running)
+    }
+}
+
+/// A workflow run (api.md "Workflow runs").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct WorkflowRun {
+    pub id: String,
+    pub workflow_definition_id: String,
+    pub workflow_slug: String,
+    pub workflow_version: i32,
+    pub status: WorkflowRunStatus,
+    #[cfg_attr(feature = "ssr", schema(value_type = Object))]
+    pub parameters: Value,
+    /// `{"steps": {"<id>": {"status", "jobRunId", "result"}}, "shared": {}}`
+    #[cfg_attr(feature = "ssr", schema(value_type = Object))]
+    pub context: Value,
+    pub error_message: Option<String>,
+    pub current_step_id: Option<String>,
+    pub current_step_index: Option<i32>,
+    /// `{"totalSteps", "completedSteps"}` (completed: steps in a terminal state).
+    #[cfg_attr(feature = "ssr", schema(value_type = Object))]
+    pub metrics: Value,
+    pub triggered_by: Option<String>,
+    /// `{"type": "manual" | "schedule" | "event" | "rerun", ...}`
+    #[cfg_attr(feature = "ssr", schema(value_type = Object))]
+    pub trigger: Value,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub duration_ms: Option<i64>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One attempt of a step, for the timeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct StepAttempt {
+    pub attempt: i32,
+    pub job_run_id: Option<String>,
+    pub status: StepRunStatus,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub error_message: Option<String>,
+}
+
+/// One step of a workflow run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct WorkflowRunStep {
+    pub id: String,
+    pub workflow_run_id: String,
+    pub step_id: String,
+    pub status: StepRunStatus,
+    /// Attempts used so far over every resume (0 before the step first starts).
+    pub attempt: i32,
+    pub job_run_id: Option<String>,
+    /// The rendered parameters (job steps) or request (service steps).
+    #[cfg_attr(feature = "ssr", schema(value_type = Option<Object>))]
+    pub input: Option<Value>,
+    #[cfg_attr(feature = "ssr", schema(value_type = Option<Object>))]
+    pub output: Option<Value>,
+    pub error_message: Option<String>,
+    pub logs_url: Option<String>,
+    /// `{"attempts": [StepAttempt], ...}` plus what the step's handler reported.
+    #[cfg_attr(feature = "ssr", schema(value_type = Option<Object>))]
+    pub metrics: Option<Value>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// `GET /api/workflow-runs/:id/steps`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(ToSchema))]
+pub struct WorkflowRunWithSteps {
+    pub run: WorkflowRun,
+    pub steps: Vec<WorkflowRunStep>,
 }

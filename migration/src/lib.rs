@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261123_000001_jobs_foundation;
 mod m20261123_000002_run_list_indexes;
 mod m20261123_000003_workflows_and_services;
+mod m20261123_000004_workflow_runs;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000001_jobs_foundation::Migration),
             Box::new(m20261123_000002_run_list_indexes::Migration),
             Box::new(m20261123_000003_workflows_and_services::Migration),
+            Box::new(m20261123_000004_workflow_runs::Migration),
         ]
     }
 }

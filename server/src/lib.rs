@@ -8,6 +8,7 @@ pub mod events;
 pub mod handlers;
 pub mod health;
 pub mod http;
+pub mod orchestrator;
 pub mod service;
 pub mod settings;
 pub mod startup;

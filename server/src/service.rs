@@ -55,6 +55,7 @@ pub struct JobService {
     validators: Arc<std::sync::Mutex<ValidatorCache>>,
     /// Definitions as starting a run reads them, by slug (see `definition_for_run`).
     definitions: Arc<std::sync::Mutex<DefinitionCache>>,
+    orchestrator: crate::orchestrator::Orchestrator,
 }
 
 /// How long a cached definition is used without asking the database again. Changes made
@@ -110,6 +111,15 @@ impl JobService {
                 }
             }
         });
+        let orchestrator = match &engine {
+            Some(e) => e.orchestrator().clone(),
+            None => crate::orchestrator::Orchestrator::new(
+                store.clone(),
+                bus.clone(),
+                queue.clone(),
+                waker.clone(),
+            ),
+        };
         JobService {
             store,
             bus,
@@ -119,6 +129,7 @@ impl JobService {
             engine,
             validators: Default::default(),
             definitions,
+            orchestrator,
         }
     }
 
@@ -384,7 +395,11 @@ impl JobService {
     /// The compiled parameter schema of `job`, compiled at most once per definition version.
     /// The workflow and service use cases, on the same store and bus (for the pages).
     pub fn workflow_service(&self) -> crate::workflows::WorkflowService {
-        crate::workflows::WorkflowService::new(self.store.clone(), self.bus.clone())
+        crate::workflows::WorkflowService::new(
+            self.store.clone(),
+            self.bus.clone(),
+            self.orchestrator.clone(),
+        )
     }
 
     /// The definition a new run uses: from the cache when it is fresh, else from the database.
@@ -531,6 +546,9 @@ impl JobService {
                 }
                 // Workers in other processes see this event and stop the attempt.
                 publish_run(&self.bus, &canceled).await;
+                if let Some(workflow_run_id) = &canceled.workflow_run_id {
+                    self.orchestrator.reconcile(workflow_run_id).await?;
+                }
                 Ok(canceled)
             }
             None => {

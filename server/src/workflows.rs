@@ -2,7 +2,10 @@
 //! a catalog of the jobs and services that exist), store, publish. Nothing here knows HTTP.
 use std::collections::HashSet;
 
-use app::wire::{Service, WorkflowDefinition, WorkflowDefinitionVersion, WorkflowWithRuns};
+use app::wire::{
+    Service, WorkflowDefinition, WorkflowDefinitionVersion, WorkflowRun, WorkflowRunWithSteps,
+    WorkflowWithRuns,
+};
 use chrono::Utc;
 use serde_json::{Map, Value, json};
 
@@ -14,8 +17,9 @@ use crate::{
         workflow::{Catalog, parse_workflow_spec},
     },
     events::EventBus,
+    orchestrator::Orchestrator,
     service::{ServiceError, ServiceResult},
-    store::Store,
+    store::{Store, WorkflowRunFilter},
 };
 
 /// The jobs and services that exist, read once per validation.
@@ -77,11 +81,89 @@ fn merge_patch(
 pub struct WorkflowService {
     store: Store,
     bus: EventBus,
+    orchestrator: Orchestrator,
 }
 
 impl WorkflowService {
-    pub fn new(store: Store, bus: EventBus) -> Self {
-        WorkflowService { store, bus }
+    pub fn new(store: Store, bus: EventBus, orchestrator: Orchestrator) -> Self {
+        WorkflowService {
+            store,
+            bus,
+            orchestrator,
+        }
+    }
+
+    // ---- workflow runs ----
+
+    /// Starts a run (202); `false`: an idempotent replay of an earlier request.
+    pub async fn run_workflow(
+        &self,
+        slug: &str,
+        body: &Value,
+        idempotency_header: Option<&str>,
+    ) -> ServiceResult<(WorkflowRun, bool)> {
+        let workflow = self.get_workflow(slug).await?;
+        self.orchestrator
+            .start(&workflow, body, idempotency_header)
+            .await
+    }
+
+    pub async fn get_workflow_run(&self, id: &str) -> ServiceResult<WorkflowRun> {
+        self.orchestrator.get(id).await
+    }
+
+    pub async fn workflow_run_steps(&self, id: &str) -> ServiceResult<WorkflowRunWithSteps> {
+        self.orchestrator.with_steps(id).await
+    }
+
+    /// Lists runs, of one workflow (`slug`) or of all, newest first.
+    pub async fn list_workflow_runs(
+        &self,
+        slug: Option<&str>,
+        filter: WorkflowRunFilter,
+    ) -> ServiceResult<(Vec<WorkflowRun>, u64, Option<String>)> {
+        let mut filter = filter;
+        if let Some(slug) = slug {
+            filter.workflow_slug = Some(self.get_workflow(slug).await?.slug);
+        }
+        self.orchestrator.list(&filter).await
+    }
+
+    /// Applies a PATCH: only `{"status": "canceled"}` is supported.
+    pub async fn patch_workflow_run(&self, id: &str, body: &Value) -> ServiceResult<WorkflowRun> {
+        let mut p = Problems::new();
+        match body.as_object() {
+            None => p.add("", "the body must be a JSON object"),
+            Some(obj) => {
+                for key in obj.keys().filter(|k| k.as_str() != "status") {
+                    p.add(
+                        format!("/{}", crate::domain::problems::pointer_segment(key)),
+                        "unknown field (only status can be changed)",
+                    );
+                }
+                match obj.get("status").and_then(Value::as_str) {
+                    Some("canceled") => {}
+                    Some(other) => p.add(
+                        "/status",
+                        format!("cannot set status to {other:?}; only \"canceled\" is allowed"),
+                    ),
+                    None => p.add("/status", "is required and must be \"canceled\""),
+                }
+            }
+        }
+        if !p.is_empty() {
+            self.orchestrator.get(id).await?;
+            return Err(ServiceError::InvalidRequest(p));
+        }
+        self.orchestrator.cancel(id).await
+    }
+
+    pub async fn retry_workflow_run(&self, id: &str) -> ServiceResult<WorkflowRun> {
+        self.orchestrator.resume(id).await
+    }
+
+    pub async fn rerun_workflow_run(&self, id: &str) -> ServiceResult<WorkflowRun> {
+        self.orchestrator.rerun(id).await
     }
 
     /// A path slug that cannot be valid cannot exist either.
@@ -111,10 +193,13 @@ impl WorkflowService {
     /// The definition and its recent runs (none until workflow runs exist).
     pub async fn workflow_with_runs(&self, slug: &str) -> ServiceResult<WorkflowWithRuns> {
         let workflow = self.get_workflow(slug).await?;
-        Ok(WorkflowWithRuns {
-            workflow,
-            runs: Vec::new(),
-        })
+        let filter = WorkflowRunFilter {
+            workflow_slug: Some(workflow.slug.clone()),
+            limit: 20,
+            ..Default::default()
+        };
+        let (runs, _, _) = self.orchestrator.list(&filter).await?;
+        Ok(WorkflowWithRuns { workflow, runs })
     }
 
     pub async fn list_workflows(&self) -> ServiceResult<Vec<WorkflowDefinition>> {
@@ -188,6 +273,13 @@ impl WorkflowService {
 
     pub async fn delete_workflow(&self, slug: &str) -> ServiceResult<()> {
         let workflow = self.get_workflow(slug).await?;
+        let active = self.store.count_active_workflow_runs(&workflow.id).await?;
+        if active > 0 {
+            return Err(ServiceError::Conflict(format!(
+                "workflow {} has {active} unfinished run(s); cancel them first",
+                workflow.slug
+            )));
+        }
         self.store
             .delete_workflow(&workflow.id, &workflow.slug)
             .await?;

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     events::EventBus,
     handlers::{JobError, JobRunContext, LogSink, MetricsSink, Registry},
+    orchestrator::Orchestrator,
     settings::WorkerSettings,
     store::{ClaimedRun, Store},
 };
@@ -74,6 +75,7 @@ struct EngineInner {
     data_dir: PathBuf,
     http: reqwest::Client,
     inflight: Mutex<HashMap<String, InFlight>>,
+    orchestrator: Orchestrator,
 }
 
 /// How long a handler gets to wind down after being told to stop before it is dropped.
@@ -91,6 +93,8 @@ impl Engine {
         data_dir: PathBuf,
     ) -> Engine {
         let logs = LogWriter::spawn(store.clone());
+        let orchestrator =
+            Orchestrator::new(store.clone(), bus.clone(), queue.clone(), waker.clone());
         Engine {
             inner: Arc::new(EngineInner {
                 store,
@@ -107,6 +111,7 @@ impl Engine {
                     .build()
                     .unwrap_or_default(),
                 inflight: Mutex::new(HashMap::new()),
+                orchestrator,
             }),
         }
     }
@@ -133,6 +138,21 @@ impl Engine {
 
     pub fn bus(&self) -> &EventBus {
         &self.inner.bus
+    }
+
+    pub fn orchestrator(&self) -> &Orchestrator {
+        &self.inner.orchestrator
+    }
+
+    /// Publishes a run's new state; a workflow step's run also moves its workflow run on
+    /// (started steps, results, the next ready steps), here in whichever process ran it.
+    pub async fn run_changed(&self, run: &JobRun) {
+        publish_run(&self.inner.bus, run).await;
+        if let Some(workflow_run_id) = &run.workflow_run_id
+            && let Err(e) = self.inner.orchestrator.reconcile(workflow_run_id).await
+        {
+            tracing::warn!(workflow_run_id, error = %e, "could not advance the workflow run; the recovery sweep will");
+        }
     }
 
     fn log_sink(&self, run: &JobRun) -> LogSink {
@@ -230,7 +250,7 @@ impl Engine {
             retry_policy,
         } = claimed;
         let inner = &self.inner;
-        publish_run(&inner.bus, &run).await;
+        self.run_changed(&run).await;
         let log = self.log_sink(&run);
         log.info(format!(
             "attempt {} of {} started on {} ({})",
@@ -313,7 +333,7 @@ impl Engine {
                     .await
                 {
                     Ok(Some(back)) => {
-                        publish_run(&inner.bus, &back).await;
+                        self.run_changed(&back).await;
                         self.dispatch(&back.id, back.attempt, Duration::ZERO).await;
                     }
                     Ok(None) => {}
@@ -392,7 +412,7 @@ impl Engine {
                 .await
             {
                 Ok(Some(next)) => {
-                    publish_run(&inner.bus, &next).await;
+                    self.run_changed(&next).await;
                     self.dispatch(&next.id, next.attempt, delay).await;
                 }
                 Ok(None) => {} // canceled meanwhile
@@ -435,7 +455,7 @@ impl Engine {
         {
             Ok(Some(done)) => {
                 tracing::info!(run_id = %done.id, job = %done.job_slug, status = %done.status, "run finished");
-                publish_run(&inner.bus, &done).await;
+                self.run_changed(&done).await;
             }
             Ok(None) => {
                 tracing::info!(run_id = %run.id, "run was canceled or taken over before it finished")

@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Engine, publish_run};
+use super::Engine;
 
 /// A pending run this overdue without having been (re)dispatched gets another queue task.
 const OVERDUE: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
@@ -74,7 +74,7 @@ pub async fn sweep(engine: &Engine) -> Result<(), sea_orm::DbErr> {
                         now,
                     )
                     .await?;
-                publish_run(engine.bus(), &next).await;
+                engine.run_changed(&next).await;
                 engine
                     .dispatch(&next.id, next.attempt, Duration::ZERO)
                     .await;
@@ -94,7 +94,7 @@ pub async fn sweep(engine: &Engine) -> Result<(), sea_orm::DbErr> {
                 .await?
             {
                 tracing::warn!(run_id = %run.id, "worker lost; run failed");
-                publish_run(engine.bus(), &failed).await;
+                engine.run_changed(&failed).await;
             }
         }
     }
@@ -104,6 +104,10 @@ pub async fn sweep(engine: &Engine) -> Result<(), sea_orm::DbErr> {
     {
         store.mark_dispatched(&run_id, now).await?;
         engine.dispatch(&run_id, attempt, Duration::ZERO).await;
+    }
+    // Workflow runs a crash left between a step's end and the next step's start.
+    if let Err(e) = engine.orchestrator().sweep().await {
+        tracing::warn!(error = %e, "reconciling unfinished workflow runs failed");
     }
     Ok(())
 }

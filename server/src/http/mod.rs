@@ -70,6 +70,14 @@ impl FromRef<AppState> for LeptosOptions {
         workflows::patch_workflow,
         workflows::delete_workflow,
         workflows::workflow_versions,
+        workflows::run_workflow,
+        workflows::workflow_runs,
+        workflows::all_workflow_runs,
+        workflows::get_workflow_run,
+        workflows::workflow_run_steps,
+        workflows::patch_workflow_run,
+        workflows::retry_workflow_run,
+        workflows::rerun_workflow_run,
         workflows::list_services,
         workflows::create_service,
         workflows::get_service,
@@ -98,6 +106,12 @@ impl FromRef<AppState> for LeptosOptions {
         app::wire::WorkflowDefinition,
         app::wire::WorkflowDefinitionVersion,
         app::wire::WorkflowWithRuns,
+        app::wire::WorkflowRun,
+        app::wire::WorkflowRunStatus,
+        app::wire::WorkflowRunStep,
+        app::wire::StepRunStatus,
+        app::wire::StepAttempt,
+        app::wire::WorkflowRunWithSteps,
         app::wire::Service,
         app::wire::ServiceStatus,
     ))
@@ -190,6 +204,25 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route(
             "/workflows/{slug}/versions",
             get(workflows::workflow_versions),
+        )
+        .route("/workflows/{slug}/run", post(workflows::run_workflow))
+        .route("/workflows/{slug}/runs", get(workflows::workflow_runs))
+        .route("/workflow-runs", get(workflows::all_workflow_runs))
+        .route(
+            "/workflow-runs/{id}",
+            get(workflows::get_workflow_run).patch(workflows::patch_workflow_run),
+        )
+        .route(
+            "/workflow-runs/{id}/steps",
+            get(workflows::workflow_run_steps),
+        )
+        .route(
+            "/workflow-runs/{id}/retry",
+            post(workflows::retry_workflow_run),
+        )
+        .route(
+            "/workflow-runs/{id}/rerun",
+            post(workflows::rerun_workflow_run),
         )
         .route(
             "/services",

@@ -1,13 +1,20 @@
 //! Workflow definition and service registry endpoints (api.md "Workflow definitions",
 //! "Services").
-use app::wire::{Service, WorkflowDefinition, WorkflowDefinitionVersion, WorkflowWithRuns};
+use std::collections::HashMap;
+
+use app::wire::{
+    ListMeta, Service, WorkflowDefinition, WorkflowDefinitionVersion, WorkflowRun,
+    WorkflowRunStatus, WorkflowRunWithSteps, WorkflowWithRuns,
+};
 use axum::{
     Json,
-    extract::{Path, State},
-    http::StatusCode,
+    extract::{Path, Query, State},
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
 use serde_json::json;
+
+use crate::{domain::Problems, store::WorkflowRunFilter};
 
 use super::{
     AppState,
@@ -136,5 +143,179 @@ pub async fn patch_service(
     Ok(data(
         StatusCode::OK,
         s.workflows().patch_service(&slug, &body).await?,
+    ))
+}
+
+// ---- workflow runs ----
+
+/// Parses workflow run list query parameters: limit, offset, cursor, status.
+fn workflow_run_filter(q: &HashMap<String, String>) -> Result<WorkflowRunFilter, ApiError> {
+    let mut p = Problems::new();
+    let mut f = WorkflowRunFilter {
+        limit: 20,
+        ..Default::default()
+    };
+    for key in q.keys() {
+        if !["limit", "offset", "cursor", "status", "workflow"].contains(&key.as_str()) {
+            p.add(format!("/query/{key}"), "unknown query parameter");
+        }
+    }
+    if let Some(v) = q.get("limit") {
+        match v.parse::<u64>() {
+            Ok(n) if (1..=100).contains(&n) => f.limit = n,
+            _ => p.add("/query/limit", "must be an integer from 1 to 100"),
+        }
+    }
+    if let Some(v) = q.get("offset") {
+        match v.parse::<u64>() {
+            Ok(n) => f.offset = n,
+            _ => p.add("/query/offset", "must be a non-negative integer"),
+        }
+    }
+    if let Some(v) = q.get("cursor").filter(|v| !v.is_empty()) {
+        match uuid::Uuid::parse_str(v) {
+            Ok(id) => f.cursor = Some(id.to_string()),
+            Err(_) => p.add("/query/cursor", "must be a cursor from meta.nextCursor"),
+        }
+    }
+    if let Some(v) = q.get("status") {
+        for part in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            match WorkflowRunStatus::parse(part) {
+                Some(s) => f.statuses.push(s),
+                None => p.add(
+                    "/query/status",
+                    format!(
+                        "unknown status {part:?}; expected {}",
+                        WorkflowRunStatus::expected()
+                    ),
+                ),
+            }
+        }
+    }
+    if let Some(v) = q.get("workflow").filter(|v| !v.is_empty()) {
+        f.workflow_slug = Some(v.to_ascii_lowercase());
+    }
+    p.finish(f).map_err(ApiError::invalid_request)
+}
+
+fn run_list(
+    runs: Vec<WorkflowRun>,
+    total: u64,
+    next: Option<String>,
+    f: &WorkflowRunFilter,
+) -> Response {
+    let meta = ListMeta {
+        limit: f.limit,
+        offset: if f.cursor.is_some() { 0 } else { f.offset },
+        total: Some(total),
+        next_cursor: next,
+    };
+    (StatusCode::OK, Json(json!({"data": runs, "meta": meta}))).into_response()
+}
+
+/// `POST /api/workflows/:slug/run`: 202 with the new run; a repeated idempotency key answers
+/// with the original run.
+#[utoipa::path(post, path = "/api/workflows/{slug}/run", tag = "workflow-runs", params(("slug" = String, Path),
+        ("Idempotency-Key" = Option<String>, Header)),
+    request_body(content = Object, description = "{parameters, triggeredBy?, trigger?, idempotencyKey?}"),
+    responses((status = 202, body = WorkflowRun), (status = 400, body = app::wire::ErrorBody), (status = 404, body = app::wire::ErrorBody)))]
+pub async fn run_workflow(
+    State(s): State<AppState>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson,
+) -> ApiResult {
+    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok());
+    let (run, _) = s.workflows().run_workflow(&slug, &body, key).await?;
+    Ok(data(StatusCode::ACCEPTED, run))
+}
+
+/// `GET /api/workflows/:slug/runs`
+#[utoipa::path(get, path = "/api/workflows/{slug}/runs", tag = "workflow-runs", params(("slug" = String, Path),
+        ("limit" = Option<u64>, Query), ("offset" = Option<u64>, Query), ("cursor" = Option<String>, Query),
+        ("status" = Option<String>, Query, description = "comma-separated statuses")),
+    responses((status = 200, body = Vec<WorkflowRun>), (status = 404, body = app::wire::ErrorBody)))]
+pub async fn workflow_runs(
+    State(s): State<AppState>,
+    Path(slug): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let f = workflow_run_filter(&q)?;
+    let (runs, total, next) = s
+        .workflows()
+        .list_workflow_runs(Some(&slug), f.clone())
+        .await?;
+    Ok(run_list(runs, total, next, &f))
+}
+
+/// `GET /api/workflow-runs`: runs of every workflow (`?workflow=slug` narrows).
+#[utoipa::path(get, path = "/api/workflow-runs", tag = "workflow-runs", params(
+        ("limit" = Option<u64>, Query), ("offset" = Option<u64>, Query), ("cursor" = Option<String>, Query),
+        ("status" = Option<String>, Query, description = "comma-separated statuses"), ("workflow" = Option<String>, Query)),
+    responses((status = 200, body = Vec<WorkflowRun>)))]
+pub async fn all_workflow_runs(
+    State(s): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let f = workflow_run_filter(&q)?;
+    let (runs, total, next) = s.workflows().list_workflow_runs(None, f.clone()).await?;
+    Ok(run_list(runs, total, next, &f))
+}
+
+/// `GET /api/workflow-runs/:id`
+#[utoipa::path(get, path = "/api/workflow-runs/{id}", tag = "workflow-runs", params(("id" = String, Path)),
+    responses((status = 200, body = WorkflowRun), (status = 404, body = app::wire::ErrorBody)))]
+pub async fn get_workflow_run(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    Ok(data(
+        StatusCode::OK,
+        s.workflows().get_workflow_run(&id).await?,
+    ))
+}
+
+/// `GET /api/workflow-runs/:id/steps`
+#[utoipa::path(get, path = "/api/workflow-runs/{id}/steps", tag = "workflow-runs", params(("id" = String, Path)),
+    responses((status = 200, body = WorkflowRunWithSteps), (status = 404, body = app::wire::ErrorBody)))]
+pub async fn workflow_run_steps(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    Ok(data(
+        StatusCode::OK,
+        s.workflows().workflow_run_steps(&id).await?,
+    ))
+}
+
+/// `PATCH /api/workflow-runs/:id` `{"status": "canceled"}`: cancels the run and its
+/// unfinished steps (409 once finished).
+#[utoipa::path(patch, path = "/api/workflow-runs/{id}", tag = "workflow-runs", params(("id" = String, Path)),
+    request_body(content = Object, description = "{\"status\": \"canceled\"}"),
+    responses((status = 200, body = WorkflowRun), (status = 400, body = app::wire::ErrorBody),
+              (status = 404, body = app::wire::ErrorBody), (status = 409, body = app::wire::ErrorBody)))]
+pub async fn patch_workflow_run(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson,
+) -> ApiResult {
+    Ok(data(
+        StatusCode::OK,
+        s.workflows().patch_workflow_run(&id, &body).await?,
+    ))
+}
+
+/// `POST /api/workflow-runs/:id/retry`: resumes a failed or canceled run from the steps that
+/// did not succeed (same run id; 409 otherwise).
+#[utoipa::path(post, path = "/api/workflow-runs/{id}/retry", tag = "workflow-runs", params(("id" = String, Path)),
+    responses((status = 202, body = WorkflowRun), (status = 404, body = app::wire::ErrorBody), (status = 409, body = app::wire::ErrorBody)))]
+pub async fn retry_workflow_run(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    Ok(data(
+        StatusCode::ACCEPTED,
+        s.workflows().retry_workflow_run(&id).await?,
+    ))
+}
+
+/// `POST /api/workflow-runs/:id/rerun`: a new run with the same parameters.
+#[utoipa::path(post, path = "/api/workflow-runs/{id}/rerun", tag = "workflow-runs", params(("id" = String, Path)),
+    responses((status = 202, body = WorkflowRun), (status = 404, body = app::wire::ErrorBody)))]
+pub async fn rerun_workflow_run(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    Ok(data(
+        StatusCode::ACCEPTED,
+        s.workflows().rerun_workflow_run(&id).await?,
     ))
 }

@@ -215,3 +215,69 @@ pub mod service {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod workflow_run {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "workflow_runs")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub workflow_definition_id: String,
+        pub workflow_slug: String,
+        pub workflow_version: i32,
+        pub status: String,
+        pub parameters: Json,
+        pub context: Json,
+        pub error_message: Option<String>,
+        pub current_step_id: Option<String>,
+        pub current_step_index: Option<i32>,
+        pub metrics: Json,
+        pub triggered_by: Option<String>,
+        pub trigger: Json,
+        pub idempotency_key: Option<String>,
+        pub definition: Json,
+        pub revision: i64,
+        pub started_at: Option<DateTimeUtc>,
+        pub completed_at: Option<DateTimeUtc>,
+        pub duration_ms: Option<i64>,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod workflow_run_step {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "workflow_run_steps")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub workflow_run_id: String,
+        pub step_id: String,
+        pub position: i32,
+        pub status: String,
+        pub attempt: i32,
+        pub job_run_id: Option<String>,
+        pub input: Option<Json>,
+        pub output: Option<Json>,
+        pub error_message: Option<String>,
+        pub metrics: Option<Json>,
+        pub started_at: Option<DateTimeUtc>,
+        pub completed_at: Option<DateTimeUtc>,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -3,7 +3,13 @@
 //! Run state changes are conditional updates (`WHERE status = ... AND attempt = ...`), so two
 //! workers can never both own a run: whoever's update touches the row wins.
 pub mod entities;
+mod workflow_runs;
 mod workflows;
+
+pub use workflow_runs::{
+    InsertedWorkflowRun, NewWorkflowRun, RunChanges, StepJobRun, WorkflowRunFilter,
+    WorkflowRunState,
+};
 
 use app::wire::{JobDefinition, JobDefinitionVersion, JobRun, RetryPolicy, RunStatus, Trigger};
 use chrono::{DateTime, Utc};

@@ -7,4 +7,5 @@ mod engine;
 mod migrations;
 mod pages;
 mod smoke;
+mod workflow_runs;
 mod workflows;

@@ -1,0 +1,1144 @@
+//! The workflow orchestrator. A workflow run's steps execute as job runs (trigger `workflow`)
+//! on the apalis workers of the job engine, so they get its claims, leases, timeouts, retries
+//! with durable backoff, cancellation and crash recovery. This module decides what happens
+//! next:
+//!
+//! * [`plan`] is pure: from a run's stored state, the job runs its steps point at and the job
+//!   definitions, it derives every step's status (attempts, results, errors), applies
+//!   `onFailure` (halt: fail the run and cancel the rest; continue: skip the dependents),
+//!   renders the templates of the steps that became ready and builds their job runs, and
+//!   aggregates the run (status, context with shared values, current step, metrics).
+//! * [`Orchestrator::reconcile`] reads, plans and writes the result in one transaction that is
+//!   conditional on the run's revision (the loser of a race re-reads and re-plans), then
+//!   enqueues the new job runs, cancels what a halt stopped and publishes `workflow.run.*`.
+//!
+//! Reconciling is idempotent, so it is called whenever anything may have changed: when a run
+//! starts, after every transition of a step's job run (by the engine, in whichever process ran
+//! it), on cancel and resume, and by the recovery sweep for every unfinished run: a process
+//! killed between a job run's end and the next step's start loses nothing.
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+    time::Duration,
+};
+
+use app::wire::{
+    JobDefinition, JobRun, RunStatus, StepAttempt, StepRunStatus, Trigger, WorkflowDefinition,
+    WorkflowRun, WorkflowRunStatus, WorkflowRunStep, WorkflowRunWithSteps,
+};
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value, json};
+
+use crate::{
+    domain::{
+        Problems,
+        jobs::{compile_parameters_schema, merge_parameters, validate_parameters},
+        problems::pointer_segment,
+        template::{Scope, render},
+        workflow::{OnFailure, StepAction, StepSpec, StepStatus, WorkflowSpec},
+    },
+    engine::{
+        publish_run,
+        queue::{Queue, RunTask, WorkerWaker},
+    },
+    events::EventBus,
+    handlers,
+    service::{ServiceError, ServiceResult},
+    store::{
+        InsertedWorkflowRun, NewWorkflowRun, RunChanges, StepJobRun, Store, WorkflowRunFilter,
+        WorkflowRunState, new_id,
+    },
+};
+
+/// The job that executes service steps (seeded at first start).
+pub const SERVICE_CALL_JOB: &str = "service-call";
+
+/// How many times a reconciliation re-reads after losing a race before giving up (the sweep
+/// comes back to the run later).
+const MAX_RACES: usize = 50;
+
+type ValidatorCache = HashMap<String, (DateTime<Utc>, Arc<jsonschema::Validator>)>;
+
+#[derive(Clone)]
+pub struct Orchestrator {
+    store: Store,
+    bus: EventBus,
+    queue: Queue,
+    waker: WorkerWaker,
+    /// Compiled parameter schemas by job id and `updatedAt`.
+    validators: Arc<std::sync::Mutex<ValidatorCache>>,
+}
+
+/// A parsed `POST /api/workflows/:slug/run` body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkflowRunRequest {
+    pub parameters: Value,
+    pub triggered_by: Option<String>,
+    pub trigger: Value,
+    pub idempotency_key: Option<String>,
+}
+
+/// Parses a run request; every problem with its pointer.
+pub fn parse_workflow_run_request(
+    body: &Value,
+    header_key: Option<&str>,
+) -> Result<WorkflowRunRequest, Problems> {
+    let mut p = Problems::new();
+    let empty = Map::new();
+    let obj = match body {
+        Value::Null => &empty,
+        Value::Object(o) => o,
+        _ => {
+            p.add("", "the body must be a JSON object");
+            return Err(p);
+        }
+    };
+    for key in obj.keys() {
+        if !["parameters", "triggeredBy", "trigger", "idempotencyKey"].contains(&key.as_str()) {
+            p.add(format!("/{}", pointer_segment(key)), "unknown field");
+        }
+    }
+    let parameters = match obj.get("parameters") {
+        None | Some(Value::Null) => json!({}),
+        Some(v @ Value::Object(_)) => v.clone(),
+        Some(_) => {
+            p.add("/parameters", "must be an object");
+            json!({})
+        }
+    };
+    let triggered_by = match obj.get("triggeredBy") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if !s.trim().is_empty() && s.chars().count() <= 255 => {
+            Some(s.trim().to_string())
+        }
+        Some(_) => {
+            p.add(
+                "/triggeredBy",
+                "must be a non-empty string of at most 255 characters",
+            );
+            None
+        }
+    };
+    let trigger = match obj.get("trigger") {
+        None | Some(Value::Null) => json!({"type": "manual"}),
+        Some(Value::String(t)) if ["manual", "schedule", "event"].contains(&t.as_str()) => {
+            json!({"type": t})
+        }
+        Some(Value::Object(o))
+            if o.get("type")
+                .and_then(Value::as_str)
+                .is_some_and(|t| ["manual", "schedule", "event"].contains(&t)) =>
+        {
+            Value::Object(o.clone())
+        }
+        Some(_) => {
+            p.add(
+                "/trigger",
+                "must be \"manual\", \"schedule\" or \"event\", or an object with such a \"type\"",
+            );
+            json!({"type": "manual"})
+        }
+    };
+    let key = match (obj.get("idempotencyKey"), header_key) {
+        (Some(Value::String(s)), _) if !s.is_empty() && s.len() <= 255 => Some(s.clone()),
+        (Some(Value::Null) | None, Some(h)) if !h.is_empty() && h.len() <= 255 => {
+            Some(h.to_string())
+        }
+        (Some(Value::Null) | None, None) => None,
+        (Some(Value::Null) | None, Some(_)) => {
+            p.add("", "the Idempotency-Key header must be 1 to 255 bytes");
+            None
+        }
+        (Some(_), _) => {
+            p.add("/idempotencyKey", "must be a string of 1 to 255 bytes");
+            None
+        }
+    };
+    p.finish(WorkflowRunRequest {
+        parameters,
+        triggered_by,
+        trigger,
+        idempotency_key: key,
+    })
+}
+
+/// What a reconciliation decided besides the stored changes.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub changes: RunChanges,
+    /// Job runs of steps a halt or cancel stopped.
+    pub cancel_job_runs: Vec<String>,
+    /// The run's status changed (publish `workflow.run.<status>`).
+    pub status_changed: bool,
+    /// Some step changed (publish `workflow.run.updated`).
+    pub steps_changed: bool,
+}
+
+fn to_step_status(s: StepRunStatus) -> StepStatus {
+    match s {
+        StepRunStatus::Pending => StepStatus::Pending,
+        StepRunStatus::Running => StepStatus::Running,
+        StepRunStatus::Succeeded => StepStatus::Succeeded,
+        StepRunStatus::Failed => StepStatus::Failed,
+        StepRunStatus::Skipped => StepStatus::Skipped,
+        StepRunStatus::Canceled => StepStatus::Canceled,
+    }
+}
+
+fn attempts_of(step: &WorkflowRunStep) -> Vec<StepAttempt> {
+    step.metrics
+        .as_ref()
+        .and_then(|m| m.get("attempts"))
+        .and_then(|a| serde_json::from_value(a.clone()).ok())
+        .unwrap_or_default()
+}
+
+fn set_metric(step: &mut WorkflowRunStep, key: &str, value: Value) {
+    let mut m = match step.metrics.take() {
+        Some(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    m.insert(key.to_string(), value);
+    step.metrics = Some(Value::Object(m));
+}
+
+/// Brings a step up to date with its job run. Returns true when it changed.
+fn follow_job_run(step: &mut WorkflowRunStep, jr: &JobRun) -> bool {
+    let before = step.clone();
+    let mut attempts = attempts_of(step);
+    // A step's job run numbers its attempts on from the step's earlier ones (see start_step).
+    let current = jr.attempt;
+    // Earlier attempts of this job run that are still open failed (the job run moved on).
+    for a in attempts.iter_mut() {
+        if a.job_run_id.as_deref() == Some(jr.id.as_str())
+            && a.attempt < current
+            && !a.status.is_terminal()
+        {
+            a.status = StepRunStatus::Failed;
+            a.completed_at = Some(jr.updated_at);
+            a.error_message = jr.error_message.clone();
+        }
+    }
+    let started = jr.started_at.is_some() || jr.attempt > 1;
+    if jr.status == RunStatus::Running || jr.status.is_terminal() {
+        let status = match jr.status {
+            RunStatus::Running => StepRunStatus::Running,
+            RunStatus::Succeeded => StepRunStatus::Succeeded,
+            RunStatus::Canceled => StepRunStatus::Canceled,
+            _ => StepRunStatus::Failed,
+        };
+        let entry = attempts
+            .iter_mut()
+            .find(|a| a.job_run_id.as_deref() == Some(jr.id.as_str()) && a.attempt == current);
+        let entry = match entry {
+            Some(e) => e,
+            None => {
+                attempts.push(StepAttempt {
+                    attempt: current,
+                    job_run_id: Some(jr.id.clone()),
+                    status: StepRunStatus::Running,
+                    started_at: jr.started_at,
+                    completed_at: None,
+                    error_message: None,
+                });
+                attempts.last_mut().expect("just pushed")
+            }
+        };
+        if entry.started_at.is_none() {
+            entry.started_at = jr.started_at;
+        }
+        if jr.status.is_terminal() {
+            entry.status = status;
+            entry.completed_at = jr.completed_at.or(Some(jr.updated_at));
+            entry.error_message = jr.error_message.clone();
+        }
+    }
+    if started {
+        step.attempt = current;
+        if step.started_at.is_none() {
+            step.started_at = jr.started_at.or(Some(jr.updated_at));
+        }
+    }
+    match jr.status {
+        RunStatus::Pending if started => step.status = StepRunStatus::Running,
+        RunStatus::Pending => {}
+        RunStatus::Running => step.status = StepRunStatus::Running,
+        RunStatus::Succeeded => {
+            step.status = StepRunStatus::Succeeded;
+            step.output = jr.result.clone();
+            step.error_message = None;
+            step.completed_at = jr.completed_at.or(Some(jr.updated_at));
+        }
+        RunStatus::Failed | RunStatus::Expired => {
+            step.status = StepRunStatus::Failed;
+            step.error_message = Some(match &jr.error_message {
+                Some(e) if jr.status == RunStatus::Expired => format!("expired: {e}"),
+                Some(e) => e.clone(),
+                None => format!("job run {} {}", jr.id, jr.status),
+            });
+            step.completed_at = jr.completed_at.or(Some(jr.updated_at));
+        }
+        RunStatus::Canceled => {
+            step.status = StepRunStatus::Canceled;
+            step.error_message = Some(format!("its job run {} was canceled", jr.id));
+            step.completed_at = jr.completed_at.or(Some(jr.updated_at));
+        }
+    }
+    if let Some(Value::Object(reported)) = &jr.metrics {
+        for (k, v) in reported {
+            if k != "attempts" {
+                set_metric(step, k, v.clone());
+            }
+        }
+    }
+    set_metric(
+        step,
+        "attempts",
+        serde_json::to_value(&attempts).unwrap_or(Value::Null),
+    );
+    *step != before
+}
+
+fn finish_step(
+    step: &mut WorkflowRunStep,
+    status: StepRunStatus,
+    error: Option<String>,
+    now: DateTime<Utc>,
+) {
+    step.status = status;
+    if error.is_some() {
+        step.error_message = error;
+    }
+    step.completed_at = Some(now);
+    let mut attempts = attempts_of(step);
+    let mut touched = false;
+    for a in attempts.iter_mut().filter(|a| !a.status.is_terminal()) {
+        a.status = status;
+        a.completed_at = Some(now);
+        touched = true;
+    }
+    if touched {
+        set_metric(
+            step,
+            "attempts",
+            serde_json::to_value(&attempts).unwrap_or(Value::Null),
+        );
+    }
+}
+
+/// The run's shared context: `shared` of succeeded steps' results (and stored service
+/// responses), merged in completion order.
+fn shared_context(spec: &[StepSpec], steps: &[WorkflowRunStep]) -> Map<String, Value> {
+    let mut done: Vec<(usize, &WorkflowRunStep)> = steps
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.status == StepRunStatus::Succeeded)
+        .collect();
+    done.sort_by_key(|(i, s)| (s.completed_at, *i));
+    let mut shared = Map::new();
+    for (i, s) in done {
+        let Some(output) = &s.output else { continue };
+        if let Some(Value::Object(values)) = output.get("shared") {
+            for (k, v) in values {
+                shared.insert(k.clone(), v.clone());
+            }
+        }
+        if let Some(StepAction::Service(svc)) = spec.get(i).map(|st| &st.action)
+            && let Some(name) = &svc.store_response_as
+        {
+            shared.insert(
+                name.clone(),
+                output.get("response").cloned().unwrap_or(output.clone()),
+            );
+        }
+    }
+    shared
+}
+
+/// Decides the next state of a run. `job_runs`: the job runs the steps point at; `jobs`:
+/// definitions of the jobs the ready steps use (a missing one fails its step).
+pub fn plan(
+    state: &WorkflowRunState,
+    spec: &[StepSpec],
+    job_runs: &HashMap<String, JobRun>,
+    jobs: &HashMap<String, JobDefinition>,
+    now: DateTime<Utc>,
+) -> Plan {
+    let mut out = Plan::default();
+    let mut run = state.run.clone();
+    let mut steps = state.steps.clone();
+    let mut changed = vec![false; steps.len()];
+    if run.status.is_terminal() {
+        return out;
+    }
+    // 1. Follow the job runs.
+    for (i, step) in steps.iter_mut().enumerate() {
+        if step.status.is_terminal() {
+            continue;
+        }
+        if let Some(jr) = step.job_run_id.as_ref().and_then(|id| job_runs.get(id)) {
+            changed[i] |= follow_job_run(step, jr);
+        }
+    }
+    let index: HashMap<String, usize> = steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.step_id.clone(), i))
+        .collect();
+    let workflow = WorkflowSpec {
+        slug: crate::domain::jobs::Slug::parse(&run.workflow_slug)
+            .unwrap_or_else(|_| crate::domain::jobs::Slug::parse("workflow").expect("valid")),
+        name: String::new(),
+        version: run.workflow_version,
+        description: None,
+        parameters_schema: json!({}),
+        default_parameters: json!({}),
+        metadata: json!({}),
+        steps: spec.to_vec(),
+        triggers: Vec::new(),
+        provider: Default::default(),
+    };
+    let mut halted: Option<String> = None;
+    // Repeat until nothing changes: starting a step may fail it at once (a template that does
+    // not render), which may skip or halt others.
+    for _ in 0..=steps.len() {
+        let statuses: HashMap<String, StepStatus> = steps
+            .iter()
+            .map(|s| (s.step_id.clone(), to_step_status(s.status)))
+            .collect();
+        // 2. Failures.
+        let mut progress = false;
+        for (i, s) in steps.iter().enumerate() {
+            if !matches!(s.status, StepRunStatus::Failed | StepRunStatus::Canceled) {
+                continue;
+            }
+            let on_failure = spec.get(i).map(|st| st.on_failure).unwrap_or_default();
+            if on_failure == OnFailure::Halt && halted.is_none() {
+                halted = Some(format!(
+                    "step {} {}: {}",
+                    s.step_id,
+                    s.status,
+                    s.error_message.as_deref().unwrap_or("no error message")
+                ));
+            }
+        }
+        if halted.is_some() {
+            for (i, s) in steps.iter_mut().enumerate() {
+                if s.status.is_terminal() {
+                    continue;
+                }
+                if let Some(jr) = &s.job_run_id {
+                    out.cancel_job_runs.push(jr.clone());
+                }
+                finish_step(
+                    s,
+                    StepRunStatus::Canceled,
+                    Some("canceled: the run halted".into()),
+                    now,
+                );
+                changed[i] = true;
+            }
+            break;
+        }
+        let mut to_skip = Vec::new();
+        for s in steps.iter() {
+            if matches!(s.status, StepRunStatus::Failed | StepRunStatus::Canceled) {
+                for d in workflow.dependents_to_skip(&s.step_id, &statuses) {
+                    to_skip.push((d.to_string(), s.step_id.clone()));
+                }
+            }
+        }
+        for (d, because) in to_skip {
+            if let Some(&j) = index.get(d.as_str())
+                && !steps[j].status.is_terminal()
+            {
+                if let Some(jr) = &steps[j].job_run_id {
+                    out.cancel_job_runs.push(jr.clone());
+                }
+                let msg = format!("skipped: step {because} did not succeed");
+                finish_step(&mut steps[j], StepRunStatus::Skipped, Some(msg), now);
+                changed[j] = true;
+                progress = true;
+            }
+        }
+        // 3. Start the ready steps.
+        let statuses: HashMap<String, StepStatus> = steps
+            .iter()
+            .map(|s| (s.step_id.clone(), to_step_status(s.status)))
+            .collect();
+        let ready: Vec<String> = workflow
+            .ready_steps(&statuses)
+            .into_iter()
+            .filter(|id| {
+                index
+                    .get(*id)
+                    .is_some_and(|&j| steps[j].job_run_id.is_none())
+            })
+            .map(str::to_string)
+            .collect();
+        if !ready.is_empty() {
+            let scope = Scope {
+                parameters: run.parameters.clone(),
+                steps: steps
+                    .iter()
+                    .filter(|s| s.status == StepRunStatus::Succeeded)
+                    .map(|s| (s.step_id.clone(), s.output.clone().unwrap_or(Value::Null)))
+                    .collect::<BTreeMap<_, _>>(),
+                shared: Value::Object(shared_context(spec, &steps)),
+                run: json!({"id": run.id, "workflowSlug": run.workflow_slug,
+                    "workflowVersion": run.workflow_version, "triggeredBy": run.triggered_by}),
+            };
+            for id in ready {
+                let j = index[id.as_str()];
+                let Some(step_spec) = spec.get(j) else {
+                    continue;
+                };
+                match start_step(&run, step_spec, &steps[j], &scope, jobs, now) {
+                    Ok((input, job_run)) => {
+                        let s = &mut steps[j];
+                        s.input = Some(input);
+                        s.job_run_id = Some(job_run.run.id.clone());
+                        s.error_message = None;
+                        s.output = None;
+                        s.completed_at = None;
+                        out.changes.job_runs.push(job_run);
+                    }
+                    Err((input, msg)) => {
+                        let s = &mut steps[j];
+                        s.input = input;
+                        s.started_at = Some(now);
+                        finish_step(s, StepRunStatus::Failed, Some(msg), now);
+                    }
+                }
+                changed[j] = true;
+                progress = true;
+            }
+        }
+        if !progress {
+            break;
+        }
+    }
+
+    // 4. Aggregate.
+    let all_done = steps.iter().all(|s| s.status.is_terminal());
+    let first_failure = steps
+        .iter()
+        .find(|s| matches!(s.status, StepRunStatus::Failed | StepRunStatus::Canceled));
+    let any_started = steps
+        .iter()
+        .any(|s| s.job_run_id.is_some() || s.status.is_terminal());
+    let status = if let Some(msg) = &halted {
+        run.error_message = Some(msg.clone());
+        WorkflowRunStatus::Failed
+    } else if all_done {
+        match first_failure {
+            Some(f) => {
+                run.error_message = Some(format!(
+                    "step {} {}: {}",
+                    f.step_id,
+                    f.status,
+                    f.error_message.as_deref().unwrap_or("no error message")
+                ));
+                WorkflowRunStatus::Failed
+            }
+            None => {
+                run.error_message = None;
+                WorkflowRunStatus::Succeeded
+            }
+        }
+    } else if any_started {
+        WorkflowRunStatus::Running
+    } else {
+        WorkflowRunStatus::Pending
+    };
+    if status != WorkflowRunStatus::Pending && run.started_at.is_none() {
+        run.started_at = Some(now);
+    }
+    if status.is_terminal() {
+        run.completed_at = Some(now);
+        run.duration_ms = run.started_at.map(|s| (now - s).num_milliseconds().max(0));
+    }
+    let current = steps
+        .iter()
+        .position(|s| s.status == StepRunStatus::Running)
+        .or_else(|| {
+            steps
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.started_at.is_some())
+                .max_by_key(|(i, s)| (s.started_at, *i))
+                .map(|(i, _)| i)
+        });
+    run.current_step_id = current.map(|i| steps[i].step_id.clone());
+    run.current_step_index = current.map(|i| i as i32);
+    run.metrics = json!({
+        "totalSteps": steps.len(),
+        "completedSteps": steps.iter().filter(|s| s.status.is_terminal()).count(),
+    });
+    run.context = context_of(spec, &steps);
+    out.status_changed = status != state.run.status;
+    run.status = status;
+    for (i, s) in steps.into_iter().enumerate() {
+        if changed[i] {
+            let mut s = s;
+            s.updated_at = now;
+            out.changes.steps.push(s);
+        }
+    }
+    out.steps_changed = !out.changes.steps.is_empty();
+    let run_changed = run.status != state.run.status
+        || run.context != state.run.context
+        || run.metrics != state.run.metrics
+        || run.current_step_id != state.run.current_step_id
+        || run.error_message != state.run.error_message
+        || run.started_at != state.run.started_at;
+    if run_changed || out.steps_changed {
+        run.updated_at = now;
+        out.changes.run = Some(run);
+    }
+    out
+}
+
+/// `{"steps": {"<id>": {"status", "jobRunId", "result"}}, "shared": {}}`.
+fn context_of(spec: &[StepSpec], steps: &[WorkflowRunStep]) -> Value {
+    let mut by_step = Map::new();
+    for s in steps {
+        by_step.insert(
+            s.step_id.clone(),
+            json!({"status": s.status, "jobRunId": s.job_run_id, "result": s.output}),
+        );
+    }
+    json!({"steps": by_step, "shared": shared_context(spec, steps)})
+}
+
+/// Renders a ready step and builds its job run; or the rendered input (if any) and why the
+/// step fails at once.
+fn start_step(
+    run: &WorkflowRun,
+    spec: &StepSpec,
+    step: &WorkflowRunStep,
+    scope: &Scope,
+    jobs: &HashMap<String, JobDefinition>,
+    now: DateTime<Utc>,
+) -> Result<(Value, StepJobRun), (Option<Value>, String)> {
+    let render_errors = |errors: Vec<crate::domain::template::RenderError>| {
+        errors
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let (job_slug, input, parameters) = match &spec.action {
+        StepAction::Job(j) => {
+            let rendered = render(&j.parameters, scope).map_err(|e| {
+                (
+                    None,
+                    format!("its parameters could not be rendered: {}", render_errors(e)),
+                )
+            })?;
+            (j.job_slug.as_str().to_string(), rendered.clone(), rendered)
+        }
+        StepAction::Service(s) => {
+            let request = serde_json::to_value(&s.request).unwrap_or(Value::Null);
+            // Secret references in headers are kept as references: they resolve at execution.
+            let rendered = render(&request, scope).map_err(|e| {
+                (
+                    None,
+                    format!("its request could not be rendered: {}", render_errors(e)),
+                )
+            })?;
+            let parameters = json!({
+                "serviceSlug": s.service_slug.as_str(),
+                "request": rendered,
+                "requireHealthy": s.require_healthy,
+                "allowDegraded": s.allow_degraded,
+                "captureResponse": s.capture_response,
+            });
+            (SERVICE_CALL_JOB.to_string(), rendered, parameters)
+        }
+    };
+    let Some(job) = jobs.get(&job_slug) else {
+        return Err((Some(input), format!("job {job_slug:?} does not exist")));
+    };
+    let parameters = merge_parameters(&job.default_parameters, &parameters);
+    let mut problems = match compile_parameters_schema(&job.parameters_schema) {
+        Ok(v) => validate_parameters(&v, &parameters),
+        Err(m) => {
+            let mut p = Problems::new();
+            p.add("/parameters", m);
+            p
+        }
+    };
+    if problems.is_empty() {
+        for (path, message) in handlers::parameter_problems(&job.entry_point, &parameters) {
+            problems.add(format!("/parameters{path}"), message);
+        }
+    }
+    if !problems.is_empty() {
+        let list: Vec<String> = problems
+            .iter()
+            .map(|d| format!("{}: {}", d.path, d.message))
+            .collect();
+        return Err((
+            Some(input),
+            format!("invalid parameters for job {job_slug}: {}", list.join("; ")),
+        ));
+    }
+    let policy = spec
+        .retry_policy
+        .clone()
+        .unwrap_or_else(|| match &spec.action {
+            StepAction::Job(_) => job.retry_policy.clone(),
+            StepAction::Service(_) => app::wire::RetryPolicy::default(),
+        });
+    let id = new_id();
+    let job_run = JobRun {
+        logs_url: format!("/api/job-runs/{id}/logs"),
+        id,
+        job_definition_id: job.id.clone(),
+        job_slug: job.slug.clone(),
+        job_version: job.version,
+        status: RunStatus::Pending,
+        parameters,
+        result: None,
+        error_message: None,
+        metrics: None,
+        context: Some(
+            json!({"workflowRunId": run.id, "workflowSlug": run.workflow_slug,
+            "stepId": step.step_id}),
+        ),
+        timeout_ms: spec.timeout_ms.unwrap_or(job.timeout_ms),
+        // A resumed step continues its attempt count: the job run starts at the step's next
+        // attempt and has the step's retry policy's attempts on top of those already used.
+        attempt: step.attempt + 1,
+        max_attempts: step.attempt + policy.max_attempts as i32,
+        trigger: Trigger::Workflow,
+        workflow_run_id: Some(run.id.clone()),
+        workflow_step_id: Some(step.step_id.clone()),
+        duration_ms: None,
+        scheduled_at: now,
+        started_at: None,
+        completed_at: None,
+        created_at: now,
+        updated_at: now,
+    };
+    Ok((
+        input,
+        StepJobRun {
+            run: job_run,
+            entry_point: job.entry_point.clone(),
+            retry_policy: serde_json::to_value(&policy).unwrap_or(Value::Null),
+        },
+    ))
+}
+
+impl Orchestrator {
+    pub fn new(store: Store, bus: EventBus, queue: Queue, waker: WorkerWaker) -> Self {
+        Orchestrator {
+            store,
+            bus,
+            queue,
+            waker,
+            validators: Default::default(),
+        }
+    }
+
+    fn validator(
+        &self,
+        id: &str,
+        updated_at: DateTime<Utc>,
+        schema: &Value,
+    ) -> Result<Arc<jsonschema::Validator>, String> {
+        if let Ok(cache) = self.validators.lock()
+            && let Some((at, v)) = cache.get(id)
+            && *at == updated_at
+        {
+            return Ok(v.clone());
+        }
+        let v = Arc::new(compile_parameters_schema(schema)?);
+        if let Ok(mut cache) = self.validators.lock() {
+            cache.insert(id.to_string(), (updated_at, v.clone()));
+        }
+        Ok(v)
+    }
+
+    /// Starts a run of `workflow`. Returns the run and whether it is new (false: the
+    /// idempotency key was used before).
+    pub async fn start(
+        &self,
+        workflow: &WorkflowDefinition,
+        body: &Value,
+        header_key: Option<&str>,
+    ) -> ServiceResult<(WorkflowRun, bool)> {
+        let req =
+            parse_workflow_run_request(body, header_key).map_err(ServiceError::InvalidRequest)?;
+        let parameters = merge_parameters(&workflow.default_parameters, &req.parameters);
+        let problems = match self.validator(
+            &workflow.id,
+            workflow.updated_at,
+            &workflow.parameters_schema,
+        ) {
+            Ok(v) => validate_parameters(&v, &parameters),
+            Err(m) => {
+                let mut p = Problems::new();
+                p.add("/parameters", m.replace("job's", "workflow's"));
+                p
+            }
+        };
+        if !problems.is_empty() {
+            return Err(ServiceError::InvalidParameters(problems));
+        }
+        self.start_with(
+            workflow,
+            parameters,
+            req.triggered_by,
+            req.trigger,
+            req.idempotency_key,
+        )
+        .await
+    }
+
+    async fn start_with(
+        &self,
+        workflow: &WorkflowDefinition,
+        parameters: Value,
+        triggered_by: Option<String>,
+        trigger: Value,
+        idempotency_key: Option<String>,
+    ) -> ServiceResult<(WorkflowRun, bool)> {
+        let spec = steps_of(&serde_json::to_value(workflow).unwrap_or(Value::Null))?;
+        let now = Utc::now();
+        let id = new_id();
+        let steps: Vec<WorkflowRunStep> = spec
+            .iter()
+            .map(|s| WorkflowRunStep {
+                id: new_id(),
+                workflow_run_id: id.clone(),
+                step_id: s.id.clone(),
+                status: StepRunStatus::Pending,
+                attempt: 0,
+                job_run_id: None,
+                input: None,
+                output: None,
+                error_message: None,
+                logs_url: None,
+                metrics: None,
+                started_at: None,
+                completed_at: None,
+                created_at: now,
+                updated_at: now,
+            })
+            .collect();
+        let run = WorkflowRun {
+            id: id.clone(),
+            workflow_definition_id: workflow.id.clone(),
+            workflow_slug: workflow.slug.clone(),
+            workflow_version: workflow.version,
+            status: WorkflowRunStatus::Pending,
+            parameters,
+            context: context_of(&spec, &steps),
+            error_message: None,
+            current_step_id: None,
+            current_step_index: None,
+            metrics: json!({"totalSteps": steps.len(), "completedSteps": 0}),
+            triggered_by,
+            trigger,
+            started_at: None,
+            completed_at: None,
+            duration_ms: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let new = NewWorkflowRun {
+            run,
+            definition: serde_json::to_value(workflow).unwrap_or(Value::Null),
+            idempotency_key,
+            steps,
+        };
+        match self.store.insert_workflow_run(new).await? {
+            InsertedWorkflowRun::Existing(run) => Ok((run, false)),
+            InsertedWorkflowRun::New(state) => {
+                self.publish(&state.run, "pending").await;
+                let run = self.reconcile(&id).await?.unwrap_or(state.run);
+                Ok((run, true))
+            }
+        }
+    }
+
+    /// Brings a run up to date (see the module documentation). Returns the run as it now is.
+    pub async fn reconcile(&self, run_id: &str) -> ServiceResult<Option<WorkflowRun>> {
+        for _ in 0..MAX_RACES {
+            let Some(state) = self.store.workflow_run_state(run_id).await? else {
+                return Ok(None);
+            };
+            if state.run.status.is_terminal() {
+                return Ok(Some(state.run));
+            }
+            let spec = steps_of(&state.definition)?;
+            let ids: Vec<String> = state
+                .steps
+                .iter()
+                .filter(|s| !s.status.is_terminal())
+                .filter_map(|s| s.job_run_id.clone())
+                .collect();
+            let job_runs: HashMap<String, JobRun> = self
+                .store
+                .job_runs_by_ids(ids)
+                .await?
+                .into_iter()
+                .map(|r| (r.id.clone(), r))
+                .collect();
+            let mut jobs = HashMap::new();
+            for (i, s) in state.steps.iter().enumerate() {
+                if s.status != StepRunStatus::Pending || s.job_run_id.is_some() {
+                    continue;
+                }
+                let slug = match spec.get(i).map(|st| &st.action) {
+                    Some(StepAction::Job(j)) => j.job_slug.as_str().to_string(),
+                    Some(StepAction::Service(_)) => SERVICE_CALL_JOB.to_string(),
+                    None => continue,
+                };
+                if !jobs.contains_key(&slug)
+                    && let Some(job) = self.store.get_job(&slug).await?
+                {
+                    jobs.insert(slug, job);
+                }
+            }
+            let now = Utc::now();
+            let plan = plan(&state, &spec, &job_runs, &jobs, now);
+            let Some(run) = plan.changes.run.clone() else {
+                return Ok(Some(state.run));
+            };
+            if !self
+                .store
+                .apply_workflow_changes(run_id, state.revision, &plan.changes, now)
+                .await?
+            {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            self.after_apply(&run, &plan).await;
+            return Ok(Some(run));
+        }
+        tracing::warn!(
+            run_id,
+            "workflow run changed too often to reconcile; the sweep retries"
+        );
+        Ok(self.store.get_workflow_run(run_id).await?)
+    }
+
+    async fn after_apply(&self, run: &WorkflowRun, plan: &Plan) {
+        for jr in &plan.changes.job_runs {
+            publish_run(&self.bus, &jr.run).await;
+            let task = RunTask {
+                run_id: jr.run.id.clone(),
+                attempt: jr.run.attempt,
+            };
+            if let Err(e) = self.queue.push(task, Duration::ZERO).await {
+                tracing::error!(run_id = %jr.run.id, error = %e, "could not enqueue a step's job run; the recovery sweep will");
+            }
+        }
+        if !plan.changes.job_runs.is_empty() {
+            self.waker.wake();
+        }
+        for id in &plan.cancel_job_runs {
+            self.cancel_job_run(id).await;
+        }
+        if plan.steps_changed {
+            self.publish(run, "updated").await;
+        }
+        if plan.status_changed {
+            self.publish(run, run.status.as_str()).await;
+        }
+    }
+
+    async fn cancel_job_run(&self, id: &str) {
+        match self.store.cancel(id, Utc::now()).await {
+            // Workers (in any process) see the event and stop the attempt.
+            Ok(Some(canceled)) => publish_run(&self.bus, &canceled).await,
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(job_run_id = id, error = %e, "could not cancel a step's job run")
+            }
+        }
+    }
+
+    async fn publish(&self, run: &WorkflowRun, what: &str) {
+        self.bus
+            .publish(&format!("workflow.run.{what}"), json!({"run": run}))
+            .await;
+    }
+
+    /// Cancels a pending or running run and its unfinished steps (409 once finished).
+    pub async fn cancel(&self, run_id: &str) -> ServiceResult<WorkflowRun> {
+        for _ in 0..MAX_RACES {
+            let state = self.state(run_id).await?;
+            if state.run.status.is_terminal() {
+                return Err(ServiceError::Conflict(format!(
+                    "workflow run {run_id} already ended as {}",
+                    state.run.status
+                )));
+            }
+            let now = Utc::now();
+            let mut plan = Plan::default();
+            let mut run = state.run.clone();
+            for s in &state.steps {
+                if s.status.is_terminal() {
+                    continue;
+                }
+                let mut s = s.clone();
+                if let Some(jr) = &s.job_run_id {
+                    plan.cancel_job_runs.push(jr.clone());
+                }
+                finish_step(
+                    &mut s,
+                    StepRunStatus::Canceled,
+                    Some("canceled by operator".into()),
+                    now,
+                );
+                s.updated_at = now;
+                plan.changes.steps.push(s);
+            }
+            let spec = steps_of(&state.definition)?;
+            let mut steps = state.steps.clone();
+            for s in &plan.changes.steps {
+                if let Some(t) = steps.iter_mut().find(|t| t.id == s.id) {
+                    *t = s.clone();
+                }
+            }
+            run.status = WorkflowRunStatus::Canceled;
+            run.error_message = Some("canceled by operator".into());
+            run.completed_at = Some(now);
+            run.duration_ms = run.started_at.map(|s| (now - s).num_milliseconds().max(0));
+            run.context = context_of(&spec, &steps);
+            run.metrics = json!({"totalSteps": steps.len(),
+                "completedSteps": steps.iter().filter(|s| s.status.is_terminal()).count()});
+            run.updated_at = now;
+            plan.changes.run = Some(run.clone());
+            plan.status_changed = true;
+            plan.steps_changed = !plan.changes.steps.is_empty();
+            if self
+                .store
+                .apply_workflow_changes(run_id, state.revision, &plan.changes, now)
+                .await?
+            {
+                self.after_apply(&run, &plan).await;
+                return Ok(run);
+            }
+        }
+        Err(ServiceError::Conflict(format!(
+            "workflow run {run_id} is changing too fast; try again"
+        )))
+    }
+
+    /// Resumes a failed or canceled run from the steps that did not succeed (same run id).
+    pub async fn resume(&self, run_id: &str) -> ServiceResult<WorkflowRun> {
+        for _ in 0..MAX_RACES {
+            let state = self.state(run_id).await?;
+            if !matches!(
+                state.run.status,
+                WorkflowRunStatus::Failed | WorkflowRunStatus::Canceled
+            ) {
+                return Err(ServiceError::Conflict(format!(
+                    "workflow run {run_id} is {}; only failed or canceled runs can be retried",
+                    state.run.status
+                )));
+            }
+            let now = Utc::now();
+            let mut changes = RunChanges::default();
+            for s in &state.steps {
+                if s.status == StepRunStatus::Succeeded {
+                    continue;
+                }
+                let mut s = s.clone();
+                s.status = StepRunStatus::Pending;
+                s.job_run_id = None;
+                s.error_message = None;
+                s.output = None;
+                s.completed_at = None;
+                s.updated_at = now;
+                changes.steps.push(s);
+            }
+            let mut run = state.run.clone();
+            run.status = WorkflowRunStatus::Running;
+            run.error_message = None;
+            run.completed_at = None;
+            run.duration_ms = None;
+            run.updated_at = now;
+            changes.run = Some(run);
+            if self
+                .store
+                .apply_workflow_changes(run_id, state.revision, &changes, now)
+                .await?
+            {
+                return Ok(self.reconcile(run_id).await?.unwrap_or(state.run));
+            }
+        }
+        Err(ServiceError::Conflict(format!(
+            "workflow run {run_id} is changing too fast; try again"
+        )))
+    }
+
+    /// A new run of the same workflow version's current definition with the same parameters.
+    pub async fn rerun(&self, run_id: &str) -> ServiceResult<WorkflowRun> {
+        let state = self.state(run_id).await?;
+        let workflow: WorkflowDefinition = serde_json::from_value(state.definition.clone())
+            .map_err(|e| {
+                ServiceError::Conflict(format!("the run's definition is unreadable: {e}"))
+            })?;
+        let trigger = json!({"type": "manual", "rerunOf": run_id});
+        let (run, _) = self
+            .start_with(
+                &workflow,
+                state.run.parameters.clone(),
+                state.run.triggered_by.clone(),
+                trigger,
+                None,
+            )
+            .await?;
+        Ok(run)
+    }
+
+    async fn state(&self, run_id: &str) -> ServiceResult<WorkflowRunState> {
+        self.store
+            .workflow_run_state(run_id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("workflow run {run_id:?} not found")))
+    }
+
+    pub async fn get(&self, run_id: &str) -> ServiceResult<WorkflowRun> {
+        Ok(self.state(run_id).await?.run)
+    }
+
+    pub async fn with_steps(&self, run_id: &str) -> ServiceResult<WorkflowRunWithSteps> {
+        let state = self.state(run_id).await?;
+        Ok(WorkflowRunWithSteps {
+            run: state.run,
+            steps: state.steps,
+        })
+    }
+
+    pub async fn list(
+        &self,
+        filter: &WorkflowRunFilter,
+    ) -> ServiceResult<(Vec<WorkflowRun>, u64, Option<String>)> {
+        Ok(self.store.list_workflow_runs(filter).await?)
+    }
+
+    /// Reconciles every unfinished run (the recovery sweep).
+    pub async fn sweep(&self) -> ServiceResult<()> {
+        for id in self.store.active_workflow_run_ids(500).await? {
+            self.reconcile(&id).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The steps of a stored definition (a wire `WorkflowDefinition` as JSON).
+fn steps_of(definition: &Value) -> ServiceResult<Vec<StepSpec>> {
+    serde_json::from_value(definition.get("steps").cloned().unwrap_or(Value::Null)).map_err(|e| {
+        ServiceError::Conflict(format!(
+            "the workflow definition's steps are unreadable: {e}"
+        ))
+    })
+}

@@ -1,0 +1,458 @@
+//! Workflow runs and their steps. The orchestrator reads a run's whole state, decides, and
+//! writes every change in one transaction whose first statement bumps the run's `revision`
+//! only if nobody changed the run meanwhile: concurrent reconciliations of one run (two steps
+//! finishing in two processes) serialize, and the loser reads again and re-decides.
+use app::wire::{JobRun, StepRunStatus, WorkflowRun, WorkflowRunStatus, WorkflowRunStep};
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveValue::Set,
+    ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    TransactionTrait,
+    sea_query::{Expr, ExprTrait},
+};
+use serde_json::Value;
+
+use super::{
+    Store, StoreResult,
+    entities::{job_run, workflow_run, workflow_run_step},
+    run_to_wire,
+};
+
+fn run_status(text: &str) -> WorkflowRunStatus {
+    // Only our own code writes this column, always from the enum.
+    WorkflowRunStatus::parse(text).unwrap_or(WorkflowRunStatus::Failed)
+}
+
+fn step_status(text: &str) -> StepRunStatus {
+    StepRunStatus::parse(text).unwrap_or(StepRunStatus::Failed)
+}
+
+fn workflow_run_to_wire(m: workflow_run::Model) -> WorkflowRun {
+    WorkflowRun {
+        id: m.id,
+        workflow_definition_id: m.workflow_definition_id,
+        workflow_slug: m.workflow_slug,
+        workflow_version: m.workflow_version,
+        status: run_status(&m.status),
+        parameters: m.parameters,
+        context: m.context,
+        error_message: m.error_message,
+        current_step_id: m.current_step_id,
+        current_step_index: m.current_step_index,
+        metrics: m.metrics,
+        triggered_by: m.triggered_by,
+        trigger: m.trigger,
+        started_at: m.started_at,
+        completed_at: m.completed_at,
+        duration_ms: m.duration_ms,
+        created_at: m.created_at,
+        updated_at: m.updated_at,
+    }
+}
+
+fn step_to_wire(m: workflow_run_step::Model) -> WorkflowRunStep {
+    WorkflowRunStep {
+        logs_url: m
+            .job_run_id
+            .as_ref()
+            .map(|id| format!("/api/job-runs/{id}/logs")),
+        id: m.id,
+        workflow_run_id: m.workflow_run_id,
+        step_id: m.step_id,
+        status: step_status(&m.status),
+        attempt: m.attempt,
+        job_run_id: m.job_run_id,
+        input: m.input,
+        output: m.output,
+        error_message: m.error_message,
+        metrics: m.metrics,
+        started_at: m.started_at,
+        completed_at: m.completed_at,
+        created_at: m.created_at,
+        updated_at: m.updated_at,
+    }
+}
+
+/// Everything the orchestrator decides from: the run, the definition it started with, its
+/// revision, and its steps in definition order.
+#[derive(Debug, Clone)]
+pub struct WorkflowRunState {
+    pub run: WorkflowRun,
+    pub definition: Value,
+    pub revision: i64,
+    pub idempotency_key: Option<String>,
+    pub steps: Vec<WorkflowRunStep>,
+}
+
+/// A new workflow run with its step rows (all pending).
+#[derive(Debug, Clone)]
+pub struct NewWorkflowRun {
+    pub run: WorkflowRun,
+    pub definition: Value,
+    pub idempotency_key: Option<String>,
+    pub steps: Vec<WorkflowRunStep>,
+}
+
+/// A job run a step starts (inserted with the step change, in the same transaction).
+#[derive(Debug, Clone)]
+pub struct StepJobRun {
+    pub run: JobRun,
+    pub entry_point: String,
+    pub retry_policy: Value,
+}
+
+/// The changes of one reconciliation.
+#[derive(Debug, Clone, Default)]
+pub struct RunChanges {
+    pub run: Option<WorkflowRun>,
+    pub steps: Vec<WorkflowRunStep>,
+    pub job_runs: Vec<StepJobRun>,
+}
+
+/// Filter and paging of workflow run lists.
+#[derive(Debug, Clone, Default)]
+pub struct WorkflowRunFilter {
+    pub workflow_slug: Option<String>,
+    pub statuses: Vec<WorkflowRunStatus>,
+    pub limit: u64,
+    pub offset: u64,
+    pub cursor: Option<String>,
+}
+
+pub enum InsertedWorkflowRun {
+    New(WorkflowRunState),
+    Existing(WorkflowRun),
+}
+
+fn step_model(s: &WorkflowRunStep, position: i32) -> workflow_run_step::ActiveModel {
+    workflow_run_step::ActiveModel {
+        id: Set(s.id.clone()),
+        workflow_run_id: Set(s.workflow_run_id.clone()),
+        step_id: Set(s.step_id.clone()),
+        position: Set(position),
+        status: Set(s.status.as_str().to_string()),
+        attempt: Set(s.attempt),
+        job_run_id: Set(s.job_run_id.clone()),
+        input: Set(s.input.clone()),
+        output: Set(s.output.clone()),
+        error_message: Set(s.error_message.clone()),
+        metrics: Set(s.metrics.clone()),
+        started_at: Set(s.started_at),
+        completed_at: Set(s.completed_at),
+        created_at: Set(s.created_at),
+        updated_at: Set(s.updated_at),
+    }
+}
+
+fn job_run_model(j: &StepJobRun) -> job_run::ActiveModel {
+    let r = &j.run;
+    job_run::ActiveModel {
+        id: Set(r.id.clone()),
+        job_definition_id: Set(r.job_definition_id.clone()),
+        job_slug: Set(r.job_slug.clone()),
+        job_version: Set(r.job_version),
+        entry_point: Set(j.entry_point.clone()),
+        status: Set(r.status.as_str().to_string()),
+        parameters: Set(r.parameters.clone()),
+        result: Set(None),
+        error_message: Set(None),
+        metrics: Set(None),
+        context: Set(r.context.clone()),
+        timeout_ms: Set(r.timeout_ms),
+        attempt: Set(r.attempt),
+        max_attempts: Set(r.max_attempts),
+        retry_policy: Set(j.retry_policy.clone()),
+        trigger: Set(r.trigger.as_str().to_string()),
+        workflow_run_id: Set(r.workflow_run_id.clone()),
+        workflow_step_id: Set(r.workflow_step_id.clone()),
+        idempotency_key: Set(None),
+        duration_ms: Set(None),
+        scheduled_at: Set(r.scheduled_at),
+        started_at: Set(None),
+        completed_at: Set(None),
+        created_at: Set(r.created_at),
+        updated_at: Set(r.updated_at),
+        lease_owner: Set(None),
+        lease_expires_at: Set(None),
+        dispatched_at: Set(None),
+    }
+}
+
+impl Store {
+    /// Inserts a run and its steps; with an idempotency key already used for this workflow,
+    /// returns that run instead.
+    pub async fn insert_workflow_run(
+        &self,
+        new: NewWorkflowRun,
+    ) -> StoreResult<InsertedWorkflowRun> {
+        let key = new.idempotency_key.clone();
+        let definition_id = new.run.workflow_definition_id.clone();
+        if let Some(key) = &key
+            && let Some(existing) = self.workflow_run_by_key(&definition_id, key).await?
+        {
+            return Ok(InsertedWorkflowRun::Existing(existing));
+        }
+        let r = &new.run;
+        let model = workflow_run::ActiveModel {
+            id: Set(r.id.clone()),
+            workflow_definition_id: Set(r.workflow_definition_id.clone()),
+            workflow_slug: Set(r.workflow_slug.clone()),
+            workflow_version: Set(r.workflow_version),
+            status: Set(r.status.as_str().to_string()),
+            parameters: Set(r.parameters.clone()),
+            context: Set(r.context.clone()),
+            error_message: Set(None),
+            current_step_id: Set(None),
+            current_step_index: Set(None),
+            metrics: Set(r.metrics.clone()),
+            triggered_by: Set(r.triggered_by.clone()),
+            trigger: Set(r.trigger.clone()),
+            idempotency_key: Set(key.clone()),
+            definition: Set(new.definition.clone()),
+            revision: Set(0),
+            started_at: Set(None),
+            completed_at: Set(None),
+            duration_ms: Set(None),
+            created_at: Set(r.created_at),
+            updated_at: Set(r.updated_at),
+        };
+        let steps: Vec<_> = new
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| step_model(s, i as i32))
+            .collect();
+        let txn = self.conn().begin().await?;
+        let inserted = async {
+            workflow_run::Entity::insert(model)
+                .exec_without_returning(&txn)
+                .await?;
+            if !steps.is_empty() {
+                workflow_run_step::Entity::insert_many(steps)
+                    .exec_without_returning(&txn)
+                    .await?;
+            }
+            Ok::<_, sea_orm::DbErr>(())
+        }
+        .await;
+        match inserted {
+            Ok(()) => {
+                txn.commit().await?;
+                Ok(InsertedWorkflowRun::New(WorkflowRunState {
+                    run: new.run,
+                    definition: new.definition,
+                    revision: 0,
+                    idempotency_key: key,
+                    steps: new.steps,
+                }))
+            }
+            Err(e) => {
+                txn.rollback().await?;
+                // A concurrent request with the same key won the unique index.
+                if let Some(key) = &key
+                    && let Some(existing) = self.workflow_run_by_key(&definition_id, key).await?
+                {
+                    return Ok(InsertedWorkflowRun::Existing(existing));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn workflow_run_by_key(
+        &self,
+        definition_id: &str,
+        key: &str,
+    ) -> StoreResult<Option<WorkflowRun>> {
+        Ok(workflow_run::Entity::find()
+            .filter(workflow_run::Column::WorkflowDefinitionId.eq(definition_id))
+            .filter(workflow_run::Column::IdempotencyKey.eq(key))
+            .one(self.conn())
+            .await?
+            .map(workflow_run_to_wire))
+    }
+
+    pub async fn get_workflow_run(&self, id: &str) -> StoreResult<Option<WorkflowRun>> {
+        Ok(workflow_run::Entity::find_by_id(id.to_string())
+            .one(self.conn())
+            .await?
+            .map(workflow_run_to_wire))
+    }
+
+    /// The run's steps in definition order.
+    pub async fn workflow_run_steps(&self, run_id: &str) -> StoreResult<Vec<WorkflowRunStep>> {
+        Ok(workflow_run_step::Entity::find()
+            .filter(workflow_run_step::Column::WorkflowRunId.eq(run_id))
+            .order_by_asc(workflow_run_step::Column::Position)
+            .all(self.conn())
+            .await?
+            .into_iter()
+            .map(step_to_wire)
+            .collect())
+    }
+
+    pub async fn workflow_run_state(&self, id: &str) -> StoreResult<Option<WorkflowRunState>> {
+        let Some(m) = workflow_run::Entity::find_by_id(id.to_string())
+            .one(self.conn())
+            .await?
+        else {
+            return Ok(None);
+        };
+        let steps = self.workflow_run_steps(id).await?;
+        Ok(Some(WorkflowRunState {
+            definition: m.definition.clone(),
+            revision: m.revision,
+            idempotency_key: m.idempotency_key.clone(),
+            run: workflow_run_to_wire(m),
+            steps,
+        }))
+    }
+
+    /// Job runs by id (those a run's steps point at).
+    pub async fn job_runs_by_ids(&self, ids: Vec<String>) -> StoreResult<Vec<JobRun>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(job_run::Entity::find()
+            .filter(job_run::Column::Id.is_in(ids))
+            .all(self.conn())
+            .await?
+            .into_iter()
+            .map(run_to_wire)
+            .collect())
+    }
+
+    /// Writes one reconciliation if the run is still at `revision`; false: someone else
+    /// changed it first (nothing was written).
+    pub async fn apply_workflow_changes(
+        &self,
+        run_id: &str,
+        revision: i64,
+        changes: &RunChanges,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let txn = self.conn().begin().await?;
+        // First statement: takes the write lock (SQLite) / the row lock (PostgreSQL).
+        let mut update = workflow_run::Entity::update_many()
+            .col_expr(
+                workflow_run::Column::Revision,
+                Expr::col(workflow_run::Column::Revision).add(1),
+            )
+            .col_expr(workflow_run::Column::UpdatedAt, Expr::value(now));
+        if let Some(r) = &changes.run {
+            update = update
+                .col_expr(workflow_run::Column::Status, Expr::value(r.status.as_str()))
+                .col_expr(
+                    workflow_run::Column::Context,
+                    Expr::value(r.context.clone()),
+                )
+                .col_expr(
+                    workflow_run::Column::ErrorMessage,
+                    Expr::value(r.error_message.clone()),
+                )
+                .col_expr(
+                    workflow_run::Column::CurrentStepId,
+                    Expr::value(r.current_step_id.clone()),
+                )
+                .col_expr(
+                    workflow_run::Column::CurrentStepIndex,
+                    Expr::value(r.current_step_index),
+                )
+                .col_expr(
+                    workflow_run::Column::Metrics,
+                    Expr::value(r.metrics.clone()),
+                )
+                .col_expr(workflow_run::Column::StartedAt, Expr::value(r.started_at))
+                .col_expr(
+                    workflow_run::Column::CompletedAt,
+                    Expr::value(r.completed_at),
+                )
+                .col_expr(workflow_run::Column::DurationMs, Expr::value(r.duration_ms));
+        }
+        let res = update
+            .filter(workflow_run::Column::Id.eq(run_id))
+            .filter(workflow_run::Column::Revision.eq(revision))
+            .exec(&txn)
+            .await?;
+        if res.rows_affected == 0 {
+            txn.rollback().await?;
+            return Ok(false);
+        }
+        for s in &changes.steps {
+            let mut m = step_model(s, 0);
+            m.position = sea_orm::ActiveValue::NotSet;
+            m.created_at = sea_orm::ActiveValue::NotSet;
+            workflow_run_step::Entity::update(m).exec(&txn).await?;
+        }
+        if !changes.job_runs.is_empty() {
+            job_run::Entity::insert_many(changes.job_runs.iter().map(job_run_model))
+                .exec_without_returning(&txn)
+                .await?;
+        }
+        txn.commit().await?;
+        Ok(true)
+    }
+
+    pub async fn list_workflow_runs(
+        &self,
+        f: &WorkflowRunFilter,
+    ) -> StoreResult<(Vec<WorkflowRun>, u64, Option<String>)> {
+        let mut cond = Condition::all();
+        if let Some(slug) = &f.workflow_slug {
+            cond = cond.add(workflow_run::Column::WorkflowSlug.eq(slug.clone()));
+        }
+        if !f.statuses.is_empty() {
+            cond =
+                cond.add(workflow_run::Column::Status.is_in(f.statuses.iter().map(|s| s.as_str())));
+        }
+        let total = workflow_run::Entity::find()
+            .filter(cond.clone())
+            .count(self.conn())
+            .await?;
+        let mut query = workflow_run::Entity::find().filter(cond);
+        if let Some(cursor) = &f.cursor {
+            query = query.filter(workflow_run::Column::Id.lt(cursor.clone()));
+        } else if f.offset > 0 {
+            query = query.offset(f.offset);
+        }
+        let rows = query
+            .order_by_desc(workflow_run::Column::Id)
+            .limit(f.limit + 1)
+            .all(self.conn())
+            .await?;
+        let has_more = rows.len() as u64 > f.limit;
+        let runs: Vec<WorkflowRun> = rows
+            .into_iter()
+            .take(f.limit as usize)
+            .map(workflow_run_to_wire)
+            .collect();
+        let next = if has_more {
+            runs.last().map(|r| r.id.clone())
+        } else {
+            None
+        };
+        Ok((runs, total, next))
+    }
+
+    /// Ids of runs not yet finished, oldest first (the recovery sweep reconciles them).
+    pub async fn active_workflow_run_ids(&self, limit: u64) -> StoreResult<Vec<String>> {
+        workflow_run::Entity::find()
+            .select_only()
+            .column(workflow_run::Column::Id)
+            .filter(workflow_run::Column::Status.is_in(["pending", "running"]))
+            .order_by_asc(workflow_run::Column::Id)
+            .limit(limit)
+            .into_tuple::<String>()
+            .all(self.conn())
+            .await
+    }
+
+    /// Whether any run of the workflow has not finished.
+    pub async fn count_active_workflow_runs(&self, definition_id: &str) -> StoreResult<u64> {
+        workflow_run::Entity::find()
+            .filter(workflow_run::Column::WorkflowDefinitionId.eq(definition_id))
+            .filter(workflow_run::Column::Status.is_in(["pending", "running"]))
+            .count(self.conn())
+            .await
+    }
+}
