@@ -53,6 +53,28 @@ use crate::{
 /// The job that executes service steps (seeded at first start).
 pub const SERVICE_CALL_JOB: &str = "service-call";
 
+/// The definition of the job service steps execute as, seeded at every start when missing.
+/// Its retry policy is the default of service steps: five attempts with exponential backoff,
+/// so a step that requires a healthy service waits about half a minute for it.
+pub fn service_call_definition() -> Value {
+    json!({
+        "slug": SERVICE_CALL_JOB, "name": "Service call", "version": 1, "type": "service-triggered",
+        "entryPoint": crate::handlers::SERVICE_CALL,
+        "parametersSchema": {"type": "object", "required": ["serviceSlug", "request"], "properties": {
+            "serviceSlug": {"type": "string", "description": "A registered service"},
+            "request": {"type": "object", "required": ["method", "path"], "properties": {
+                "method": {"type": "string"}, "path": {"type": "string"},
+                "query": {"type": "object"}, "headers": {"type": "object"}, "body": {}}},
+            "requireHealthy": {"type": "boolean"}, "allowDegraded": {"type": "boolean"},
+            "captureResponse": {"type": "boolean"}}},
+        "defaultParameters": {"requireHealthy": false, "allowDegraded": false, "captureResponse": false},
+        "timeoutMs": 30000,
+        "retryPolicy": {"maxAttempts": 5, "strategy": "exponential", "initialDelayMs": 1000,
+            "maxDelayMs": 15000, "jitter": "equal"},
+        "metadata": {"tags": ["service"], "seeded": true}
+    })
+}
+
 /// How many times a reconciliation re-reads after losing a race before giving up (the sweep
 /// comes back to the run later).
 const MAX_RACES: usize = 50;

@@ -72,6 +72,19 @@ async fn start_core(
         .seed_defaults()
         .await
         .context("seeding default job definitions")?;
+    // The job workflow service steps execute as.
+    if service
+        .store()
+        .get_job(crate::orchestrator::SERVICE_CALL_JOB)
+        .await?
+        .is_none()
+        && let Err(e) = service
+            .save_job(&crate::orchestrator::service_call_definition())
+            .await
+    {
+        // Another process seeding at the same moment won the unique slug.
+        tracing::debug!(error = %e, "service-call seed skipped");
+    }
     // Start-up events are in the log before anyone can connect and ask for "what is new".
     bus.flush().await;
     if let Some(engine) = engine {

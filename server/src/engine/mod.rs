@@ -278,6 +278,8 @@ impl Engine {
                     metrics: metrics.clone(),
                     data_dir: inner.data_dir.clone(),
                     http: inner.http.clone(),
+                    services: Arc::new(inner.store.clone()),
+                    secrets: Arc::new(crate::handlers::EnvSecrets),
                 };
                 let fut = handler.execute(ctx);
                 tokio::pin!(fut);

@@ -112,6 +112,10 @@ pub struct JobRunContext {
     pub data_dir: PathBuf,
     /// Shared HTTP client.
     pub http: reqwest::Client,
+    /// Registered services (for service steps).
+    pub services: Arc<dyn ServiceDirectory>,
+    /// Resolves secret references at execution time.
+    pub secrets: Arc<dyn SecretResolver>,
 }
 
 /// Why an attempt did not succeed.
@@ -135,4 +139,44 @@ pub type JobResult = Result<Value, JobError>;
 #[async_trait::async_trait]
 pub trait JobHandler: Send + Sync {
     async fn execute(&self, ctx: JobRunContext) -> JobResult;
+}
+
+/// The service registry as handlers see it (the service steps' `builtin:service-call`).
+#[async_trait::async_trait]
+pub trait ServiceDirectory: Send + Sync {
+    /// The registered service, `None` when there is none by that slug.
+    async fn service(&self, slug: &str) -> Result<Option<app::wire::Service>, String>;
+}
+
+/// Where `{"secret": {"source", "key", "version"?}}` references resolve, at execution time.
+/// The value must never be logged, stored in results or sent anywhere but where it is used.
+pub trait SecretResolver: Send + Sync {
+    fn resolve(&self, source: &str, key: &str, version: Option<i64>) -> Result<String, String>;
+}
+
+/// Resolves `source: "env"` from the process environment; `store` needs the secret store.
+pub struct EnvSecrets;
+
+impl SecretResolver for EnvSecrets {
+    fn resolve(&self, source: &str, key: &str, _version: Option<i64>) -> Result<String, String> {
+        match source {
+            // Read at execution time on purpose: an operator may set the variable for the
+            // worker process without restarting the server that accepted the definition.
+            "env" => std::env::var(key)
+                .map_err(|_| format!("environment variable {key} is not set on this worker")),
+            other => Err(format!(
+                "secret source {other:?} is not available on this server"
+            )),
+        }
+    }
+}
+
+/// A directory with no services (tests of handlers that do not use it).
+pub struct NoServices;
+
+#[async_trait::async_trait]
+impl ServiceDirectory for NoServices {
+    async fn service(&self, _slug: &str) -> Result<Option<app::wire::Service>, String> {
+        Ok(None)
+    }
 }

@@ -165,7 +165,7 @@ fn request_headers(params: &Map<String, Value>) -> Result<HeaderMap, JobError> {
 }
 
 /// Response headers as an object; repeated headers are joined the way HTTP allows.
-fn response_headers(headers: &HeaderMap) -> Map<String, Value> {
+pub(super) fn response_headers(headers: &HeaderMap) -> Map<String, Value> {
     let mut out: Map<String, Value> = Map::new();
     for (name, value) in headers {
         let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
@@ -182,7 +182,7 @@ fn response_headers(headers: &HeaderMap) -> Map<String, Value> {
     out
 }
 
-fn is_json(headers: &HeaderMap) -> bool {
+pub(super) fn is_json(headers: &HeaderMap) -> bool {
     let Some(content_type) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
         return false;
     };
@@ -196,7 +196,9 @@ fn is_json(headers: &HeaderMap) -> bool {
 }
 
 /// Reads at most `MAX_BODY_BYTES`, so a huge response cannot exhaust memory.
-async fn read_capped(response: &mut reqwest::Response) -> Result<(Vec<u8>, bool), reqwest::Error> {
+pub(super) async fn read_capped(
+    response: &mut reqwest::Response,
+) -> Result<(Vec<u8>, bool), reqwest::Error> {
     let mut bytes = Vec::new();
     while let Some(chunk) = response.chunk().await? {
         let room = MAX_BODY_BYTES - bytes.len();
@@ -209,7 +211,7 @@ async fn read_capped(response: &mut reqwest::Response) -> Result<(Vec<u8>, bool)
     Ok((bytes, false))
 }
 
-fn body_value(bytes: Vec<u8>, is_json: bool, truncated: bool) -> Value {
+pub(super) fn body_value(bytes: Vec<u8>, is_json: bool, truncated: bool) -> Value {
     if is_json
         && !truncated
         && let Ok(value) = serde_json::from_slice(&bytes)
@@ -221,7 +223,7 @@ fn body_value(bytes: Vec<u8>, is_json: bool, truncated: bool) -> Value {
 
 /// The error and its causes; reqwest's own message alone ("error sending request") says little.
 /// The URL is dropped from it because it may carry credentials.
-fn error_chain(error: reqwest::Error) -> String {
+pub(super) fn error_chain(error: reqwest::Error) -> String {
     let error = error.without_url();
     let mut parts = vec![error.to_string()];
     let mut source = error.source();

@@ -7,6 +7,7 @@ mod fail;
 mod http;
 mod noop;
 mod repository;
+mod service_call;
 mod sleep;
 
 use std::{collections::HashMap, sync::Arc};
@@ -21,6 +22,7 @@ pub const FAIL: &str = "builtin:fail";
 pub const HTTP: &str = "builtin:http";
 pub const REPOSITORY_INGEST: &str = "builtin:repository-ingest";
 pub const REPOSITORY_BUILD: &str = "builtin:repository-build";
+pub const SERVICE_CALL: &str = "builtin:service-call";
 
 /// The handlers the engine can run, by entry point name.
 #[derive(Clone)]
@@ -45,6 +47,7 @@ impl Registry {
         registry.register(HTTP, Arc::new(http::Http));
         registry.register(REPOSITORY_INGEST, Arc::new(repository::Ingest));
         registry.register(REPOSITORY_BUILD, Arc::new(build::Build));
+        registry.register(SERVICE_CALL, Arc::new(service_call::ServiceCall));
         registry
     }
 
@@ -86,6 +89,7 @@ pub fn parameter_problems(entry_point: &str, params: &Value) -> Vec<Problem> {
         HTTP => http::check,
         REPOSITORY_INGEST => repository::check,
         REPOSITORY_BUILD => build::check,
+        SERVICE_CALL => service_call::check,
         other => return vec![(String::new(), format!("unknown entry point '{other}'"))],
     };
     let Some(object) = params.as_object() else {
@@ -216,6 +220,8 @@ pub(crate) fn test_ctx(
             .no_proxy()
             .build()
             .expect("http client"),
+        services: std::sync::Arc::new(NoServices),
+        secrets: std::sync::Arc::new(EnvSecrets),
     };
     (ctx, rx)
 }

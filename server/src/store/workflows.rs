@@ -283,3 +283,10 @@ impl Store {
             .map(service_to_wire))
     }
 }
+
+#[async_trait::async_trait]
+impl crate::handlers::ServiceDirectory for Store {
+    async fn service(&self, slug: &str) -> Result<Option<Service>, String> {
+        self.get_service(slug).await.map_err(|e| e.to_string())
+    }
+}

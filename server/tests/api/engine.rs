@@ -3,8 +3,7 @@
 //! Every wait polls with a deadline; nothing asserts on a fixed sleep.
 use std::{
     future::Future,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::Path,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -13,7 +12,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestDb, spawn_app, spawn_app_with, test_settings};
+use crate::helpers::{TestApp, TestDb, WorkerProcess, spawn_app, spawn_app_with, test_settings};
 
 const TERMINAL: [&str; 4] = ["succeeded", "failed", "canceled", "expired"];
 
@@ -201,60 +200,6 @@ impl EventLog {
 impl Drop for EventLog {
     fn drop(&mut self) {
         self.task.abort();
-    }
-}
-
-// ---- worker processes ----
-
-/// A `switchyard worker` child process on the test's database; killed (SIGKILL) when dropped.
-struct WorkerProcess {
-    child: Child,
-    log: PathBuf,
-}
-
-impl WorkerProcess {
-    fn spawn(db: &TestDb, name: &str) -> WorkerProcess {
-        let log = db.data_dir().join(format!("{name}.log"));
-        let out = std::fs::File::create(&log).expect("worker log file");
-        let err = out.try_clone().expect("worker log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
-        // Only what we pass explicitly: the admin DATABASE_URL of the test run must not leak in.
-        cmd.env_remove("DATABASE_URL")
-            .arg("--data-dir")
-            .arg(db.data_dir());
-        if let Some(url) = &db.url {
-            cmd.arg("--database-url").arg(url);
-        }
-        cmd.args([
-            "worker",
-            "--workers",
-            "1",
-            "--lease-ms",
-            "2000",
-            "--poll-ms",
-            "50",
-        ])
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err);
-        let child = cmd.spawn().expect("spawn worker process");
-        WorkerProcess { child, log }
-    }
-
-    /// kill -9, and reap.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn output(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 

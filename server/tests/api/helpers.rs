@@ -1,7 +1,12 @@
 //! Test harness: every test boots the real application on port 0 against a fresh database of
 //! its own: a new SQLite file, or, when `DATABASE_URL` points at PostgreSQL, a new database
 //! created on that server (dropped again when the test ends).
-use std::{path::PathBuf, sync::Once, time::Duration};
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::Once,
+    time::Duration,
+};
 
 use serde_json::{Value, json};
 use server::{Application, Settings, db};
@@ -247,5 +252,65 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.stop.cancel();
+    }
+}
+
+// ---- worker processes ----
+
+/// A `switchyard worker` child process on the test's database; killed (SIGKILL) when dropped.
+pub struct WorkerProcess {
+    child: Child,
+    log: PathBuf,
+}
+
+impl WorkerProcess {
+    pub fn spawn(db: &TestDb, name: &str) -> WorkerProcess {
+        WorkerProcess::spawn_with_env(db, name, &[])
+    }
+
+    /// With extra environment variables (such as secrets the worker resolves).
+    pub fn spawn_with_env(db: &TestDb, name: &str, env: &[(&str, &str)]) -> WorkerProcess {
+        let log = db.data_dir().join(format!("{name}.log"));
+        let out = std::fs::File::create(&log).expect("worker log file");
+        let err = out.try_clone().expect("worker log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        // Only what we pass explicitly: the admin DATABASE_URL of the test run must not leak in.
+        cmd.env_remove("DATABASE_URL")
+            .arg("--data-dir")
+            .arg(db.data_dir());
+        if let Some(url) = &db.url {
+            cmd.arg("--database-url").arg(url);
+        }
+        cmd.args([
+            "worker",
+            "--workers",
+            "1",
+            "--lease-ms",
+            "2000",
+            "--poll-ms",
+            "50",
+        ])
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+        let child = cmd.spawn().expect("spawn worker process");
+        WorkerProcess { child, log }
+    }
+
+    /// kill -9, and reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        self.kill();
     }
 }

@@ -69,8 +69,8 @@ async fn migrations_go_up_down_and_up_again() {
     assert_eq!(status, 200);
     assert_eq!(
         jobs["data"].as_array().map(Vec::len),
-        Some(2),
-        "seeded jobs after re-migration: {jobs}"
+        Some(3),
+        "seeded jobs (repository-ingest, repository-build, service-call) after re-migration: {jobs}"
     );
 }
 

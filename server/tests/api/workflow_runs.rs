@@ -507,3 +507,208 @@ async fn wide_fan_out_and_fan_in_complete() {
     assert_eq!(done["metrics"]["completedSteps"], 22);
     app.shutdown().await;
 }
+
+/// A real HTTP service: `/health` answers 200; `POST /hooks/build` records the request's
+/// Authorization header and body and answers `{"ok": true, "ticket": 42}`.
+async fn notifier() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>>,
+) {
+    use axum::{
+        Json, Router,
+        http::HeaderMap,
+        routing::{get, post},
+    };
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let app = Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route(
+            "/hooks/build",
+            post(move |headers: HeaderMap, Json(body): Json<Value>| {
+                let record = record.clone();
+                async move {
+                    let auth = headers
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string();
+                    record.lock().unwrap().push((auth, body));
+                    Json(json!({"ok": true, "ticket": 42}))
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn service_step_waits_for_health_resolves_secrets_and_stores_the_response() {
+    let db = crate::helpers::TestDb::new().await;
+    let mut settings = crate::helpers::test_settings(&db);
+    // Steps execute in a separate `switchyard worker` process that holds the secret.
+    settings.worker.workers = 0;
+    let secret = format!("s3cr3t-{}", uuid::Uuid::new_v4().simple());
+    let app = crate::helpers::spawn_app_with(db, settings).await;
+    // Started after the app migrated the database.
+    let worker = crate::helpers::WorkerProcess::spawn_with_env(
+        &app.db,
+        "worker",
+        &[("SY_TEST_NOTIFIER_TOKEN", &secret)],
+    );
+    let mut events = app.get("/api/events").await.bytes_stream();
+    let (base, seen) = notifier().await;
+    app.job("echo", "builtin:noop", json!({})).await;
+    let (status, v) = app
+        .post_json(
+            "/api/services",
+            &json!({"slug": "notifier", "displayName": "Notifier",
+        "kind": "http", "baseUrl": base, "healthPath": "/health"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+    let (status, v) = app
+        .patch_json("/api/services/notifier", &json!({"status": "unhealthy"}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    workflow(&app, json!({"slug": "notify", "name": "Notify", "steps": [
+        {"id": "a", "jobSlug": "echo", "parameters": {"commit": "abc123"}},
+        {"id": "notify", "type": "service", "serviceSlug": "notifier", "dependsOn": ["a"],
+            "requireHealthy": true, "captureResponse": true, "storeResponseAs": "notifyResponse",
+            "retryPolicy": {"maxAttempts": 10, "strategy": "fixed", "initialDelayMs": 300},
+            "request": {"method": "POST", "path": "/hooks/build", "query": {"v": 1},
+                "headers": {"Authorization": {"secret": {"source": "env", "key": "SY_TEST_NOTIFIER_TOKEN"}, "prefix": "Bearer "}},
+                "body": {"commit": "{{ steps.a.result.commit }}"}}},
+        {"id": "after", "jobSlug": "echo", "dependsOn": ["notify"],
+            "parameters": {"ticket": "{{ shared.notifyResponse.body.ticket }}"}}
+    ]})).await;
+    let run = start(&app, "notify", json!({})).await;
+    let id = run["id"].as_str().unwrap().to_string();
+    // While the service is unhealthy the step waits (retryable attempts), nothing is sent.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let d = steps(&app, &id).await;
+        let n = step(&d, "notify");
+        if n["attempt"].as_i64().unwrap_or(0) >= 2 {
+            let attempts = n["metrics"]["attempts"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            assert!(
+                attempts.iter().any(|a| a["errorMessage"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("unhealthy"))),
+                "{d}"
+            );
+            assert_eq!(n["status"], "running", "{d}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never retried: {d}\n{}",
+            worker.output()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(seen.lock().unwrap().is_empty());
+    app.patch_json("/api/services/notifier", &json!({"status": "healthy"}))
+        .await;
+    let done = wait_run(&app, &id, TERMINAL).await;
+    let d = steps(&app, &id).await;
+    assert_eq!(done["status"], "succeeded", "{d}\n{}", worker.output());
+    let calls = seen.lock().unwrap().clone();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].0, format!("Bearer {secret}"));
+    assert_eq!(calls[0].1, json!({"commit": "abc123"}));
+    let n = step(&d, "notify");
+    assert_eq!(
+        n["output"]["response"]["body"],
+        json!({"ok": true, "ticket": 42})
+    );
+    assert_eq!(n["metrics"]["status"], 200);
+    assert_eq!(n["metrics"]["baseUrl"], json!(base));
+    assert!(n["metrics"]["latencyMs"].as_u64().is_some(), "{n}");
+    assert_eq!(step(&d, "after")["output"], json!({"ticket": 42}));
+    assert_eq!(done["context"]["shared"]["notifyResponse"]["status"], 200);
+    // The secret's value appears nowhere: responses, job runs, logs, events, worker output.
+    let job_run_id = n["jobRunId"].as_str().unwrap();
+    let mut everything = d.to_string();
+    everything.push_str(
+        &app.get_json(&format!("/api/job-runs/{job_run_id}"))
+            .await
+            .1
+            .to_string(),
+    );
+    everything.push_str(&app.get_json("/api/job-runs?limit=100").await.1.to_string());
+    everything.push_str(&app.get_json("/api/workflows/notify").await.1.to_string());
+    let log = app.logs(job_run_id).await;
+    assert!(
+        log.contains("resolved secret SY_TEST_NOTIFIER_TOKEN"),
+        "{log}"
+    );
+    everything.push_str(&log);
+    let mut stream = String::new();
+    while let Ok(Some(Ok(chunk))) =
+        tokio::time::timeout(Duration::from_millis(300), events.next()).await
+    {
+        stream.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(stream.contains("workflow.run.succeeded"), "{stream}");
+    everything.push_str(&stream);
+    everything.push_str(&worker.output());
+    assert!(!everything.contains(&secret), "the secret leaked");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn killed_worker_mid_run_the_run_resumes_without_repeating_succeeded_steps() {
+    let db = crate::helpers::TestDb::new().await;
+    let mut settings = crate::helpers::test_settings(&db);
+    settings.worker.workers = 0;
+    let app = crate::helpers::spawn_app_with(db, settings).await;
+    let mut first = crate::helpers::WorkerProcess::spawn(&app.db, "first");
+    app.job("echo", "builtin:noop", json!({})).await;
+    app.job(
+        "nap",
+        "builtin:sleep",
+        json!({"retryPolicy": {"maxAttempts": 2, "strategy": "none"}}),
+    )
+    .await;
+    workflow(&app, json!({"slug": "crashy", "name": "Crashy", "steps": [
+        {"id": "a", "jobSlug": "echo", "parameters": {"v": 1}},
+        {"id": "nap", "jobSlug": "nap", "dependsOn": ["a"], "parameters": {"durationMs": 1500}},
+        {"id": "z", "jobSlug": "echo", "dependsOn": ["nap"], "parameters": {"after": "{{ steps.nap.result.sleptMs }}"}}
+    ]})).await;
+    let run = start(&app, "crashy", json!({})).await;
+    let id = run["id"].as_str().unwrap().to_string();
+    let d = wait_step(&app, &id, "nap", "running").await;
+    let a_job_run = step(&d, "a")["jobRunId"].clone();
+    first.kill();
+    // A new worker process takes over once the lease expires.
+    let second = crate::helpers::WorkerProcess::spawn(&app.db, "second");
+    let done = wait_run(&app, &id, TERMINAL).await;
+    let d = steps(&app, &id).await;
+    assert_eq!(done["status"], "succeeded", "{d}\n{}", second.output());
+    assert_eq!(step(&d, "a")["jobRunId"], a_job_run);
+    assert_eq!(
+        step(&d, "a")["attempt"],
+        1,
+        "a succeeded step never runs again"
+    );
+    let nap = step(&d, "nap");
+    assert_eq!(
+        nap["attempt"], 2,
+        "the interrupted step ran again as a new attempt: {d}"
+    );
+    let attempts = nap["metrics"]["attempts"].as_array().unwrap();
+    assert!(
+        attempts[0]["errorMessage"]
+            .as_str()
+            .is_some_and(|e| e.contains("worker lost")),
+        "{d}"
+    );
+    assert_eq!(step(&d, "z")["output"], json!({"after": 1500}));
+    app.shutdown().await;
+}

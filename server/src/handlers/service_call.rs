@@ -1,0 +1,299 @@
+//! `builtin:service-call` `{"serviceSlug", "request": {"method", "path", "query", "headers",
+//! "body"}, "requireHealthy", "allowDegraded", "captureResponse"}`: one request to a
+//! registered service; what a workflow's service step executes (the orchestrator builds these
+//! parameters from the step with its templates rendered).
+//!
+//! - With `requireHealthy`, a service that is not healthy (or degraded, unless
+//!   `allowDegraded`) fails the attempt with a retryable error: the step waits with its retry
+//!   policy while the service is down (health-aware retries).
+//! - Header values may be `{"secret": {"source", "key", "version"?}, "prefix"?}` references.
+//!   They resolve here, at execution time, and their values are never logged or returned.
+//! - The result is `{"status", "latencyMs", "baseUrl"}` plus, with `captureResponse`,
+//!   `"response": {"status", "headers", "body"}`. Status 5xx and 429 are retryable; any other
+//!   status outside 2xx/3xx fails the step.
+use std::time::Instant;
+
+use app::wire::ServiceStatus;
+use reqwest::{
+    Method, Url,
+    header::{HeaderMap, HeaderName, HeaderValue},
+};
+use serde_json::{Map, Value, json};
+
+use super::{
+    JobError, JobHandler, JobResult, JobRunContext, Problem, SERVICE_CALL, checked_params, field,
+    http::{body_value, error_chain, is_json, read_capped, response_headers},
+};
+
+pub(super) struct ServiceCall;
+
+pub(super) fn check(params: &Map<String, Value>, problems: &mut Vec<Problem>) {
+    if !field(params, "serviceSlug").is_some_and(Value::is_string) {
+        problems.push((
+            "/serviceSlug".into(),
+            "is required and must be a string".into(),
+        ));
+    }
+    match field(params, "request") {
+        Some(Value::Object(request)) => {
+            let method = field(request, "method").and_then(Value::as_str);
+            if method
+                .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
+                .is_none()
+            {
+                problems.push(("/request/method".into(), "must be an HTTP method".into()));
+            }
+            if !field(request, "path").is_some_and(Value::is_string) {
+                problems.push((
+                    "/request/path".into(),
+                    "is required and must be a string".into(),
+                ));
+            }
+            if field(request, "headers").is_some_and(|h| !h.is_object()) {
+                problems.push(("/request/headers".into(), "must be an object".into()));
+            }
+            if field(request, "query").is_some_and(|h| !h.is_object()) {
+                problems.push(("/request/query".into(), "must be an object".into()));
+            }
+        }
+        _ => problems.push((
+            "/request".into(),
+            "is required and must be an object".into(),
+        )),
+    }
+}
+
+fn flag(params: &Map<String, Value>, key: &str) -> bool {
+    field(params, key).and_then(Value::as_bool).unwrap_or(false)
+}
+
+/// A query value as text (arrays repeat the key).
+fn query_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// `baseUrl` + `path` + `query`.
+fn target_url(base: &str, path: &str, query: Option<&Map<String, Value>>) -> Result<Url, String> {
+    let joined = format!(
+        "{}/{}",
+        base.trim_end_matches('/'),
+        path.trim_start_matches('/')
+    );
+    let mut url = Url::parse(&joined).map_err(|e| format!("invalid URL {joined:?}: {e}"))?;
+    if let Some(query) = query.filter(|q| !q.is_empty()) {
+        let mut pairs = url.query_pairs_mut();
+        for (k, v) in query {
+            match v {
+                Value::Array(items) => {
+                    for item in items {
+                        pairs.append_pair(k, &query_text(item));
+                    }
+                }
+                Value::Null => {}
+                other => {
+                    pairs.append_pair(k, &query_text(other));
+                }
+            }
+        }
+    }
+    Ok(url)
+}
+
+impl ServiceCall {
+    /// The service's own headers, then the request's (secrets resolved). Errors name the header,
+    /// never its value.
+    fn headers(
+        ctx: &JobRunContext,
+        service_headers: &Value,
+        request: &Map<String, Value>,
+    ) -> Result<HeaderMap, JobError> {
+        let mut map = HeaderMap::new();
+        let mut put = |name: &str, value: String| -> Result<(), JobError> {
+            let header = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| JobError::Fatal(format!("invalid header name '{name}'")))?;
+            let mut value = HeaderValue::from_str(&value)
+                .map_err(|_| JobError::Fatal(format!("invalid value for header '{name}'")))?;
+            value.set_sensitive(true);
+            map.insert(header, value);
+            Ok(())
+        };
+        if let Some(given) = service_headers.as_object() {
+            for (name, value) in given {
+                put(name, value.as_str().unwrap_or_default().to_string())?;
+            }
+        }
+        if let Some(Value::Object(given)) = field(request, "headers") {
+            for (name, value) in given {
+                let text = match value {
+                    Value::String(s) => s.clone(),
+                    Value::Object(reference) if reference.contains_key("secret") => {
+                        let secret = &reference["secret"];
+                        let source = secret["source"].as_str().unwrap_or_default();
+                        let key = secret["key"].as_str().unwrap_or_default();
+                        let version = secret.get("version").and_then(Value::as_i64);
+                        let resolved =
+                            ctx.secrets.resolve(source, key, version).map_err(|why| {
+                                JobError::Fatal(format!("header '{name}': secret {key}: {why}"))
+                            })?;
+                        ctx.log.info(format!(
+                            "header '{name}': resolved secret {key} from {source}"
+                        ));
+                        let prefix = reference
+                            .get("prefix")
+                            .and_then(Value::as_str)
+                            .unwrap_or("");
+                        format!("{prefix}{resolved}")
+                    }
+                    other => query_text(other),
+                };
+                put(name, text)?;
+            }
+        }
+        Ok(map)
+    }
+}
+
+#[async_trait::async_trait]
+impl JobHandler for ServiceCall {
+    async fn execute(&self, ctx: JobRunContext) -> JobResult {
+        let params = checked_params(SERVICE_CALL, &ctx.parameters)?;
+        let slug = field(params, "serviceSlug")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let Some(Value::Object(request)) = field(params, "request") else {
+            return Err(JobError::Fatal("request must be an object".into()));
+        };
+        let service = ctx
+            .services
+            .service(slug)
+            .await
+            .map_err(|e| JobError::Retryable(format!("could not read service {slug}: {e}")))?
+            .ok_or_else(|| JobError::Fatal(format!("service {slug} is not registered")))?;
+        ctx.metrics.set("baseUrl", service.base_url.clone());
+        ctx.metrics.set("serviceStatus", service.status.as_str());
+        if flag(params, "requireHealthy") {
+            let ok = match service.status {
+                ServiceStatus::Healthy => true,
+                ServiceStatus::Degraded => flag(params, "allowDegraded"),
+                _ => false,
+            };
+            if !ok {
+                let why = service
+                    .last_error
+                    .as_deref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default();
+                let msg = format!(
+                    "service {slug} is {}{why}; waiting for it to be healthy",
+                    service.status
+                );
+                ctx.log.info(msg.clone());
+                return Err(JobError::Retryable(msg));
+            }
+        }
+        let method_text = field(request, "method")
+            .and_then(Value::as_str)
+            .unwrap_or("GET");
+        let method = Method::from_bytes(method_text.as_bytes())
+            .map_err(|_| JobError::Fatal(format!("invalid method {method_text}")))?;
+        let path = field(request, "path")
+            .and_then(Value::as_str)
+            .unwrap_or("/");
+        let query = field(request, "query").and_then(Value::as_object);
+        let url = target_url(&service.base_url, path, query).map_err(JobError::Fatal)?;
+        let headers = Self::headers(&ctx, &service.headers, request)?;
+        let mut builder = ctx
+            .http
+            .request(method.clone(), url.clone())
+            .headers(headers);
+        if !ctx.timeout.is_zero() {
+            builder = builder.timeout(ctx.timeout);
+        }
+        builder = match field(request, "body") {
+            None => builder,
+            Some(Value::String(body)) => builder.body(body.clone()),
+            Some(body) => builder.json(body),
+        };
+        ctx.log
+            .info(format!("{method} {} (service {slug})", url.path()));
+        let started = Instant::now();
+        let exchange = async move {
+            let mut response = builder.send().await?;
+            let status = response.status().as_u16();
+            let headers = response_headers(response.headers());
+            let json_body = is_json(response.headers());
+            let (bytes, truncated) = read_capped(&mut response).await?;
+            Ok::<_, reqwest::Error>((status, headers, body_value(bytes, json_body, truncated)))
+        };
+        let outcome = tokio::select! {
+            outcome = exchange => outcome,
+            () = ctx.cancel.cancelled() => return Err(JobError::Canceled),
+        };
+        let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        ctx.metrics.set("latencyMs", latency_ms);
+        let (status, headers, body) = outcome.map_err(|e| {
+            let message = format!("{method} {} failed: {}", url.path(), error_chain(e));
+            ctx.log.info(message.clone());
+            JobError::Retryable(message)
+        })?;
+        ctx.metrics.set("status", status);
+        ctx.log
+            .info(format!("status {status} after {latency_ms} ms"));
+        if status >= 500 || status == 429 {
+            return Err(JobError::Retryable(format!(
+                "service {slug} answered with status {status}"
+            )));
+        }
+        if status >= 400 {
+            return Err(JobError::Fatal(format!(
+                "service {slug} answered with status {status}"
+            )));
+        }
+        let mut result =
+            json!({"status": status, "latencyMs": latency_ms, "baseUrl": service.base_url});
+        if flag(params, "captureResponse") {
+            result["response"] = json!({"status": status, "headers": headers, "body": body});
+        }
+        Ok(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_joins_base_path_and_query() {
+        let q = json!({"a": "x y", "n": 3, "many": [1, "b"], "none": null});
+        let url = target_url("http://h:1/api/", "/hooks/build", q.as_object()).unwrap();
+        assert_eq!(
+            url.as_str(),
+            "http://h:1/api/hooks/build?a=x+y&many=1&many=b&n=3"
+        );
+        assert!(target_url("not a url", "/x", None).is_err());
+    }
+
+    #[test]
+    fn checks_name_every_problem() {
+        let mut p = Vec::new();
+        check(
+            json!({"request": {"method": "NOT A METHOD", "headers": 1}})
+                .as_object()
+                .unwrap(),
+            &mut p,
+        );
+        let paths: Vec<&str> = p.iter().map(|(a, _)| a.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "/serviceSlug",
+                "/request/method",
+                "/request/path",
+                "/request/headers"
+            ]
+        );
+    }
+}
