@@ -1164,3 +1164,251 @@ fn steps_of(definition: &Value) -> ServiceResult<Vec<StepSpec>> {
         ))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Everything;
+
+    impl crate::domain::workflow::Catalog for Everything {
+        fn job_exists(&self, _: &str) -> bool {
+            true
+        }
+        fn service_exists(&self, _: &str) -> bool {
+            true
+        }
+    }
+
+    /// Steps as the API stores them: validated and normalized.
+    fn spec(steps: Value) -> Vec<StepSpec> {
+        let doc = json!({"slug": "wf", "name": "Wf", "steps": steps});
+        crate::domain::workflow::parse_workflow_spec(&doc, &Everything)
+            .expect("valid steps")
+            .steps
+    }
+
+    fn job(slug: &str) -> JobDefinition {
+        serde_json::from_value(json!({"id": format!("id-{slug}"), "slug": slug, "name": slug,
+            "version": 1, "type": "batch", "entryPoint": "builtin:noop",
+            "parametersSchema": {"type": "object"}, "defaultParameters": {"d": 1},
+            "timeoutMs": 1000, "retryPolicy": {"maxAttempts": 2, "strategy": "none",
+                "initialDelayMs": 0, "maxDelayMs": 0, "jitter": "none"},
+            "metadata": {}, "createdAt": "2026-11-23T00:00:00Z", "updatedAt": "2026-11-23T00:00:00Z"}))
+        .expect("job")
+    }
+
+    fn state(steps: &[StepSpec]) -> WorkflowRunState {
+        let now = Utc::now();
+        let rows = steps
+            .iter()
+            .map(|s| WorkflowRunStep {
+                id: format!("row-{}", s.id),
+                workflow_run_id: "run".into(),
+                step_id: s.id.clone(),
+                status: StepRunStatus::Pending,
+                attempt: 0,
+                job_run_id: None,
+                input: None,
+                output: None,
+                error_message: None,
+                logs_url: None,
+                metrics: None,
+                started_at: None,
+                completed_at: None,
+                created_at: now,
+                updated_at: now,
+            })
+            .collect();
+        WorkflowRunState {
+            run: WorkflowRun {
+                id: "run".into(),
+                workflow_definition_id: "wf".into(),
+                workflow_slug: "wf".into(),
+                workflow_version: 1,
+                status: WorkflowRunStatus::Pending,
+                parameters: json!({"p": "x"}),
+                context: json!({}),
+                error_message: None,
+                current_step_id: None,
+                current_step_index: None,
+                metrics: json!({}),
+                triggered_by: None,
+                trigger: json!({"type": "manual"}),
+                started_at: None,
+                completed_at: None,
+                duration_ms: None,
+                created_at: now,
+                updated_at: now,
+            },
+            definition: json!({}),
+            revision: 0,
+            idempotency_key: None,
+            steps: rows,
+        }
+    }
+
+    /// Applies a plan's changes to the state, as the store would.
+    fn apply(mut st: WorkflowRunState, p: &Plan) -> WorkflowRunState {
+        if let Some(r) = &p.changes.run {
+            st.run = r.clone();
+        }
+        for s in &p.changes.steps {
+            let row = st.steps.iter_mut().find(|r| r.id == s.id).expect("row");
+            *row = s.clone();
+        }
+        st
+    }
+
+    fn finished(
+        jr: &StepJobRun,
+        status: RunStatus,
+        result: Option<Value>,
+        error: Option<&str>,
+    ) -> JobRun {
+        let mut r = jr.run.clone();
+        r.status = status;
+        r.result = result;
+        r.error_message = error.map(str::to_string);
+        r.started_at = Some(Utc::now());
+        r.completed_at = Some(Utc::now());
+        r
+    }
+
+    fn jobs() -> HashMap<String, JobDefinition> {
+        [("echo".to_string(), job("echo"))].into_iter().collect()
+    }
+
+    #[test]
+    fn starts_roots_then_dependents_with_rendered_parameters() {
+        let steps = spec(json!([
+            {"id": "a", "jobSlug": "echo", "parameters": {"v": "{{ parameters.p }}"}},
+            {"id": "b", "jobSlug": "echo", "dependsOn": ["a"], "parameters": {"n": "{{ steps.a.result.n }}"}}
+        ]));
+        let st = state(&steps);
+        let p = plan(&st, &steps, &HashMap::new(), &jobs(), Utc::now());
+        assert_eq!(p.changes.job_runs.len(), 1);
+        let a = &p.changes.job_runs[0];
+        assert_eq!(
+            a.run.parameters,
+            json!({"d": 1, "v": "x"}),
+            "merged over the job's defaults"
+        );
+        assert_eq!(a.run.workflow_step_id.as_deref(), Some("a"));
+        assert_eq!((a.run.attempt, a.run.max_attempts), (1, 2));
+        let st = apply(st, &p);
+        assert_eq!(st.run.status, WorkflowRunStatus::Running);
+        let done = finished(a, RunStatus::Succeeded, Some(json!({"n": 7})), None);
+        let runs = [(done.id.clone(), done)].into_iter().collect();
+        let p = plan(&st, &steps, &runs, &jobs(), Utc::now());
+        assert_eq!(p.changes.job_runs.len(), 1);
+        assert_eq!(
+            p.changes.job_runs[0].run.parameters["n"],
+            json!(7),
+            "type kept"
+        );
+        assert!(p.steps_changed && !p.status_changed);
+    }
+
+    #[test]
+    fn halt_cancels_the_rest_and_fails_the_run() {
+        let steps = spec(json!([
+            {"id": "a", "jobSlug": "echo", "parameters": {}},
+            {"id": "b", "jobSlug": "echo", "parameters": {}},
+            {"id": "c", "jobSlug": "echo", "dependsOn": ["a"], "parameters": {}}
+        ]));
+        let st = state(&steps);
+        let p = plan(&st, &steps, &HashMap::new(), &jobs(), Utc::now());
+        let (a, b) = (&p.changes.job_runs[0], &p.changes.job_runs[1]);
+        let failed = finished(a, RunStatus::Failed, None, Some("boom"));
+        let runs = [(failed.id.clone(), failed)].into_iter().collect();
+        let b_id = b.run.id.clone();
+        let st = apply(st, &p);
+        let p = plan(&st, &steps, &runs, &jobs(), Utc::now());
+        let run = p.changes.run.as_ref().expect("changed");
+        assert_eq!(run.status, WorkflowRunStatus::Failed);
+        assert!(
+            run.error_message
+                .as_deref()
+                .unwrap()
+                .contains("step a failed: boom")
+        );
+        assert_eq!(p.cancel_job_runs, vec![b_id], "b's job run is stopped");
+        let st = apply(st, &p);
+        let status = |id: &str| st.steps.iter().find(|s| s.step_id == id).unwrap().status;
+        assert_eq!(status("b"), StepRunStatus::Canceled);
+        assert_eq!(status("c"), StepRunStatus::Canceled);
+        assert!(p.changes.job_runs.is_empty());
+    }
+
+    #[test]
+    fn unrenderable_template_fails_the_step_and_continue_skips_its_dependents() {
+        let steps = spec(json!([
+            {"id": "a", "jobSlug": "echo", "parameters": {"x": "{{ parameters.missing }}"}, "onFailure": "continue"},
+            {"id": "b", "jobSlug": "echo", "dependsOn": ["a"], "parameters": {}},
+            {"id": "c", "jobSlug": "nope", "parameters": {}, "onFailure": "continue"}
+        ]));
+        let st = state(&steps);
+        let p = plan(&st, &steps, &HashMap::new(), &jobs(), Utc::now());
+        assert!(p.changes.job_runs.is_empty());
+        let st = apply(st, &p);
+        let step = |id: &str| st.steps.iter().find(|s| s.step_id == id).unwrap().clone();
+        assert_eq!(step("a").status, StepRunStatus::Failed);
+        assert!(step("a").error_message.unwrap().contains("missing"));
+        assert_eq!(step("b").status, StepRunStatus::Skipped);
+        assert!(step("c").error_message.unwrap().contains("does not exist"));
+        assert_eq!(st.run.status, WorkflowRunStatus::Failed);
+        assert_eq!(
+            st.run.metrics,
+            json!({"totalSteps": 3, "completedSteps": 3})
+        );
+        // Planning again changes nothing: reconciling is idempotent.
+        let again = plan(&st, &steps, &HashMap::new(), &jobs(), Utc::now());
+        assert!(again.changes.run.is_none() && again.changes.steps.is_empty());
+    }
+
+    #[test]
+    fn shared_values_merge_in_completion_order() {
+        let steps = spec(json!([
+            {"id": "a", "jobSlug": "echo", "parameters": {}},
+            {"id": "b", "jobSlug": "echo", "parameters": {}}
+        ]));
+        let mut st = state(&steps);
+        let t = Utc::now();
+        for (i, (out, at)) in [
+            (
+                json!({"shared": {"k": "a", "only_a": 1}}),
+                t + chrono::Duration::seconds(2),
+            ),
+            (json!({"shared": {"k": "b"}}), t),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            st.steps[i].status = StepRunStatus::Succeeded;
+            st.steps[i].output = Some(out);
+            st.steps[i].completed_at = Some(at);
+        }
+        assert_eq!(
+            Value::Object(shared_context(&steps, &st.steps)),
+            json!({"k": "a", "only_a": 1})
+        );
+    }
+
+    #[test]
+    fn run_requests_list_every_problem() {
+        let p = parse_workflow_run_request(
+            &json!({"parameters": 1, "triggeredBy": "", "x": 1, "idempotencyKey": 5}),
+            None,
+        )
+        .unwrap_err();
+        let paths: Vec<String> = p.into_vec().into_iter().map(|d| d.path).collect();
+        assert_eq!(
+            paths,
+            ["/x", "/parameters", "/triggeredBy", "/idempotencyKey"]
+        );
+        let ok = parse_workflow_run_request(&Value::Null, Some("key")).unwrap();
+        assert_eq!(ok.idempotency_key.as_deref(), Some("key"));
+        assert_eq!(ok.trigger, json!({"type": "manual"}));
+    }
+}
