@@ -5,7 +5,7 @@ use leptos::prelude::*;
 
 use crate::wire::{
     Dashboard, JobDetail, JobRun, JobSummary, LaunchOutcome, RunList, RunQuery, Service,
-    WorkflowDefinition,
+    WorkflowDefinition, WorkflowLaunchOutcome, WorkflowPageData, WorkflowRun, WorkflowRunWithSteps,
 };
 
 /// What the pages need from the server; implemented by the server's job service.
@@ -33,6 +33,22 @@ pub trait Backend: Send + Sync {
         slug: &str,
         parameters: serde_json::Value,
     ) -> Result<LaunchOutcome, String>;
+    /// `/workflows/:slug`: definition, versions, latest runs and the latest run's steps.
+    async fn workflow_detail(&self, slug: &str) -> Result<WorkflowPageData, String>;
+    /// Newest workflow runs first, of every workflow.
+    async fn workflow_runs(&self) -> Result<Vec<WorkflowRun>, String>;
+    async fn workflow_run(&self, id: &str) -> Result<WorkflowRunWithSteps, String>;
+    /// Starts a workflow run from the launch form; invalid parameters come back as problems.
+    async fn launch_workflow(
+        &self,
+        slug: &str,
+        parameters: serde_json::Value,
+    ) -> Result<WorkflowLaunchOutcome, String>;
+    async fn cancel_workflow_run(&self, id: &str) -> Result<WorkflowRun, String>;
+    /// Resumes a failed or canceled run: its failed steps run again.
+    async fn retry_workflow_run(&self, id: &str) -> Result<WorkflowRun, String>;
+    /// A new run with the same parameters.
+    async fn rerun_workflow_run(&self, id: &str) -> Result<WorkflowRun, String>;
 }
 
 /// The backend as put into the Leptos context.
@@ -154,4 +170,73 @@ pub async fn fetch_services() -> Result<Vec<Service>, ServerFnError> {
 #[server(prefix = "/_sf", endpoint = "workflows")]
 pub async fn fetch_workflows() -> Result<Vec<WorkflowDefinition>, ServerFnError> {
     backend()?.0.workflows().await.map_err(ServerFnError::new)
+}
+
+#[server(prefix = "/_sf", endpoint = "workflow-detail")]
+pub async fn fetch_workflow_detail(slug: String) -> Result<WorkflowPageData, ServerFnError> {
+    backend()?
+        .0
+        .workflow_detail(&slug)
+        .await
+        .map_err(ServerFnError::new)
+}
+
+#[server(prefix = "/_sf", endpoint = "workflow-runs")]
+pub async fn fetch_workflow_runs() -> Result<Vec<WorkflowRun>, ServerFnError> {
+    backend()?
+        .0
+        .workflow_runs()
+        .await
+        .map_err(ServerFnError::new)
+}
+
+#[server(prefix = "/_sf", endpoint = "workflow-run")]
+pub async fn fetch_workflow_run(id: String) -> Result<WorkflowRunWithSteps, ServerFnError> {
+    backend()?
+        .0
+        .workflow_run(&id)
+        .await
+        .map_err(ServerFnError::new)
+}
+
+/// `parameters` is the form's JSON document (a string keeps the wire encoding simple).
+#[server(prefix = "/_sf", endpoint = "launch-workflow")]
+pub async fn launch_workflow(
+    slug: String,
+    parameters: String,
+) -> Result<WorkflowLaunchOutcome, ServerFnError> {
+    let parameters: serde_json::Value = serde_json::from_str(&parameters)
+        .map_err(|e| ServerFnError::new(format!("parameters: {e}")))?;
+    backend()?
+        .0
+        .launch_workflow(&slug, parameters)
+        .await
+        .map_err(ServerFnError::new)
+}
+
+#[server(prefix = "/_sf", endpoint = "cancel-workflow-run")]
+pub async fn cancel_workflow_run(id: String) -> Result<WorkflowRun, ServerFnError> {
+    backend()?
+        .0
+        .cancel_workflow_run(&id)
+        .await
+        .map_err(ServerFnError::new)
+}
+
+#[server(prefix = "/_sf", endpoint = "retry-workflow-run")]
+pub async fn retry_workflow_run(id: String) -> Result<WorkflowRun, ServerFnError> {
+    backend()?
+        .0
+        .retry_workflow_run(&id)
+        .await
+        .map_err(ServerFnError::new)
+}
+
+#[server(prefix = "/_sf", endpoint = "rerun-workflow-run")]
+pub async fn rerun_workflow_run(id: String) -> Result<WorkflowRun, ServerFnError> {
+    backend()?
+        .0
+        .rerun_workflow_run(&id)
+        .await
+        .map_err(ServerFnError::new)
 }

@@ -8,6 +8,7 @@ pub mod pages;
 pub mod registry;
 pub mod schema_form;
 pub mod wire;
+pub mod workflow_pages;
 
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
@@ -70,6 +71,14 @@ pub fn App() -> impl IntoView {
                     <Route path=StaticSegment("runs") view=pages::RunsPage/>
                     <Route path=StaticSegment("services") view=registry::ServicesPage/>
                     <Route path=StaticSegment("workflows") view=registry::WorkflowsPage/>
+                    <Route
+                        path=(StaticSegment("workflows"), ParamSegment("slug"))
+                        view=workflow_pages::WorkflowPage
+                    />
+                    <Route
+                        path=(StaticSegment("runs"), StaticSegment("workflows"), ParamSegment("id"))
+                        view=workflow_pages::WorkflowRunPage
+                    />
                     <Route
                         path=(StaticSegment("runs"), StaticSegment("jobs"), ParamSegment("id"))
                         view=pages::RunPage

@@ -12,6 +12,8 @@ pub struct Live {
     /// Bumped on every event received.
     pub tick: ReadSignal<u64>,
     pub items: ReadSignal<Vec<FeedItem>>,
+    /// The latest `workflow.run.*` event: (a sequence number, the workflow run's id).
+    pub workflow_run: ReadSignal<Option<(u64, String)>>,
 }
 
 /// Creates the shared connection state and puts it in the context (call once, in `App`).
@@ -19,11 +21,12 @@ pub fn provide_live() -> Live {
     let (status, set_status) = signal("connecting".to_string());
     let (tick, set_tick) = signal(0u64);
     let (items, set_items) = signal(Vec::<FeedItem>::new());
+    let (workflow_run, set_workflow_run) = signal(None::<(u64, String)>);
     // Effects run only in the browser, after hydration.
     Effect::new(move |_| {
         #[cfg(feature = "hydrate")]
         {
-            browser::connect(set_status, set_tick, set_items);
+            browser::connect(set_status, set_tick, set_items, set_workflow_run);
             // A safety net, not the mechanism: pages also refresh every few seconds, so an
             // event lost between a reconnect and its replay cannot leave a page stale for long.
             set_interval(
@@ -32,12 +35,13 @@ pub fn provide_live() -> Live {
             );
         }
         #[cfg(not(feature = "hydrate"))]
-        let _ = (set_status, set_tick, set_items);
+        let _ = (set_status, set_tick, set_items, set_workflow_run);
     });
     let live = Live {
         status,
         tick,
         items,
+        workflow_run,
     };
     provide_context(live);
     live
@@ -64,12 +68,25 @@ mod browser {
         "job.run.updated",
         "service.updated",
         "workflow.definition.updated",
+        "workflow.run.pending",
+        "workflow.run.running",
+        "workflow.run.succeeded",
+        "workflow.run.failed",
+        "workflow.run.canceled",
+        "workflow.run.updated",
     ];
 
     fn label(data: &str) -> String {
         let v: serde_json::Value = serde_json::from_str(data).unwrap_or_default();
         let d = &v["data"];
-        if let Some(run) = d.get("run") {
+        if let Some(run) = d.get("run").filter(|r| r.get("workflowSlug").is_some()) {
+            format!(
+                "workflow {} run {} is {}",
+                run["workflowSlug"].as_str().unwrap_or("?"),
+                run["id"].as_str().unwrap_or("?"),
+                run["status"].as_str().unwrap_or("?")
+            )
+        } else if let Some(run) = d.get("run") {
             format!(
                 "{} run {} (attempt {})",
                 run["jobSlug"].as_str().unwrap_or("?"),
@@ -95,6 +112,7 @@ mod browser {
         set_status: WriteSignal<String>,
         set_tick: WriteSignal<u64>,
         set_items: WriteSignal<Vec<FeedItem>>,
+        set_workflow_run: WriteSignal<Option<(u64, String)>>,
     ) {
         let Ok(source) = web_sys::EventSource::new("/api/events?topics=job.*,service.*,workflow.*")
         else {
@@ -115,6 +133,16 @@ mod browser {
                 move |ev: web_sys::MessageEvent| {
                     let data = ev.data().as_string().unwrap_or_default();
                     let item = (ev.last_event_id(), ev.type_(), label(&data));
+                    if ev.type_().starts_with("workflow.run.") {
+                        let v: serde_json::Value = serde_json::from_str(&data).unwrap_or_default();
+                        if let Some(id) = v["data"]["run"]["id"].as_str() {
+                            let id = id.to_string();
+                            set_workflow_run.update(|w| {
+                                let n = w.as_ref().map_or(0, |(n, _)| n + 1);
+                                *w = Some((n, id));
+                            });
+                        }
+                    }
                     set_items.update(|items| {
                         items.insert(0, item);
                         items.truncate(20);

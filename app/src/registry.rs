@@ -62,7 +62,7 @@ pub fn ServicesPage() -> impl IntoView {
     }
 }
 
-/// `/workflows`: every workflow definition with its steps, live.
+/// `/workflows`: every workflow definition with its steps, and the latest workflow runs, live.
 #[component]
 pub fn WorkflowsPage() -> impl IntoView {
     let live = use_live();
@@ -90,7 +90,7 @@ pub fn WorkflowsPage() -> impl IntoView {
                                     view! {
                                         <tr data-slug=w.slug.clone()>
                                             <td>{w.name.clone()}</td>
-                                            <td><code>{w.slug.clone()}</code></td>
+                                            <td><a href=format!("/workflows/{}", w.slug)><code>{w.slug.clone()}</code></a></td>
                                             <td>{w.version}</td>
                                             <td>{format!("{}: {}", steps.len(), steps.join(", "))}</td>
                                             <td><When t=w.updated_at/></td>
@@ -103,5 +103,6 @@ pub fn WorkflowsPage() -> impl IntoView {
                 }
             })}
         </Transition>
+        <crate::workflow_pages::RecentWorkflowRuns/>
     }
 }

@@ -485,3 +485,22 @@ pub struct WorkflowRunWithSteps {
     pub run: WorkflowRun,
     pub steps: Vec<WorkflowRunStep>,
 }
+
+/// `/workflows/:slug` page data: the definition, its versions, its latest runs (newest first)
+/// and the steps of the latest run, if any (they colour the graph).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkflowPageData {
+    pub workflow: WorkflowDefinition,
+    pub versions: Vec<WorkflowDefinitionVersion>,
+    pub runs: Vec<WorkflowRun>,
+    pub latest_steps: Option<Vec<WorkflowRunStep>>,
+}
+
+/// What a workflow launch from the form produced: the run, or every problem with its pointer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkflowLaunchOutcome {
+    pub run: Option<WorkflowRun>,
+    pub problems: Vec<ErrorDetail>,
+}

@@ -774,4 +774,98 @@ impl app::data::Backend for JobService {
     async fn dashboard(&self) -> Result<app::wire::Dashboard, String> {
         JobService::dashboard(self).await.map_err(|e| e.to_string())
     }
+
+    async fn workflow_detail(&self, slug: &str) -> Result<app::wire::WorkflowPageData, String> {
+        let workflows = self.workflow_service();
+        let with_runs = workflows
+            .workflow_with_runs(slug)
+            .await
+            .map_err(|e| e.to_string())?;
+        let versions = workflows
+            .workflow_versions(&with_runs.workflow.slug)
+            .await
+            .map_err(|e| e.to_string())?;
+        let latest_steps = match with_runs.runs.first() {
+            Some(run) => Some(
+                workflows
+                    .workflow_run_steps(&run.id)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .steps,
+            ),
+            None => None,
+        };
+        Ok(app::wire::WorkflowPageData {
+            workflow: with_runs.workflow,
+            versions,
+            runs: with_runs.runs,
+            latest_steps,
+        })
+    }
+
+    async fn workflow_runs(&self) -> Result<Vec<app::wire::WorkflowRun>, String> {
+        let filter = crate::store::WorkflowRunFilter {
+            limit: 25,
+            ..Default::default()
+        };
+        let (runs, _, _) = self
+            .workflow_service()
+            .list_workflow_runs(None, filter)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(runs)
+    }
+
+    async fn workflow_run(&self, id: &str) -> Result<app::wire::WorkflowRunWithSteps, String> {
+        self.workflow_service()
+            .workflow_run_steps(id)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn launch_workflow(
+        &self,
+        slug: &str,
+        parameters: serde_json::Value,
+    ) -> Result<app::wire::WorkflowLaunchOutcome, String> {
+        let body = serde_json::json!({ "parameters": parameters });
+        match self
+            .workflow_service()
+            .run_workflow(slug, &body, None)
+            .await
+        {
+            Ok((run, _)) => Ok(app::wire::WorkflowLaunchOutcome {
+                run: Some(run),
+                problems: Vec::new(),
+            }),
+            Err(ServiceError::InvalidParameters(p) | ServiceError::InvalidRequest(p)) => {
+                Ok(app::wire::WorkflowLaunchOutcome {
+                    run: None,
+                    problems: p.into_vec(),
+                })
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    async fn cancel_workflow_run(&self, id: &str) -> Result<app::wire::WorkflowRun, String> {
+        self.workflow_service()
+            .patch_workflow_run(id, &serde_json::json!({ "status": "canceled" }))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn retry_workflow_run(&self, id: &str) -> Result<app::wire::WorkflowRun, String> {
+        self.workflow_service()
+            .retry_workflow_run(id)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn rerun_workflow_run(&self, id: &str) -> Result<app::wire::WorkflowRun, String> {
+        self.workflow_service()
+            .rerun_workflow_run(id)
+            .await
+            .map_err(|e| e.to_string())
+    }
 }

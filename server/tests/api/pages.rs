@@ -277,3 +277,174 @@ async fn services_and_workflows_pages_on_both_databases() {
     assert!(html.contains("Nightly"), "{html}");
     assert!(html.contains("2: first, second"), "its steps");
 }
+
+/// `/workflows/:slug` and `/runs/workflows/:id`: the definition with its graph, versions and
+/// run history, and one run with its graph coloured by step status, the timeline, the steps
+/// and the actions; plus the server functions behind them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflow_pages_on_both_databases() {
+    let app = spawn_app().await;
+    app.job("echo", "builtin:noop", json!({})).await;
+    let (status, v) = app
+        .post_json(
+            "/api/workflows",
+            &json!({"slug": "diamond", "name": "Diamond", "description": "a fans out to b and c",
+                "parametersSchema": {"type": "object", "properties": {"who": {"type": "string"}}},
+                "steps": [
+                {"id": "a", "name": "Start here", "jobSlug": "echo"},
+                {"id": "b", "jobSlug": "echo", "dependsOn": ["a"]},
+                {"id": "c", "jobSlug": "echo", "dependsOn": ["a"]},
+                {"id": "d", "jobSlug": "echo", "dependsOn": ["b", "c"]}]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+
+    // Before any run: the graph without statuses and the launch form.
+    let html = app.get("/workflows/diamond").await.text().await.unwrap();
+    assert!(html.contains("a fans out to b and c"), "{html}");
+    assert_eq!(html.matches("data-step=").count(), 4, "{html}");
+    assert!(html.contains("status-none"));
+    assert!(html.contains("No workflow runs yet."));
+    assert!(html.contains("Start run"), "the launch form");
+    let listing = app.get("/workflows").await.text().await.unwrap();
+    assert!(listing.contains("href=\"/workflows/diamond\""), "{listing}");
+
+    let (status, v) = app
+        .post_json(
+            "/api/workflows/diamond/run",
+            &json!({"parameters": {"who": "ops"}}),
+        )
+        .await;
+    assert_eq!(status, 202, "{v}");
+    let id = v["data"]["id"].as_str().unwrap().to_string();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, v) = app.get_json(&format!("/api/workflow-runs/{id}")).await;
+        if v["data"]["status"] == "succeeded" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never succeeded: {v}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let html = app.get("/workflows/diamond").await.text().await.unwrap();
+    assert!(html.contains("id=\"workflow-runs\""), "{html}");
+    assert!(html.contains(&format!("/runs/workflows/{id}")), "run link");
+    assert_eq!(html.matches("dag-node status-succeeded").count(), 4);
+    assert!(html.contains("Start here"), "the step name is the label");
+    let listing = app.get("/workflows").await.text().await.unwrap();
+    assert!(
+        listing.contains(&format!("/runs/workflows/{id}")),
+        "recent runs"
+    );
+
+    let html = app
+        .get(&format!("/runs/workflows/{id}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("class=\"dag\""), "{html}");
+    assert!(html.contains("class=\"gantt\""), "{html}");
+    assert_eq!(html.matches("dag-node status-succeeded").count(), 4);
+    assert_eq!(
+        html.matches("class=\"dag-edge\"").count(),
+        4,
+        "a→b, a→c, b→d, c→d"
+    );
+    assert_eq!(html.matches("gantt-bar status-succeeded").count(), 4);
+    assert!(html.contains("id=\"steps\""));
+    assert_eq!(
+        html.matches("data-step=").count(),
+        8,
+        "graph nodes and table rows"
+    );
+    assert!(html.contains("/runs/jobs/"), "links to the steps' job runs");
+    assert!(
+        html.contains("&quot;who&quot;") || html.contains("\"who\""),
+        "parameters"
+    );
+    for (button, label) in [
+        ("cancel-workflow-run", "Cancel run"),
+        ("retry-workflow-run", "Retry failed steps"),
+        ("rerun-workflow-run", "Rerun"),
+    ] {
+        assert!(html.contains(&format!("id=\"{button}\"")), "{button}");
+        assert!(html.contains(&format!(">{label}</button>")), "{label}");
+    }
+
+    // The server functions behind the pages.
+    let sf = |endpoint: &'static str, form: String| {
+        let client = app.client.clone();
+        let url = app.url(&format!("/_sf/{endpoint}"));
+        async move {
+            let res = client
+                .post(url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(form)
+                .send()
+                .await
+                .unwrap();
+            let status = res.status().as_u16();
+            (status, res.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, d) = sf("workflow-detail", "slug=diamond".into()).await;
+    assert_eq!(status, 200, "{d}");
+    assert_eq!(d["workflow"]["slug"], "diamond");
+    assert_eq!(d["versions"].as_array().unwrap().len(), 1);
+    assert_eq!(d["runs"][0]["id"], id.as_str());
+    assert_eq!(d["latestSteps"].as_array().unwrap().len(), 4);
+    let (status, r) = sf("workflow-run", format!("id={id}")).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["run"]["status"], "succeeded");
+    assert_eq!(r["steps"].as_array().unwrap().len(), 4);
+    let (status, runs) = sf("workflow-runs", String::new()).await;
+    assert_eq!(status, 200, "{runs}");
+    assert_eq!(runs[0]["id"], id.as_str());
+
+    // Launch: invalid parameters come back as problems, valid ones start a run.
+    let (status, bad) = sf(
+        "launch-workflow",
+        "slug=diamond&parameters=%7B%22who%22%3A5%7D".into(),
+    )
+    .await;
+    assert_eq!(status, 200, "{bad}");
+    assert!(bad["run"].is_null(), "{bad}");
+    assert_eq!(bad["problems"][0]["path"], "/parameters/who", "{bad}");
+    let (status, ok) = sf(
+        "launch-workflow",
+        "slug=diamond&parameters=%7B%22who%22%3A%22me%22%7D".into(),
+    )
+    .await;
+    assert_eq!(status, 200, "{ok}");
+    let launched = ok["run"]["id"].as_str().unwrap().to_string();
+
+    // Rerun makes a new run; cancel and retry of a finished run are refused.
+    let (status, rerun) = sf("rerun-workflow-run", format!("id={id}")).await;
+    assert_eq!(status, 200, "{rerun}");
+    assert_ne!(rerun["id"], id.as_str());
+    let (status, _) = sf("cancel-workflow-run", format!("id={id}")).await;
+    assert_eq!(status, 500, "a finished run cannot be canceled");
+    let (status, _) = sf("retry-workflow-run", format!("id={id}")).await;
+    assert_eq!(status, 500, "a succeeded run cannot be resumed");
+    for other in [launched, rerun["id"].as_str().unwrap().to_string()] {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let (_, v) = app.get_json(&format!("/api/workflow-runs/{other}")).await;
+            if v["data"]["status"] == "succeeded" {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never succeeded: {v}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    let res = app.get("/runs/workflows/nope").await;
+    assert!(res.text().await.unwrap().contains("Workflow run not found"));
+}
