@@ -13,6 +13,7 @@ pub mod service;
 pub mod settings;
 pub mod startup;
 pub mod store;
+pub mod triggers;
 pub mod workflows;
 
 pub use settings::Settings;

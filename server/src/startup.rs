@@ -195,6 +195,11 @@ impl Application {
                 stop.clone(),
             )));
         }
+        tasks.push(tokio::spawn(crate::triggers::run(
+            core.service.workflow_service(),
+            core.bus.clone(),
+            stop.clone(),
+        )));
         tracing::info!(%addr, database = if core.db.is_postgres() { "postgres" } else { "sqlite" }, workers = settings.worker.workers, "switchyard serving");
         Ok(Application {
             addr,

@@ -712,3 +712,60 @@ async fn killed_worker_mid_run_the_run_resumes_without_repeating_succeeded_steps
     assert_eq!(step(&d, "z")["output"], json!({"after": 1500}));
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn schedule_and_event_triggers_start_runs() {
+    let app = spawn_app().await;
+    app.job("echo", "builtin:noop", json!({})).await;
+    workflow(&app, json!({"slug": "ticker", "name": "Ticker",
+        "parametersSchema": {"type": "object", "properties": {"from": {"type": "string"}}},
+        "steps": [{"id": "a", "jobSlug": "echo", "parameters": {"from": "{{ parameters.from }}"}}],
+        "triggers": [{"type": "schedule", "options": {"cron": "* * * * * *", "parameters": {"from": "cron"}}}]})).await;
+    workflow(
+        &app,
+        json!({"slug": "follower", "name": "Follower",
+        "steps": [{"id": "a", "jobSlug": "echo", "parameters": {}}],
+        "triggers": [{"type": "event", "options": {"event": "workflow.run.succeeded",
+            "filter": {"workflowSlug": "ticker"}}}]}),
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, ticks) = app.get_json("/api/workflows/ticker/runs").await;
+        let (_, follows) = app
+            .get_json("/api/workflows/follower/runs?status=succeeded")
+            .await;
+        if ticks["meta"]["total"].as_u64() >= Some(2)
+            && follows["meta"]["total"].as_u64() >= Some(1)
+        {
+            let tick = &ticks["data"][0];
+            assert_eq!(tick["trigger"]["type"], "schedule", "{tick}");
+            assert_eq!(tick["parameters"]["from"], "cron");
+            assert_eq!(tick["triggeredBy"], "scheduler");
+            let follow = &follows["data"][0];
+            assert_eq!(follow["trigger"]["type"], "event", "{follow}");
+            assert_eq!(follow["trigger"]["event"], "workflow.run.succeeded");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "triggers did not fire: {ticks} {follows}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Each fire time starts one run: distinct fire times, no duplicates.
+    app.patch_json("/api/workflows/ticker", &json!({"triggers": []}))
+        .await;
+    let (_, ticks) = app.get_json("/api/workflows/ticker/runs?limit=100").await;
+    let mut fired: Vec<String> = ticks["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["trigger"]["firedAt"].as_str().unwrap().to_string())
+        .collect();
+    let n = fired.len();
+    fired.sort();
+    fired.dedup();
+    assert_eq!(fired.len(), n, "a fire time started two runs");
+    app.shutdown().await;
+}
