@@ -287,6 +287,21 @@ pub fn WorkflowRunPage() -> impl IntoView {
             set_changes.update(|n| *n += 1);
         }
     });
+    // Events published between the server render and the connection are not replayed, so
+    // refetch once connected; and every 5 s as a safety net (like the other live pages).
+    Effect::new(move |_| {
+        if live.status.get() == "connected" {
+            set_changes.update(|n| *n += 1);
+        }
+    });
+    Effect::new(move |_| {
+        if let Ok(handle) = set_interval_with_handle(
+            move || set_changes.update(|n| *n += 1),
+            std::time::Duration::from_secs(5),
+        ) {
+            on_cleanup(move || handle.clear());
+        }
+    });
     let run = Resource::new(
         move || (changes.get(), id()),
         |(_, id)| fetch_workflow_run(id),

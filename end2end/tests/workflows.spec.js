@@ -27,6 +27,12 @@ test('launch a diamond workflow from its page and watch the graph turn green liv
   const slug = `diamond-${stamp}`;
   await job(request, { slug: echo, name: 'Echo', entryPoint: 'builtin:noop' });
   await job(request, { slug: nap, name: 'Nap', entryPoint: 'builtin:sleep' });
+  // Server and client render the same markup: no hydration complaints on either page.
+  const complaints = [];
+  page.on('console', (msg) => {
+    if (['error', 'warning'].includes(msg.type()) && /hydrat|panicked|unreachable/i.test(msg.text())) complaints.push(msg.text());
+  });
+  page.on('pageerror', (err) => complaints.push(String(err)));
   await workflow(request, {
     slug, name: 'Diamond', description: 'a fans out to b and c, d joins them',
     parametersSchema: { type: 'object', properties: { who: { type: 'string', default: 'ops' } } },
@@ -63,6 +69,7 @@ test('launch a diamond workflow from its page and watch the graph turn green liv
   await expect(page.locator('#steps tr[data-step="b"] a.step-job-run')).toHaveCount(1);
   await expect(page.locator('#workflow-run-parameters')).toContainText('ops');
   expect(await page.evaluate(() => window.__noReload)).toBe(true);
+  expect(complaints).toEqual([]);
   await expect(page.locator('#cancel-workflow-run')).toBeDisabled();
   await expect(page.locator('#retry-workflow-run')).toBeDisabled();
   await page.screenshot({ path: 'test-results/workflow-run-succeeded.png', fullPage: true });
