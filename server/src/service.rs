@@ -256,6 +256,9 @@ impl JobService {
                         step.get("jobSlug")
                             .and_then(Value::as_str)
                             .is_some_and(|s| s.eq_ignore_ascii_case(&job.slug))
+                            // Service steps execute as runs of the service-call job.
+                            || (job.slug == crate::orchestrator::SERVICE_CALL_JOB
+                                && step.get("type").and_then(Value::as_str) == Some("service"))
                     })
                 })
             })

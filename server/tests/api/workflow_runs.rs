@@ -659,6 +659,15 @@ async fn service_step_waits_for_health_resolves_secrets_and_stores_the_response(
     everything.push_str(&stream);
     everything.push_str(&worker.output());
     assert!(!everything.contains(&secret), "the secret leaked");
+    // The job service steps execute as cannot go while a workflow has service steps.
+    let (status, v) = app
+        .send_json(
+            reqwest::Method::DELETE,
+            "/api/jobs/service-call",
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 409, "{v}");
     app.shutdown().await;
 }
 
