@@ -7,12 +7,13 @@ SHELL := /bin/bash
 PG_TEST_URL ?= postgres://postgres@127.0.0.1:5432/test
 BIND ?= 127.0.0.1:3000
 
-.PHONY: help deps frontend build run test fmt lint test-unit test-sqlite test-postgres test-e2e bench clean
+.PHONY: help deps frontend build run test fmt lint test-unit test-sqlite test-postgres test-e2e bench bench-workflows clean
 
 help:
 	@echo "make run    build (release) and serve on http://$(BIND) with the embedded SQLite database"
 	@echo "make test   fmt check, clippy, unit tests, integration tests on SQLite and PostgreSQL, browser tests"
 	@echo "make bench  throughput and queue latency of no-op runs on SQLite and PostgreSQL"
+	@echo "make bench-workflows  10-step chain and 1-50-1 fan-out workflow runs on SQLite and PostgreSQL"
 
 deps:
 	@scripts/install-deps.sh
@@ -53,6 +54,9 @@ test: lint test-unit test-sqlite test-postgres test-e2e
 
 bench: deps
 	cargo run --release -p server --bin switchyard -- bench --database both --runs 2000
+
+bench-workflows: deps
+	cargo run --release -p server --bin switchyard -- bench --workflows --database both
 
 clean:
 	cargo clean

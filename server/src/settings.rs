@@ -57,7 +57,8 @@ pub enum Command {
         #[command(subcommand)]
         action: MigrateAction,
     },
-    /// Push no-op runs through the real API and workers and print throughput and latency.
+    /// Push no-op runs (or no-op workflows, `--workflows`) through the real API and workers and
+    /// print throughput and latency.
     Bench(BenchArgs),
 }
 
@@ -167,8 +168,22 @@ pub struct BenchArgs {
     pub clients: usize,
     /// Measure the list pages instead: store this many finished runs (20 jobs, 7 days of
     /// history), then time the run lists, the job catalog, the dashboard and the rendered pages.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "workflows")]
     pub pages: Option<u64>,
+    /// Measure workflow runs instead: a 10-step linear chain of no-op steps (sequential runs,
+    /// then concurrent ones) and a 1 -> 50 -> 1 fan-out/fan-in; prints run durations
+    /// (createdAt -> completedAt), the engine overhead per step and runs/s.
+    #[arg(long)]
+    pub workflows: bool,
+    /// With `--workflows`: sequential runs of the 10-step chain.
+    #[arg(long, default_value_t = 20)]
+    pub chain_runs: usize,
+    /// With `--workflows`: chain runs started at once for the concurrent variant (0 skips it).
+    #[arg(long, default_value_t = 20)]
+    pub concurrent_chains: usize,
+    /// With `--workflows`: sequential runs of the 1 -> 50 -> 1 fan-out/fan-in.
+    #[arg(long, default_value_t = 10)]
+    pub fanout_runs: usize,
 }
 
 /// Everything `Application::build` needs (the `serve` command, or a test).
