@@ -97,6 +97,33 @@ pub async fn run_job(
     Ok(data(StatusCode::ACCEPTED, run))
 }
 
+/// The paging parameters of every list (`limit`, default 20, at most 100; `offset`; `cursor`);
+/// problems go to `p`.
+pub fn paging(q: &HashMap<String, String>, p: &mut Problems) -> (u64, u64, Option<String>) {
+    let mut limit = 20;
+    let mut offset = 0;
+    let mut cursor = None;
+    if let Some(v) = q.get("limit") {
+        match v.parse::<u64>() {
+            Ok(n) if (1..=100).contains(&n) => limit = n,
+            _ => p.add("/query/limit", "must be an integer from 1 to 100"),
+        }
+    }
+    if let Some(v) = q.get("offset") {
+        match v.parse::<u64>() {
+            Ok(n) => offset = n,
+            _ => p.add("/query/offset", "must be a non-negative integer"),
+        }
+    }
+    if let Some(v) = q.get("cursor").filter(|v| !v.is_empty()) {
+        match uuid::Uuid::parse_str(v) {
+            Ok(id) => cursor = Some(id.to_string()),
+            Err(_) => p.add("/query/cursor", "must be a cursor from meta.nextCursor"),
+        }
+    }
+    (limit, offset, cursor)
+}
+
 /// Parses list query parameters: limit, offset, cursor, status, q.
 pub fn run_filter(q: &HashMap<String, String>) -> Result<RunFilter, ApiError> {
     let mut p = Problems::new();
@@ -109,24 +136,7 @@ pub fn run_filter(q: &HashMap<String, String>) -> Result<RunFilter, ApiError> {
             p.add(format!("/query/{key}"), "unknown query parameter");
         }
     }
-    if let Some(v) = q.get("limit") {
-        match v.parse::<u64>() {
-            Ok(n) if (1..=100).contains(&n) => f.limit = n,
-            _ => p.add("/query/limit", "must be an integer from 1 to 100"),
-        }
-    }
-    if let Some(v) = q.get("offset") {
-        match v.parse::<u64>() {
-            Ok(n) => f.offset = n,
-            _ => p.add("/query/offset", "must be a non-negative integer"),
-        }
-    }
-    if let Some(v) = q.get("cursor").filter(|v| !v.is_empty()) {
-        match uuid::Uuid::parse_str(v) {
-            Ok(id) => f.cursor = Some(id.to_string()),
-            Err(_) => p.add("/query/cursor", "must be a cursor from meta.nextCursor"),
-        }
-    }
+    (f.limit, f.offset, f.cursor) = paging(q, &mut p);
     if let Some(v) = q.get("status") {
         for part in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             match RunStatus::parse(part) {

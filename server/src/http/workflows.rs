@@ -160,24 +160,7 @@ fn workflow_run_filter(q: &HashMap<String, String>) -> Result<WorkflowRunFilter,
             p.add(format!("/query/{key}"), "unknown query parameter");
         }
     }
-    if let Some(v) = q.get("limit") {
-        match v.parse::<u64>() {
-            Ok(n) if (1..=100).contains(&n) => f.limit = n,
-            _ => p.add("/query/limit", "must be an integer from 1 to 100"),
-        }
-    }
-    if let Some(v) = q.get("offset") {
-        match v.parse::<u64>() {
-            Ok(n) => f.offset = n,
-            _ => p.add("/query/offset", "must be a non-negative integer"),
-        }
-    }
-    if let Some(v) = q.get("cursor").filter(|v| !v.is_empty()) {
-        match uuid::Uuid::parse_str(v) {
-            Ok(id) => f.cursor = Some(id.to_string()),
-            Err(_) => p.add("/query/cursor", "must be a cursor from meta.nextCursor"),
-        }
-    }
+    (f.limit, f.offset, f.cursor) = super::jobs::paging(q, &mut p);
     if let Some(v) = q.get("status") {
         for part in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             match WorkflowRunStatus::parse(part) {
