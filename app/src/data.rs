@@ -5,7 +5,8 @@ use leptos::prelude::*;
 
 use crate::wire::{
     Dashboard, JobDetail, JobRun, JobSummary, LaunchOutcome, RunList, RunQuery, Service,
-    WorkflowDefinition, WorkflowLaunchOutcome, WorkflowPageData, WorkflowRun, WorkflowRunWithSteps,
+    ServiceDetail, WorkflowLaunchOutcome, WorkflowPageData, WorkflowRun, WorkflowRunWithSteps,
+    WorkflowSummary,
 };
 
 /// What the pages need from the server; implemented by the server's job service.
@@ -15,8 +16,11 @@ pub trait Backend: Send + Sync {
     async fn job_summaries(&self) -> Result<Vec<JobSummary>, String>;
     /// The service registry, by slug.
     async fn services(&self) -> Result<Vec<Service>, String>;
-    /// Every workflow definition, by slug.
-    async fn workflows(&self) -> Result<Vec<WorkflowDefinition>, String>;
+    /// `/services/:slug`: the service with its header values masked, and the workflows whose
+    /// steps call it.
+    async fn service_detail(&self, slug: &str) -> Result<ServiceDetail, String>;
+    /// Every workflow definition, by slug, with its last run and run counts.
+    async fn workflow_summaries(&self) -> Result<Vec<WorkflowSummary>, String>;
     /// Every job's slug, sorted (for the run list's job filter).
     async fn job_slugs(&self) -> Result<Vec<String>, String>;
     /// Newest runs first, filtered, one keyset page.
@@ -167,9 +171,22 @@ pub async fn fetch_services() -> Result<Vec<Service>, ServerFnError> {
     backend()?.0.services().await.map_err(ServerFnError::new)
 }
 
-#[server(prefix = "/_sf", endpoint = "workflows")]
-pub async fn fetch_workflows() -> Result<Vec<WorkflowDefinition>, ServerFnError> {
-    backend()?.0.workflows().await.map_err(ServerFnError::new)
+#[server(prefix = "/_sf", endpoint = "service-detail")]
+pub async fn fetch_service_detail(slug: String) -> Result<ServiceDetail, ServerFnError> {
+    backend()?
+        .0
+        .service_detail(&slug)
+        .await
+        .map_err(ServerFnError::new)
+}
+
+#[server(prefix = "/_sf", endpoint = "workflow-summaries")]
+pub async fn fetch_workflow_summaries() -> Result<Vec<WorkflowSummary>, ServerFnError> {
+    backend()?
+        .0
+        .workflow_summaries()
+        .await
+        .map_err(ServerFnError::new)
 }
 
 #[server(prefix = "/_sf", endpoint = "workflow-detail")]

@@ -70,6 +70,10 @@ pub fn App() -> impl IntoView {
                     <Route path=(StaticSegment("jobs"), ParamSegment("slug")) view=pages::JobPage/>
                     <Route path=StaticSegment("runs") view=pages::RunsPage/>
                     <Route path=StaticSegment("services") view=registry::ServicesPage/>
+                    <Route
+                        path=(StaticSegment("services"), ParamSegment("slug"))
+                        view=registry::ServicePage
+                    />
                     <Route path=StaticSegment("workflows") view=registry::WorkflowsPage/>
                     <Route
                         path=(StaticSegment("workflows"), ParamSegment("slug"))

@@ -504,3 +504,25 @@ pub struct WorkflowLaunchOutcome {
     pub run: Option<WorkflowRun>,
     pub problems: Vec<ErrorDetail>,
 }
+
+/// A row of the `/workflows` catalog: the definition, its last run and its run counts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkflowSummary {
+    pub workflow: WorkflowDefinition,
+    pub last_run_status: Option<WorkflowRunStatus>,
+    pub last_run_at: Option<DateTime<Utc>>,
+    pub runs: u64,
+    pub succeeded: u64,
+    /// Succeeded / finished runs; `None` when no run has finished.
+    pub success_rate: Option<f64>,
+}
+
+/// `/services/:slug`: the service (header values masked, they may be secrets) and the
+/// workflows whose steps call it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceDetail {
+    pub service: Service,
+    pub workflows: Vec<WorkflowDefinition>,
+}

@@ -682,11 +682,89 @@ impl app::data::Backend for JobService {
             .map_err(|e| e.to_string())
     }
 
-    async fn workflows(&self) -> Result<Vec<app::wire::WorkflowDefinition>, String> {
-        self.workflow_service()
+    async fn service_detail(&self, slug: &str) -> Result<app::wire::ServiceDetail, String> {
+        let workflows = self.workflow_service();
+        let mut service = workflows
+            .get_service(slug)
+            .await
+            .map_err(|e| e.to_string())?;
+        // Header values may be secrets: the page shows names only.
+        if let Some(headers) = service.headers.as_object_mut() {
+            for value in headers.values_mut() {
+                *value = serde_json::Value::String("••••".into());
+            }
+        }
+        let users = workflows
             .list_workflows()
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|w| {
+                w.steps.as_array().is_some_and(|steps| {
+                    steps.iter().any(|s| {
+                        s["type"] == "service" && s["serviceSlug"].as_str() == Some(&service.slug)
+                    })
+                })
+            })
+            .collect();
+        Ok(app::wire::ServiceDetail {
+            service,
+            workflows: users,
+        })
+    }
+
+    async fn workflow_summaries(&self) -> Result<Vec<app::wire::WorkflowSummary>, String> {
+        use app::wire::WorkflowRunStatus;
+        let stats = self
+            .store
+            .workflow_run_stats()
+            .await
+            .map_err(|e| e.to_string())?;
+        // The newest run of each workflow: the greatest newest id over its statuses.
+        let mut newest: std::collections::HashMap<&str, &str> = Default::default();
+        for st in &stats {
+            let entry = newest.entry(st.workflow_slug.as_str()).or_insert("");
+            if st.newest_run_id.as_str() > *entry {
+                *entry = st.newest_run_id.as_str();
+            }
+        }
+        let last_runs: std::collections::HashMap<String, app::wire::WorkflowRun> = self
+            .store
+            .workflow_runs_by_ids(newest.values().map(|id| id.to_string()).collect())
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|r| (r.workflow_slug.clone(), r))
+            .collect();
+        let list = self
+            .workflow_service()
+            .list_workflows()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(list
+            .into_iter()
+            .map(|workflow| {
+                let (mut runs, mut finished, mut succeeded) = (0u64, 0u64, 0u64);
+                for st in stats.iter().filter(|st| st.workflow_slug == workflow.slug) {
+                    runs += st.count;
+                    if st.status.is_terminal() {
+                        finished += st.count;
+                    }
+                    if st.status == WorkflowRunStatus::Succeeded {
+                        succeeded += st.count;
+                    }
+                }
+                let last = last_runs.get(&workflow.slug);
+                app::wire::WorkflowSummary {
+                    last_run_status: last.map(|r| r.status),
+                    last_run_at: last.map(|r| r.created_at),
+                    runs,
+                    succeeded,
+                    success_rate: (finished > 0).then(|| succeeded as f64 / finished as f64),
+                    workflow,
+                }
+            })
+            .collect())
     }
 
     async fn job_slugs(&self) -> Result<Vec<String>, String> {

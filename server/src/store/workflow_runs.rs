@@ -119,6 +119,16 @@ pub struct WorkflowRunFilter {
     pub cursor: Option<String>,
 }
 
+/// Per (workflow slug, status): the number of runs and the newest run id (ids are UUIDv7, so
+/// the status whose newest id is the greatest is the workflow's last run status).
+#[derive(Debug, Clone)]
+pub struct WorkflowRunStats {
+    pub workflow_slug: String,
+    pub status: WorkflowRunStatus,
+    pub count: u64,
+    pub newest_run_id: String,
+}
+
 pub enum InsertedWorkflowRun {
     New(WorkflowRunState),
     Existing(WorkflowRun),
@@ -454,5 +464,60 @@ impl Store {
             .filter(workflow_run::Column::Status.is_in(["pending", "running"]))
             .count(self.conn())
             .await
+    }
+
+    /// Run counts and newest run id per (workflow slug, status): one grouped query.
+    pub async fn workflow_run_stats(&self) -> StoreResult<Vec<WorkflowRunStats>> {
+        #[derive(sea_orm::FromQueryResult)]
+        struct Row {
+            workflow_slug: String,
+            status: String,
+            n: i64,
+            newest: String,
+        }
+        let rows = workflow_run::Entity::find()
+            .select_only()
+            .column(workflow_run::Column::WorkflowSlug)
+            .column(workflow_run::Column::Status)
+            .column_as(
+                Expr::expr(sea_orm::sea_query::Func::count(Expr::col(
+                    workflow_run::Column::Id,
+                ))),
+                "n",
+            )
+            .column_as(
+                Expr::expr(sea_orm::sea_query::Func::max(Expr::col(
+                    workflow_run::Column::Id,
+                ))),
+                "newest",
+            )
+            .group_by(workflow_run::Column::WorkflowSlug)
+            .group_by(workflow_run::Column::Status)
+            .into_model::<Row>()
+            .all(self.conn())
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| WorkflowRunStats {
+                workflow_slug: r.workflow_slug,
+                status: run_status(&r.status),
+                count: Ord::max(r.n, 0) as u64,
+                newest_run_id: r.newest,
+            })
+            .collect())
+    }
+
+    /// The workflow runs with these ids (any order); one query.
+    pub async fn workflow_runs_by_ids(&self, ids: Vec<String>) -> StoreResult<Vec<WorkflowRun>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(workflow_run::Entity::find()
+            .filter(workflow_run::Column::Id.is_in(ids))
+            .all(self.conn())
+            .await?
+            .into_iter()
+            .map(workflow_run_to_wire)
+            .collect())
     }
 }

@@ -252,7 +252,9 @@ async fn services_and_workflows_pages_on_both_databases() {
         .post_json(
             "/api/services",
             &json!({"slug": "ledger", "displayName": "Ledger API", "kind": "http",
-                    "baseUrl": "http://127.0.0.1:1"}),
+                    "baseUrl": "http://127.0.0.1:1", "healthPath": "/healthz",
+                    "headers": {"X-Api-Key": "hunter2-secret-value"},
+                    "metadata": {"team": "payments-crew"}}),
         )
         .await;
     assert_eq!(status, 201, "{v}");
@@ -273,9 +275,64 @@ async fn services_and_workflows_pages_on_both_databases() {
     let html = app.get("/services").await.text().await.unwrap();
     assert!(html.contains("Ledger API"), "{html}");
     assert!(html.contains("health-degraded"), "status badge");
+    let (status, v) = app
+        .post_json(
+            "/api/workflows",
+            &json!({"slug": "bookkeeping", "name": "Bookkeeping", "steps": [
+                {"id": "post", "type": "service", "serviceSlug": "ledger",
+                 "request": {"method": "POST", "path": "/entries"}}]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+    let html = app.get("/services").await.text().await.unwrap();
+    assert!(html.contains("Ledger API"), "{html}");
+    assert!(html.contains("health-degraded"), "status badge");
+    assert!(html.contains("href=\"/services/ledger\""), "detail link");
     let html = app.get("/workflows").await.text().await.unwrap();
     assert!(html.contains("Nightly"), "{html}");
     assert!(html.contains("2: first, second"), "its steps");
+    assert!(html.contains("id=\"workflow-search\""), "search box");
+    assert!(html.contains("never run"), "no run yet");
+    assert!(html.contains("—"), "no success rate yet");
+
+    // The service's page: its fields, header names but never their values, and the
+    // workflows that call it.
+    let html = app.get("/services/ledger").await.text().await.unwrap();
+    assert!(
+        html.contains("<h1 id=\"service-name\">Ledger API</h1>"),
+        "{html}"
+    );
+    assert!(html.contains("http://127.0.0.1:1"), "base URL");
+    assert!(html.contains("/healthz"), "health path");
+    assert!(html.contains("health-degraded"), "status badge");
+    assert!(html.contains("X-Api-Key"), "header name");
+    assert!(html.contains("••••"), "masked header value");
+    assert!(
+        !html.contains("hunter2-secret-value"),
+        "header value leaked: {html}"
+    );
+    assert!(html.contains("payments-crew"), "metadata");
+    assert!(
+        html.contains("href=\"/workflows/bookkeeping\""),
+        "workflows using it"
+    );
+    assert!(
+        !html.contains("href=\"/workflows/nightly\""),
+        "only those that call it"
+    );
+    let res = app
+        .client
+        .post(app.url("/_sf/service-detail"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("slug=ledger")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body = res.text().await.unwrap();
+    assert!(!body.contains("hunter2-secret-value"), "{body}");
+    let html = app.get("/services/nope").await.text().await.unwrap();
+    assert!(html.contains("Could not load the service"), "{html}");
 }
 
 /// `/workflows/:slug` and `/runs/workflows/:id`: the definition with its graph, versions and
@@ -340,6 +397,21 @@ async fn workflow_pages_on_both_databases() {
         listing.contains(&format!("/runs/workflows/{id}")),
         "recent runs"
     );
+    let row = listing
+        .split("<tr data-slug=\"diamond\"")
+        .nth(1)
+        .and_then(|r| r.split("</tr>").next())
+        .expect("the catalog row");
+    assert!(
+        row.contains("<span class=\"badge status-succeeded\">succeeded</span>"),
+        "{row}"
+    );
+    assert!(row.contains("<time"), "last run time: {row}");
+    assert!(row.contains("<td class=\"runs\">1</td>"), "{row}");
+    assert!(
+        row.contains("<td class=\"success-rate\">100%</td>"),
+        "{row}"
+    );
 
     let html = app
         .get(&format!("/runs/workflows/{id}"))
@@ -402,6 +474,14 @@ async fn workflow_pages_on_both_databases() {
     assert_eq!(status, 200, "{r}");
     assert_eq!(r["run"]["status"], "succeeded");
     assert_eq!(r["steps"].as_array().unwrap().len(), 4);
+    let (status, summaries) = sf("workflow-summaries", String::new()).await;
+    assert_eq!(status, 200, "{summaries}");
+    assert_eq!(summaries[0]["workflow"]["slug"], "diamond");
+    assert_eq!(summaries[0]["lastRunStatus"], "succeeded");
+    assert_eq!(summaries[0]["runs"], 1);
+    assert_eq!(summaries[0]["succeeded"], 1);
+    assert_eq!(summaries[0]["successRate"], 1.0);
+    assert!(summaries[0]["lastRunAt"].is_string(), "{summaries}");
     let (status, runs) = sf("workflow-runs", String::new()).await;
     assert_eq!(status, 200, "{runs}");
     assert_eq!(runs[0]["id"], id.as_str());
