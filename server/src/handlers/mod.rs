@@ -253,7 +253,15 @@ mod tests {
         let registry = Registry::builtin();
         assert_eq!(
             registry.names(),
-            vec![FAIL, HTTP, NOOP, REPOSITORY_BUILD, REPOSITORY_INGEST, SLEEP]
+            vec![
+                FAIL,
+                HTTP,
+                NOOP,
+                REPOSITORY_BUILD,
+                REPOSITORY_INGEST,
+                SERVICE_CALL,
+                SLEEP
+            ]
         );
         assert!(registry.contains(SLEEP));
         assert!(registry.get("builtin:nope").is_none());
