@@ -593,10 +593,7 @@ pub fn plan(
         });
     run.current_step_id = current.map(|i| steps[i].step_id.clone());
     run.current_step_index = current.map(|i| i as i32);
-    run.metrics = json!({
-        "totalSteps": steps.len(),
-        "completedSteps": steps.iter().filter(|s| s.status.is_terminal()).count(),
-    });
+    run.metrics = metrics_of(&steps);
     run.context = context_of(spec, &steps);
     out.status_changed = status != state.run.status;
     run.status = status;
@@ -619,6 +616,14 @@ pub fn plan(
         out.changes.run = Some(run);
     }
     out
+}
+
+/// `{"totalSteps", "completedSteps"}`: completed = in a terminal state.
+fn metrics_of(steps: &[WorkflowRunStep]) -> Value {
+    json!({
+        "totalSteps": steps.len(),
+        "completedSteps": steps.iter().filter(|s| s.status.is_terminal()).count(),
+    })
 }
 
 /// `{"steps": {"<id>": {"status", "jobRunId", "result"}}, "shared": {}}`.
@@ -862,7 +867,7 @@ impl Orchestrator {
             error_message: None,
             current_step_id: None,
             current_step_index: None,
-            metrics: json!({"totalSteps": steps.len(), "completedSteps": 0}),
+            metrics: metrics_of(&steps),
             triggered_by,
             trigger,
             started_at: None,
@@ -1033,8 +1038,7 @@ impl Orchestrator {
             run.completed_at = Some(now);
             run.duration_ms = run.started_at.map(|s| (now - s).num_milliseconds().max(0));
             run.context = context_of(&spec, &steps);
-            run.metrics = json!({"totalSteps": steps.len(),
-                "completedSteps": steps.iter().filter(|s| s.status.is_terminal()).count()});
+            run.metrics = metrics_of(&steps);
             run.updated_at = now;
             plan.changes.run = Some(run.clone());
             plan.status_changed = true;

@@ -566,26 +566,7 @@ impl JobService {
 
     /// Applies a PATCH to a run: only `{"status": "canceled"}` is supported.
     pub async fn patch_run(&self, id: &str, body: &Value) -> ServiceResult<JobRun> {
-        let mut p = Problems::new();
-        match body.as_object() {
-            None => p.add("", "the body must be a JSON object"),
-            Some(obj) => {
-                for key in obj.keys().filter(|k| k.as_str() != "status") {
-                    p.add(
-                        format!("/{key}"),
-                        "unknown field (only status can be changed)",
-                    );
-                }
-                match obj.get("status").and_then(Value::as_str) {
-                    Some("canceled") => {}
-                    Some(other) => p.add(
-                        "/status",
-                        format!("cannot set status to {other:?}; only \"canceled\" is allowed"),
-                    ),
-                    None => p.add("/status", "is required and must be \"canceled\""),
-                }
-            }
-        }
+        let p = crate::domain::jobs::cancel_patch_problems(body);
         if !p.is_empty() {
             // Existence first: a PATCH on an unknown run is a 404 whatever the body.
             self.get_run(id).await?;

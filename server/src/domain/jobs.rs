@@ -557,6 +557,32 @@ pub fn validate_parameters(validator: &jsonschema::Validator, parameters: &Value
     p
 }
 
+/// Problems of a run PATCH body: only `{"status": "canceled"}` is supported (job and workflow
+/// runs alike). Empty when the body asks for a cancel.
+pub fn cancel_patch_problems(body: &Value) -> Problems {
+    let mut p = Problems::new();
+    match body.as_object() {
+        None => p.add("", "the body must be a JSON object"),
+        Some(obj) => {
+            for key in obj.keys().filter(|k| k.as_str() != "status") {
+                p.add(
+                    format!("/{}", pointer_segment(key)),
+                    "unknown field (only status can be changed)",
+                );
+            }
+            match obj.get("status").and_then(Value::as_str) {
+                Some("canceled") => {}
+                Some(other) => p.add(
+                    "/status",
+                    format!("cannot set status to {other:?}; only \"canceled\" is allowed"),
+                ),
+                None => p.add("/status", "is required and must be \"canceled\""),
+            }
+        }
+    }
+    p
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
