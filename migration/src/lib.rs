@@ -7,6 +7,7 @@ mod m20261123_000001_jobs_foundation;
 mod m20261123_000002_run_list_indexes;
 mod m20261123_000003_workflows_and_services;
 mod m20261123_000004_workflow_runs;
+mod m20261123_000005_security_observability;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000002_run_list_indexes::Migration),
             Box::new(m20261123_000003_workflows_and_services::Migration),
             Box::new(m20261123_000004_workflow_runs::Migration),
+            Box::new(m20261123_000005_security_observability::Migration),
         ]
     }
 }

@@ -2,10 +2,12 @@
 //! domain or wire types. Architecture invariant: entity models never leave this module.
 //! Run state changes are conditional updates (`WHERE status = ... AND attempt = ...`), so two
 //! workers can never both own a run: whoever's update touches the row wins.
+mod audit;
 pub mod entities;
 mod workflow_runs;
 mod workflows;
 
+pub use audit::{AuditRecord, AuditStatus};
 pub use workflow_runs::{
     InsertedWorkflowRun, NewWorkflowRun, RunChanges, StepJobRun, WorkflowRunFilter,
     WorkflowRunState,

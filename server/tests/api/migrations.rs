@@ -45,6 +45,7 @@ async fn migrations_go_up_down_and_up_again() {
         "m20261123_000002_run_list_indexes",
         "m20261123_000003_workflows_and_services",
         "m20261123_000004_workflow_runs",
+        "m20261123_000005_security_observability",
     ];
     for undone in (0..names.len()).rev() {
         if undone % 2 == 0 {
