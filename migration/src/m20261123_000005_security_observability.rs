@@ -13,7 +13,7 @@ use sea_orm_migration::prelude::*;
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
-#[derive(DeriveIden)]
+#[derive(DeriveIden, Clone, Copy)]
 enum AuditLogs {
     Table,
     Id,
@@ -28,7 +28,7 @@ enum AuditLogs {
     CreatedAt,
 }
 
-#[derive(DeriveIden)]
+#[derive(DeriveIden, Clone, Copy)]
 enum Secrets {
     Table,
     Key,
@@ -37,7 +37,7 @@ enum Secrets {
     UpdatedAt,
 }
 
-#[derive(DeriveIden)]
+#[derive(DeriveIden, Clone, Copy)]
 enum SecretVersions {
     Table,
     Id,
@@ -48,7 +48,7 @@ enum SecretVersions {
     CreatedAt,
 }
 
-#[derive(DeriveIden)]
+#[derive(DeriveIden, Clone, Copy)]
 enum AlertDeliveries {
     Table,
     Id,
@@ -128,14 +128,38 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        index(m, "idx_audit_logs_created_at", AuditLogs::Table, vec![AuditLogs::CreatedAt], false)
-            .await?;
-        index(m, "idx_audit_logs_action_id", AuditLogs::Table, vec![AuditLogs::Action, AuditLogs::Id], false)
-            .await?;
-        index(m, "idx_audit_logs_subject_id", AuditLogs::Table, vec![AuditLogs::Subject, AuditLogs::Id], false)
-            .await?;
-        index(m, "idx_audit_logs_status_id", AuditLogs::Table, vec![AuditLogs::Status, AuditLogs::Id], false)
-            .await?;
+        index(
+            m,
+            "idx_audit_logs_created_at",
+            AuditLogs::Table,
+            vec![AuditLogs::CreatedAt],
+            false,
+        )
+        .await?;
+        index(
+            m,
+            "idx_audit_logs_action_id",
+            AuditLogs::Table,
+            vec![AuditLogs::Action, AuditLogs::Id],
+            false,
+        )
+        .await?;
+        index(
+            m,
+            "idx_audit_logs_subject_id",
+            AuditLogs::Table,
+            vec![AuditLogs::Subject, AuditLogs::Id],
+            false,
+        )
+        .await?;
+        index(
+            m,
+            "idx_audit_logs_status_id",
+            AuditLogs::Table,
+            vec![AuditLogs::Status, AuditLogs::Id],
+            false,
+        )
+        .await?;
 
         m.create_table(
             Table::create()
@@ -174,12 +198,28 @@ impl MigrationTrait for Migration {
                 .col(id36(AlertDeliveries::Id).primary_key())
                 .col(text(AlertDeliveries::DedupeKey, 255))
                 .col(text(AlertDeliveries::WorkflowSlug, 100))
-                .col(ColumnDef::new(AlertDeliveries::Failures).integer().not_null())
-                .col(ColumnDef::new(AlertDeliveries::WindowMs).big_integer().not_null())
+                .col(
+                    ColumnDef::new(AlertDeliveries::Failures)
+                        .integer()
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(AlertDeliveries::WindowMs)
+                        .big_integer()
+                        .not_null(),
+                )
                 .col(text_null(AlertDeliveries::LastRunId, 36))
-                .col(ColumnDef::new(AlertDeliveries::Payload).json_binary().not_null())
+                .col(
+                    ColumnDef::new(AlertDeliveries::Payload)
+                        .json_binary()
+                        .not_null(),
+                )
                 .col(text(AlertDeliveries::Status, 16))
-                .col(ColumnDef::new(AlertDeliveries::Attempts).integer().not_null())
+                .col(
+                    ColumnDef::new(AlertDeliveries::Attempts)
+                        .integer()
+                        .not_null(),
+                )
                 .col(ColumnDef::new(AlertDeliveries::LastError).text().null())
                 .col(ts(AlertDeliveries::CreatedAt))
                 .col(ts_null(AlertDeliveries::DeliveredAt))
