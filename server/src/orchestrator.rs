@@ -19,7 +19,6 @@
 use std::{
     collections::{BTreeMap, HashMap},
     sync::Arc,
-    time::Duration,
 };
 
 use app::wire::{
@@ -89,6 +88,9 @@ pub struct Orchestrator {
     waker: WorkerWaker,
     /// Compiled parameter schemas by job id and `updatedAt`.
     validators: Arc<std::sync::Mutex<ValidatorCache>>,
+    /// Runs being reconciled in the background by this process (see [`Orchestrator::nudge`]),
+    /// each with whether another nudge arrived meanwhile.
+    nudged: Arc<std::sync::Mutex<HashMap<String, bool>>>,
 }
 
 /// A parsed `POST /api/workflows/:slug/run` body.
@@ -241,6 +243,36 @@ fn follow_job_run(step: &mut WorkflowRunStep, jr: &JobRun) -> bool {
             a.error_message = jr.error_message.clone();
         }
     }
+    // Attempts that came and went between two reconciles (nudges coalesce, and another
+    // process may have run them) are recorded from what the job run still says: they failed,
+    // the newest of them with the job run's last error.
+    let first = attempts
+        .iter()
+        .filter(|a| a.job_run_id.as_deref() != Some(jr.id.as_str()))
+        .map(|a| a.attempt)
+        .max()
+        .unwrap_or(0)
+        + 1;
+    for n in first..current {
+        if !attempts
+            .iter()
+            .any(|a| a.job_run_id.as_deref() == Some(jr.id.as_str()) && a.attempt == n)
+        {
+            attempts.push(StepAttempt {
+                attempt: n,
+                job_run_id: Some(jr.id.clone()),
+                status: StepRunStatus::Failed,
+                started_at: None,
+                completed_at: None,
+                error_message: if n + 1 == current {
+                    jr.error_message.clone()
+                } else {
+                    Some(format!("attempt {n} failed (see the job run's log)"))
+                },
+            });
+        }
+    }
+    attempts.sort_by_key(|a| a.attempt);
     let started = jr.started_at.is_some() || jr.attempt > 1;
     if jr.status == RunStatus::Running || jr.status.is_terminal() {
         let status = match jr.status {
@@ -767,7 +799,46 @@ impl Orchestrator {
             queue,
             waker,
             validators: Default::default(),
+            nudged: Default::default(),
         }
+    }
+
+    /// Asks for a reconcile of `run_id` without waiting for it (a step's job run changed).
+    /// Nudges coalesce: while one reconcile of a run is under way in this process, further
+    /// nudges only mark it dirty and it runs once more when done, so the 50 completions of a
+    /// fan-out cost a handful of reconciles instead of 50 racing ones, and the worker that
+    /// finished a step is free at once. Correctness never depends on a nudge: every reconcile
+    /// re-reads the run, and the recovery sweep reconciles unfinished runs a nudge missed
+    /// (a crash between a step's end and its nudge).
+    pub fn nudge(&self, run_id: &str) {
+        {
+            let Ok(mut nudged) = self.nudged.lock() else {
+                return;
+            };
+            if let Some(dirty) = nudged.get_mut(run_id) {
+                *dirty = true;
+                return;
+            }
+            nudged.insert(run_id.to_string(), false);
+        }
+        let this = self.clone();
+        let run_id = run_id.to_string();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = this.reconcile(&run_id).await {
+                    tracing::warn!(workflow_run_id = %run_id, error = %e, "could not advance the workflow run; the recovery sweep will");
+                }
+                let Ok(mut nudged) = this.nudged.lock() else {
+                    return;
+                };
+                if nudged.get(&run_id) == Some(&true) {
+                    nudged.insert(run_id.clone(), false);
+                    continue;
+                }
+                nudged.remove(&run_id);
+                return;
+            }
+        });
     }
 
     fn validator(
@@ -955,17 +1026,23 @@ impl Orchestrator {
     }
 
     async fn after_apply(&self, run: &WorkflowRun, plan: &Plan) {
-        for jr in &plan.changes.job_runs {
-            publish_run(&self.bus, &jr.run).await;
-            let task = RunTask {
+        let tasks: Vec<RunTask> = plan
+            .changes
+            .job_runs
+            .iter()
+            .map(|jr| RunTask {
                 run_id: jr.run.id.clone(),
                 attempt: jr.run.attempt,
-            };
-            if let Err(e) = self.queue.push(task, Duration::ZERO).await {
-                tracing::error!(run_id = %jr.run.id, error = %e, "could not enqueue a step's job run; the recovery sweep will");
-            }
+            })
+            .collect();
+        // Published before the push, so that no worker's `running` overtakes `pending`.
+        for jr in &plan.changes.job_runs {
+            publish_run(&self.bus, &jr.run).await;
         }
-        if !plan.changes.job_runs.is_empty() {
+        if !tasks.is_empty() {
+            if let Err(e) = self.queue.push_now(tasks).await {
+                tracing::error!(workflow_run_id = %run.id, error = %e, "could not enqueue the steps' job runs; the recovery sweep will");
+            }
             self.waker.wake();
         }
         for id in &plan.cancel_job_runs {

@@ -145,13 +145,21 @@ impl Engine {
     }
 
     /// Publishes a run's new state; a workflow step's run also moves its workflow run on
-    /// (started steps, results, the next ready steps), here in whichever process ran it.
+    /// (started steps, results, the next ready steps), in the background of whichever process
+    /// ran it (`Orchestrator::nudge`).
     pub async fn run_changed(&self, run: &JobRun) {
         publish_run(&self.inner.bus, run).await;
-        if let Some(workflow_run_id) = &run.workflow_run_id
-            && let Err(e) = self.inner.orchestrator.reconcile(workflow_run_id).await
-        {
-            tracing::warn!(workflow_run_id, error = %e, "could not advance the workflow run; the recovery sweep will");
+        let Some(workflow_run_id) = &run.workflow_run_id else {
+            return;
+        };
+        if run.status == RunStatus::Pending && run.attempt > 1 {
+            // A failed attempt's error lives on the job run only until the next claim: record
+            // it in the step's attempt history now (retries are rare; no hurry elsewhere).
+            if let Err(e) = self.inner.orchestrator.reconcile(workflow_run_id).await {
+                tracing::warn!(workflow_run_id, error = %e, "could not advance the workflow run; the recovery sweep will");
+            }
+        } else {
+            self.inner.orchestrator.nudge(workflow_run_id);
         }
     }
 
