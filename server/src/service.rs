@@ -657,10 +657,13 @@ impl app::data::Backend for JobService {
     }
 
     async fn services(&self) -> Result<Vec<app::wire::Service>, String> {
-        self.workflow_service()
+        let mut services = self
+            .workflow_service()
             .list_services()
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        services.iter_mut().for_each(mask_headers);
+        Ok(services)
     }
 
     async fn service_detail(&self, slug: &str) -> Result<app::wire::ServiceDetail, String> {
@@ -669,12 +672,7 @@ impl app::data::Backend for JobService {
             .get_service(slug)
             .await
             .map_err(|e| e.to_string())?;
-        // Header values may be secrets: the page shows names only.
-        if let Some(headers) = service.headers.as_object_mut() {
-            for value in headers.values_mut() {
-                *value = serde_json::Value::String("••••".into());
-            }
-        }
+        mask_headers(&mut service);
         let users = workflows
             .list_workflows()
             .await
@@ -929,5 +927,14 @@ impl app::data::Backend for JobService {
             .rerun_workflow_run(id)
             .await
             .map_err(|e| e.to_string())
+    }
+}
+
+/// Header values may be secrets: the pages get names only (the values never reach a browser).
+fn mask_headers(service: &mut app::wire::Service) {
+    if let Some(headers) = service.headers.as_object_mut() {
+        for value in headers.values_mut() {
+            *value = serde_json::Value::String("••••".into());
+        }
     }
 }

@@ -288,6 +288,10 @@ async fn services_and_workflows_pages_on_both_databases() {
     assert!(html.contains("Ledger API"), "{html}");
     assert!(html.contains("health-degraded"), "status badge");
     assert!(html.contains("href=\"/services/ledger\""), "detail link");
+    assert!(
+        !html.contains("hunter2-secret-value"),
+        "the list page (and its hydration data) never carries header values"
+    );
     let html = app.get("/workflows").await.text().await.unwrap();
     assert!(html.contains("Nightly"), "{html}");
     assert!(html.contains("2: first, second"), "its steps");
