@@ -276,6 +276,19 @@ async fn every_protected_endpoint_answers_401_403_and_2xx() {
     )
     .await;
     assert_eq!(s, 202, "{v}");
+    // Stop the resumed run and the rerun, so the workflow can be deleted below.
+    let rerun_id = v["data"]["id"].as_str().unwrap().to_string();
+    for id in [&wrun_id, &rerun_id] {
+        let (s, v) = call(
+            &app,
+            patch.clone(),
+            &format!("/api/workflow-runs/{id}"),
+            Some(FLOWS),
+            Some(&json!({"status": "canceled"})),
+        )
+        .await;
+        assert!(s == 200 || s == 409, "{v}");
+    }
 
     let (s, v) = check(&app, post.clone(), "/api/services",
         json!({"slug": "notifier", "displayName": "Notifier", "kind": "http", "baseUrl": "http://127.0.0.1:9"}),
