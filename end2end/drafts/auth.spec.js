@@ -24,12 +24,13 @@ test.describe.configure({ mode: 'serial' });
 
 let server;
 test.beforeAll(async () => {
+  test.setTimeout(120000);
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'switchyard-e2e-auth-'));
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== 'DATABASE_URL'));
   env.SWITCHYARD_OPERATOR_TOKENS = JSON.stringify(TOKENS);
   server = spawn(binary, ['--data-dir', dataDir, 'serve', '--bind', `127.0.0.1:${port}`,
     '--site-root', path.join(repo, 'target', 'site')], { cwd: repo, env, stdio: 'ignore' });
-  for (let i = 0; i < 600; i++) {
+  for (let i = 0; i < 1100; i++) {
     try {
       if ((await fetch(`${base}/api/ready`)).ok) return;
     } catch (_) { /* not up yet */ }
