@@ -53,6 +53,11 @@ pub trait Backend: Send + Sync {
     async fn retry_workflow_run(&self, id: &str) -> Result<WorkflowRun, String>;
     /// A new run with the same parameters.
     async fn rerun_workflow_run(&self, id: &str) -> Result<WorkflowRun, String>;
+    /// `/audit`: one page of the audit log, newest first.
+    async fn audit_logs(
+        &self,
+        query: crate::auth_pages::AuditQuery,
+    ) -> Result<crate::auth_pages::AuditList, String>;
 }
 
 /// The backend as put into the Leptos context.

@@ -1,5 +1,6 @@
 //! The Leptos application (pages and components) and the wire types shared with the server.
 //! Server-only code sits behind the `ssr` feature so the crate also compiles to wasm.
+pub mod auth_pages;
 pub mod dag;
 pub mod data;
 pub mod format;
@@ -40,6 +41,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 pub fn App() -> impl IntoView {
     provide_meta_context();
     let live = live::provide_live();
+    auth_pages::provide_viewer();
     view! {
         <Stylesheet id="switchyard" href="/pkg/switchyard.css"/>
         <Title text="Switchyard"/>
@@ -61,11 +63,14 @@ pub fn App() -> impl IntoView {
                         "live updates: "
                         <span id="live-status">{move || live.status.get()}</span>
                     </span>
+                    <auth_pages::SessionBadge/>
                 </nav>
             </header>
             <main id="main" tabindex="-1">
                 <Routes fallback=|| view! { <h1>"Not found"</h1> }.into_view()>
                     <Route path=StaticSegment("") view=HomePage/>
+                    <Route path=StaticSegment("sign-in") view=auth_pages::SignInPage/>
+                    <Route path=StaticSegment("audit") view=auth_pages::AuditPage/>
                     <Route path=StaticSegment("jobs") view=pages::JobsPage/>
                     <Route path=(StaticSegment("jobs"), ParamSegment("slug")) view=pages::JobPage/>
                     <Route path=StaticSegment("runs") view=pages::RunsPage/>

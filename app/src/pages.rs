@@ -357,6 +357,7 @@ pub fn RunPage() -> impl IntoView {
         <Title text=move || format!("Run {} · Switchyard", id())/>
         <Transition fallback=|| view! { <p>"Loading run…"</p> }>
             {move || Suspend::new(async move {
+                let denied = crate::auth_pages::current_viewer().await.denied("jobs:run");
                 match run.await {
                     Err(e) => view! { <h1>"Run not found"</h1><p class="error">{e.to_string()}</p> }.into_any(),
                     Ok(r) => {
@@ -369,12 +370,12 @@ pub fn RunPage() -> impl IntoView {
                                 " · attempt " <span id="run-attempt">{r.attempt}</span> " of " {r.max_attempts}
                                 " · trigger " {r.trigger.as_str()}</p>
                             <p class="actions">
-                                <button id="cancel-run" disabled=!active
-                                    title=if active { "Cancel this run" } else { "The run has ended" }
+                                <button id="cancel-run" disabled=!active || denied.is_some()
+                                    title=denied.clone().unwrap_or_else(|| if active { "Cancel this run" } else { "The run has ended" }.into())
                                     on:click=move |_| { cancel.dispatch(rid.clone()); }>"Cancel"</button>
                                 " "
-                                <button id="retry-run" disabled=active
-                                    title=if active { "Retry is possible once the run has ended" } else { "Start a new run with the same parameters" }
+                                <button id="retry-run" disabled=active || denied.is_some()
+                                    title=denied.clone().unwrap_or_else(|| if active { "Retry is possible once the run has ended" } else { "Start a new run with the same parameters" }.into())
                                     on:click=move |_| { retry.dispatch(rid2.clone()); }>"Retry"</button>
                             </p>
                             <dl>
@@ -478,6 +479,7 @@ pub fn JobPage() -> impl IntoView {
         <h2>"Run"</h2>
         <Transition fallback=|| view! { <p>"Loading form…"</p> }>
             {move || Suspend::new(async move {
+                let denied = crate::auth_pages::current_viewer().await.denied("jobs:run");
                 match form_job.await {
                     Err(_) => ().into_any(),
                     Ok(d) => {
@@ -489,7 +491,7 @@ pub fn JobPage() -> impl IntoView {
                         view! {
                             {move || form_error.get().map(|e| view! { <p class="error" role="alert" id="launch-error">{e}</p> })}
                             <SchemaForm schema=d.job.parameters_schema.clone() defaults=d.job.default_parameters.clone()
-                                server_problems=server_problems on_submit=submit/>
+                                server_problems=server_problems on_submit=submit denied=denied.clone()/>
                         }.into_any()
                     }
                 }

@@ -254,6 +254,9 @@ pub fn SchemaForm(
     defaults: Value,
     server_problems: ReadSignal<BTreeMap<String, String>>,
     on_submit: Callback<Value>,
+    /// Why the viewer may not start a run (the submit button is disabled with this title).
+    #[prop(default = None)]
+    denied: Option<String>,
 ) -> impl IntoView {
     let fields = fields(&schema);
     let values = RwSignal::new(initial_values(&schema, &defaults, &fields));
@@ -344,7 +347,9 @@ pub fn SchemaForm(
             }
         }>
             {rows}
-            <button id="launch-submit" type="submit">"Start run"</button>
+            <button id="launch-submit" type="submit" disabled=denied.is_some()
+                title=denied.clone().unwrap_or_else(|| "Start a run with these parameters".into())>"Start run"</button>
+            {denied.map(|d| view! { " " <small class="muted" id="launch-denied">{d}</small> })}
         </form>
     }
 }

@@ -250,6 +250,7 @@ pub fn WorkflowPage() -> impl IntoView {
         <h2>"Run"</h2>
         <Transition fallback=|| view! { <p>"Loading form…"</p> }>
             {move || Suspend::new(async move {
+                let denied = crate::auth_pages::current_viewer().await.denied("workflows:run");
                 match form_workflow.await {
                     Err(_) => ().into_any(),
                     Ok(d) => {
@@ -261,7 +262,7 @@ pub fn WorkflowPage() -> impl IntoView {
                         view! {
                             {move || form_error.get().map(|e| view! { <p class="error" role="alert" id="launch-error">{e}</p> })}
                             <SchemaForm schema=d.workflow.parameters_schema.clone() defaults=d.workflow.default_parameters.clone()
-                                server_problems=server_problems on_submit=submit/>
+                                server_problems=server_problems on_submit=submit denied=denied.clone()/>
                         }.into_any()
                     }
                 }
@@ -348,6 +349,7 @@ pub fn WorkflowRunPage() -> impl IntoView {
         <Transition fallback=|| view! { <p>"Loading workflow run…"</p> }>
             {move || Suspend::new(async move {
                 let steps_def = definition.await.unwrap_or(Value::Null);
+                let denied = crate::auth_pages::current_viewer().await.denied("workflows:run");
                 match run.await {
                     Err(e) => view! { <h1>"Workflow run not found"</h1><p class="error">{e.to_string()}</p> }.into_any(),
                     Ok(data) => {
@@ -366,16 +368,16 @@ pub fn WorkflowRunPage() -> impl IntoView {
                             <p>"Status: " <span id="workflow-run-status" data-status=r.status.as_str()><WorkflowStatusBadge status=r.status/></span>
                                 " · trigger " {trigger_text(&r)}</p>
                             <p class="actions">
-                                <button id="cancel-workflow-run" disabled=!active
-                                    title=if active { "Cancel this run and its unfinished steps" } else { "The run has ended" }
+                                <button id="cancel-workflow-run" disabled=!active || denied.is_some()
+                                    title=denied.clone().unwrap_or_else(|| if active { "Cancel this run and its unfinished steps" } else { "The run has ended" }.into())
                                     on:click=move |_| { cancel.dispatch(c_id.clone()); }>"Cancel run"</button>
                                 " "
-                                <button id="retry-workflow-run" disabled=!resumable
-                                    title=if resumable { "Resume this run: its failed and canceled steps run again" } else { "Only a failed or canceled run can be resumed" }
+                                <button id="retry-workflow-run" disabled=!resumable || denied.is_some()
+                                    title=denied.clone().unwrap_or_else(|| if resumable { "Resume this run: its failed and canceled steps run again" } else { "Only a failed or canceled run can be resumed" }.into())
                                     on:click=move |_| { retry.dispatch(rt_id.clone()); }>"Retry failed steps"</button>
                                 " "
-                                <button id="rerun-workflow-run"
-                                    title="Start a new run of this workflow with the same parameters"
+                                <button id="rerun-workflow-run" disabled=denied.is_some()
+                                    title=denied.clone().unwrap_or_else(|| "Start a new run of this workflow with the same parameters".into())
                                     on:click=move |_| { rerun.dispatch(rr_id.clone()); }>"Rerun"</button>
                             </p>
                             {move || action_error.get().map(|e| view! { <p class="error" role="alert" id="action-error">{e}</p> })}

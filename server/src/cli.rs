@@ -32,7 +32,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let global = cli.global;
     match cli.command {
         Command::Serve(args) => {
-            let settings = Settings::from_serve(&global, &args);
+            let settings = Settings::from_serve(&global, &args)?;
             let app = Application::build(settings).await?;
             stop_on_signals(app.stop_token());
             app.run_until_stopped().await

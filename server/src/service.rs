@@ -928,6 +928,29 @@ impl app::data::Backend for JobService {
             .await
             .map_err(|e| e.to_string())
     }
+
+    async fn audit_logs(
+        &self,
+        query: app::auth_pages::AuditQuery,
+    ) -> Result<app::auth_pages::AuditList, String> {
+        let page = self
+            .store()
+            .list_audit_logs(&crate::store::AuditFilter {
+                actions: query.actions,
+                subject: query.subject,
+                statuses: query.statuses,
+                since: query.since,
+                until: query.until,
+                cursor: query.cursor,
+                limit: query.limit,
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(app::auth_pages::AuditList {
+            entries: page.entries,
+            next_cursor: page.next_cursor,
+        })
+    }
 }
 
 /// Header values may be secrets: the pages get names only (the values never reach a browser).

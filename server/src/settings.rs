@@ -4,6 +4,8 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::domain::auth::OperatorTokens;
+
 /// Switchyard: jobs and workflows orchestrator in one binary.
 #[derive(Debug, Parser)]
 #[command(name = "switchyard", version, about)]
@@ -140,6 +142,91 @@ pub struct ServeArgs {
     pub health_interval_ms: u64,
     #[command(flatten)]
     pub worker: WorkerSettings,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+}
+
+/// Operator tokens (api.md "Conventions"). With none the server runs in open local mode and
+/// binds only loopback addresses.
+#[derive(Debug, Clone, Args)]
+pub struct AuthArgs {
+    /// Operator tokens as JSON `[{"subject", "token", "scopes": [...]}]`.
+    #[arg(long, env = "SWITCHYARD_OPERATOR_TOKENS", hide_env_values = true)]
+    pub operator_tokens: Option<String>,
+    /// A file holding the same JSON as `--operator-tokens`.
+    #[arg(long, env = "SWITCHYARD_OPERATOR_TOKENS_FILE")]
+    pub operator_tokens_file: Option<PathBuf>,
+    /// Reads (GET endpoints, the event stream, logs, pages) need a valid token too.
+    #[arg(long, env = "SWITCHYARD_PROTECT_READS", action = clap::ArgAction::Set,
+        num_args = 0..=1, default_value_t = false, default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new())]
+    pub protect_reads: bool,
+}
+
+impl AuthArgs {
+    /// Reads and parses the configured tokens; a clear error for a bad configuration.
+    pub fn load(&self) -> anyhow::Result<AuthSettings> {
+        let inline = self
+            .operator_tokens
+            .as_deref()
+            .filter(|s| !s.trim().is_empty());
+        let (source, json) = match (inline, &self.operator_tokens_file) {
+            (Some(_), Some(_)) => anyhow::bail!(
+                "operator tokens: give SWITCHYARD_OPERATOR_TOKENS or --operator-tokens-file, not both"
+            ),
+            (Some(json), None) => (
+                "SWITCHYARD_OPERATOR_TOKENS".to_string(),
+                Some(json.to_string()),
+            ),
+            (None, Some(path)) => (
+                format!("operator tokens file {}", path.display()),
+                Some(std::fs::read_to_string(path).map_err(|e| {
+                    anyhow::anyhow!("cannot read operator tokens file {}: {e}", path.display())
+                })?),
+            ),
+            (None, None) => (String::new(), None),
+        };
+        let tokens = match json {
+            None => OperatorTokens::default(),
+            Some(json) => OperatorTokens::parse(&json).map_err(|problems| {
+                let list = problems
+                    .into_vec()
+                    .iter()
+                    .map(|d| {
+                        format!(
+                            "{}: {}",
+                            if d.path.is_empty() {
+                                "/"
+                            } else {
+                                d.path.as_str()
+                            },
+                            d.message
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                anyhow::anyhow!("invalid operator tokens in {source}: {list}")
+            })?,
+        };
+        Ok(AuthSettings {
+            tokens,
+            protect_reads: self.protect_reads,
+        })
+    }
+}
+
+/// Parsed operator tokens (hashes only) and whether reads are protected.
+#[derive(Debug, Clone, Default)]
+pub struct AuthSettings {
+    pub tokens: OperatorTokens,
+    pub protect_reads: bool,
+}
+
+impl AuthSettings {
+    /// No tokens: open local mode (everything allowed, subject `local`, loopback only).
+    pub fn is_open(&self) -> bool {
+        self.tokens.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -197,11 +284,13 @@ pub struct Settings {
     /// Zero: no health polling.
     pub health_interval: Duration,
     pub worker: WorkerSettings,
+    /// Operator tokens and read protection.
+    pub auth: AuthSettings,
 }
 
 impl Settings {
-    pub fn from_serve(global: &GlobalSettings, serve: &ServeArgs) -> Self {
-        Settings {
+    pub fn from_serve(global: &GlobalSettings, serve: &ServeArgs) -> anyhow::Result<Self> {
+        Ok(Settings {
             data_dir: global.data_dir.clone(),
             database_url: global.database_url.clone(),
             bind: serve.bind,
@@ -212,7 +301,8 @@ impl Settings {
                 ms => Duration::from_millis(ms.max(100)),
             },
             worker: serve.worker.clone(),
-        }
+            auth: serve.auth.load()?,
+        })
     }
 
     /// Settings for an app on a free loopback port with the given storage (tests, bench).
@@ -225,6 +315,7 @@ impl Settings {
             max_body_bytes: 1024 * 1024,
             health_interval: Duration::from_secs(15),
             worker: WorkerSettings::default(),
+            auth: AuthSettings::default(),
         }
     }
 }

@@ -145,6 +145,13 @@ pub struct Application {
 impl Application {
     /// Connects, migrates, seeds, starts workers and binds the listener (port 0 picks one).
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        if settings.auth.is_open() && !settings.bind.ip().is_loopback() {
+            anyhow::bail!(
+                "refusing to bind {}: no operator tokens are configured (open local mode), so only a loopback address such as 127.0.0.1 may be bound; configure SWITCHYARD_OPERATOR_TOKENS or --operator-tokens-file to listen on {}",
+                settings.bind,
+                settings.bind.ip()
+            );
+        }
         let stop = CancellationToken::new();
         let core = start_core(
             &settings.data_dir,
@@ -168,6 +175,7 @@ impl Application {
             bus: core.bus.clone(),
             db: core.db.clone(),
             leptos,
+            auth: std::sync::Arc::new(settings.auth.clone()),
         };
         let app = router(state, settings.max_body_bytes);
         let shutdown = stop.clone();

@@ -1,6 +1,7 @@
 //! Domain rules as plain code: parsing and validating definitions and run requests, retry
 //! delays, parameter merging. Architecture invariant: nothing here imports axum, sea-orm or
 //! apalis; every function is testable without I/O.
+pub mod auth;
 pub mod jobs;
 pub mod problems;
 pub mod retry;

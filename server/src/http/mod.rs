@@ -1,5 +1,6 @@
 //! HTTP: the REST API under `/api`, the event stream, the OpenAPI document and the pages.
 //! Architecture invariant: handlers only extract, call the service and map the result.
+pub mod auth;
 pub mod error;
 pub mod jobs;
 pub mod stream;
@@ -21,6 +22,7 @@ use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
 use utoipa::OpenApi;
 
 use crate::{db::Database, events::EventBus, service::JobService, workflows::WorkflowService};
+use auth::SecurityAddon;
 use error::ApiError;
 
 /// What every handler can reach.
@@ -30,6 +32,8 @@ pub struct AppState {
     pub bus: EventBus,
     pub db: Database,
     pub leptos: LeptosOptions,
+    /// Operator tokens (hashes) and read protection, for the auth middleware.
+    pub auth: std::sync::Arc<crate::settings::AuthSettings>,
 }
 
 impl AppState {
@@ -87,6 +91,7 @@ impl FromRef<AppState> for LeptosOptions {
         health,
         ready,
         openapi_json,
+        auth::list_audit_logs,
     ),
     components(schemas(
         app::wire::JobDefinition,
@@ -114,7 +119,9 @@ impl FromRef<AppState> for LeptosOptions {
         app::wire::WorkflowRunWithSteps,
         app::wire::Service,
         app::wire::ServiceStatus,
-    ))
+        app::auth_pages::AuditEntry,
+    )),
+    modifiers(&SecurityAddon)
 )]
 pub struct ApiDoc;
 
@@ -232,6 +239,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             "/services/{slug}",
             get(workflows::get_service).patch(workflows::patch_service),
         )
+        .route("/audit-logs", get(auth::list_audit_logs))
         .fallback(api_not_found);
     let leptos_options = state.leptos.clone();
     let routes = generate_route_list(app::App);
@@ -252,6 +260,13 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         )
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(
             app::shell,
+        ))
+        // Sign-in for the pages, and the one auth middleware in front of everything.
+        .route("/auth/sign-in", post(auth::sign_in))
+        .route("/auth/sign-out", post(auth::sign_out))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authorize,
         ))
         .layer(middleware::from_fn(json_errors))
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))

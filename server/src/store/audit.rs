@@ -1,7 +1,10 @@
 //! The audit log: one row per write, manual run, cancel, retry, secret write and secret
 //! resolution, and per rejected request. Rows are only ever inserted.
-use chrono::Utc;
-use sea_orm::{ActiveValue::Set, EntityTrait};
+use app::auth_pages::AuditEntry;
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+};
 use serde_json::Value;
 
 use super::{Store, StoreResult, entities::audit_log, new_id};
@@ -51,5 +54,87 @@ impl Store {
         .exec_without_returning(self.conn())
         .await?;
         Ok(id)
+    }
+}
+
+/// Filters of an audit list; empty lists and `None` mean "any".
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub actions: Vec<String>,
+    pub subject: Option<String>,
+    pub statuses: Vec<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    /// Keyset paging: entries older than this id (ids are UUIDv7, so id order is time order).
+    pub cursor: Option<String>,
+    pub limit: u64,
+}
+
+/// One page of audit entries, newest first.
+#[derive(Debug, Clone)]
+pub struct AuditPage {
+    pub entries: Vec<AuditEntry>,
+    pub next_cursor: Option<String>,
+}
+
+fn entry_to_wire(m: audit_log::Model) -> AuditEntry {
+    AuditEntry {
+        id: m.id,
+        subject: m.subject,
+        token_hash_prefix: m.token_hash_prefix,
+        action: m.action,
+        resource: m.resource,
+        status: m.status,
+        status_code: m.status_code,
+        ip: m.ip,
+        details: m.details,
+        created_at: m.created_at,
+    }
+}
+
+impl Store {
+    /// Audit entries, newest first, filtered, one keyset page.
+    pub async fn list_audit_logs(&self, f: &AuditFilter) -> StoreResult<AuditPage> {
+        let mut cond = Condition::all();
+        if !f.actions.is_empty() {
+            cond = cond.add(audit_log::Column::Action.is_in(f.actions.iter().cloned()));
+        }
+        if let Some(subject) = &f.subject {
+            cond = cond.add(audit_log::Column::Subject.eq(subject.clone()));
+        }
+        if !f.statuses.is_empty() {
+            cond = cond.add(audit_log::Column::Status.is_in(f.statuses.iter().cloned()));
+        }
+        if let Some(since) = f.since {
+            cond = cond.add(audit_log::Column::CreatedAt.gte(since));
+        }
+        if let Some(until) = f.until {
+            cond = cond.add(audit_log::Column::CreatedAt.lt(until));
+        }
+        if let Some(cursor) = &f.cursor {
+            cond = cond.add(audit_log::Column::Id.lt(cursor.clone()));
+        }
+        let limit = f.limit.clamp(1, 100);
+        let rows = audit_log::Entity::find()
+            .filter(cond)
+            .order_by_desc(audit_log::Column::Id)
+            .limit(limit + 1)
+            .all(self.conn())
+            .await?;
+        let has_more = rows.len() as u64 > limit;
+        let entries: Vec<AuditEntry> = rows
+            .into_iter()
+            .take(limit as usize)
+            .map(entry_to_wire)
+            .collect();
+        let next_cursor = if has_more {
+            entries.last().map(|e| e.id.clone())
+        } else {
+            None
+        };
+        Ok(AuditPage {
+            entries,
+            next_cursor,
+        })
     }
 }

@@ -7,7 +7,7 @@ pub mod entities;
 mod workflow_runs;
 mod workflows;
 
-pub use audit::{AuditRecord, AuditStatus};
+pub use audit::{AuditFilter, AuditPage, AuditRecord, AuditStatus};
 pub use workflow_runs::{
     InsertedWorkflowRun, NewWorkflowRun, RunChanges, StepJobRun, WorkflowRunFilter,
     WorkflowRunState,

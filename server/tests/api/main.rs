@@ -2,6 +2,7 @@
 //! Run against SQLite by default and against PostgreSQL with `DATABASE_URL=postgres://...`.
 mod helpers;
 
+mod auth;
 mod contract;
 mod engine;
 mod migrations;

@@ -1,0 +1,120 @@
+// Operator tokens in the browser: sign-in, the header, a button disabled for a missing scope,
+// and the audit page. This spec starts its own `switchyard serve` with tokens configured (the
+// suite's shared server runs in open local mode).
+const { test, expect } = require('@playwright/test');
+const { spawn, execFileSync } = require('child_process');
+const fs = require('fs');
+const os = require('os');
+const path = require('path');
+
+const repo = path.resolve(__dirname, '..', '..');
+const targetDir = process.env.CARGO_TARGET_DIR || path.join(repo, 'target');
+const binary = process.env.SWITCHYARD_BIN || path.join(targetDir, 'debug', 'switchyard');
+const port = Number(execFileSync(process.execPath, ['-e',
+  "const s=require('net').createServer();s.listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})"]).toString().trim());
+const base = `http://127.0.0.1:${port}`;
+const TOKENS = [
+  { subject: 'ada', token: 'e2e-admin-token', scopes: ['admin'] },
+  { subject: 'runner', token: 'e2e-runner-token', scopes: ['jobs:run'] },
+];
+const admin = { Authorization: 'Bearer e2e-admin-token' };
+
+test.use({ baseURL: base });
+test.describe.configure({ mode: 'serial' });
+
+let server;
+test.beforeAll(async () => {
+  test.setTimeout(120000);
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'switchyard-e2e-auth-'));
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== 'DATABASE_URL'));
+  env.SWITCHYARD_OPERATOR_TOKENS = JSON.stringify(TOKENS);
+  server = spawn(binary, ['--data-dir', dataDir, 'serve', '--bind', `127.0.0.1:${port}`,
+    '--site-root', path.join(repo, 'target', 'site')], { cwd: repo, env, stdio: 'ignore' });
+  for (let i = 0; i < 1100; i++) {
+    try {
+      if ((await fetch(`${base}/api/ready`)).ok) return;
+    } catch (_) { /* not up yet */ }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error('the auth server did not become ready');
+});
+test.afterAll(() => { if (server) server.kill(); });
+
+async function signIn(page, token) {
+  await page.goto('/sign-in');
+  await page.fill('#token', token);
+  await page.click('#sign-in-submit');
+}
+
+test('sign-in sets the session shown in the header; a bad token is refused', async ({ page, request }) => {
+  // Writes need a token; reads stay open.
+  expect((await request.post('/api/jobs', { data: { slug: 'nope', name: 'n', entryPoint: 'builtin:noop' } })).status()).toBe(401);
+  await page.goto('/runs');
+  await expect(page.locator('#session')).toHaveAttribute('data-mode', 'signed-out');
+  await page.click('#sign-in-link');
+  await expect(page).toHaveURL(/\/sign-in/);
+  await page.fill('#token', 'wrong-token');
+  await page.click('#sign-in-submit');
+  await expect(page.locator('#sign-in-error')).toContainText('not valid');
+
+  await signIn(page, 'e2e-runner-token');
+  await expect(page.locator('#session-subject')).toHaveText('runner');
+  await expect(page.locator('#session-scopes')).toHaveText('jobs:run');
+  await expect(page.locator('#audit-link')).toHaveCount(0);
+  const cookies = await page.context().cookies();
+  const c = cookies.find((x) => x.name === 'switchyard_token');
+  expect(c.httpOnly).toBe(true);
+  expect(c.sameSite).toBe('Strict');
+
+  await page.click('#sign-out');
+  await expect(page.locator('#session')).toHaveAttribute('data-mode', 'signed-out');
+});
+
+test('a button needing a scope the operator lacks is disabled with the reason', async ({ page, request }) => {
+  const slug = `wf-${Date.now()}`;
+  expect((await request.post('/api/jobs', { headers: admin, data: { slug: `${slug}-job`, name: 'Step', entryPoint: 'builtin:noop' } })).status()).toBe(201);
+  expect((await request.post('/api/workflows', { headers: admin,
+    data: { slug, name: 'Guarded', steps: [{ id: 'one', jobSlug: `${slug}-job` }] } })).status()).toBe(201);
+  const run = await request.post(`/api/workflows/${slug}/run`, { headers: admin, data: {} });
+  expect(run.status()).toBe(202);
+  const runId = (await run.json()).data.id;
+
+  await signIn(page, 'e2e-runner-token');
+  await page.goto(`/workflows/${slug}`);
+  await expect(page.locator('#launch-submit')).toBeDisabled();
+  await expect(page.locator('#launch-submit')).toHaveAttribute('title', 'needs scope workflows:run');
+  await page.goto(`/runs/workflows/${runId}`);
+  await expect(page.locator('#rerun-workflow-run')).toBeDisabled();
+  await expect(page.locator('#rerun-workflow-run')).toHaveAttribute('title', 'needs scope workflows:run');
+  // The runner may start job runs: that form is enabled.
+  await page.goto(`/jobs/${slug}-job`);
+  await expect(page.locator('#launch-submit')).toBeEnabled();
+});
+
+test('the audit page lists entries for admins, with filters in the URL', async ({ page, request }) => {
+  // Something to see: an accepted write and a rejected one.
+  await request.post('/api/jobs', { headers: admin, data: { slug: 'audited-job', name: 'A', entryPoint: 'builtin:noop' } });
+  await request.post('/api/jobs', { headers: { Authorization: 'Bearer e2e-runner-token' }, data: { slug: 'x', name: 'x', entryPoint: 'builtin:noop' } });
+
+  await signIn(page, 'e2e-runner-token');
+  await page.goto('/audit');
+  await expect(page.locator('#audit-denied')).toContainText('needs scope admin');
+  await expect(page.locator('#audit')).toHaveCount(0);
+
+  await signIn(page, 'e2e-admin-token');
+  await expect(page.locator('#audit-link')).toBeVisible();
+  await page.click('#audit-link');
+  await expect(page.locator('#audit')).toBeVisible();
+  await expect(page.locator('#audit tr[data-action="job.create"][data-status="ok"]').first()).toBeVisible();
+  await page.fill('#audit-status', 'forbidden');
+  await page.click('#audit-filter');
+  await expect(page).toHaveURL(/\/audit\?.*status=forbidden/);
+  const rows = page.locator('#audit tbody tr');
+  await expect(rows.first()).toBeVisible();
+  for (const status of await rows.evaluateAll((trs) => trs.map((tr) => tr.dataset.status))) {
+    expect(status).toBe('forbidden');
+  }
+  await expect(page.locator('#audit')).toContainText('runner');
+  await expect(page.locator('#audit')).not.toContainText('e2e-runner-token');
+  await page.screenshot({ path: 'test-results/audit-page.png', fullPage: true });
+});
