@@ -2,7 +2,7 @@
 // and the audit page. This spec starts its own `switchyard serve` with tokens configured (the
 // suite's shared server runs in open local mode).
 const { test, expect } = require('@playwright/test');
-const { spawn, execFileSync } = require('child_process');
+const { spawn } = require('child_process');
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
@@ -10,8 +10,10 @@ const path = require('path');
 const repo = path.resolve(__dirname, '..', '..');
 const targetDir = process.env.CARGO_TARGET_DIR || path.join(repo, 'target');
 const binary = process.env.SWITCHYARD_BIN || path.join(targetDir, 'debug', 'switchyard');
-const port = Number(execFileSync(process.execPath, ['-e',
-  "const s=require('net').createServer();s.listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})"]).toString().trim());
+// The suite's shared server took a free port in the config (SWITCHYARD_E2E_PORT, inherited by
+// the workers); this spec's own server takes the next one. A port finder run from inside a
+// Playwright worker printed nothing usable here.
+const port = Number(process.env.SWITCHYARD_E2E_PORT || 3900) + 1;
 const base = `http://127.0.0.1:${port}`;
 const TOKENS = [
   { subject: 'ada', token: 'e2e-admin-token', scopes: ['admin'] },
@@ -29,8 +31,9 @@ test.beforeAll(async () => {
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== 'DATABASE_URL'));
   env.SWITCHYARD_OPERATOR_TOKENS = JSON.stringify(TOKENS);
   server = spawn(binary, ['--data-dir', dataDir, 'serve', '--bind', `127.0.0.1:${port}`,
-    '--site-root', path.join(repo, 'target', 'site')], { cwd: repo, env, stdio: 'ignore' });
+    '--site-root', path.join(repo, 'target', 'site')], { cwd: repo, env, stdio: ['ignore', 'ignore', 'inherit'] });
   for (let i = 0; i < 1100; i++) {
+    if (server.exitCode !== null) throw new Error(`the auth server exited with ${server.exitCode} (port ${port} taken?)`);
     try {
       if ((await fetch(`${base}/api/ready`)).ok) return;
     } catch (_) { /* not up yet */ }
