@@ -625,14 +625,8 @@ fn audit_filter(q: &HashMap<String, String>) -> Result<AuditFilter, Problems> {
     };
     let since = time("since");
     let until = time("until");
-    let limit = match q.get("limit").map(|v| v.trim().parse::<u64>()) {
-        None => 20,
-        Some(Ok(n)) if (1..=100).contains(&n) => n,
-        Some(_) => {
-            p.add("/query/limit", "must be an integer from 1 to 100");
-            20
-        }
-    };
+    // The audit log pages by keyset only: `offset` is reported above as unknown.
+    let (limit, _, cursor) = super::jobs::paging(q, &mut p);
     p.finish(AuditFilter {
         actions: list(q.get("action")),
         subject: q
@@ -642,10 +636,7 @@ fn audit_filter(q: &HashMap<String, String>) -> Result<AuditFilter, Problems> {
         statuses: list(q.get("status")),
         since,
         until,
-        cursor: q
-            .get("cursor")
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty()),
+        cursor,
         limit,
     })
 }
