@@ -5,6 +5,7 @@ pub mod dag;
 pub mod data;
 pub mod format;
 pub mod live;
+pub mod metrics_page;
 pub mod pages;
 pub mod registry;
 pub mod schema_form;
@@ -59,6 +60,8 @@ pub fn App() -> impl IntoView {
                     " · "
                     <A href="/services">"Services"</A>
                     " · "
+                    <A href="/metrics">"Metrics"</A>
+                    " · "
                     <span class="live-status" aria-live="polite">
                         "live updates: "
                         <span id="live-status">{move || live.status.get()}</span>
@@ -75,6 +78,7 @@ pub fn App() -> impl IntoView {
                     <Route path=(StaticSegment("jobs"), ParamSegment("slug")) view=pages::JobPage/>
                     <Route path=StaticSegment("runs") view=pages::RunsPage/>
                     <Route path=StaticSegment("services") view=registry::ServicesPage/>
+                    <Route path=StaticSegment("metrics") view=metrics_page::MetricsPage/>
                     <Route
                         path=(StaticSegment("services"), ParamSegment("slug"))
                         view=registry::ServicePage

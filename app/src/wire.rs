@@ -526,3 +526,117 @@ pub struct ServiceDetail {
     pub service: Service,
     pub workflows: Vec<WorkflowDefinition>,
 }
+
+/// A secret's metadata as the API shows it (`/api/secrets`): never its value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct SecretMetadata {
+    pub key: String,
+    /// The current version: what references without `version` resolve to.
+    pub version: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Every stored version, newest first.
+    pub versions: Vec<SecretVersionInfo>,
+}
+
+/// One stored version of a secret (its value stays encrypted in the database).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct SecretVersionInfo {
+    pub version: i32,
+    pub created_at: DateTime<Utc>,
+}
+
+// ---- Operations: `GET /api/metrics` and the `/metrics` page ----
+
+/// Runs of one job or workflow, by status (every status present, 0 when none).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct SlugStatusCounts {
+    pub slug: String,
+    pub total: u64,
+    pub by_status: std::collections::BTreeMap<String, u64>,
+}
+
+/// Run figures of all jobs or all workflows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct RunMetrics {
+    /// Every stored run.
+    pub total: u64,
+    /// Every stored run, by status (every status present).
+    pub by_status: std::collections::BTreeMap<String, u64>,
+    /// `windowFailed / windowTerminal`: failed (and, for jobs, expired) runs over all runs that
+    /// ended (succeeded, failed, expired, canceled) within the last `windowMs`; 0 when none ended.
+    pub failure_rate: f64,
+    pub window_ms: i64,
+    /// Runs that ended within the window.
+    pub window_terminal: u64,
+    /// Of those, the failed (and expired) ones.
+    pub window_failed: u64,
+    /// Per job or workflow slug, by slug.
+    pub by_slug: Vec<SlugStatusCounts>,
+}
+
+/// Pending job runs: `due` may start now, `delayed` wait for their `scheduledAt` (a retry's
+/// backoff or a `delayMs`); `running` are executing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct QueueDepth {
+    pub due: u64,
+    pub delayed: u64,
+    pub running: u64,
+}
+
+/// One histogram bucket: observations above the previous bound up to `leMs` (`null`: +Inf).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct DurationBucket {
+    pub le_ms: Option<f64>,
+    pub count: u64,
+}
+
+/// A duration distribution; percentiles are estimated from the buckets (linear within one).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct DurationSummary {
+    pub count: u64,
+    pub sum_ms: f64,
+    pub mean_ms: Option<f64>,
+    pub p50_ms: Option<f64>,
+    pub p90_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub buckets: Vec<DurationBucket>,
+}
+
+/// Durations observed by this server since `since` (from the event bus, all processes' runs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct DurationMetrics {
+    pub since: DateTime<Utc>,
+    pub job_runs: DurationSummary,
+    pub workflow_runs: DurationSummary,
+    /// A step's latency: the duration of its job run.
+    pub steps: DurationSummary,
+}
+
+/// `GET /api/metrics`: the figures of `GET /metrics` as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct MetricsReport {
+    pub generated_at: DateTime<Utc>,
+    pub jobs: RunMetrics,
+    pub workflows: RunMetrics,
+    pub queue_depth: QueueDepth,
+    pub durations: DurationMetrics,
+}

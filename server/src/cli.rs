@@ -44,6 +44,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 &global.data_dir,
                 global.database_url.as_deref(),
                 args.worker,
+                global.secret_key.as_ref(),
                 stop,
             )
             .await

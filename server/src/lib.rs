@@ -1,4 +1,5 @@
 //! Switchyard server: API, event stream, engine, workers and CLI. See ARCHITECTURE.md.
+pub mod alerts;
 pub mod bench;
 pub mod cli;
 pub mod db;
@@ -8,7 +9,9 @@ pub mod events;
 pub mod handlers;
 pub mod health;
 pub mod http;
+pub mod metrics;
 pub mod orchestrator;
+pub mod secrets;
 pub mod service;
 pub mod settings;
 pub mod startup;

@@ -720,16 +720,22 @@ fn start_step(
         return Err((Some(input), format!("job {job_slug:?} does not exist")));
     };
     let parameters = merge_parameters(&job.default_parameters, &parameters);
+    // Secret references are checked as the strings they will resolve to.
+    let (checked, reference_problems) =
+        crate::domain::secrets::with_placeholders(&parameters, "/parameters");
     let mut problems = match compile_parameters_schema(&job.parameters_schema) {
-        Ok(v) => validate_parameters(&v, &parameters),
+        Ok(v) => validate_parameters(&v, &checked),
         Err(m) => {
             let mut p = Problems::new();
             p.add("/parameters", m);
             p
         }
     };
+    for d in reference_problems.into_vec() {
+        problems.add(d.path, d.message);
+    }
     if problems.is_empty() {
-        for (path, message) in handlers::parameter_problems(&job.entry_point, &parameters) {
+        for (path, message) in handlers::parameter_problems(&job.entry_point, &checked) {
             problems.add(format!("/parameters{path}"), message);
         }
     }
@@ -1068,6 +1074,9 @@ impl Orchestrator {
     }
 
     async fn publish(&self, run: &WorkflowRun, what: &str) {
+        if what != "updated" {
+            tracing::info!(run_id = %run.id, workflow = %run.workflow_slug, status = what, "workflow run {what}");
+        }
         self.bus
             .publish(&format!("workflow.run.{what}"), json!({"run": run}))
             .await;

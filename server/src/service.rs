@@ -366,16 +366,22 @@ impl JobService {
         let req =
             parse_run_request(body, idempotency_header).map_err(ServiceError::InvalidRequest)?;
         let parameters = merge_parameters(&job.default_parameters, &req.parameters);
+        // Secret references are checked as the strings they will resolve to.
+        let (checked, reference_problems) =
+            crate::domain::secrets::with_placeholders(&parameters, "/parameters");
         let mut problems = match self.validator(&job) {
-            Ok(validator) => validate_parameters(&validator, &parameters),
+            Ok(validator) => validate_parameters(&validator, &checked),
             Err(message) => {
                 let mut p = Problems::new();
                 p.add("/parameters", message);
                 p
             }
         };
+        for d in reference_problems.into_vec() {
+            problems.add(d.path, d.message);
+        }
         if problems.is_empty() {
-            for (path, message) in handlers::parameter_problems(&job.entry_point, &parameters) {
+            for (path, message) in handlers::parameter_problems(&job.entry_point, &checked) {
                 problems.add(format!("/parameters{path}"), message);
             }
         }

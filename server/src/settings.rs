@@ -46,12 +46,52 @@ pub struct GlobalSettings {
         global = true
     )]
     pub log_format: LogFormat,
+    /// Key of the secret store: 32 random bytes as 64 hex characters or base64 (prefer the
+    /// environment variable over the flag). Unset: `<data-dir>/secret.key`, generated with mode
+    /// 0600 at first start. Every `serve` and `worker` process of one database needs the same key.
+    #[arg(
+        long,
+        env = "SWITCHYARD_SECRET_KEY",
+        hide_env_values = true,
+        global = true
+    )]
+    pub secret_key: Option<SecretKeyText>,
+}
+
+/// The secret store's key as given, still unchecked (`secrets::SecretCipher::load` validates it
+/// with an error that never shows it). Opaque so `Debug` output and clap messages cannot leak it.
+#[derive(Clone)]
+pub struct SecretKeyText(String);
+
+impl SecretKeyText {
+    pub fn new(text: &str) -> Self {
+        SecretKeyText(text.to_string())
+    }
+
+    /// The text itself, for decoding.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretKeyText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretKeyText(***)")
+    }
+}
+
+impl std::str::FromStr for SecretKeyText {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(SecretKeyText::new(s))
+    }
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// API, event stream, pages and workers in one process.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Workers only, for scale-out on other machines sharing the database.
     Worker(WorkerArgs),
     /// Database migrations.
@@ -144,6 +184,8 @@ pub struct ServeArgs {
     pub worker: WorkerSettings,
     #[command(flatten)]
     pub auth: AuthArgs,
+    #[command(flatten)]
+    pub alerts: AlertSettings,
 }
 
 /// Operator tokens (api.md "Conventions"). With none the server runs in open local mode and
@@ -286,6 +328,9 @@ pub struct Settings {
     pub worker: WorkerSettings,
     /// Operator tokens and read protection.
     pub auth: AuthSettings,
+    /// `None`: the key file in the data directory.
+    pub secret_key: Option<SecretKeyText>,
+    pub alerts: AlertSettings,
 }
 
 impl Settings {
@@ -302,6 +347,8 @@ impl Settings {
             },
             worker: serve.worker.clone(),
             auth: serve.auth.load()?,
+            secret_key: global.secret_key.clone(),
+            alerts: serve.alerts.clone(),
         })
     }
 
@@ -316,6 +363,51 @@ impl Settings {
             health_interval: Duration::from_secs(15),
             worker: WorkerSettings::default(),
             auth: AuthSettings::default(),
+            secret_key: None,
+            alerts: AlertSettings::default(),
         }
+    }
+}
+
+/// Workflow failure alerts (evaluated by every `serve` process, sent once per crossing).
+#[derive(Debug, Clone, Args)]
+pub struct AlertSettings {
+    /// Failures of one workflow within the window that raise an alert.
+    #[arg(long, env = "SWITCHYARD_ALERT_THRESHOLD", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub alert_threshold: u32,
+    /// The window in which failures are counted, in ms.
+    #[arg(long, env = "SWITCHYARD_ALERT_WINDOW_MS", default_value_t = 900_000,
+          value_parser = clap::value_parser!(u64).range(1000..=2_592_000_000))]
+    pub alert_window_ms: u64,
+    /// Where alerts are POSTed; unset: alerts are only logged (and recorded as `skipped`).
+    #[arg(long, env = "SWITCHYARD_ALERT_WEBHOOK_URL", value_parser = parse_webhook_url)]
+    pub alert_webhook_url: Option<url::Url>,
+    /// Delivery attempts per alert (the first included).
+    #[arg(long, env = "SWITCHYARD_ALERT_MAX_ATTEMPTS", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub alert_max_attempts: u32,
+    /// Delay before the second attempt, in ms; it doubles for each further one (at most 5 min).
+    #[arg(long, env = "SWITCHYARD_ALERT_BACKOFF_MS", default_value_t = 1000)]
+    pub alert_backoff_ms: u64,
+}
+
+impl Default for AlertSettings {
+    fn default() -> Self {
+        AlertSettings {
+            alert_threshold: 3,
+            alert_window_ms: 900_000,
+            alert_webhook_url: None,
+            alert_max_attempts: 5,
+            alert_backoff_ms: 1000,
+        }
+    }
+}
+
+fn parse_webhook_url(text: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(text).map_err(|e| format!("not a URL: {e}"))?;
+    match url.scheme() {
+        "http" | "https" => Ok(url),
+        other => Err(format!("scheme must be http or https, not {other}")),
     }
 }

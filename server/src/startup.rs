@@ -16,8 +16,9 @@ use crate::{
     events::EventBus,
     handlers::Registry,
     http::{AppState, router},
+    secrets::{EngineSecrets, SecretCipher, SecretService},
     service::JobService,
-    settings::{Settings, WorkerSettings},
+    settings::{SecretKeyText, Settings, WorkerSettings},
     store::Store,
 };
 
@@ -26,6 +27,7 @@ struct Core {
     db: Database,
     bus: EventBus,
     service: JobService,
+    secrets: SecretService,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -33,10 +35,14 @@ async fn start_core(
     data_dir: &Path,
     database_url: Option<&str>,
     worker: &WorkerSettings,
+    secret_key: Option<&SecretKeyText>,
     stop: &CancellationToken,
 ) -> anyhow::Result<Core> {
+    // First: a bad key is a clear start-up error, before anything runs.
+    let cipher = Arc::new(SecretCipher::load(secret_key, data_dir)?);
     let db = Database::connect_and_migrate(data_dir, database_url).await?;
     let store = Store::new(db.clone());
+    let secrets = SecretService::new(store.clone(), cipher);
     let bus = EventBus::new(store.clone());
     let queue = Queue::new(&db, worker.lease().max(std::time::Duration::from_secs(2)));
     let waker = WorkerWaker::default();
@@ -58,6 +64,7 @@ async fn start_core(
             registry.clone(),
             worker.clone(),
             data_dir.to_path_buf(),
+            Arc::new(EngineSecrets::new(secrets.clone())),
         )
     });
     let service = JobService::new(
@@ -103,6 +110,7 @@ async fn start_core(
         db,
         bus,
         service,
+        secrets,
         tasks,
     })
 }
@@ -157,6 +165,7 @@ impl Application {
             &settings.data_dir,
             settings.database_url.as_deref(),
             &settings.worker,
+            settings.secret_key.as_ref(),
             &stop,
         )
         .await?;
@@ -170,12 +179,25 @@ impl Application {
             .site_pkg_dir("pkg")
             .site_addr(addr)
             .build();
+        // Metrics and alerts follow every process's run events (subscribed before serving).
+        let metrics = crate::metrics::Metrics::new(core.service.store().clone());
+        let alerts =
+            crate::alerts::Alerts::new(core.service.store().clone(), settings.alerts.clone());
+        let mut tasks = core.tasks;
+        tasks.push(tokio::spawn(
+            metrics.clone().follow(core.bus.subscribe(), stop.clone()),
+        ));
+        tasks.push(tokio::spawn(
+            alerts.follow(core.bus.subscribe(), stop.clone()),
+        ));
         let state = AppState {
             jobs: core.service.clone(),
             bus: core.bus.clone(),
             db: core.db.clone(),
             leptos,
             auth: std::sync::Arc::new(settings.auth.clone()),
+            secrets: core.secrets.clone(),
+            metrics,
         };
         let app = router(state, settings.max_body_bytes);
         let shutdown = stop.clone();
@@ -194,7 +216,6 @@ impl Application {
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await
         });
-        let mut tasks = core.tasks;
         if !settings.health_interval.is_zero() {
             tasks.push(tokio::spawn(crate::health::run(
                 core.service.store().clone(),
@@ -265,13 +286,14 @@ pub async fn run_worker(
     data_dir: &Path,
     database_url: Option<&str>,
     worker: WorkerSettings,
+    secret_key: Option<&SecretKeyText>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let worker = WorkerSettings {
         workers: worker.workers.max(1),
         ..worker
     };
-    let core = start_core(data_dir, database_url, &worker, &stop).await?;
+    let core = start_core(data_dir, database_url, &worker, secret_key, &stop).await?;
     tracing::info!(workers = worker.workers, "switchyard worker started");
     stop.cancelled().await;
     for t in core.tasks {

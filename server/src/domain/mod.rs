@@ -5,6 +5,7 @@ pub mod auth;
 pub mod jobs;
 pub mod problems;
 pub mod retry;
+pub mod secrets;
 pub mod services;
 pub mod template;
 pub mod workflow;

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     events::EventBus,
-    handlers::{JobError, JobRunContext, LogSink, MetricsSink, Registry},
+    handlers::{JobError, JobRunContext, LogSink, MetricsSink, Registry, SecretResolver},
     orchestrator::Orchestrator,
     settings::WorkerSettings,
     store::{ClaimedRun, Store},
@@ -76,6 +76,8 @@ struct EngineInner {
     http: reqwest::Client,
     inflight: Mutex<HashMap<String, InFlight>>,
     orchestrator: Orchestrator,
+    /// Resolves secret references at execution time (and audit-logs each resolution).
+    secrets: Arc<dyn SecretResolver>,
 }
 
 /// How long a handler gets to wind down after being told to stop before it is dropped.
@@ -91,6 +93,7 @@ impl Engine {
         registry: Arc<Registry>,
         settings: WorkerSettings,
         data_dir: PathBuf,
+        secrets: Arc<dyn SecretResolver>,
     ) -> Engine {
         let logs = LogWriter::spawn(store.clone());
         let orchestrator =
@@ -112,6 +115,7 @@ impl Engine {
                     .unwrap_or_default(),
                 inflight: Mutex::new(HashMap::new()),
                 orchestrator,
+                secrets,
             }),
         }
     }
@@ -274,7 +278,7 @@ impl Engine {
                 "unknown entry point {entry_point}"
             ))),
             Some(handler) => {
-                let ctx = JobRunContext {
+                let mut ctx = JobRunContext {
                     run_id: run.id.clone(),
                     job_slug: run.job_slug.clone(),
                     parameters: run.parameters.clone(),
@@ -287,9 +291,14 @@ impl Engine {
                     data_dir: inner.data_dir.clone(),
                     http: inner.http.clone(),
                     services: Arc::new(inner.store.clone()),
-                    secrets: Arc::new(crate::handlers::EnvSecrets),
+                    secrets: inner.secrets.clone(),
                 };
-                let fut = handler.execute(ctx);
+                // References in the parameters resolve now, under the run's timeout and
+                // cancellation; the stored run keeps the references.
+                let fut = async move {
+                    ctx.resolve_parameters().await?;
+                    handler.execute(ctx).await
+                };
                 tokio::pin!(fut);
                 let early = tokio::select! {
                     r = &mut fut => Some(r),
@@ -310,8 +319,20 @@ impl Engine {
             }
         };
         heartbeat.abort();
+        // Nothing this attempt resolved may be stored: not in the result, the error or metrics.
+        let redactor = log.redactor().clone();
+        let outcome = match outcome {
+            Ok(mut result) => {
+                redactor.redact_value(&mut result);
+                Ok(result)
+            }
+            Err(JobError::Retryable(msg)) => Err(JobError::Retryable(redactor.redact(&msg))),
+            Err(JobError::Fatal(msg)) => Err(JobError::Fatal(redactor.redact(&msg))),
+            Err(JobError::Canceled) => Err(JobError::Canceled),
+        };
         let stop = reason.lock().ok().and_then(|r| *r);
-        let metrics = Value::Object(metrics.snapshot());
+        let mut metrics = Value::Object(metrics.snapshot());
+        redactor.redact_value(&mut metrics);
         let metrics = if metrics.as_object().is_some_and(|m| m.is_empty()) {
             None
         } else {

@@ -5,6 +5,11 @@ use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
 
 use serde_json::Value;
 use tokio::sync::mpsc;
+
+use crate::domain::{
+    secrets::Redactor,
+    workflow::{SecretHeader, SecretRef, SecretSource},
+};
 use tokio_util::sync::CancellationToken;
 
 /// Which stream a log line came from.
@@ -36,31 +41,46 @@ pub struct LogLine {
 }
 
 /// Appends lines to the durable run log. Cheap to clone; never blocks the handler (lines go
-/// through a channel to a writer that batches them into the database).
+/// through a channel to a writer that batches them into the database). Every line passes the
+/// attempt's [`Redactor`] first, so resolved secret values never reach the log.
 #[derive(Clone)]
 pub struct LogSink {
     run_id: String,
     attempt: i32,
     tx: mpsc::UnboundedSender<LogLine>,
+    redactor: Arc<Redactor>,
 }
 
 impl LogSink {
+    /// A sink with a redactor of its own (empty until secrets resolve).
     pub fn new(run_id: String, attempt: i32, tx: mpsc::UnboundedSender<LogLine>) -> Self {
         LogSink {
             run_id,
             attempt,
             tx,
+            redactor: Arc::default(),
         }
+    }
+
+    /// The values this attempt resolved, to redact results and errors with as well.
+    pub fn redactor(&self) -> &Arc<Redactor> {
+        &self.redactor
     }
 
     /// Writes one line (a trailing newline is not needed).
     pub fn line(&self, stream: LogStream, message: impl Into<String>) {
+        let message = message.into();
+        let message = if self.redactor.is_empty() {
+            message
+        } else {
+            self.redactor.redact(&message)
+        };
         // The writer only goes away at shutdown; a lost line then is no reason to fail the run.
         let _ = self.tx.send(LogLine {
             run_id: self.run_id.clone(),
             attempt: self.attempt,
             stream,
-            message: message.into(),
+            message,
         });
     }
 
@@ -148,26 +168,132 @@ pub trait ServiceDirectory: Send + Sync {
     async fn service(&self, slug: &str) -> Result<Option<app::wire::Service>, String>;
 }
 
-/// Where `{"secret": {"source", "key", "version"?}}` references resolve, at execution time.
-/// The value must never be logged, stored in results or sent anywhere but where it is used.
-pub trait SecretResolver: Send + Sync {
-    fn resolve(&self, source: &str, key: &str, version: Option<i64>) -> Result<String, String>;
+/// One secret to resolve, and for whom (the audit log records it).
+#[derive(Debug, Clone, Copy)]
+pub struct SecretRequest<'a> {
+    pub source: SecretSource,
+    pub key: &'a str,
+    /// Store secrets only; `None`: the current version.
+    pub version: Option<i32>,
+    pub run_id: &'a str,
+    pub job_slug: &'a str,
 }
 
-/// Resolves `source: "env"` from the process environment; `store` needs the secret store.
+/// A resolved secret: the value and, for the store, the version it came from.
+pub struct ResolvedSecret {
+    pub value: String,
+    pub version: Option<i32>,
+}
+
+/// Where `{"secret": {"source", "key", "version"?}}` references resolve, at execution time.
+/// The value must never be logged, stored in results or sent anywhere but where it is used.
+/// Errors name the key, never a value: a missing secret is `Fatal`, an unreachable store
+/// `Retryable`.
+#[async_trait::async_trait]
+pub trait SecretResolver: Send + Sync {
+    async fn resolve(&self, request: SecretRequest<'_>) -> Result<ResolvedSecret, JobError>;
+}
+
+/// Resolves `source: "env"` from the process environment; `store` needs the secret store
+/// (`crate::secrets::EngineSecrets`, which also audit-logs). For handler unit tests.
 pub struct EnvSecrets;
 
+/// Reads an environment variable at execution time.
+pub fn env_secret(key: &str) -> Result<String, JobError> {
+    // Read at execution time on purpose: an operator may set the variable for the worker
+    // process without restarting the server that accepted the definition.
+    std::env::var(key).map_err(|_| {
+        JobError::Fatal(format!(
+            "environment variable {key} is not set on this worker"
+        ))
+    })
+}
+
+#[async_trait::async_trait]
 impl SecretResolver for EnvSecrets {
-    fn resolve(&self, source: &str, key: &str, _version: Option<i64>) -> Result<String, String> {
-        match source {
-            // Read at execution time on purpose: an operator may set the variable for the
-            // worker process without restarting the server that accepted the definition.
-            "env" => std::env::var(key)
-                .map_err(|_| format!("environment variable {key} is not set on this worker")),
-            other => Err(format!(
-                "secret source {other:?} is not available on this server"
+    async fn resolve(&self, request: SecretRequest<'_>) -> Result<ResolvedSecret, JobError> {
+        match request.source {
+            SecretSource::Env => Ok(ResolvedSecret {
+                value: env_secret(request.key)?,
+                version: None,
+            }),
+            SecretSource::Store => Err(JobError::Fatal(
+                "the secret store is not available here".to_string(),
             )),
         }
+    }
+}
+
+impl JobRunContext {
+    /// Resolves one reference found at `at` (a JSON pointer or a header name, for messages):
+    /// remembers the value for redaction and returns `prefix` + value.
+    pub async fn resolve_secret(
+        &self,
+        at: &str,
+        reference: &SecretHeader,
+    ) -> Result<String, JobError> {
+        let SecretRef {
+            source,
+            key,
+            version,
+        } = &reference.secret;
+        let source_name = match source {
+            SecretSource::Env => "env",
+            SecretSource::Store => "store",
+        };
+        let resolved = self
+            .secrets
+            .resolve(SecretRequest {
+                source: *source,
+                key,
+                version: *version,
+                run_id: &self.run_id,
+                job_slug: &self.job_slug,
+            })
+            .await
+            .map_err(|e| match e {
+                JobError::Fatal(why) => JobError::Fatal(format!("{at}: secret {key}: {why}")),
+                JobError::Retryable(why) => {
+                    JobError::Retryable(format!("{at}: secret {key}: {why}"))
+                }
+                JobError::Canceled => JobError::Canceled,
+            })?;
+        self.log.redactor().add(&resolved.value);
+        let shown_version = resolved
+            .version
+            .map(|v| format!(" (version {v})"))
+            .unwrap_or_default();
+        self.log.info(format!(
+            "{at}: resolved secret {key} from {source_name}{shown_version}"
+        ));
+        Ok(format!(
+            "{}{}",
+            reference.prefix.as_deref().unwrap_or(""),
+            resolved.value
+        ))
+    }
+
+    /// Replaces every `{"secret": ...}` reference in `parameters` by its value (the stored
+    /// run keeps the references). A malformed reference is a fatal error naming its pointer.
+    pub async fn resolve_parameters(&mut self) -> Result<(), JobError> {
+        let found = crate::domain::secrets::references(&self.parameters).map_err(|p| {
+            let listed: Vec<String> = p
+                .iter()
+                .map(|d| format!("{}: {}", d.path, d.message))
+                .collect();
+            JobError::Fatal(format!(
+                "invalid secret reference in parameters: {}",
+                listed.join("; ")
+            ))
+        })?;
+        for (at, reference) in found {
+            let shown = if at.is_empty() { "/" } else { at.as_str() };
+            let value = self.resolve_secret(shown, &reference).await?;
+            if let Some(slot) = self.parameters.pointer_mut(&at) {
+                *slot = Value::String(value);
+            }
+        }
+        Ok(())
     }
 }
 

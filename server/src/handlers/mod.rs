@@ -155,7 +155,8 @@ pub(crate) fn check_string(
     }
 }
 
-/// Records a problem unless `key` is absent or an object whose values are all strings.
+/// Records a problem unless `key` is absent or an object whose values are all strings or
+/// secret references (`{"secret": {...}, "prefix"?}`, resolved before the handler runs).
 pub(crate) fn check_string_map(
     params: &Map<String, Value>,
     key: &str,
@@ -166,8 +167,15 @@ pub(crate) fn check_string_map(
         Some(Value::Object(map)) => {
             let parent = pointer("", key);
             for (name, value) in map {
-                if !value.is_string() {
-                    problems.push((pointer(&parent, name), "must be a string".to_string()));
+                let at = pointer(&parent, name);
+                if value.get("secret").is_some_and(Value::is_object) {
+                    if let Err(p) = crate::domain::secrets::references(value) {
+                        for d in p.into_vec() {
+                            problems.push((format!("{at}{}", d.path), d.message));
+                        }
+                    }
+                } else if !value.is_string() {
+                    problems.push((at, "must be a string or a secret reference".to_string()));
                 }
             }
         }
@@ -402,6 +410,86 @@ mod tests {
         let err = checked_params(SLEEP, &json!({})).err();
         assert!(matches!(err, Some(JobError::Fatal(m)) if m.contains("/durationMs")));
         assert!(checked_params(SLEEP, &json!({"durationMs": 1})).is_ok());
+    }
+
+    /// Resolves `K` (version 3) and nothing else.
+    struct FixedSecrets;
+
+    #[async_trait::async_trait]
+    impl SecretResolver for FixedSecrets {
+        async fn resolve(&self, r: SecretRequest<'_>) -> Result<ResolvedSecret, JobError> {
+            match r.key {
+                "K" => Ok(ResolvedSecret {
+                    value: "v4lue".to_string(),
+                    version: Some(3),
+                }),
+                _ => Err(JobError::Fatal("no such secret".to_string())),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn parameter_references_resolve_and_values_leave_the_log() {
+        let dir = tempfile::TempDir::new().expect("tempdir");
+        let params = json!({"a": {"secret": {"source": "store", "key": "K"}, "prefix": "Bearer "},
+                            "b": [1, {"secret": {"source": "store", "key": "K", "version": 3}}]});
+        let (mut ctx, mut rx) = test_ctx(params, dir.path());
+        ctx.secrets = Arc::new(FixedSecrets);
+        ctx.resolve_parameters().await.expect("resolves");
+        assert_eq!(
+            ctx.parameters,
+            json!({"a": "Bearer v4lue", "b": [1, "v4lue"]})
+        );
+        ctx.log.info("echo v4lue here");
+        let log: Vec<String> = drain_log(&mut rx).into_iter().map(|l| l.message).collect();
+        assert_eq!(
+            log,
+            [
+                "/a: resolved secret K from store (version 3)",
+                "/b/1: resolved secret K from store (version 3)",
+                "echo *** here"
+            ]
+        );
+
+        let (mut ctx, _rx) = test_ctx(
+            json!({"x": {"secret": {"source": "store", "key": "NOPE"}}}),
+            dir.path(),
+        );
+        ctx.secrets = Arc::new(FixedSecrets);
+        assert_eq!(
+            ctx.resolve_parameters().await,
+            Err(JobError::Fatal(
+                "/x: secret NOPE: no such secret".to_string()
+            ))
+        );
+        let (mut ctx, _rx) = test_ctx(
+            json!({"x": {"secret": {"source": "vault", "key": "K"}}}),
+            dir.path(),
+        );
+        assert!(matches!(
+            ctx.resolve_parameters().await,
+            Err(JobError::Fatal(m)) if m.contains("/x/secret/source")
+        ));
+    }
+
+    #[test]
+    fn header_maps_accept_secret_references() {
+        assert!(
+            pointers(
+                HTTP,
+                json!({"method": "GET", "url": "https://x",
+                       "headers": {"X-A": {"secret": {"source": "store", "key": "K"}, "prefix": "t "}}})
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            pointers(
+                HTTP,
+                json!({"method": "GET", "url": "https://x",
+                       "headers": {"X-A": {"secret": {"source": "store"}}}})
+            ),
+            vec!["/headers/X-A/secret/key"]
+        );
     }
 
     #[test]

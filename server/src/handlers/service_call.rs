@@ -103,9 +103,10 @@ fn target_url(base: &str, path: &str, query: Option<&Map<String, Value>>) -> Res
 }
 
 impl ServiceCall {
-    /// The service's own headers, then the request's (secrets resolved). Errors name the header,
-    /// never its value.
-    fn headers(
+    /// The service's own headers, then the request's. References left in the request's
+    /// headers (the engine resolves those in parameters before the handler runs) resolve
+    /// here too. Errors name the header, never its value.
+    async fn headers(
         ctx: &JobRunContext,
         service_headers: &Value,
         request: &Map<String, Value>,
@@ -130,22 +131,14 @@ impl ServiceCall {
                 let text = match value {
                     Value::String(s) => s.clone(),
                     Value::Object(reference) if reference.contains_key("secret") => {
-                        let secret = &reference["secret"];
-                        let source = secret["source"].as_str().unwrap_or_default();
-                        let key = secret["key"].as_str().unwrap_or_default();
-                        let version = secret.get("version").and_then(Value::as_i64);
-                        let resolved =
-                            ctx.secrets.resolve(source, key, version).map_err(|why| {
-                                JobError::Fatal(format!("header '{name}': secret {key}: {why}"))
-                            })?;
-                        ctx.log.info(format!(
-                            "header '{name}': resolved secret {key} from {source}"
-                        ));
-                        let prefix = reference
-                            .get("prefix")
-                            .and_then(Value::as_str)
-                            .unwrap_or("");
-                        format!("{prefix}{resolved}")
+                        let at = format!("header '{name}'");
+                        let found = crate::domain::secrets::references(value).map_err(|_| {
+                            JobError::Fatal(format!("{at}: invalid secret reference"))
+                        })?;
+                        let Some((_, reference)) = found.into_iter().next() else {
+                            return Err(JobError::Fatal(format!("{at}: invalid secret reference")));
+                        };
+                        ctx.resolve_secret(&at, &reference).await?
                     }
                     other => query_text(other),
                 };
@@ -204,7 +197,7 @@ impl JobHandler for ServiceCall {
             .unwrap_or("/");
         let query = field(request, "query").and_then(Value::as_object);
         let url = target_url(&service.base_url, path, query).map_err(JobError::Fatal)?;
-        let headers = Self::headers(&ctx, &service.headers, request)?;
+        let headers = Self::headers(&ctx, &service.headers, request).await?;
         let mut builder = ctx
             .http
             .request(method.clone(), url.clone())

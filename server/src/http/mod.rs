@@ -3,6 +3,8 @@
 pub mod auth;
 pub mod error;
 pub mod jobs;
+pub mod metrics;
+pub mod secrets;
 pub mod stream;
 pub mod workflows;
 
@@ -34,6 +36,9 @@ pub struct AppState {
     pub leptos: LeptosOptions,
     /// Operator tokens (hashes) and read protection, for the auth middleware.
     pub auth: std::sync::Arc<crate::settings::AuthSettings>,
+    /// The secret store (`/api/secrets`).
+    pub secrets: crate::secrets::SecretService,
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl AppState {
@@ -86,12 +91,18 @@ impl FromRef<AppState> for LeptosOptions {
         workflows::create_service,
         workflows::get_service,
         workflows::patch_service,
+        secrets::list_secrets,
+        secrets::put_secret,
+        secrets::get_secret,
+        secrets::delete_secret,
         stream::events,
         stream::logs,
         health,
         ready,
         openapi_json,
         auth::list_audit_logs,
+        metrics::api_metrics,
+        metrics::prometheus,
     ),
     components(schemas(
         app::wire::JobDefinition,
@@ -120,6 +131,15 @@ impl FromRef<AppState> for LeptosOptions {
         app::wire::Service,
         app::wire::ServiceStatus,
         app::auth_pages::AuditEntry,
+        app::wire::SecretMetadata,
+        app::wire::SecretVersionInfo,
+        app::wire::MetricsReport,
+        app::wire::RunMetrics,
+        app::wire::SlugStatusCounts,
+        app::wire::QueueDepth,
+        app::wire::DurationMetrics,
+        app::wire::DurationSummary,
+        app::wire::DurationBucket,
     )),
     modifiers(&SecurityAddon)
 )]
@@ -183,6 +203,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/openapi.json", get(openapi_json))
+        .route("/metrics", get(metrics::api_metrics))
         .route("/events", get(stream::events))
         .route("/jobs", get(jobs::list_jobs).post(jobs::create_job))
         .route(
@@ -240,8 +261,17 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             get(workflows::get_service).patch(workflows::patch_service),
         )
         .route("/audit-logs", get(auth::list_audit_logs))
+        .route("/secrets", get(secrets::list_secrets))
+        .route(
+            "/secrets/{key}",
+            get(secrets::get_secret)
+                .put(secrets::put_secret)
+                .delete(secrets::delete_secret),
+        )
         .fallback(api_not_found);
     let leptos_options = state.leptos.clone();
+    let metrics_state = state.metrics.clone();
+    let metrics_page = app::metrics_page::MetricsHandle(std::sync::Arc::new(state.metrics.clone()));
     let routes = generate_route_list(app::App);
     Router::new()
         .nest("/api", api)
@@ -251,7 +281,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             {
                 // Pages and their server functions read through the same service as the API.
                 let backend = app::data::BackendHandle(std::sync::Arc::new(state.jobs.clone()));
-                move || leptos::prelude::provide_context(backend.clone())
+                move || {
+                    leptos::prelude::provide_context(backend.clone());
+                    leptos::prelude::provide_context(metrics_page.clone());
+                }
             },
             {
                 let options = leptos_options.clone();
@@ -264,6 +297,11 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         // Sign-in for the pages, and the one auth middleware in front of everything.
         .route("/auth/sign-in", post(auth::sign_in))
         .route("/auth/sign-out", post(auth::sign_out))
+        // Inside `authorize`: the scrape endpoint is a read like any other.
+        .layer(middleware::from_fn_with_state(
+            metrics_state,
+            metrics::prometheus_unless_html,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authorize,

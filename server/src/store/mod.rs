@@ -4,10 +4,14 @@
 //! workers can never both own a run: whoever's update touches the row wins.
 mod audit;
 pub mod entities;
+mod metrics;
+mod secrets;
 mod workflow_runs;
 mod workflows;
 
 pub use audit::{AuditFilter, AuditPage, AuditRecord, AuditStatus};
+pub use metrics::{AlertDelivery, NewAlertDelivery, SlugStatusCount};
+pub use secrets::{PutSecretError, SealedSecret, SecretPage};
 pub use workflow_runs::{
     InsertedWorkflowRun, NewWorkflowRun, RunChanges, StepJobRun, WorkflowRunFilter,
     WorkflowRunState,

@@ -458,6 +458,7 @@ async fn protect_reads_guards_reads_the_event_stream_and_pages() {
         "/api/workflows",
         "/api/openapi.json",
         "/api/job-runs/x/logs",
+        "/api/metrics",
     ] {
         let (s, v) = call(&app, Method::GET, path, None, None).await;
         assert_eq!(
@@ -478,6 +479,31 @@ async fn protect_reads_guards_reads_the_event_stream_and_pages() {
     for path in ["/api/health", "/api/ready"] {
         assert_eq!(app.get(path).await.status(), 200, "{path}");
     }
+    // The Prometheus scrape endpoint is a read too.
+    let res = no_redirects()
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        [401, 303].contains(&res.status().as_u16()),
+        "{}",
+        res.status()
+    );
+    let res = app
+        .client
+        .get(app.url("/metrics"))
+        .bearer_auth(SERVICES)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let text = res.text().await.unwrap();
+    assert!(
+        text.contains("switchyard_queue_depth{state=\"due\"} 0")
+            && text.contains("jobs_failure_rate"),
+        "{text}"
+    );
     // The event stream.
     let res = app.get("/api/events").await;
     assert_eq!(res.status(), 401);

@@ -1,0 +1,525 @@
+//! The secret store: its key (`SWITCHYARD_SECRET_KEY`, or `<data-dir>/secret.key` generated at
+//! first start with mode 0600), encryption at rest with AES-256-GCM (RustCrypto `aes-gcm`, a
+//! random 96-bit nonce per version, the key name and version bound as associated data so rows
+//! cannot be swapped), the use cases behind `/api/secrets`, and the resolver the engine uses at
+//! execution time (every resolution audit-logged, never the value).
+use std::{
+    io::Write as _,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use aes_gcm::{
+    Aes256Gcm, Key, KeyInit, Nonce,
+    aead::{Aead, AeadCore, OsRng, Payload},
+};
+use app::wire::SecretMetadata;
+use base64::{Engine as _, engine::general_purpose};
+use chrono::Utc;
+use serde_json::{Value, json};
+
+use crate::{
+    domain::{
+        secrets::{check_key, parse_put},
+        workflow::SecretSource,
+    },
+    handlers::{JobError, ResolvedSecret, SecretRequest, SecretResolver, env_secret},
+    service::{ServiceError, ServiceResult},
+    settings::SecretKeyText,
+    store::{AuditRecord, PutSecretError, SecretPage, Store},
+};
+
+/// The key file's name inside the data directory.
+pub const KEY_FILE: &str = "secret.key";
+
+/// Why the store's key could not be loaded. Messages never include key material.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error(
+        "SWITCHYARD_SECRET_KEY is invalid: {0}. Give 32 random bytes as 64 hex characters or as base64 (e.g. `openssl rand -base64 32`)"
+    )]
+    Setting(String),
+    #[error(
+        "the secret key file {path} is invalid: {why}. It must hold 32 bytes as base64 or 64 hex characters; restore the right file (or set SWITCHYARD_SECRET_KEY)"
+    )]
+    File { path: PathBuf, why: String },
+    #[error("could not create or read the secret key file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Decodes 32 key bytes from 64 hex characters or base64 (standard or URL-safe, padded or not).
+pub fn decode_key(text: &str) -> Result<[u8; 32], String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("it is empty".to_string());
+    }
+    let bytes = if text.len() == 64 && text.chars().all(|c| c.is_ascii_hexdigit()) {
+        hex::decode(text).map_err(|_| "it is not valid hex".to_string())?
+    } else {
+        [
+            general_purpose::STANDARD,
+            general_purpose::STANDARD_NO_PAD,
+            general_purpose::URL_SAFE,
+            general_purpose::URL_SAFE_NO_PAD,
+        ]
+        .iter()
+        .find_map(|engine| engine.decode(text).ok())
+        .ok_or_else(|| "it is neither 64 hex characters nor base64".to_string())?
+    };
+    <[u8; 32]>::try_from(bytes.as_slice())
+        .map_err(|_| format!("it decodes to {} bytes, not 32", bytes.len()))
+}
+
+/// Where this process's key came from (said in decryption errors, never the key itself).
+#[derive(Debug, Clone)]
+pub enum KeyOrigin {
+    Setting,
+    File(PathBuf),
+}
+
+impl std::fmt::Display for KeyOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyOrigin::Setting => write!(f, "SWITCHYARD_SECRET_KEY"),
+            KeyOrigin::File(p) => write!(f, "the key file {}", p.display()),
+        }
+    }
+}
+
+/// Why a stored version could not be decrypted or found.
+#[derive(Debug, thiserror::Error)]
+pub enum RevealError {
+    #[error("no secret {0} in the store")]
+    NoSuchKey(String),
+    #[error("secret {key} has no version {version}")]
+    NoSuchVersion { key: String, version: i32 },
+    #[error(
+        "cannot decrypt secret {key} version {version}: this process's key ({origin}) is not the one it was stored with, or the stored row was altered"
+    )]
+    Decrypt {
+        key: String,
+        version: i32,
+        origin: KeyOrigin,
+    },
+    #[error("could not read secret {key}: {source}")]
+    Database { key: String, source: sea_orm::DbErr },
+}
+
+/// AES-256-GCM with the store's key.
+pub struct SecretCipher {
+    cipher: Aes256Gcm,
+    origin: KeyOrigin,
+}
+
+impl std::fmt::Debug for SecretCipher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretCipher")
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The associated data of a version: its key name and number (names cannot contain ':').
+fn associated_data(key: &str, version: i32) -> Vec<u8> {
+    format!("switchyard-secret:v1:{key}:{version}").into_bytes()
+}
+
+impl SecretCipher {
+    pub fn new(key: &[u8; 32], origin: KeyOrigin) -> SecretCipher {
+        SecretCipher {
+            cipher: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key)),
+            origin,
+        }
+    }
+
+    /// The key from the setting, or else from `<data_dir>/secret.key`, created (mode 0600,
+    /// random bytes from the operating system's CSPRNG) when it does not exist yet.
+    pub fn load(
+        setting: Option<&SecretKeyText>,
+        data_dir: &Path,
+    ) -> Result<SecretCipher, KeyError> {
+        if let Some(text) = setting {
+            let key = decode_key(text.expose()).map_err(KeyError::Setting)?;
+            return Ok(SecretCipher::new(&key, KeyOrigin::Setting));
+        }
+        let path = data_dir.join(KEY_FILE);
+        let io = |source| KeyError::Io {
+            path: path.clone(),
+            source,
+        };
+        if !path.exists() {
+            std::fs::create_dir_all(data_dir).map_err(io)?;
+            create_key_file(&path).map_err(io)?;
+        }
+        let text = std::fs::read_to_string(&path).map_err(io)?;
+        warn_if_readable_by_others(&path);
+        let key = decode_key(&text).map_err(|why| KeyError::File {
+            path: path.clone(),
+            why,
+        })?;
+        Ok(SecretCipher::new(&key, KeyOrigin::File(path)))
+    }
+
+    /// Encrypts `plaintext` as `version` of `key`: (base64 ciphertext + tag, base64 nonce).
+    pub fn seal(&self, key: &str, version: i32, plaintext: &str) -> Option<(String, String)> {
+        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+        let aad = associated_data(key, version);
+        let ciphertext = self
+            .cipher
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plaintext.as_bytes(),
+                    aad: &aad,
+                },
+            )
+            .ok()?;
+        Some((
+            general_purpose::STANDARD.encode(ciphertext),
+            general_purpose::STANDARD.encode(nonce),
+        ))
+    }
+
+    /// Decrypts what [`SecretCipher::seal`] produced for the same key name and version.
+    pub fn open(
+        &self,
+        key: &str,
+        version: i32,
+        ciphertext: &str,
+        nonce: &str,
+    ) -> Result<String, RevealError> {
+        let failed = || RevealError::Decrypt {
+            key: key.to_string(),
+            version,
+            origin: self.origin.clone(),
+        };
+        let ciphertext = general_purpose::STANDARD
+            .decode(ciphertext)
+            .map_err(|_| failed())?;
+        let nonce = general_purpose::STANDARD
+            .decode(nonce)
+            .map_err(|_| failed())?;
+        if nonce.len() != 12 {
+            return Err(failed());
+        }
+        let aad = associated_data(key, version);
+        let plain = self
+            .cipher
+            .decrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: &ciphertext,
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| failed())?;
+        String::from_utf8(plain).map_err(|_| failed())
+    }
+}
+
+/// Writes a new random key to `path` atomically: to a private temporary file first, then
+/// hard-linked into place, so a process starting at the same moment never reads half a key
+/// and two processes never overwrite each other's (the loser keeps the winner's).
+fn create_key_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let key = Aes256Gcm::generate_key(&mut OsRng);
+    let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4().simple()));
+    let written = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(general_purpose::STANDARD.encode(key).as_bytes())?;
+        file.write_all(b"\n")?;
+        file.sync_all()
+    })();
+    let linked = written.and_then(|()| match std::fs::hard_link(&tmp, path) {
+        Ok(()) => {
+            tracing::info!(path = %path.display(), "generated the secret store key; back it up and give it to every worker (or set SWITCHYARD_SECRET_KEY)");
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    });
+    let _ = std::fs::remove_file(&tmp);
+    linked
+}
+
+fn warn_if_readable_by_others(path: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(path = %path.display(), mode = format!("{:o}", meta.permissions().mode() & 0o777), "the secret key file is accessible to other users; chmod 600 it");
+    }
+}
+
+/// The use cases behind `/api/secrets` and the store side of resolution.
+#[derive(Clone)]
+pub struct SecretService {
+    store: Store,
+    cipher: Arc<SecretCipher>,
+}
+
+impl SecretService {
+    pub fn new(store: Store, cipher: Arc<SecretCipher>) -> SecretService {
+        SecretService { store, cipher }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// `PUT /api/secrets/:key`: stores a new version; true when the key is new.
+    pub async fn put(&self, key: &str, body: &Value) -> ServiceResult<(SecretMetadata, bool)> {
+        let put = parse_put(key, body).map_err(ServiceError::InvalidRequest)?;
+        let cipher = self.cipher.clone();
+        let value = put.value;
+        self.store
+            .put_secret(
+                key,
+                put.version,
+                move |version| cipher.seal(key, version, &value),
+                Utc::now(),
+            )
+            .await
+            .map_err(|e| match e {
+                PutSecretError::Conflict(m) => ServiceError::Conflict(m),
+                PutSecretError::Seal => ServiceError::Database(sea_orm::DbErr::Custom(
+                    "encrypting the secret failed".to_string(),
+                )),
+                PutSecretError::Database(e) => ServiceError::Database(e),
+            })
+    }
+
+    /// `GET /api/secrets`: metadata only.
+    pub async fn list(
+        &self,
+        q: Option<&str>,
+        limit: u64,
+        offset: u64,
+    ) -> ServiceResult<SecretPage> {
+        Ok(self.store.list_secrets(q, limit, offset).await?)
+    }
+
+    /// `GET /api/secrets/:key`: metadata only.
+    pub async fn get(&self, key: &str) -> ServiceResult<SecretMetadata> {
+        let not_found = || ServiceError::NotFound(format!("secret {key:?} not found"));
+        if check_key(key).is_err() {
+            return Err(not_found());
+        }
+        self.store.get_secret(key).await?.ok_or_else(not_found)
+    }
+
+    /// `DELETE /api/secrets/:key`: the key and every version.
+    pub async fn delete(&self, key: &str) -> ServiceResult<()> {
+        let not_found = || ServiceError::NotFound(format!("secret {key:?} not found"));
+        if check_key(key).is_err() || !self.store.delete_secret(key).await? {
+            return Err(not_found());
+        }
+        Ok(())
+    }
+
+    /// The plaintext of `version` (or the current version) and its version number.
+    pub async fn reveal(
+        &self,
+        key: &str,
+        version: Option<i32>,
+    ) -> Result<(i32, String), RevealError> {
+        let sealed = self
+            .store
+            .sealed_secret(key, version)
+            .await
+            .map_err(|source| RevealError::Database {
+                key: key.to_string(),
+                source,
+            })?;
+        let Some(sealed) = sealed else {
+            let key_exists = match version {
+                Some(_) => self.store.get_secret(key).await.ok().flatten().is_some(),
+                None => false,
+            };
+            return Err(match version {
+                Some(version) if key_exists => RevealError::NoSuchVersion {
+                    key: key.to_string(),
+                    version,
+                },
+                _ => RevealError::NoSuchKey(key.to_string()),
+            });
+        };
+        let plain = self
+            .cipher
+            .open(key, sealed.version, &sealed.ciphertext, &sealed.nonce)?;
+        Ok((sealed.version, plain))
+    }
+}
+
+/// The engine's resolver: `env` from this process's environment, `store` from the secret
+/// store; each resolution (and each failed one) gets an audit entry `secret.resolve` on
+/// `secrets/<key>` with source, version, run id and job slug, never the value.
+pub struct EngineSecrets {
+    secrets: SecretService,
+}
+
+impl EngineSecrets {
+    pub fn new(secrets: SecretService) -> EngineSecrets {
+        EngineSecrets { secrets }
+    }
+}
+
+#[async_trait::async_trait]
+impl SecretResolver for EngineSecrets {
+    async fn resolve(&self, request: SecretRequest<'_>) -> Result<ResolvedSecret, JobError> {
+        let source = match request.source {
+            SecretSource::Env => "env",
+            SecretSource::Store => "store",
+        };
+        let result = match request.source {
+            SecretSource::Env => env_secret(request.key).map(|value| ResolvedSecret {
+                value,
+                version: None,
+            }),
+            SecretSource::Store => match self.secrets.reveal(request.key, request.version).await {
+                Ok((version, value)) => Ok(ResolvedSecret {
+                    value,
+                    version: Some(version),
+                }),
+                Err(e @ RevealError::Database { .. }) => Err(JobError::Retryable(e.to_string())),
+                Err(e) => Err(JobError::Fatal(e.to_string())),
+            },
+        };
+        let mut details = json!({
+            "source": source,
+            "version": match &result {
+                Ok(r) => r.version,
+                Err(_) => request.version,
+            },
+            "runId": request.run_id,
+            "jobSlug": request.job_slug,
+        });
+        if let Err(e) = &result {
+            details["error"] = Value::String(e.to_string());
+        }
+        let record = AuditRecord {
+            subject: Some("engine".to_string()),
+            action: "secret.resolve".to_string(),
+            resource: Some(format!("secrets/{}", request.key)),
+            status: if result.is_ok() { "ok" } else { "error" }.to_string(),
+            details,
+            ..AuditRecord::default()
+        };
+        if let Err(e) = self.secrets.store().insert_audit_log(record).await
+            && result.is_ok()
+        {
+            // No unaudited use of a secret: the attempt fails and may be retried.
+            return Err(JobError::Retryable(format!(
+                "could not record the audit entry of the secret's use: {e}"
+            )));
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cipher(byte: u8) -> SecretCipher {
+        SecretCipher::new(&[byte; 32], KeyOrigin::Setting)
+    }
+
+    #[test]
+    fn keys_decode_from_hex_and_base64() {
+        let raw = [7u8; 32];
+        assert_eq!(decode_key(&hex::encode(raw)), Ok(raw));
+        assert_eq!(decode_key(&general_purpose::STANDARD.encode(raw)), Ok(raw));
+        assert_eq!(
+            decode_key(&format!(
+                "  {}\n",
+                general_purpose::URL_SAFE_NO_PAD.encode(raw)
+            )),
+            Ok(raw)
+        );
+        assert!(decode_key("").unwrap_err().contains("empty"));
+        assert!(decode_key("not a key!").unwrap_err().contains("neither"));
+        assert!(
+            decode_key(&general_purpose::STANDARD.encode([1u8; 16]))
+                .unwrap_err()
+                .contains("16 bytes")
+        );
+    }
+
+    #[test]
+    fn seal_and_open_round_trip_with_fresh_nonces() {
+        let c = cipher(1);
+        let (ct1, n1) = c.seal("TOKEN", 1, "hunter2").unwrap();
+        let (ct2, n2) = c.seal("TOKEN", 1, "hunter2").unwrap();
+        assert_ne!(n1, n2, "a nonce per version");
+        assert_ne!(ct1, ct2);
+        assert!(!ct1.contains("hunter2"));
+        assert_eq!(c.open("TOKEN", 1, &ct1, &n1).unwrap(), "hunter2");
+        assert_eq!(general_purpose::STANDARD.decode(&n1).unwrap().len(), 12);
+    }
+
+    #[test]
+    fn rows_cannot_be_swapped_and_other_keys_fail() {
+        let c = cipher(1);
+        let (ct, n) = c.seal("TOKEN", 1, "hunter2").unwrap();
+        assert!(matches!(
+            c.open("OTHER", 1, &ct, &n),
+            Err(RevealError::Decrypt { .. })
+        ));
+        assert!(matches!(
+            c.open("TOKEN", 2, &ct, &n),
+            Err(RevealError::Decrypt { .. })
+        ));
+        let err = cipher(2).open("TOKEN", 1, &ct, &n).unwrap_err().to_string();
+        assert!(
+            err.contains("cannot decrypt secret TOKEN version 1"),
+            "{err}"
+        );
+        assert!(err.contains("SWITCHYARD_SECRET_KEY"), "{err}");
+        assert!(c.open("TOKEN", 1, "%%%", &n).is_err());
+    }
+
+    #[test]
+    fn key_file_is_created_private_and_reused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("nested");
+        let first = SecretCipher::load(None, &data).unwrap();
+        let path = data.join(KEY_FILE);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let (ct, n) = first.seal("K", 1, "v").unwrap();
+        let again = SecretCipher::load(None, &data).unwrap();
+        assert_eq!(again.open("K", 1, &ct, &n).unwrap(), "v");
+        // Only the key file is left behind (no temporary files).
+        assert_eq!(std::fs::read_dir(&data).unwrap().count(), 1);
+        std::fs::write(&path, "garbage").unwrap();
+        let err = SecretCipher::load(None, &data).unwrap_err().to_string();
+        assert!(
+            err.contains("secret.key") && err.contains("invalid"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_invalid_setting_is_a_clear_error_without_the_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = SecretKeyText::new("tooshort-but-secret");
+        let err = SecretCipher::load(Some(&text), dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("SWITCHYARD_SECRET_KEY is invalid"), "{err}");
+        assert!(!err.contains("tooshort-but-secret"), "{err}");
+        // A valid setting wins and no key file is written.
+        let good = SecretKeyText::new(&hex::encode([9u8; 32]));
+        SecretCipher::load(Some(&good), dir.path()).unwrap();
+        assert!(!dir.path().join(KEY_FILE).exists());
+    }
+}
