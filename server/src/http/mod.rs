@@ -197,6 +197,16 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> 
     ApiError::internal().into_response()
 }
 
+/// The pages' routes, generated once per process. Generating them renders the app with
+/// resource loading suppressed by a process-global flag in leptos_server, and a page render
+/// whose resource is first polled meanwhile never finishes (leptos-rs/leptos#4773): a second
+/// app built in the same process (tests, the bench) could hang a page request of the first.
+fn route_list() -> Vec<leptos_axum::AxumRouteListing> {
+    static ROUTES: std::sync::OnceLock<Vec<leptos_axum::AxumRouteListing>> =
+        std::sync::OnceLock::new();
+    ROUTES.get_or_init(|| generate_route_list(app::App)).clone()
+}
+
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     use axum::routing::post;
     let api = Router::new()
@@ -272,7 +282,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     let leptos_options = state.leptos.clone();
     let metrics_state = state.metrics.clone();
     let metrics_page = app::metrics_page::MetricsHandle(std::sync::Arc::new(state.metrics.clone()));
-    let routes = generate_route_list(app::App);
+    let routes = route_list();
     Router::new()
         .nest("/api", api)
         .leptos_routes_with_context(
