@@ -91,7 +91,15 @@ pub struct Orchestrator {
     /// Runs being reconciled in the background by this process (see [`Orchestrator::nudge`]),
     /// each with whether another nudge arrived meanwhile.
     nudged: Arc<std::sync::Mutex<HashMap<String, bool>>>,
+    /// Runs with a deferred nudge waiting (see [`Orchestrator::nudge_soon`]).
+    deferred: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    /// Starts a newly ready step's attempt on this process's workers when they have room
+    /// (set by the engine; see [`Orchestrator::set_local_dispatch`]).
+    local: Arc<std::sync::OnceLock<LocalDispatch>>,
 }
+
+/// Tries to execute an attempt in this process at once; false: it has no room (queue it).
+pub type LocalDispatch = Arc<dyn Fn(&RunTask) -> bool + Send + Sync>;
 
 /// A parsed `POST /api/workflows/:slug/run` body.
 #[derive(Debug, Clone, PartialEq)]
@@ -806,7 +814,45 @@ impl Orchestrator {
             waker,
             validators: Default::default(),
             nudged: Default::default(),
+            deferred: Default::default(),
+            local: Default::default(),
         }
+    }
+
+    /// Lets newly ready steps start on this process's idle workers instead of going through
+    /// the queue (push, a worker's fetch, its ack: three writes on the critical path of every
+    /// chain step). Safe for crashes: the job run is committed `pending` before it is handed
+    /// over, and a pending run that nobody claims is pushed to the queue by the recovery sweep.
+    pub fn set_local_dispatch(&self, dispatch: LocalDispatch) {
+        let _ = self.local.set(dispatch);
+    }
+
+    /// A nudge that waits `after` first and is dropped when another nudge of the run comes
+    /// sooner (that reconcile sees everything this one would). For a step that just started:
+    /// most no-op and short steps finish within the delay, and then the run is reconciled once
+    /// per step instead of twice (running, then finished) on the critical path of the next step.
+    pub fn nudge_soon(&self, run_id: &str, after: std::time::Duration) {
+        match self.deferred.lock() {
+            Ok(mut deferred) => {
+                if !deferred.insert(run_id.to_string()) {
+                    return;
+                }
+            }
+            Err(_) => return self.nudge(run_id),
+        }
+        let this = self.clone();
+        let run_id = run_id.to_string();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let still = this
+                .deferred
+                .lock()
+                .map(|mut d| d.remove(&run_id))
+                .unwrap_or(false);
+            if still {
+                this.nudge(&run_id);
+            }
+        });
     }
 
     /// Asks for a reconcile of `run_id` without waiting for it (a step's job run changed).
@@ -817,6 +863,9 @@ impl Orchestrator {
     /// re-reads the run, and the recovery sweep reconciles unfinished runs a nudge missed
     /// (a crash between a step's end and its nudge).
     pub fn nudge(&self, run_id: &str) {
+        if let Ok(mut deferred) = self.deferred.lock() {
+            deferred.remove(run_id);
+        }
         {
             let Ok(mut nudged) = self.nudged.lock() else {
                 return;
@@ -1045,6 +1094,10 @@ impl Orchestrator {
         for jr in &plan.changes.job_runs {
             publish_run(&self.bus, &jr.run).await;
         }
+        let tasks: Vec<RunTask> = match self.local.get() {
+            Some(local) => tasks.into_iter().filter(|t| !local(t)).collect(),
+            None => tasks,
+        };
         if !tasks.is_empty() {
             if let Err(e) = self.queue.push_now(tasks).await {
                 tracing::error!(workflow_run_id = %run.id, error = %e, "could not enqueue the steps' job runs; the recovery sweep will");

@@ -52,6 +52,9 @@ impl InFlight {
 }
 
 /// Publishes `job.run.<status>` with the run.
+/// How long a started step's workflow run waits before it is reconciled to show the step running.
+const STARTED_STEP_NUDGE_DELAY: Duration = Duration::from_millis(50);
+
 pub async fn publish_run(bus: &EventBus, run: &JobRun) {
     let event_type = format!("job.run.{}", run.status.as_str());
     bus.publish(&event_type, json!({"run": run})).await;
@@ -78,6 +81,10 @@ struct EngineInner {
     orchestrator: Orchestrator,
     /// Resolves secret references at execution time (and audit-logs each resolution).
     secrets: Arc<dyn SecretResolver>,
+    /// Attempts started by [`Engine::try_run_locally`] that have not returned yet.
+    local_running: std::sync::atomic::AtomicUsize,
+    /// False once shutdown began: no more local starts.
+    accepting: std::sync::atomic::AtomicBool,
 }
 
 /// How long a handler gets to wind down after being told to stop before it is dropped.
@@ -98,7 +105,7 @@ impl Engine {
         let logs = LogWriter::spawn(store.clone());
         let orchestrator =
             Orchestrator::new(store.clone(), bus.clone(), queue.clone(), waker.clone());
-        Engine {
+        let engine = Engine {
             inner: Arc::new(EngineInner {
                 store,
                 bus,
@@ -116,8 +123,60 @@ impl Engine {
                 inflight: Mutex::new(HashMap::new()),
                 orchestrator,
                 secrets,
+                local_running: Default::default(),
+                accepting: std::sync::atomic::AtomicBool::new(true),
             }),
+        };
+        // Weak: the orchestrator lives inside the engine.
+        let weak = Arc::downgrade(&engine.inner);
+        engine
+            .inner
+            .orchestrator
+            .set_local_dispatch(Arc::new(move |task: &RunTask| {
+                weak.upgrade()
+                    .is_some_and(|inner| Engine { inner }.try_run_locally(task))
+            }));
+        engine
+    }
+
+    /// Executes `task` on this process at once when its workers have room (fewer attempts in
+    /// flight than workers x concurrency) and it is not shutting down; false otherwise.
+    pub fn try_run_locally(&self, task: &RunTask) -> bool {
+        use std::sync::atomic::Ordering;
+        let inner = &self.inner;
+        let capacity = inner.settings.workers * inner.settings.concurrency.max(1);
+        if capacity == 0 || !inner.accepting.load(Ordering::Acquire) {
+            return false;
         }
+        let local = inner.local_running.fetch_add(1, Ordering::AcqRel);
+        // Counted twice while running (also in `inflight`): errs on the side of queueing.
+        if self.inflight_count() + local >= capacity {
+            inner.local_running.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        let engine = self.clone();
+        let task = task.clone();
+        tokio::spawn(async move {
+            engine.execute(task).await;
+            engine.inner.local_running.fetch_sub(1, Ordering::AcqRel);
+        });
+        true
+    }
+
+    /// Shutdown began: steps that become ready go through the queue from now on.
+    pub fn stop_accepting(&self) {
+        self.inner
+            .accepting
+            .store(false, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Attempts this process is executing or about to (for draining at shutdown).
+    pub fn busy_count(&self) -> usize {
+        self.inflight_count()
+            + self
+                .inner
+                .local_running
+                .load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub fn owner(&self) -> &str {
@@ -162,6 +221,11 @@ impl Engine {
             if let Err(e) = self.inner.orchestrator.reconcile(workflow_run_id).await {
                 tracing::warn!(workflow_run_id, error = %e, "could not advance the workflow run; the recovery sweep will");
             }
+        } else if run.status == RunStatus::Running {
+            // Shown as running a moment later, unless it is done by then (one reconcile).
+            self.inner
+                .orchestrator
+                .nudge_soon(workflow_run_id, STARTED_STEP_NUDGE_DELAY);
         } else {
             self.inner.orchestrator.nudge(workflow_run_id);
         }

@@ -27,9 +27,10 @@ pub async fn run(engine: Engine, count: usize, stop: CancellationToken) {
         handles.push(tokio::spawn(supervise(engine.clone(), index, stop.clone())));
     }
     stop.cancelled().await;
+    engine.stop_accepting();
     let grace = engine.settings().shutdown_grace();
     let deadline = tokio::time::Instant::now() + grace;
-    while engine.inflight_count() > 0 && tokio::time::Instant::now() < deadline {
+    while engine.busy_count() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     if engine.inflight_count() > 0 {
@@ -39,7 +40,7 @@ pub async fn run(engine: Engine, count: usize, stop: CancellationToken) {
         );
         engine.stop_all(StopReason::Shutdown);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while engine.inflight_count() > 0 && tokio::time::Instant::now() < deadline {
+        while engine.busy_count() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
