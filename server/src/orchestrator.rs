@@ -1034,14 +1034,7 @@ impl Orchestrator {
                 .filter(|s| !s.status.is_terminal())
                 .filter_map(|s| s.job_run_id.clone())
                 .collect();
-            let job_runs: HashMap<String, JobRun> = self
-                .store
-                .job_runs_by_ids(ids)
-                .await?
-                .into_iter()
-                .map(|r| (r.id.clone(), r))
-                .collect();
-            let mut jobs = HashMap::new();
+            let mut slugs: Vec<String> = Vec::new();
             for (i, s) in state.steps.iter().enumerate() {
                 if s.status != StepRunStatus::Pending || s.job_run_id.is_some() {
                     continue;
@@ -1051,9 +1044,23 @@ impl Orchestrator {
                     Some(StepAction::Service(_)) => SERVICE_CALL_JOB.to_string(),
                     None => continue,
                 };
-                if !jobs.contains_key(&slug)
-                    && let Some(job) = self.store.get_job(&slug).await?
-                {
+                if !slugs.contains(&slug) {
+                    slugs.push(slug);
+                }
+            }
+            // The steps' job runs and the definitions of jobs that may start are independent
+            // reads: issued together, they cost one round trip instead of two or more.
+            let (job_runs, defs) = tokio::join!(
+                self.store.job_runs_by_ids(ids),
+                futures::future::join_all(slugs.iter().map(|slug| self.store.get_job(slug)))
+            );
+            let job_runs: HashMap<String, JobRun> = job_runs?
+                .into_iter()
+                .map(|r| (r.id.clone(), r))
+                .collect();
+            let mut jobs = HashMap::new();
+            for (slug, def) in slugs.into_iter().zip(defs) {
+                if let Some(job) = def? {
                     jobs.insert(slug, job);
                 }
             }
