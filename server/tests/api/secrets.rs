@@ -8,7 +8,7 @@ use std::{
 };
 
 use futures::StreamExt;
-use sea_orm::{EntityTrait, QueryOrder};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use serde_json::{Value, json};
 use server::{db::Database, settings::SecretKeyText, store::entities};
 
@@ -354,6 +354,25 @@ async fn secrets_crud_validation_and_encryption_at_rest() {
         .await
         .unwrap();
     assert_eq!(left.len(), 1, "only db.password-2's version is left");
+    // Every secret write and delete is in the audit log, without the value.
+    let audit = entities::audit_log::Entity::find()
+        .filter(entities::audit_log::Column::Resource.contains("NOTIFIER_TOKEN"))
+        .all(&db.conn)
+        .await
+        .unwrap();
+    let ok = |action: &str| {
+        audit
+            .iter()
+            .filter(|a| a.action == action && a.status == "ok")
+            .count()
+    };
+    assert!(ok("secret.write") >= 2, "{audit:?}");
+    assert_eq!(ok("secret.delete"), 1, "{audit:?}");
+    let audit_text = format!("{audit:?}");
+    assert!(
+        !audit_text.contains(&v1) && !audit_text.contains(&v2),
+        "{audit_text}"
+    );
     let all = seen.text();
     assert!(
         !all.contains(&v1) && !all.contains(&v2),
