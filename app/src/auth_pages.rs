@@ -167,6 +167,8 @@ pub struct AuditList {
 /// Audit entries per page on `/audit`.
 pub const AUDIT_PER_PAGE: u64 = 50;
 
+/// A comma-separated filter as its values (used by the server function's body, on the server).
+#[cfg(feature = "ssr")]
 fn list(v: Option<String>) -> Vec<String> {
     v.unwrap_or_default()
         .split(',')

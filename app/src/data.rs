@@ -4,9 +4,8 @@
 use leptos::prelude::*;
 
 use crate::wire::{
-    Dashboard, JobDetail, JobRun, JobSummary, LaunchOutcome, RunList, RunQuery, Service,
-    ServiceDetail, WorkflowLaunchOutcome, WorkflowPageData, WorkflowRun, WorkflowRunWithSteps,
-    WorkflowSummary,
+    Dashboard, JobDetail, JobRun, JobSummary, LaunchOutcome, RunList, Service, ServiceDetail,
+    WorkflowLaunchOutcome, WorkflowPageData, WorkflowRun, WorkflowRunWithSteps, WorkflowSummary,
 };
 
 /// What the pages need from the server; implemented by the server's job service.
@@ -24,7 +23,7 @@ pub trait Backend: Send + Sync {
     /// Every job's slug, sorted (for the run list's job filter).
     async fn job_slugs(&self) -> Result<Vec<String>, String>;
     /// Newest runs first, filtered, one keyset page.
-    async fn list_runs(&self, query: RunQuery) -> Result<RunList, String>;
+    async fn list_runs(&self, query: crate::wire::RunQuery) -> Result<RunList, String>;
     async fn get_run(&self, id: &str) -> Result<JobRun, String>;
     async fn run_log(&self, id: &str) -> Result<String, String>;
     async fn cancel_run(&self, id: &str) -> Result<JobRun, String>;
@@ -103,7 +102,7 @@ pub async fn fetch_runs(
                 .ok_or_else(|| ServerFnError::new(format!("unknown status {s}")))?,
         ),
     };
-    let query = RunQuery {
+    let query = crate::wire::RunQuery {
         status,
         job: some(job),
         q: some(q),

@@ -28,6 +28,11 @@ pub enum Queue {
     Postgres(PostgresStorage<RunTask>, sqlx::PgPool),
 }
 
+/// One attempt's task; apalis' own retries stay off (the engine decides about attempts).
+fn task_builder(task: RunTask) -> TaskBuilder<RunTask> {
+    TaskBuilder::new(task).max_attempts(1)
+}
+
 impl Queue {
     /// `heartbeat`: how often apalis workers report liveness (its orphan recovery is a second
     /// line behind our own leases).
@@ -66,7 +71,7 @@ impl Queue {
     /// Enqueues an attempt, due after `delay`. apalis' own retries stay off: the engine decides
     /// about further attempts.
     pub async fn push(&self, task: RunTask, delay: Duration) -> Result<(), BoxDynError> {
-        let mut builder = TaskBuilder::new(task).max_attempts(1);
+        let mut builder = task_builder(task);
         if !delay.is_zero() {
             // apalis keeps `run_at` in whole seconds and its `run_after` rounds down, which made
             // sub-second backoffs (and the fraction of longer delays) fire early. Round up
@@ -87,13 +92,8 @@ impl Queue {
         if tasks.is_empty() {
             return Ok(());
         }
-        self.push_built(
-            tasks
-                .into_iter()
-                .map(|t| TaskBuilder::new(t).max_attempts(1).build())
-                .collect(),
-        )
-        .await
+        self.push_built(tasks.into_iter().map(|t| task_builder(t).build()).collect())
+            .await
     }
 
     async fn push_built(&self, tasks: Vec<Task<RunTask>>) -> Result<(), BoxDynError> {
