@@ -1054,10 +1054,8 @@ impl Orchestrator {
                 self.store.job_runs_by_ids(ids),
                 futures::future::join_all(slugs.iter().map(|slug| self.store.get_job(slug)))
             );
-            let job_runs: HashMap<String, JobRun> = job_runs?
-                .into_iter()
-                .map(|r| (r.id.clone(), r))
-                .collect();
+            let job_runs: HashMap<String, JobRun> =
+                job_runs?.into_iter().map(|r| (r.id.clone(), r)).collect();
             let mut jobs = HashMap::new();
             for (slug, def) in slugs.into_iter().zip(defs) {
                 if let Some(job) = def? {
