@@ -51,10 +51,10 @@ impl InFlight {
     }
 }
 
-/// Publishes `job.run.<status>` with the run.
 /// How long a started step's workflow run waits before it is reconciled to show the step running.
 const STARTED_STEP_NUDGE_DELAY: Duration = Duration::from_millis(50);
 
+/// Publishes `job.run.<status>` with the run.
 pub async fn publish_run(bus: &EventBus, run: &JobRun) {
     let event_type = format!("job.run.{}", run.status.as_str());
     bus.publish(&event_type, json!({"run": run})).await;
