@@ -55,39 +55,18 @@ impl Alerts {
     }
 
     /// Follows the bus until `stop`. Subscribe at start-up, before failures can happen.
-    pub async fn follow(
-        self,
-        mut rx: broadcast::Receiver<Arc<StoredEvent>>,
-        stop: CancellationToken,
-    ) {
-        loop {
-            let ev = tokio::select! {
-                _ = stop.cancelled() => return,
-                ev = rx.recv() => ev,
-            };
-            match ev {
-                Ok(ev) if ev.event_type == "workflow.run.failed" => {
-                    let Some(id) = ev
-                        .payload
-                        .pointer("/data/run/id")
-                        .and_then(|v| v.as_str())
-                        .map(str::to_string)
-                    else {
-                        continue;
-                    };
-                    // Deliveries wait and retry: never hold up the next event.
-                    tokio::spawn(self.clone().evaluate(id, stop.clone()));
-                }
-                Ok(_) => {}
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(
-                        skipped = n,
-                        "alerts: event bus lagged; failures in the skipped events were not evaluated"
-                    )
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
+    pub async fn follow(self, rx: broadcast::Receiver<Arc<StoredEvent>>, stop: CancellationToken) {
+        let missed = "alerts: failures in the skipped events were not evaluated";
+        crate::events::follow(rx, stop.clone(), missed, |ev| {
+            if ev.event_type == "workflow.run.failed"
+                && let Some(id) = ev.payload.pointer("/data/run/id").and_then(|v| v.as_str())
+            {
+                // Deliveries wait and retry: never hold up the next event.
+                tokio::spawn(self.clone().evaluate(id.to_string(), stop.clone()));
             }
-        }
+            std::future::ready(())
+        })
+        .await
     }
 
     /// Evaluates the failure of workflow run `run_id`: alerts when it crosses the threshold.

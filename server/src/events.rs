@@ -275,3 +275,30 @@ async fn listen_postgres(pool: sqlx::PgPool, notified: Arc<Notify>, stop: Cancel
         }
     }
 }
+
+/// Hands every event from `rx` to `handle`, in order, until `stop` fires or the bus closes.
+/// Events dropped because this receiver fell behind are logged with `missed`, which says
+/// what the follower could not do for them.
+pub async fn follow<F, Fut>(
+    mut rx: broadcast::Receiver<Arc<StoredEvent>>,
+    stop: CancellationToken,
+    missed: &'static str,
+    mut handle: F,
+) where
+    F: FnMut(Arc<StoredEvent>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    loop {
+        let ev = tokio::select! {
+            _ = stop.cancelled() => return,
+            ev = rx.recv() => ev,
+        };
+        match ev {
+            Ok(ev) => handle(ev).await,
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(skipped = n, "event bus lagged: {missed}")
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}

@@ -201,27 +201,13 @@ impl Metrics {
 
     /// Observes finished runs from the bus until `stop`. Subscribe before the runs of interest
     /// can end (at start-up), so none is missed.
-    pub async fn follow(
-        self,
-        mut rx: broadcast::Receiver<Arc<StoredEvent>>,
-        stop: CancellationToken,
-    ) {
-        loop {
-            let ev = tokio::select! {
-                _ = stop.cancelled() => return,
-                ev = rx.recv() => ev,
-            };
-            match ev {
-                Ok(ev) => self.observe(&ev).await,
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(
-                        skipped = n,
-                        "metrics: event bus lagged; some durations were not observed"
-                    )
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
-            }
-        }
+    pub async fn follow(self, rx: broadcast::Receiver<Arc<StoredEvent>>, stop: CancellationToken) {
+        let missed = "metrics: some durations were not observed";
+        crate::events::follow(rx, stop, missed, |ev| {
+            let this = self.clone();
+            async move { this.observe(&ev).await }
+        })
+        .await
     }
 
     async fn observe(&self, ev: &StoredEvent) {
