@@ -163,11 +163,16 @@ pub struct NewRun {
 #[derive(Clone, Debug)]
 pub struct Store {
     db: Database,
+    /// Commits audit entries in groups (started on first use; see [`Store::insert_audit_log`]).
+    audit: audit::AuditWriter,
 }
 
 impl Store {
     pub fn new(db: Database) -> Self {
-        Store { db }
+        Store {
+            db,
+            audit: Default::default(),
+        }
     }
 
     pub fn database(&self) -> &Database {
