@@ -3,6 +3,7 @@ pub mod alerts;
 pub mod bench;
 pub mod cli;
 pub mod db;
+pub mod definitions;
 pub mod domain;
 pub mod engine;
 pub mod events;

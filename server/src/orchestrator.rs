@@ -29,6 +29,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
 use crate::{
+    definitions::DefinitionCache,
     domain::{
         Problems,
         jobs::{compile_parameters_schema, merge_parameters, validate_parameters},
@@ -96,6 +97,8 @@ pub struct Orchestrator {
     /// Starts a newly ready step's attempt on this process's workers when they have room
     /// (set by the engine; see [`Orchestrator::set_local_dispatch`]).
     local: Arc<std::sync::OnceLock<LocalDispatch>>,
+    /// Job definitions of steps that start (shared with the job service).
+    definitions: DefinitionCache,
 }
 
 /// Tries to execute an attempt in this process at once; false: it has no room (queue it).
@@ -808,6 +811,7 @@ fn start_step(
 impl Orchestrator {
     pub fn new(store: Store, bus: EventBus, queue: Queue, waker: WorkerWaker) -> Self {
         Orchestrator {
+            definitions: DefinitionCache::new(store.clone(), &bus),
             store,
             bus,
             queue,
@@ -817,6 +821,11 @@ impl Orchestrator {
             deferred: Default::default(),
             local: Default::default(),
         }
+    }
+
+    /// The job-definition cache steps start from (shared with the job service).
+    pub fn definitions(&self) -> &DefinitionCache {
+        &self.definitions
     }
 
     /// Lets newly ready steps start on this process's idle workers instead of going through
@@ -1021,19 +1030,14 @@ impl Orchestrator {
     /// Brings a run up to date (see the module documentation). Returns the run as it now is.
     pub async fn reconcile(&self, run_id: &str) -> ServiceResult<Option<WorkflowRun>> {
         for _ in 0..MAX_RACES {
-            let Some(state) = self.store.workflow_run_state(run_id).await? else {
+            // The run, its steps and their job runs in one consistent read.
+            let Some((state, job_runs)) = self.store.workflow_run_snapshot(run_id).await? else {
                 return Ok(None);
             };
             if state.run.status.is_terminal() {
                 return Ok(Some(state.run));
             }
             let spec = steps_of(&state.definition)?;
-            let ids: Vec<String> = state
-                .steps
-                .iter()
-                .filter(|s| !s.status.is_terminal())
-                .filter_map(|s| s.job_run_id.clone())
-                .collect();
             let mut slugs: Vec<String> = Vec::new();
             for (i, s) in state.steps.iter().enumerate() {
                 if s.status != StepRunStatus::Pending || s.job_run_id.is_some() {
@@ -1048,14 +1052,12 @@ impl Orchestrator {
                     slugs.push(slug);
                 }
             }
-            // The steps' job runs and the definitions of jobs that may start are independent
-            // reads: issued together, they cost one round trip instead of two or more.
-            let (job_runs, defs) = tokio::join!(
-                self.store.job_runs_by_ids(ids),
-                futures::future::join_all(slugs.iter().map(|slug| self.store.get_job(slug)))
-            );
+            // Definitions of jobs that may start: usually cached; the misses are read together.
+            let defs =
+                futures::future::join_all(slugs.iter().map(|slug| self.definitions.get(slug)))
+                    .await;
             let job_runs: HashMap<String, JobRun> =
-                job_runs?.into_iter().map(|r| (r.id.clone(), r)).collect();
+                job_runs.into_iter().map(|r| (r.id.clone(), r)).collect();
             let mut jobs = HashMap::new();
             for (slug, def) in slugs.into_iter().zip(defs) {
                 if let Some(job) = def? {

@@ -7,6 +7,7 @@ use chrono::Utc;
 use serde_json::{Value, json};
 
 use crate::{
+    definitions::DefinitionCache,
     domain::{
         Problems,
         jobs::{
@@ -53,17 +54,10 @@ pub struct JobService {
     engine: Option<Engine>,
     /// Compiled parameter schemas by definition id, valid while `updatedAt` is unchanged.
     validators: Arc<std::sync::Mutex<ValidatorCache>>,
-    /// Definitions as starting a run reads them, by slug (see `definition_for_run`).
-    definitions: Arc<std::sync::Mutex<DefinitionCache>>,
+    /// Definitions as starting a run reads them (shared with the orchestrator).
+    definitions: DefinitionCache,
     orchestrator: crate::orchestrator::Orchestrator,
 }
-
-/// How long a cached definition is used without asking the database again. Changes made
-/// through any process also evict it at once, through `job.definition.updated` events; this
-/// bounds staleness should such an event arrive late.
-const DEFINITION_TTL: std::time::Duration = std::time::Duration::from_secs(1);
-
-type DefinitionCache = std::collections::HashMap<String, (std::time::Instant, JobDefinition)>;
 
 type ValidatorCache =
     std::collections::HashMap<String, (chrono::DateTime<Utc>, Arc<jsonschema::Validator>)>;
@@ -81,36 +75,6 @@ impl JobService {
         registry: Arc<Registry>,
         engine: Option<Engine>,
     ) -> Self {
-        let definitions = Arc::new(std::sync::Mutex::new(DefinitionCache::new()));
-        // Definitions changed by any process (their events reach every process) leave the cache.
-        let mut events = bus.subscribe();
-        let evict = definitions.clone();
-        tokio::spawn(async move {
-            loop {
-                match events.recv().await {
-                    Ok(ev) if ev.event_type == "job.definition.updated" => {
-                        let slug = ev.payload.pointer("/job/slug").and_then(Value::as_str);
-                        if let Ok(mut cache) = evict.lock() {
-                            match slug {
-                                Some(slug) => cache.remove(slug),
-                                None => {
-                                    cache.clear();
-                                    None
-                                }
-                            };
-                        }
-                    }
-                    Ok(_) => {}
-                    // Missed events: forget everything rather than guess.
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        if let Ok(mut cache) = evict.lock() {
-                            cache.clear();
-                        }
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        });
         let orchestrator = match &engine {
             Some(e) => e.orchestrator().clone(),
             None => crate::orchestrator::Orchestrator::new(
@@ -121,6 +85,7 @@ impl JobService {
             ),
         };
         JobService {
+            definitions: orchestrator.definitions().clone(),
             store,
             bus,
             queue,
@@ -128,7 +93,6 @@ impl JobService {
             registry,
             engine,
             validators: Default::default(),
-            definitions,
             orchestrator,
         }
     }
@@ -414,24 +378,16 @@ impl JobService {
     /// The definition a new run uses: from the cache when it is fresh, else from the database.
     /// Starting runs is the hot path; a definition changes rarely, and every change evicts it.
     async fn definition_for_run(&self, slug: &str) -> ServiceResult<JobDefinition> {
-        if let Ok(cache) = self.definitions.lock()
-            && let Some((at, job)) = cache.get(slug)
-            && at.elapsed() < DEFINITION_TTL
-        {
-            return Ok(job.clone());
-        }
-        let job = self.get_job(slug).await?;
-        if let Ok(mut cache) = self.definitions.lock() {
-            cache.insert(job.slug.clone(), (std::time::Instant::now(), job.clone()));
-        }
-        Ok(job)
+        let slug = Self::slug(slug)?;
+        self.definitions
+            .get(&slug)
+            .await?
+            .ok_or_else(|| not_found("job", &slug))
     }
 
     /// Forgets a cached definition at once (a change made by this process).
     fn evict_definition(&self, slug: &str) {
-        if let Ok(mut cache) = self.definitions.lock() {
-            cache.remove(slug);
-        }
+        self.definitions.evict(slug);
     }
 
     fn validator(&self, job: &JobDefinition) -> Result<Arc<jsonschema::Validator>, String> {
@@ -483,6 +439,18 @@ impl JobService {
                     run_id: run.id.clone(),
                     attempt: run.attempt,
                 };
+                // Due now and this process has an idle worker: start it here at once (the
+                // queue's push, a worker's fetch and its ack are three writes on every run's
+                // path). Crash-safe like a queued one: the run is committed `pending` first and
+                // a pending run nobody claims is queued by the recovery sweep.
+                if delay.is_zero()
+                    && self
+                        .engine
+                        .as_ref()
+                        .is_some_and(|e| e.try_run_locally(&task))
+                {
+                    return Ok((run, true));
+                }
                 if let Err(e) = self.queue.push(task, delay).await {
                     tracing::error!(run_id = %run.id, error = %e, "could not enqueue the run; the recovery sweep will");
                 }

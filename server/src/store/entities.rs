@@ -56,7 +56,7 @@ pub mod job_definition_version {
 pub mod job_run {
     use sea_orm::entity::prelude::*;
 
-    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Serialize, serde::Deserialize)]
     #[sea_orm(table_name = "job_runs")]
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]
@@ -255,7 +255,7 @@ pub mod workflow_run {
 pub mod workflow_run_step {
     use sea_orm::entity::prelude::*;
 
-    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Serialize, serde::Deserialize)]
     #[sea_orm(table_name = "workflow_run_steps")]
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]

@@ -134,6 +134,15 @@ pub enum InsertedWorkflowRun {
     Existing(WorkflowRun),
 }
 
+/// The job runs of the steps that are not finished: the ones a reconciliation looks at.
+pub fn active_job_run_ids(steps: &[WorkflowRunStep]) -> Vec<String> {
+    steps
+        .iter()
+        .filter(|s| !s.status.is_terminal())
+        .filter_map(|s| s.job_run_id.clone())
+        .collect()
+}
+
 fn step_model(s: &WorkflowRunStep, position: i32) -> workflow_run_step::ActiveModel {
     workflow_run_step::ActiveModel {
         id: Set(s.id.clone()),
@@ -318,6 +327,66 @@ impl Store {
         }))
     }
 
+    /// Everything a reconciliation decides from, read consistently: the run's state and the
+    /// job runs of its unfinished steps. On PostgreSQL one statement (one snapshot, one round
+    /// trip: the steps and job runs come as JSON aggregates); on SQLite the run, then its
+    /// steps, then the job runs (steps read after the run are at least as new as its revision,
+    /// so a change in between fails the revision check of the write).
+    pub async fn workflow_run_snapshot(
+        &self,
+        id: &str,
+    ) -> StoreResult<Option<(WorkflowRunState, Vec<JobRun>)>> {
+        if !matches!(self.db.pool, crate::db::Pool::Postgres(_)) {
+            let Some(state) = self.workflow_run_state(id).await? else {
+                return Ok(None);
+            };
+            let ids = active_job_run_ids(&state.steps);
+            let job_runs = self.job_runs_by_ids(ids).await?;
+            return Ok(Some((state, job_runs)));
+        }
+        use sea_orm::{ConnectionTrait, FromQueryResult, Statement};
+        let active = [StepRunStatus::Pending, StepRunStatus::Running].map(|s| s.as_str());
+        let sql = format!(
+            "SELECT w.*, \
+             COALESCE((SELECT jsonb_agg(to_jsonb(s) ORDER BY s.position) \
+                 FROM workflow_run_steps s WHERE s.workflow_run_id = w.id), '[]'::jsonb) \
+                 AS steps_json, \
+             COALESCE((SELECT jsonb_agg(to_jsonb(j)) FROM job_runs j WHERE j.id IN \
+                 (SELECT s.job_run_id FROM workflow_run_steps s WHERE s.workflow_run_id = w.id \
+                  AND s.status IN ('{}', '{}'))), '[]'::jsonb) AS job_runs_json \
+             FROM workflow_runs w WHERE w.id = $1",
+            active[0], active[1]
+        );
+        let Some(row) = self
+            .conn()
+            .query_one_raw(Statement::from_sql_and_values(
+                sea_orm::DbBackend::Postgres,
+                sql,
+                [id.into()],
+            ))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let m = workflow_run::Model::from_query_result(&row, "")?;
+        let decode = |column: &str| -> StoreResult<Value> { row.try_get("", column) };
+        let steps: Vec<workflow_run_step::Model> = serde_json::from_value(decode("steps_json")?)
+            .map_err(|e| sea_orm::DbErr::Json(e.to_string()))?;
+        let job_runs: Vec<job_run::Model> = serde_json::from_value(decode("job_runs_json")?)
+            .map_err(|e| sea_orm::DbErr::Json(e.to_string()))?;
+        let state = WorkflowRunState {
+            definition: m.definition.clone(),
+            revision: m.revision,
+            idempotency_key: m.idempotency_key.clone(),
+            run: workflow_run_to_wire(m),
+            steps: steps.into_iter().map(step_to_wire).collect(),
+        };
+        Ok(Some((
+            state,
+            job_runs.into_iter().map(run_to_wire).collect(),
+        )))
+    }
+
     /// Job runs by id (those a run's steps point at).
     pub async fn job_runs_by_ids(&self, ids: Vec<String>) -> StoreResult<Vec<JobRun>> {
         if ids.is_empty() {
@@ -341,6 +410,11 @@ impl Store {
         changes: &RunChanges,
         now: DateTime<Utc>,
     ) -> StoreResult<bool> {
+        if matches!(self.db.pool, crate::db::Pool::Postgres(_)) {
+            return self
+                .apply_workflow_changes_pg(run_id, revision, changes, now)
+                .await;
+        }
         let txn = self.conn().begin().await?;
         // First statement: takes the write lock (SQLite) / the row lock (PostgreSQL).
         let mut update = workflow_run::Entity::update_many()
@@ -401,6 +475,111 @@ impl Store {
         }
         txn.commit().await?;
         Ok(true)
+    }
+
+    /// [`Store::apply_workflow_changes`] on PostgreSQL as one statement: the run update with
+    /// its revision check, every step update and the new job runs are data-modifying CTEs of
+    /// one autocommitted statement (one round trip instead of BEGIN, one per row, COMMIT: this
+    /// is on the critical path of every workflow step). The step and job-run rows travel as
+    /// JSON arrays of whole rows (`jsonb_populate_recordset` types them by the tables); the
+    /// other CTEs only write when the revision check's update did.
+    async fn apply_workflow_changes_pg(
+        &self,
+        run_id: &str,
+        revision: i64,
+        changes: &RunChanges,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        use sea_orm::{ConnectionTrait, Iden, Iterable, Statement};
+        let mut values: Vec<sea_orm::Value> = vec![run_id.into(), revision.into(), now.into()];
+        let mut sql = String::from(
+            "WITH r AS (UPDATE workflow_runs AS w SET revision = w.revision + 1, updated_at = $3",
+        );
+        if let Some(r) = &changes.run {
+            sql.push_str(
+                ", status = v.status, context = v.context, error_message = v.error_message, \
+                 current_step_id = v.current_step_id, current_step_index = v.current_step_index, \
+                 metrics = v.metrics, started_at = v.started_at, completed_at = v.completed_at, \
+                 duration_ms = v.duration_ms \
+                 FROM jsonb_populate_record(NULL::workflow_runs, $4::jsonb) AS v",
+            );
+            values.push(
+                serde_json::json!({
+                    "status": r.status.as_str(),
+                    "context": r.context,
+                    "error_message": r.error_message,
+                    "current_step_id": r.current_step_id,
+                    "current_step_index": r.current_step_index,
+                    "metrics": r.metrics,
+                    "started_at": r.started_at,
+                    "completed_at": r.completed_at,
+                    "duration_ms": r.duration_ms,
+                })
+                .into(),
+            );
+        }
+        sql.push_str(" WHERE w.id = $1 AND w.revision = $2 RETURNING w.id)");
+        if !changes.steps.is_empty() {
+            let rows = changes
+                .steps
+                .iter()
+                .map(|s| {
+                    let m = step_model(s, 0);
+                    sea_orm::TryIntoModel::try_into_model(m)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            values.push(serde_json::to_value(rows).unwrap_or_default().into());
+            // Every column but the key, the run, the step id, the position and created_at.
+            let sets = workflow_run_step::Column::iter()
+                .map(|c| c.to_string())
+                .filter(|c| {
+                    !matches!(
+                        c.as_str(),
+                        "id" | "workflow_run_id" | "step_id" | "position" | "created_at"
+                    )
+                })
+                .map(|c| format!("{c} = v.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            sql.push_str(&format!(
+                ", s AS (UPDATE workflow_run_steps AS t SET {sets} \
+                 FROM jsonb_populate_recordset(NULL::workflow_run_steps, ${}::jsonb) AS v \
+                 WHERE t.id = v.id AND EXISTS (SELECT 1 FROM r) RETURNING t.id)",
+                values.len()
+            ));
+        }
+        if !changes.job_runs.is_empty() {
+            let rows = changes
+                .job_runs
+                .iter()
+                .map(|j| sea_orm::TryIntoModel::try_into_model(job_run_model(j)))
+                .collect::<Result<Vec<_>, _>>()?;
+            values.push(serde_json::to_value(rows).unwrap_or_default().into());
+            let cols = job_run::Column::iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            sql.push_str(&format!(
+                ", j AS (INSERT INTO job_runs ({cols}) SELECT {cols} \
+                 FROM jsonb_populate_recordset(NULL::job_runs, ${}::jsonb) \
+                 WHERE EXISTS (SELECT 1 FROM r) RETURNING id)",
+                values.len()
+            ));
+        }
+        sql.push_str(" SELECT count(*) AS applied FROM r");
+        let row = self
+            .conn()
+            .query_one_raw(Statement::from_sql_and_values(
+                sea_orm::DbBackend::Postgres,
+                sql,
+                values,
+            ))
+            .await?;
+        let applied: i64 = match row {
+            Some(row) => row.try_get("", "applied")?,
+            None => 0,
+        };
+        Ok(applied == 1)
     }
 
     pub async fn list_workflow_runs(
