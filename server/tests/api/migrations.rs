@@ -89,7 +89,8 @@ async fn finished_queue_tasks_are_pruned_and_pending_ones_kept() {
         // A delay, however short, sends the run through the queue (a run due now may start on
         // an idle local worker without a queue task).
         ids.push(
-            app.run("prune-noop", json!({"parameters": {"i": i}, "delayMs": 1})).await["id"]
+            app.run("prune-noop", json!({"parameters": {"i": i}, "delayMs": 1}))
+                .await["id"]
                 .as_str()
                 .unwrap()
                 .to_string(),
