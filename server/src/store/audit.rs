@@ -2,17 +2,12 @@
 //! resolution, and per rejected request. Rows are only ever inserted.
 use app::auth_pages::AuditEntry;
 use chrono::{DateTime, Utc};
-use std::sync::{Arc, OnceLock};
-
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
 
 use super::{Store, StoreResult, entities::audit_log, new_id};
-use crate::db::Database;
 
 /// Outcome recorded with an audit entry: `ok`, or the rejection code of the request
 /// (`missing_token`, `invalid_token`, `forbidden`), or another error code of the API.
@@ -43,20 +38,9 @@ impl Store {
     /// not one each.
     pub async fn insert_audit_log(&self, record: AuditRecord) -> StoreResult<String> {
         let id = new_id();
-        let row = audit_row(id.clone(), record);
-        let (done_tx, done_rx) = oneshot::channel();
-        let tx = self.audit.sender(&self.db);
-        match tx.send((row, done_tx)) {
-            Ok(()) => done_rx
-                .await
-                .map_err(|_| DbErr::Custom("the audit writer stopped".into()))??,
-            // The writer is gone (its runtime is shutting down): write this one directly.
-            Err(mpsc::error::SendError((row, _))) => {
-                audit_log::Entity::insert(row)
-                    .exec_without_returning(self.conn())
-                    .await?;
-            }
-        }
+        self.audit
+            .insert(self.conn(), audit_row(id.clone(), record))
+            .await?;
         Ok(id)
     }
 }
@@ -77,76 +61,6 @@ fn audit_row(id: String, record: AuditRecord) -> audit_log::ActiveModel {
             record.details
         }),
         created_at: Set(Utc::now()),
-    }
-}
-
-/// One entry waiting for its commit, and who to tell.
-type Pending = (audit_log::ActiveModel, oneshot::Sender<StoreResult<()>>);
-
-/// Most entries one INSERT carries.
-const AUDIT_BATCH: usize = 200;
-
-/// The group-commit writer of audit entries: one task per store, started on first use, that
-/// takes every entry waiting and inserts them together.
-#[derive(Clone, Debug, Default)]
-pub(super) struct AuditWriter {
-    tx: Arc<OnceLock<mpsc::UnboundedSender<Pending>>>,
-}
-
-impl AuditWriter {
-    fn sender(&self, db: &Database) -> mpsc::UnboundedSender<Pending> {
-        self.tx
-            .get_or_init(|| {
-                let (tx, rx) = mpsc::unbounded_channel();
-                // Holds the connection, not the store: the task ends when every store clone
-                // (and so every sender) is gone.
-                tokio::spawn(write_audit(db.conn.clone(), rx));
-                tx
-            })
-            .clone()
-    }
-}
-
-async fn write_audit(conn: DatabaseConnection, mut rx: mpsc::UnboundedReceiver<Pending>) {
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < AUDIT_BATCH {
-            match rx.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(_) => break,
-            }
-        }
-        if batch.len() == 1 {
-            let (row, done) = batch.remove(0);
-            let res = audit_log::Entity::insert(row)
-                .exec_without_returning(&conn)
-                .await
-                .map(|_| ());
-            let _ = done.send(res);
-            continue;
-        }
-        let rows: Vec<_> = batch.iter().map(|(row, _)| row.clone()).collect();
-        match audit_log::Entity::insert_many(rows)
-            .exec_without_returning(&conn)
-            .await
-        {
-            Ok(_) => {
-                for (_, done) in batch {
-                    let _ = done.send(Ok(()));
-                }
-            }
-            // Nothing of the group was stored: each entry is tried on its own, so every
-            // caller gets its own outcome.
-            Err(_) => {
-                for (row, done) in batch {
-                    let res = audit_log::Entity::insert(row)
-                        .exec_without_returning(&conn)
-                        .await
-                        .map(|_| ());
-                    let _ = done.send(res);
-                }
-            }
-        }
     }
 }
 

@@ -4,6 +4,7 @@
 //! workers can never both own a run: whoever's update touches the row wins.
 mod audit;
 pub mod entities;
+mod group;
 mod metrics;
 mod secrets;
 mod workflow_runs;
@@ -163,8 +164,9 @@ pub struct NewRun {
 #[derive(Clone, Debug)]
 pub struct Store {
     db: Database,
-    /// Commits audit entries in groups (started on first use; see [`Store::insert_audit_log`]).
-    audit: audit::AuditWriter,
+    /// Audit entries and new runs are group-committed (see `group.rs`).
+    audit: group::GroupInsert<entities::audit_log::ActiveModel>,
+    runs: group::GroupInsert<job_run::ActiveModel>,
 }
 
 impl Store {
@@ -172,6 +174,7 @@ impl Store {
         Store {
             db,
             audit: Default::default(),
+            runs: Default::default(),
         }
     }
 
@@ -346,11 +349,17 @@ impl Store {
             dispatched_at: None,
         };
         let active: job_run::ActiveModel = model.clone().into();
-        match job_run::Entity::insert(active)
-            .exec_without_returning(self.conn())
-            .await
-        {
-            Ok(_) => Ok(Inserted::New(run_to_wire(model))),
+        // Without a key nothing can collide: concurrent new runs share one INSERT and commit.
+        let inserted = if new.idempotency_key.is_none() {
+            self.runs.insert(self.conn(), active).await
+        } else {
+            job_run::Entity::insert(active)
+                .exec_without_returning(self.conn())
+                .await
+                .map(|_| ())
+        };
+        match inserted {
+            Ok(()) => Ok(Inserted::New(run_to_wire(model))),
             Err(e) => {
                 // A concurrent request with the same key won the unique index: answer with its run.
                 if let Some(key) = &new.idempotency_key
