@@ -123,13 +123,16 @@ pub struct WorkerWaker {
 }
 
 impl WorkerWaker {
-    /// A wake-up stream for one worker; bursts coalesce into one wake-up.
-    pub fn stream(&self) -> mpsc::Receiver<()> {
+    /// A worker's poll trigger: wake-ups from [`WorkerWaker::wake`] (bursts coalesce into one)
+    /// and a tick every `poll`.
+    pub fn stream(&self, poll: Duration) -> WakeStream {
         let (tx, rx) = mpsc::channel(1);
         if let Ok(mut s) = self.senders.lock() {
             s.push(tx);
         }
-        rx
+        let mut tick = tokio::time::interval(poll);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        WakeStream { rx, tick }
     }
 
     pub fn wake(&self) {
@@ -138,6 +141,41 @@ impl WorkerWaker {
             for tx in senders.iter_mut() {
                 let _ = tx.try_send(());
             }
+        }
+    }
+}
+
+/// When an apalis worker should look for tasks. It is the worker's only poll strategy, and it
+/// is never left without a registered wake-up: every poll drains both sources until both are
+/// pending. (apalis' own interval strategy re-arms its timer without polling it, and its
+/// combined strategy stops at the first ready source; a wake-up consumed while a fetch was
+/// already under way, one that could not see the new task, then left the worker asleep until
+/// some later push: tasks pushed in a burst waited for the recovery sweep, ~30 s.)
+pub struct WakeStream {
+    rx: mpsc::Receiver<()>,
+    tick: tokio::time::Interval,
+}
+
+impl futures::Stream for WakeStream {
+    type Item = ();
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<()>> {
+        use std::task::Poll;
+        let mut due = false;
+        while self.tick.poll_tick(cx).is_ready() {
+            due = true;
+        }
+        // Until pending (or closed: every waker dropped, which the engine never does; ticks go on).
+        while let Poll::Ready(Some(())) = futures::StreamExt::poll_next_unpin(&mut self.rx, cx) {
+            due = true;
+        }
+        if due {
+            Poll::Ready(Some(()))
+        } else {
+            Poll::Pending
         }
     }
 }

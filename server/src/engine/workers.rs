@@ -67,9 +67,7 @@ async fn supervise(engine: Engine, index: usize, stop: CancellationToken) {
 }
 
 async fn run_one(engine: &Engine, name: &str, stop: CancellationToken) -> Result<(), WorkerError> {
-    let strategy = Strategy::new()
-        .stream(engine.waker().stream())
-        .interval(engine.settings().poll());
+    let strategy = Strategy::new().stream(engine.waker().stream(engine.settings().poll()));
     let concurrency = engine.settings().concurrency.max(1);
     // Stop fetching as soon as shutdown starts; in-flight attempts are drained by `run`.
     let signal = async move {
