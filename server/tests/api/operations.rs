@@ -696,10 +696,9 @@ async fn alert_is_retried_after_errors_and_recorded_delivered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_webhook_is_recorded_failed_after_the_retries() {
-    // A port that was free a moment ago: nothing listens there.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    drop(listener);
+    // Port 1 (tcpmux): nothing listens there. (A port freed a moment ago could be taken by
+    // another test's server meanwhile, and then the webhook would get an answer.)
+    let url = "http://127.0.0.1:1/hook".to_string();
     let db = TestDb::new().await;
     let settings = alert_settings(&db, &url, 3);
     let app = spawn_app_with(db, settings).await;
