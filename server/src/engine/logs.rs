@@ -10,23 +10,32 @@ use crate::{handlers::LogLine, store::Store};
 #[derive(Clone)]
 pub struct LogWriter {
     tx: mpsc::UnboundedSender<LogLine>,
-    flush_tx: mpsc::Sender<oneshot::Sender<()>>,
+    flush_tx: mpsc::Sender<Request>,
+}
+
+/// What the writer is asked for besides lines.
+enum Request {
+    /// Answer once every line sent before is stored.
+    Flush(oneshot::Sender<()>),
+    /// Hand back (instead of storing) the lines of this run not stored yet, once every line
+    /// of it sent before is either stored or handed back.
+    Take(String, oneshot::Sender<Vec<LogLine>>),
 }
 
 impl LogWriter {
     pub fn spawn(store: Store) -> LogWriter {
         let (tx, mut rx) = mpsc::unbounded_channel::<LogLine>();
-        let (flush_tx, mut flush_rx) = mpsc::channel::<oneshot::Sender<()>>(64);
+        let (flush_tx, mut flush_rx) = mpsc::channel::<Request>(64);
         tokio::spawn(async move {
             let mut buf: Vec<LogLine> = Vec::new();
             loop {
-                let mut waiters = Vec::new();
+                let mut requests = Vec::new();
                 tokio::select! {
                     line = rx.recv() => match line {
                         Some(line) => buf.push(line),
                         None => { write(&store, &mut buf).await; return; }
                     },
-                    Some(w) = flush_rx.recv() => waiters.push(w),
+                    Some(r) = flush_rx.recv() => requests.push(r),
                     _ = tokio::time::sleep(Duration::from_millis(100)), if !buf.is_empty() => {
                         write(&store, &mut buf).await;
                         continue;
@@ -39,8 +48,19 @@ impl LogWriter {
                         write(&store, &mut buf).await;
                     }
                 }
-                while let Ok(w) = flush_rx.try_recv() {
-                    waiters.push(w);
+                while let Ok(r) = flush_rx.try_recv() {
+                    requests.push(r);
+                }
+                let mut waiters = Vec::new();
+                for r in requests {
+                    match r {
+                        Request::Flush(w) => waiters.push(w),
+                        Request::Take(run_id, reply) => {
+                            let (taken, rest) = buf.drain(..).partition(|l| l.run_id == run_id);
+                            buf = rest;
+                            let _ = reply.send(taken);
+                        }
+                    }
                 }
                 if !waiters.is_empty() || buf.len() >= 500 {
                     write(&store, &mut buf).await;
@@ -53,6 +73,22 @@ impl LogWriter {
         LogWriter { tx, flush_tx }
     }
 
+    /// The lines of `run_id` sent before the call and not stored yet, for the caller to store
+    /// with the run's outcome in one write (then a finished run never lacks a line of its log,
+    /// at the cost of one commit instead of two).
+    pub async fn take(&self, run_id: &str) -> Vec<LogLine> {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .flush_tx
+            .send(Request::Take(run_id.to_string(), tx))
+            .await
+            .is_ok()
+        {
+            return rx.await.unwrap_or_default();
+        }
+        Vec::new()
+    }
+
     pub fn sender(&self) -> mpsc::UnboundedSender<LogLine> {
         self.tx.clone()
     }
@@ -60,7 +96,7 @@ impl LogWriter {
     /// Returns once every line sent before the call is stored.
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
-        if self.flush_tx.send(tx).await.is_ok() {
+        if self.flush_tx.send(Request::Flush(tx)).await.is_ok() {
             let _ = rx.await;
         }
     }

@@ -440,7 +440,6 @@ impl Engine {
             }
             (None, Ok(result)) => {
                 log.info("succeeded");
-                inner.logs.flush().await;
                 self.record_finish(&run, RunStatus::Succeeded, Some(result), None, metrics)
                     .await;
                 return;
@@ -458,7 +457,6 @@ impl Engine {
             }
             (None, Err(JobError::Fatal(msg))) => {
                 log.info(format!("failed: {msg}"));
-                inner.logs.flush().await;
                 self.record_finish(&run, RunStatus::Failed, None, Some(msg), metrics)
                     .await;
                 return;
@@ -520,7 +518,6 @@ impl Engine {
                 "attempt {} failed: {msg}; no attempts left",
                 run.attempt
             ));
-            inner.logs.flush().await;
             self.record_finish(run, final_status, None, Some(msg), metrics)
                 .await;
         }
@@ -535,6 +532,15 @@ impl Engine {
         metrics: Option<Value>,
     ) {
         let inner = &self.inner;
+        // The attempt's unstored log lines are written with the outcome, in the same commit.
+        let taken = inner.logs.take(&run.id).await;
+        let lines = taken
+            .iter()
+            .map(|l| {
+                let stream = l.stream.as_str().to_string();
+                (l.run_id.clone(), l.attempt, stream, l.message.clone())
+            })
+            .collect();
         match inner
             .store
             .finish(
@@ -545,6 +551,7 @@ impl Engine {
                 error,
                 metrics,
                 Utc::now(),
+                lines,
             )
             .await
         {
@@ -556,6 +563,11 @@ impl Engine {
                 tracing::info!(run_id = %run.id, "run was canceled or taken over before it finished")
             }
             Err(e) => {
+                // Nothing was written: the lines go back to the log writer.
+                let sender = inner.logs.sender();
+                for line in taken {
+                    let _ = sender.send(line);
+                }
                 tracing::error!(run_id = %run.id, error = %e, "could not record the run's outcome; its lease will expire and it will be retried")
             }
         }
