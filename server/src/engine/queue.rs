@@ -179,3 +179,84 @@ impl futures::Stream for WakeStream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::{
+            Arc,
+            atomic::{AtomicUsize, Ordering},
+        },
+        task::{Context, Poll},
+        time::Duration,
+    };
+
+    use futures::{Stream as _, task::ArcWake};
+
+    use super::WorkerWaker;
+
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+
+    impl ArcWake for Count {
+        fn wake_by_ref(arc_self: &Arc<Self>) {
+            arc_self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// After every ready poll both sources are armed again: the worker is woken by the next
+    /// tick and by the next wake-up without being polled in between (apalis polls its strategy
+    /// once and then parks until woken).
+    #[tokio::test]
+    async fn wake_stream_rearms_after_every_ready_poll() {
+        let waker = WorkerWaker::default();
+        let mut stream = waker.stream(Duration::from_millis(50));
+        let count = Arc::new(Count::default());
+        let task_waker = futures::task::waker(count.clone());
+        let mut cx = Context::from_waker(&task_waker);
+
+        // The first poll arms the tick; the tick wakes the task and is ready.
+        let _ = std::pin::Pin::new(&mut stream).poll_next(&mut cx);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(
+            count.0.load(Ordering::SeqCst) >= 1,
+            "the tick never woke the task"
+        );
+        assert_eq!(
+            std::pin::Pin::new(&mut stream).poll_next(&mut cx),
+            Poll::Ready(Some(()))
+        );
+        // Not polled again: the next tick must still wake the task.
+        let before = count.0.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(
+            count.0.load(Ordering::SeqCst) > before,
+            "the tick was not re-armed"
+        );
+        // Drain the ticks that came meanwhile.
+        let _ = std::pin::Pin::new(&mut stream).poll_next(&mut cx);
+
+        // A wake-up is ready at once, and the one after it wakes the task again.
+        waker.wake();
+        assert_eq!(
+            std::pin::Pin::new(&mut stream).poll_next(&mut cx),
+            Poll::Ready(Some(()))
+        );
+        let before = count.0.load(Ordering::SeqCst);
+        waker.wake();
+        assert!(
+            count.0.load(Ordering::SeqCst) > before,
+            "the wake-up channel was not re-armed"
+        );
+        // Coalesced: one ready poll for any number of wake-ups, then pending until the next.
+        waker.wake();
+        assert_eq!(
+            std::pin::Pin::new(&mut stream).poll_next(&mut cx),
+            Poll::Ready(Some(()))
+        );
+        assert_eq!(
+            std::pin::Pin::new(&mut stream).poll_next(&mut cx),
+            Poll::Pending
+        );
+    }
+}

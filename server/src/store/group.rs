@@ -115,3 +115,54 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::{ActiveValue::Set, EntityTrait, PaginatorTrait};
+
+    use super::GroupInsert;
+    use crate::{db::Database, store::entities::audit_log};
+
+    fn row(id: &str) -> audit_log::ActiveModel {
+        audit_log::ActiveModel {
+            id: Set(id.to_string()),
+            subject: Set(None),
+            token_hash_prefix: Set(None),
+            action: Set("test.write".into()),
+            resource: Set(None),
+            status: Set("ok".into()),
+            status_code: Set(None),
+            ip: Set(None),
+            details: Set(serde_json::json!({})),
+            created_at: Set(chrono::Utc::now()),
+        }
+    }
+
+    /// Rows sent together share a group; when the group's INSERT fails (here: a duplicate key),
+    /// every row is retried alone and each caller gets its own outcome.
+    #[tokio::test]
+    async fn a_failing_group_gives_each_row_its_own_outcome() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::connect_and_migrate(dir.path(), None)
+            .await
+            .unwrap();
+        let group = GroupInsert::default();
+        // On this single-threaded runtime all four are queued before the writer runs.
+        let (a, b, c, d) = tokio::join!(
+            group.insert(&db.conn, row("a")),
+            group.insert(&db.conn, row("b")),
+            group.insert(&db.conn, row("a")),
+            group.insert(&db.conn, row("c")),
+        );
+        assert!(a.is_ok() && b.is_ok() && d.is_ok(), "{a:?} {b:?} {d:?}");
+        assert!(c.is_err(), "the duplicate must fail on its own");
+        assert_eq!(audit_log::Entity::find().count(&db.conn).await.unwrap(), 3);
+
+        // And a group without problems is stored whole.
+        let ids: Vec<String> = (0..20).map(|i| format!("g{i}")).collect();
+        let results =
+            futures::future::join_all(ids.iter().map(|id| group.insert(&db.conn, row(id)))).await;
+        assert!(results.iter().all(Result::is_ok));
+        assert_eq!(audit_log::Entity::find().count(&db.conn).await.unwrap(), 23);
+    }
+}
