@@ -778,18 +778,9 @@ impl Store {
         }
         if !self.db.is_postgres() {
             let txn = self.conn().begin().await?;
-            job_run_log::Entity::insert_many(log_lines.into_iter().map(
-                |(run_id, attempt, stream, message)| job_run_log::ActiveModel {
-                    run_id: Set(run_id),
-                    attempt: Set(attempt),
-                    stream: Set(stream),
-                    message: Set(message),
-                    created_at: Set(now),
-                    ..Default::default()
-                },
-            ))
-            .exec_without_returning(&txn)
-            .await?;
+            job_run_log::Entity::insert_many(log_models(log_lines, now))
+                .exec_without_returning(&txn)
+                .await?;
             let res = update.exec(&txn).await?;
             txn.commit().await?;
             return Ok(res.rows_affected);
@@ -968,18 +959,7 @@ impl Store {
         if lines.is_empty() {
             return Ok(());
         }
-        let models =
-            lines.into_iter().map(
-                |(run_id, attempt, stream, message)| job_run_log::ActiveModel {
-                    run_id: Set(run_id),
-                    attempt: Set(attempt),
-                    stream: Set(stream),
-                    message: Set(message),
-                    created_at: Set(now),
-                    ..Default::default()
-                },
-            );
-        job_run_log::Entity::insert_many(models)
+        job_run_log::Entity::insert_many(log_models(lines, now))
             .exec_without_returning(self.conn())
             .await?;
         Ok(())
@@ -1111,6 +1091,23 @@ fn without_lease(
 }
 
 /// One log line as text: engine lines are marked, process output is verbatim.
+/// Log rows of (run id, attempt, stream, message) lines, all stamped `now`.
+fn log_models(
+    lines: Vec<(String, i32, String, String)>,
+    now: DateTime<Utc>,
+) -> impl Iterator<Item = job_run_log::ActiveModel> {
+    lines.into_iter().map(
+        move |(run_id, attempt, stream, message)| job_run_log::ActiveModel {
+            run_id: Set(run_id),
+            attempt: Set(attempt),
+            stream: Set(stream),
+            message: Set(message),
+            created_at: Set(now),
+            ..Default::default()
+        },
+    )
+}
+
 pub fn format_log_line(l: &StoredLogLine) -> String {
     match l.stream.as_str() {
         "system" => format!("[switchyard] {}\n", l.message),

@@ -336,7 +336,7 @@ impl Store {
         &self,
         id: &str,
     ) -> StoreResult<Option<(WorkflowRunState, Vec<JobRun>)>> {
-        if !matches!(self.db.pool, crate::db::Pool::Postgres(_)) {
+        if !self.db.is_postgres() {
             let Some(state) = self.workflow_run_state(id).await? else {
                 return Ok(None);
             };
@@ -410,7 +410,7 @@ impl Store {
         changes: &RunChanges,
         now: DateTime<Utc>,
     ) -> StoreResult<bool> {
-        if matches!(self.db.pool, crate::db::Pool::Postgres(_)) {
+        if self.db.is_postgres() {
             return self
                 .apply_workflow_changes_pg(run_id, revision, changes, now)
                 .await;
