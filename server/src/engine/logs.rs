@@ -106,17 +106,7 @@ async fn write(store: &Store, buf: &mut Vec<LogLine>) {
     if buf.is_empty() {
         return;
     }
-    let lines: Vec<_> = buf
-        .drain(..)
-        .map(|l| {
-            (
-                l.run_id,
-                l.attempt,
-                l.stream.as_str().to_string(),
-                l.message,
-            )
-        })
-        .collect();
+    let lines: Vec<_> = buf.drain(..).map(LogLine::into_row).collect();
     for attempt in 0..3 {
         match store.append_logs(lines.clone(), Utc::now()).await {
             Ok(()) => return,

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     events::EventBus,
-    handlers::{JobError, JobRunContext, LogSink, MetricsSink, Registry, SecretResolver},
+    handlers::{JobError, JobRunContext, LogLine, LogSink, MetricsSink, Registry, SecretResolver},
     orchestrator::Orchestrator,
     settings::WorkerSettings,
     store::{ClaimedRun, Store},
@@ -534,13 +534,7 @@ impl Engine {
         let inner = &self.inner;
         // The attempt's unstored log lines are written with the outcome, in the same commit.
         let taken = inner.logs.take(&run.id).await;
-        let lines = taken
-            .iter()
-            .map(|l| {
-                let stream = l.stream.as_str().to_string();
-                (l.run_id.clone(), l.attempt, stream, l.message.clone())
-            })
-            .collect();
+        let lines = taken.iter().cloned().map(LogLine::into_row).collect();
         match inner
             .store
             .finish(

@@ -40,6 +40,14 @@ pub struct LogLine {
     pub message: String,
 }
 
+impl LogLine {
+    /// The line as the store takes it: (run id, attempt, stream, message).
+    pub fn into_row(self) -> (String, i32, String, String) {
+        let stream = self.stream.as_str().to_string();
+        (self.run_id, self.attempt, stream, self.message)
+    }
+}
+
 /// Appends lines to the durable run log. Cheap to clone; never blocks the handler (lines go
 /// through a channel to a writer that batches them into the database). Every line passes the
 /// attempt's [`Redactor`] first, so resolved secret values never reach the log.

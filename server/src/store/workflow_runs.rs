@@ -134,8 +134,19 @@ pub enum InsertedWorkflowRun {
     Existing(WorkflowRun),
 }
 
+/// A run's stored row and its steps as the orchestrator reads them.
+fn run_state(m: workflow_run::Model, steps: Vec<WorkflowRunStep>) -> WorkflowRunState {
+    WorkflowRunState {
+        definition: m.definition.clone(),
+        revision: m.revision,
+        idempotency_key: m.idempotency_key.clone(),
+        run: workflow_run_to_wire(m),
+        steps,
+    }
+}
+
 /// The job runs of the steps that are not finished: the ones a reconciliation looks at.
-pub fn active_job_run_ids(steps: &[WorkflowRunStep]) -> Vec<String> {
+fn active_job_run_ids(steps: &[WorkflowRunStep]) -> Vec<String> {
     steps
         .iter()
         .filter(|s| !s.status.is_terminal())
@@ -318,13 +329,7 @@ impl Store {
             return Ok(None);
         };
         let steps = self.workflow_run_steps(id).await?;
-        Ok(Some(WorkflowRunState {
-            definition: m.definition.clone(),
-            revision: m.revision,
-            idempotency_key: m.idempotency_key.clone(),
-            run: workflow_run_to_wire(m),
-            steps,
-        }))
+        Ok(Some(run_state(m, steps)))
     }
 
     /// Everything a reconciliation decides from, read consistently: the run's state and the
@@ -374,13 +379,7 @@ impl Store {
             .map_err(|e| sea_orm::DbErr::Json(e.to_string()))?;
         let job_runs: Vec<job_run::Model> = serde_json::from_value(decode("job_runs_json")?)
             .map_err(|e| sea_orm::DbErr::Json(e.to_string()))?;
-        let state = WorkflowRunState {
-            definition: m.definition.clone(),
-            revision: m.revision,
-            idempotency_key: m.idempotency_key.clone(),
-            run: workflow_run_to_wire(m),
-            steps: steps.into_iter().map(step_to_wire).collect(),
-        };
+        let state = run_state(m, steps.into_iter().map(step_to_wire).collect());
         Ok(Some((
             state,
             job_runs.into_iter().map(run_to_wire).collect(),
