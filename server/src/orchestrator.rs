@@ -38,15 +38,15 @@ use crate::{
         workflow::{OnFailure, StepAction, StepSpec, StepStatus, WorkflowSpec},
     },
     engine::{
-        publish_run,
+        LocalSlots, as_accepted, publish_run,
         queue::{Queue, RunTask, WorkerWaker},
     },
     events::EventBus,
     handlers,
     service::{ServiceError, ServiceResult},
     store::{
-        InsertedWorkflowRun, NewWorkflowRun, RunChanges, StepJobRun, Store, WorkflowRunFilter,
-        WorkflowRunState, new_id,
+        ClaimedRun, InsertedWorkflowRun, NewWorkflowRun, RunChanges, StepJobRun, Store,
+        WorkflowRunFilter, WorkflowRunState, new_id,
     },
 };
 
@@ -101,8 +101,9 @@ pub struct Orchestrator {
     definitions: DefinitionCache,
 }
 
-/// Tries to execute an attempt in this process at once; false: it has no room (queue it).
-pub type LocalDispatch = Arc<dyn Fn(&RunTask) -> bool + Send + Sync>;
+/// Reserves up to the given number of this process's idle worker slots for job runs stored
+/// already claimed (see `engine::LocalSlots`).
+pub type LocalDispatch = Arc<dyn Fn(usize) -> LocalSlots + Send + Sync>;
 
 /// A parsed `POST /api/workflows/:slug/run` body.
 #[derive(Debug, Clone, PartialEq)]
@@ -804,6 +805,7 @@ fn start_step(
             run: job_run,
             entry_point: job.entry_point.clone(),
             retry_policy: serde_json::to_value(&policy).unwrap_or(Value::Null),
+            claim: None,
         },
     ))
 }
@@ -829,9 +831,10 @@ impl Orchestrator {
     }
 
     /// Lets newly ready steps start on this process's idle workers instead of going through
-    /// the queue (push, a worker's fetch, its ack: three writes on the critical path of every
-    /// chain step). Safe for crashes: the job run is committed `pending` before it is handed
-    /// over, and a pending run that nobody claims is pushed to the queue by the recovery sweep.
+    /// the queue (push, a worker's fetch, its ack and the claim: four writes on the critical
+    /// path of every chain step). Their job runs are committed already claimed by this process,
+    /// in the reconcile's write; safe for crashes like any claimed run (the lease expires and
+    /// the reaper retries it).
     pub fn set_local_dispatch(&self, dispatch: LocalDispatch) {
         let _ = self.local.set(dispatch);
     }
@@ -1065,10 +1068,22 @@ impl Orchestrator {
                 }
             }
             let now = Utc::now();
-            let plan = plan(&state, &spec, &job_runs, &jobs, now);
+            let mut plan = plan(&state, &spec, &job_runs, &jobs, now);
             let Some(run) = plan.changes.run.clone() else {
                 return Ok(Some(state.run));
             };
+            // Steps that start now and fit on this process's idle workers are stored claimed.
+            let mut slots = match (plan.changes.job_runs.len(), self.local.get()) {
+                (0, _) | (_, None) => LocalSlots::none(),
+                (n, Some(reserve)) => reserve(n),
+            };
+            if let Some(claim) = slots.claim(now) {
+                for jr in plan.changes.job_runs.iter_mut().take(slots.available()) {
+                    jr.run.status = RunStatus::Running;
+                    jr.run.started_at = Some(claim.at);
+                    jr.claim = Some(claim.clone());
+                }
+            }
             if !self
                 .store
                 .apply_workflow_changes(run_id, state.revision, &plan.changes, now)
@@ -1077,7 +1092,7 @@ impl Orchestrator {
                 tokio::task::yield_now().await;
                 continue;
             }
-            self.after_apply(&run, &plan).await;
+            self.after_apply(&run, plan, &mut slots).await;
             return Ok(Some(run));
         }
         tracing::warn!(
@@ -1087,24 +1102,27 @@ impl Orchestrator {
         Ok(self.store.get_workflow_run(run_id).await?)
     }
 
-    async fn after_apply(&self, run: &WorkflowRun, plan: &Plan) {
-        let tasks: Vec<RunTask> = plan
-            .changes
-            .job_runs
-            .iter()
-            .map(|jr| RunTask {
-                run_id: jr.run.id.clone(),
-                attempt: jr.run.attempt,
-            })
-            .collect();
-        // Published before the push, so that no worker's `running` overtakes `pending`.
+    async fn after_apply(&self, run: &WorkflowRun, plan: Plan, slots: &mut LocalSlots) {
+        // Announced as accepted first, so that no worker's `running` overtakes `pending`.
         for jr in &plan.changes.job_runs {
-            publish_run(&self.bus, &jr.run).await;
+            publish_run(&self.bus, &as_accepted(&jr.run)).await;
         }
-        let tasks: Vec<RunTask> = match self.local.get() {
-            Some(local) => tasks.into_iter().filter(|t| !local(t)).collect(),
-            None => tasks,
-        };
+        let mut tasks = Vec::new();
+        for jr in &plan.changes.job_runs {
+            if jr.claim.is_some() {
+                slots.start(ClaimedRun {
+                    run: jr.run.clone(),
+                    entry_point: jr.entry_point.clone(),
+                    retry_policy: serde_json::from_value(jr.retry_policy.clone())
+                        .unwrap_or_default(),
+                });
+            } else {
+                tasks.push(RunTask {
+                    run_id: jr.run.id.clone(),
+                    attempt: jr.run.attempt,
+                });
+            }
+        }
         if !tasks.is_empty() {
             if let Err(e) = self.queue.push_now(tasks).await {
                 tracing::error!(workflow_run_id = %run.id, error = %e, "could not enqueue the steps' job runs; the recovery sweep will");
@@ -1194,7 +1212,7 @@ impl Orchestrator {
                 .apply_workflow_changes(run_id, state.revision, &plan.changes, now)
                 .await?
             {
-                self.after_apply(&run, &plan).await;
+                self.after_apply(&run, plan, &mut LocalSlots::none()).await;
                 return Ok(run);
             }
         }

@@ -2,7 +2,7 @@
 //! queries). Handlers call these and map the result; nothing here knows HTTP.
 use std::{sync::Arc, time::Duration};
 
-use app::wire::{JobDefinition, JobDefinitionVersion, JobRun, JobWithRuns, Trigger};
+use app::wire::{JobDefinition, JobDefinitionVersion, JobRun, JobWithRuns, RunStatus, Trigger};
 use chrono::Utc;
 use serde_json::{Value, json};
 
@@ -16,12 +16,12 @@ use crate::{
         },
     },
     engine::{
-        Engine, StopReason, publish_run,
+        Engine, LocalSlots, StopReason, as_accepted, publish_run,
         queue::{Queue, RunTask, WorkerWaker},
     },
     events::EventBus,
     handlers::{self, Registry},
-    store::{Inserted, NewRun, RunFilter, RunPage, Store, new_id},
+    store::{ClaimedRun, Inserted, NewRun, RunFilter, RunPage, Store, new_id},
 };
 
 /// What went wrong in a use case.
@@ -249,7 +249,6 @@ impl JobService {
     /// Every job with its last run status and success rate (finished runs that succeeded),
     /// from one grouped query over the runs.
     pub async fn job_summaries(&self) -> ServiceResult<Vec<app::wire::JobSummary>> {
-        use app::wire::RunStatus;
         let stats = self.store.run_stats_by_job().await?;
         let mut out = Vec::new();
         for job in self.store.list_jobs().await? {
@@ -280,7 +279,6 @@ impl JobService {
     /// The dashboard: runs of the last 24 hours by status and by hour (counted by the
     /// database), and the latest failures.
     pub async fn dashboard(&self) -> ServiceResult<app::wire::Dashboard> {
-        use app::wire::RunStatus;
         use chrono::{DurationRound, TimeDelta};
         let now = Utc::now();
         let first_hour = (now - TimeDelta::hours(23))
@@ -418,6 +416,16 @@ impl JobService {
     ) -> ServiceResult<(JobRun, bool)> {
         let now = Utc::now();
         let delay = Duration::from_millis(delay_ms.max(0) as u64);
+        // Due now and this process has an idle worker: the run is stored claimed by it and
+        // starts here at once (the queue's push, a worker's fetch, its ack and the claim are
+        // four writes on every run's path). Crash-safe like any claimed run: if this process
+        // dies, the lease expires and the reaper retries the run.
+        let mut slots = match &self.engine {
+            Some(engine) if delay.is_zero() => engine.reserve(1),
+            _ => LocalSlots::none(),
+        };
+        let entry_point = job.entry_point.clone();
+        let retry_policy = job.retry_policy.clone();
         let new = NewRun {
             id: new_id(),
             parameters,
@@ -429,28 +437,27 @@ impl JobService {
             idempotency_key,
             scheduled_at: now + chrono::Duration::milliseconds(delay_ms.max(0)),
             now,
+            claim: slots.claim(now),
             definition: job,
         };
         match self.store.insert_run(new).await? {
             Inserted::Existing(run) => Ok((run, false)),
             Inserted::New(run) => {
-                publish_run(&self.bus, &run).await;
+                // Answered and announced as accepted; `running` follows when the attempt starts.
+                let accepted = as_accepted(&run);
+                publish_run(&self.bus, &accepted).await;
+                if run.status == RunStatus::Running {
+                    slots.start(ClaimedRun {
+                        run,
+                        entry_point,
+                        retry_policy,
+                    });
+                    return Ok((accepted, true));
+                }
                 let task = RunTask {
                     run_id: run.id.clone(),
                     attempt: run.attempt,
                 };
-                // Due now and this process has an idle worker: start it here at once (the
-                // queue's push, a worker's fetch and its ack are three writes on every run's
-                // path). Crash-safe like a queued one: the run is committed `pending` first and
-                // a pending run nobody claims is queued by the recovery sweep.
-                if delay.is_zero()
-                    && self
-                        .engine
-                        .as_ref()
-                        .is_some_and(|e| e.try_run_locally(&task))
-                {
-                    return Ok((run, true));
-                }
                 if let Err(e) = self.queue.push(task, delay).await {
                     tracing::error!(run_id = %run.id, error = %e, "could not enqueue the run; the recovery sweep will");
                 }

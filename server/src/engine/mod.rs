@@ -23,7 +23,7 @@ use crate::{
     handlers::{JobError, JobRunContext, LogLine, LogSink, MetricsSink, Registry, SecretResolver},
     orchestrator::Orchestrator,
     settings::WorkerSettings,
-    store::{ClaimedRun, Store},
+    store::{ClaimedRun, RunClaim, Store},
 };
 use logs::LogWriter;
 use queue::{Queue, RunTask, WorkerWaker};
@@ -87,6 +87,81 @@ struct EngineInner {
     accepting: std::sync::atomic::AtomicBool,
 }
 
+/// Worker slots of this process reserved for runs that are stored already claimed by it: the
+/// run is inserted `running` with this process's lease ([`LocalSlots::claim`]) and then executed
+/// here ([`LocalSlots::start`]), which saves the claim's write on the path of every run that
+/// starts at once. Crash-safe like a claimed run: if the process dies before or while executing
+/// it, the lease expires and the reaper retries the run as a new attempt (or fails it when no
+/// attempt is left). Unused slots are given back on drop (the insert failed, or found an
+/// earlier run with the same idempotency key).
+pub struct LocalSlots {
+    engine: Option<Engine>,
+    left: usize,
+}
+
+impl LocalSlots {
+    /// No slot: the run goes through the queue.
+    pub fn none() -> LocalSlots {
+        LocalSlots {
+            engine: None,
+            left: 0,
+        }
+    }
+
+    /// Slots still reserved.
+    pub fn available(&self) -> usize {
+        self.left
+    }
+
+    /// The claim a run stored on one of these slots carries at `now`; None without slots.
+    pub fn claim(&self, now: chrono::DateTime<Utc>) -> Option<RunClaim> {
+        let engine = self.engine.as_ref().filter(|_| self.left > 0)?;
+        let lease = chrono::Duration::from_std(engine.inner.settings.lease()).unwrap_or_default();
+        Some(RunClaim {
+            owner: engine.inner.owner.clone(),
+            lease_until: now + lease,
+            at: now,
+        })
+    }
+
+    /// Executes `claimed` (committed with this set's claim) on one of the slots, in the
+    /// background.
+    pub fn start(&mut self, claimed: ClaimedRun) {
+        let Some(engine) = self.engine.clone().filter(|_| self.left > 0) else {
+            // A caller bug: the run is claimed but there is no slot; the lease will expire
+            // and the reaper retry it.
+            tracing::error!(run_id = %claimed.run.id, "no reserved worker slot for a claimed run");
+            return;
+        };
+        self.left -= 1;
+        tokio::spawn(async move {
+            engine.execute_claimed(claimed).await;
+            engine.release(1);
+        });
+    }
+}
+
+impl Drop for LocalSlots {
+    fn drop(&mut self) {
+        if let Some(engine) = &self.engine
+            && self.left > 0
+        {
+            engine.release(self.left);
+        }
+    }
+}
+
+/// The run as it was accepted: `pending` and not started. A run stored already claimed
+/// ([`LocalSlots`]) is announced and answered in this state first, like any other run, and
+/// reported `running` when its attempt starts.
+pub fn as_accepted(run: &JobRun) -> JobRun {
+    let mut accepted = run.clone();
+    accepted.status = RunStatus::Pending;
+    accepted.started_at = None;
+    accepted.updated_at = accepted.created_at;
+    accepted
+}
+
 /// How long a handler gets to wind down after being told to stop before it is dropped.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -132,16 +207,28 @@ impl Engine {
         engine
             .inner
             .orchestrator
-            .set_local_dispatch(Arc::new(move |task: &RunTask| {
+            .set_local_dispatch(Arc::new(move |want: usize| {
                 weak.upgrade()
-                    .is_some_and(|inner| Engine { inner }.try_run_locally(task))
+                    .map_or_else(LocalSlots::none, |inner| Engine { inner }.reserve(want))
             }));
         engine
     }
 
-    /// Executes `task` on this process at once when its workers have room (fewer attempts in
-    /// flight than workers x concurrency) and it is not shutting down; false otherwise.
-    pub fn try_run_locally(&self, task: &RunTask) -> bool {
+    /// Reserves up to `want` of this process's worker slots (fewer attempts in flight than
+    /// workers x concurrency, and not shutting down) for runs that are about to be stored
+    /// already claimed by this process (see [`LocalSlots`]).
+    pub fn reserve(&self, want: usize) -> LocalSlots {
+        let mut left = 0;
+        while left < want && self.try_reserve_one() {
+            left += 1;
+        }
+        LocalSlots {
+            engine: (left > 0).then(|| self.clone()),
+            left,
+        }
+    }
+
+    fn try_reserve_one(&self) -> bool {
         use std::sync::atomic::Ordering;
         let inner = &self.inner;
         let capacity = inner.settings.workers * inner.settings.concurrency.max(1);
@@ -154,13 +241,13 @@ impl Engine {
             inner.local_running.fetch_sub(1, Ordering::AcqRel);
             return false;
         }
-        let engine = self.clone();
-        let task = task.clone();
-        tokio::spawn(async move {
-            engine.execute(task).await;
-            engine.inner.local_running.fetch_sub(1, Ordering::AcqRel);
-        });
         true
+    }
+
+    fn release(&self, slots: usize) {
+        self.inner
+            .local_running
+            .fetch_sub(slots, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// Shutdown began: steps that become ready go through the queue from now on.
@@ -296,6 +383,12 @@ impl Engine {
                 return;
             }
         };
+        self.execute_claimed(claimed).await;
+    }
+
+    /// Executes an attempt this process has claimed: registered as in flight (so that cancel,
+    /// shutdown and lease loss reach it) while it runs.
+    async fn execute_claimed(&self, claimed: ClaimedRun) {
         let run_id = claimed.run.id.clone();
         let token = CancellationToken::new();
         let reason = Arc::new(Mutex::new(None));

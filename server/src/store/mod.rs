@@ -61,6 +61,15 @@ pub struct ClaimedRun {
     pub retry_policy: RetryPolicy,
 }
 
+/// A run stored already claimed: `running`, started at `at`, leased to `owner` until
+/// `lease_until` (see `engine::LocalSlots`).
+#[derive(Debug, Clone)]
+pub struct RunClaim {
+    pub owner: String,
+    pub lease_until: DateTime<Utc>,
+    pub at: DateTime<Utc>,
+}
+
 /// Run statistics of one job in one status.
 #[derive(Debug, Clone)]
 pub struct RunStats {
@@ -159,6 +168,8 @@ pub struct NewRun {
     pub idempotency_key: Option<String>,
     pub scheduled_at: DateTime<Utc>,
     pub now: DateTime<Utc>,
+    /// Stored claimed by a worker of this process, which executes it next.
+    pub claim: Option<RunClaim>,
 }
 
 #[derive(Clone, Debug)]
@@ -318,13 +329,22 @@ impl Store {
         {
             return Ok(Inserted::Existing(existing));
         }
+        let (status, started_at, lease_owner, lease_expires_at) = match &new.claim {
+            Some(c) => (
+                RunStatus::Running,
+                Some(c.at),
+                Some(c.owner.clone()),
+                Some(c.lease_until),
+            ),
+            None => (RunStatus::Pending, None, None, None),
+        };
         let model = job_run::Model {
             id: new.id.clone(),
             job_definition_id: new.definition.id.clone(),
             job_slug: new.definition.slug.clone(),
             job_version: new.definition.version,
             entry_point: new.definition.entry_point.clone(),
-            status: RunStatus::Pending.as_str().to_string(),
+            status: status.as_str().to_string(),
             parameters: new.parameters,
             result: None,
             error_message: None,
@@ -340,12 +360,12 @@ impl Store {
             idempotency_key: new.idempotency_key.clone(),
             duration_ms: None,
             scheduled_at: new.scheduled_at,
-            started_at: None,
+            started_at,
             completed_at: None,
             created_at: new.now,
             updated_at: new.now,
-            lease_owner: None,
-            lease_expires_at: None,
+            lease_owner,
+            lease_expires_at,
             dispatched_at: None,
         };
         let active: job_run::ActiveModel = model.clone().into();

@@ -99,6 +99,9 @@ pub struct StepJobRun {
     pub run: JobRun,
     pub entry_point: String,
     pub retry_policy: Value,
+    /// Stored claimed by a worker of this process, which executes it next (`run` then says
+    /// `running`, started at the claim).
+    pub claim: Option<super::RunClaim>,
 }
 
 /// The changes of one reconciliation.
@@ -198,12 +201,12 @@ fn job_run_model(j: &StepJobRun) -> job_run::ActiveModel {
         idempotency_key: Set(None),
         duration_ms: Set(None),
         scheduled_at: Set(r.scheduled_at),
-        started_at: Set(None),
+        started_at: Set(r.started_at),
         completed_at: Set(None),
         created_at: Set(r.created_at),
         updated_at: Set(r.updated_at),
-        lease_owner: Set(None),
-        lease_expires_at: Set(None),
+        lease_owner: Set(j.claim.as_ref().map(|c| c.owner.clone())),
+        lease_expires_at: Set(j.claim.as_ref().map(|c| c.lease_until)),
         dispatched_at: Set(None),
     }
 }
