@@ -25,3 +25,5 @@ if ! reachable; then
 fi
 echo "== integration suite on PostgreSQL ($url) =="
 DATABASE_URL="$url" cargo test -p server --test api
+# The store's own unit tests that take DATABASE_URL (they use SQLite without it).
+DATABASE_URL="$url" cargo test -p server --lib store::

@@ -1,28 +1,121 @@
-//! Group commit of inserts: rows that callers insert at the same moment share one multi-row
-//! INSERT (one statement, one commit). Each caller still waits until its own row is committed,
-//! so nothing is acknowledged before it is durable; a burst costs one commit instead of one per
-//! row. One writer task per table and store, started on first use.
-use std::sync::{Arc, OnceLock};
+//! Group commit: writes that callers make at the same moment share one statement and one
+//! commit (a multi-row INSERT, one UPDATE of many rows). Each caller still waits until its own
+//! write is committed, so nothing is acknowledged before it is durable; a burst costs one commit
+//! instead of one per write. One writer task per kind of write and store, started on first use.
+use std::{
+    future::Future,
+    sync::{Arc, OnceLock},
+};
 
 use sea_orm::{ActiveModelTrait, DatabaseConnection, DbErr, EntityTrait};
 use tokio::sync::{mpsc, oneshot};
 
 use super::StoreResult;
 
-/// Most rows one INSERT carries.
+/// Most writes one group carries.
 const MAX_GROUP: usize = 200;
 
-/// One row waiting for its commit, and who to tell.
-type Pending<A> = (A, oneshot::Sender<StoreResult<()>>);
+/// One write waiting for its commit, and who to tell.
+type Pending<T, R> = (T, oneshot::Sender<R>);
 
+/// Hands writes made together to one writer task, which applies them as groups with `write`
+/// (given at first use): whatever arrived while the previous group was being written forms the
+/// next one. `write` returns one outcome per item, in order.
+pub(super) struct Batcher<T, R> {
+    tx: Arc<OnceLock<mpsc::UnboundedSender<Pending<T, R>>>>,
+}
+
+impl<T, R> Clone for Batcher<T, R> {
+    fn clone(&self) -> Self {
+        Batcher {
+            tx: self.tx.clone(),
+        }
+    }
+}
+
+impl<T, R> Default for Batcher<T, R> {
+    fn default() -> Self {
+        Batcher {
+            tx: Default::default(),
+        }
+    }
+}
+
+impl<T, R> std::fmt::Debug for Batcher<T, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Batcher")
+    }
+}
+
+impl<T, R> Batcher<T, R>
+where
+    T: Send + 'static,
+    R: Send + 'static,
+{
+    /// Writes `item` with whatever else is being written right now; returns its own outcome
+    /// once its group is committed. `Err(Some(item))`: the writer is gone (its runtime is
+    /// shutting down) and the caller writes the item itself; `Err(None)`: the writer stopped
+    /// while writing the item's group, so whether it was written is unknown.
+    pub async fn submit<W, Fut>(&self, item: T, write: impl FnOnce() -> W) -> Result<R, Option<T>>
+    where
+        W: FnMut(Vec<T>) -> Fut + Send + 'static,
+        Fut: Future<Output = Vec<R>> + Send + 'static,
+    {
+        let tx = self
+            .tx
+            .get_or_init(|| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                // The task ends when every sender is gone.
+                tokio::spawn(write_groups(rx, write()));
+                tx
+            })
+            .clone();
+        let (done_tx, done_rx) = oneshot::channel();
+        match tx.send((item, done_tx)) {
+            Ok(()) => done_rx.await.map_err(|_| None),
+            Err(mpsc::error::SendError((item, _))) => Err(Some(item)),
+        }
+    }
+}
+
+/// The error of a write whose group writer stopped before answering (`Err(None)` of
+/// [`Batcher::submit`]).
+pub(super) fn writer_stopped() -> DbErr {
+    DbErr::Custom("the group writer stopped before answering".into())
+}
+
+async fn write_groups<T, R, W, Fut>(mut rx: mpsc::UnboundedReceiver<Pending<T, R>>, mut write: W)
+where
+    W: FnMut(Vec<T>) -> Fut,
+    Fut: Future<Output = Vec<R>>,
+{
+    while let Some(first) = rx.recv().await {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(p) => group.push(p),
+                Err(_) => break,
+            }
+        }
+        let (items, waiting): (Vec<T>, Vec<oneshot::Sender<R>>) = group.into_iter().unzip();
+        let outcomes = write(items).await;
+        debug_assert_eq!(outcomes.len(), waiting.len());
+        for (done, outcome) in waiting.into_iter().zip(outcomes) {
+            let _ = done.send(outcome);
+        }
+    }
+}
+/// Group commit of inserts: rows inserted together share one multi-row INSERT; when it
+/// fails, every row is tried on its own, so each caller gets its own outcome (a unique key
+/// taken, say).
 pub(super) struct GroupInsert<A> {
-    tx: Arc<OnceLock<mpsc::UnboundedSender<Pending<A>>>>,
+    batcher: Batcher<A, StoreResult<()>>,
 }
 
 impl<A> Clone for GroupInsert<A> {
     fn clone(&self) -> Self {
         GroupInsert {
-            tx: self.tx.clone(),
+            batcher: self.batcher.clone(),
         }
     }
 }
@@ -30,7 +123,7 @@ impl<A> Clone for GroupInsert<A> {
 impl<A> Default for GroupInsert<A> {
     fn default() -> Self {
         GroupInsert {
-            tx: Default::default(),
+            batcher: Default::default(),
         }
     }
 }
@@ -48,22 +141,15 @@ where
     /// Inserts `row` together with whatever else is being inserted right now; returns once it
     /// is committed (or with the error of its own insert).
     pub async fn insert(&self, conn: &DatabaseConnection, row: A) -> StoreResult<()> {
-        let tx = self
-            .tx
-            .get_or_init(|| {
-                let (tx, rx) = mpsc::unbounded_channel();
-                // Holds the connection, not the store: the task ends when every sender is gone.
-                tokio::spawn(write_groups(conn.clone(), rx));
-                tx
-            })
-            .clone();
-        let (done_tx, done_rx) = oneshot::channel();
-        match tx.send((row, done_tx)) {
-            Ok(()) => done_rx
-                .await
-                .map_err(|_| DbErr::Custom("the group-insert writer stopped".into()))?,
-            // The writer is gone (its runtime is shutting down): insert this one directly.
-            Err(mpsc::error::SendError((row, _))) => insert_one(conn, row).await,
+        // The writer holds the connection, not the store.
+        let writer = || {
+            let conn = conn.clone();
+            move |rows: Vec<A>| insert_group(conn.clone(), rows)
+        };
+        match self.batcher.submit(row, writer).await {
+            Ok(r) => r,
+            Err(Some(row)) => insert_one(conn, row).await,
+            Err(None) => Err(writer_stopped()),
         }
     }
 }
@@ -78,40 +164,25 @@ where
         .map(|_| ())
 }
 
-async fn write_groups<A>(conn: DatabaseConnection, mut rx: mpsc::UnboundedReceiver<Pending<A>>)
+async fn insert_group<A>(conn: DatabaseConnection, rows: Vec<A>) -> Vec<StoreResult<()>>
 where
-    A: ActiveModelTrait + Clone + Send + Sync + 'static,
+    A: ActiveModelTrait + Clone + Send + Sync,
 {
-    while let Some(first) = rx.recv().await {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(p) => group.push(p),
-                Err(_) => break,
+    if rows.len() == 1 {
+        return vec![insert_one(&conn, rows[0].clone()).await];
+    }
+    match A::Entity::insert_many(rows.clone())
+        .exec_without_returning(&conn)
+        .await
+    {
+        Ok(_) => rows.iter().map(|_| Ok(())).collect(),
+        // Nothing of the group was stored: each row is tried on its own.
+        Err(_) => {
+            let mut out = Vec::with_capacity(rows.len());
+            for row in rows {
+                out.push(insert_one(&conn, row).await);
             }
-        }
-        if group.len() == 1 {
-            let (row, done) = group.remove(0);
-            let _ = done.send(insert_one(&conn, row).await);
-            continue;
-        }
-        let rows: Vec<A> = group.iter().map(|(row, _)| row.clone()).collect();
-        match A::Entity::insert_many(rows)
-            .exec_without_returning(&conn)
-            .await
-        {
-            Ok(_) => {
-                for (_, done) in group {
-                    let _ = done.send(Ok(()));
-                }
-            }
-            // Nothing of the group was stored: each row is tried on its own, so every caller
-            // gets its own outcome (a unique key taken, say).
-            Err(_) => {
-                for (row, done) in group {
-                    let _ = done.send(insert_one(&conn, row).await);
-                }
-            }
+            out
         }
     }
 }

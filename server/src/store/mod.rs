@@ -4,6 +4,7 @@
 //! workers can never both own a run: whoever's update touches the row wins.
 mod audit;
 pub mod entities;
+mod finish;
 mod group;
 mod metrics;
 mod secrets;
@@ -178,6 +179,7 @@ pub struct Store {
     /// Audit entries and new runs are group-committed (see `group.rs`).
     audit: group::GroupInsert<entities::audit_log::ActiveModel>,
     runs: group::GroupInsert<job_run::ActiveModel>,
+    finishes: group::Batcher<finish::Finish, StoreResult<bool>>,
 }
 
 impl Store {
@@ -186,6 +188,7 @@ impl Store {
             db,
             audit: Default::default(),
             runs: Default::default(),
+            finishes: Default::default(),
         }
     }
 
@@ -741,101 +744,6 @@ impl Store {
         Ok(res.rows_affected == 1)
     }
 
-    /// Ends the run (terminal status) if this owner still holds it. Returns the stored run.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn finish(
-        &self,
-        run: &JobRun,
-        owner: &str,
-        status: RunStatus,
-        result: Option<Value>,
-        error: Option<String>,
-        metrics: Option<Value>,
-        now: DateTime<Utc>,
-        log_lines: Vec<(String, i32, String, String)>,
-    ) -> StoreResult<Option<JobRun>> {
-        let duration = run.started_at.map(|s| (now - s).num_milliseconds().max(0));
-        let update = without_lease(job_run::Entity::update_many())
-            .col_expr(job_run::Column::Status, Expr::value(status.as_str()))
-            .col_expr(job_run::Column::Result, Expr::value(result.clone()))
-            .col_expr(job_run::Column::ErrorMessage, Expr::value(error.clone()))
-            .col_expr(job_run::Column::Metrics, Expr::value(metrics.clone()))
-            .col_expr(job_run::Column::DurationMs, Expr::value(duration))
-            .col_expr(job_run::Column::CompletedAt, Expr::value(now))
-            .col_expr(job_run::Column::UpdatedAt, Expr::value(now))
-            .filter(job_run::Column::Id.eq(run.id.as_str()))
-            .filter(job_run::Column::Attempt.eq(run.attempt))
-            .filter(job_run::Column::LeaseOwner.eq(owner))
-            .filter(job_run::Column::Status.eq(RunStatus::Running.as_str()));
-        let rows_affected = self.finish_with_logs(update, log_lines, now).await?;
-        if rows_affected != 1 {
-            return Ok(None);
-        }
-        let mut done = run.clone();
-        done.status = status;
-        done.result = result;
-        done.error_message = error;
-        done.metrics = metrics;
-        done.duration_ms = duration;
-        done.completed_at = Some(now);
-        done.updated_at = now;
-        Ok(Some(done))
-    }
-
-    /// Runs `update` (a run's conditional finish) and stores `log_lines` (its last log lines,
-    /// stored whether or not the update applies) in one commit: on PostgreSQL one statement
-    /// (the lines as a data-modifying CTE, passed as one JSON array), on SQLite one
-    /// transaction. Returns the rows the update changed.
-    async fn finish_with_logs(
-        &self,
-        update: sea_orm::UpdateMany<job_run::Entity>,
-        log_lines: Vec<(String, i32, String, String)>,
-        now: DateTime<Utc>,
-    ) -> StoreResult<u64> {
-        use sea_orm::{ConnectionTrait, QueryTrait, TransactionTrait};
-        if log_lines.is_empty() {
-            return Ok(update.exec(self.conn()).await?.rows_affected);
-        }
-        if !self.db.is_postgres() {
-            let txn = self.conn().begin().await?;
-            job_run_log::Entity::insert_many(log_models(log_lines, now))
-                .exec_without_returning(&txn)
-                .await?;
-            let res = update.exec(&txn).await?;
-            txn.commit().await?;
-            return Ok(res.rows_affected);
-        }
-        let (sql, values) = update
-            .into_query()
-            .build(sea_orm::sea_query::PostgresQueryBuilder);
-        let mut values = values.0;
-        let lines: Vec<Value> = log_lines
-            .into_iter()
-            .map(|(run_id, attempt, stream, message)| {
-                serde_json::json!({"run_id": run_id, "attempt": attempt, "stream": stream, "message": message})
-            })
-            .collect();
-        values.push(Value::Array(lines).into());
-        values.push(now.into());
-        let sql = format!(
-            "WITH l AS (INSERT INTO job_run_logs (run_id, attempt, stream, message, created_at) \
-             SELECT x.run_id, x.attempt, x.stream, x.message, ${at} \
-             FROM jsonb_to_recordset(${lines}::jsonb) \
-             AS x(run_id text, attempt integer, stream text, message text)) {sql}",
-            lines = values.len() - 1,
-            at = values.len(),
-        );
-        Ok(self
-            .conn()
-            .execute_raw(sea_orm::Statement::from_sql_and_values(
-                sea_orm::DbBackend::Postgres,
-                sql,
-                values,
-            ))
-            .await?
-            .rows_affected())
-    }
-
     /// Puts a running run back to pending for `next_attempt` at `scheduled_at` (retry after a
     /// failure, a lost worker, or a hand-back at shutdown). `owner` None: whoever holds it, as
     /// long as its lease has expired before `now` (the reaper).
@@ -1110,7 +1018,6 @@ fn without_lease(
         )
 }
 
-/// One log line as text: engine lines are marked, process output is verbatim.
 /// Log rows of (run id, attempt, stream, message) lines, all stamped `now`.
 fn log_models(
     lines: Vec<(String, i32, String, String)>,
@@ -1128,6 +1035,7 @@ fn log_models(
     )
 }
 
+/// One log line as text: engine lines are marked, process output is verbatim.
 pub fn format_log_line(l: &StoredLogLine) -> String {
     match l.stream.as_str() {
         "system" => format!("[switchyard] {}\n", l.message),
