@@ -698,13 +698,16 @@ async fn bench_workflows(label: &str, settings: Settings, args: &BenchArgs) -> a
         println!(
             "bench {label} workflows: chain(10) x{k} concurrent: duration p50 {p50:.1} ms p95 {p95:.1} ms; \
              per step p50 {:.2} ms p95 {:.2} ms; {:.1} runs/s over {span_ms:.0} ms of server time \
-             ({:.1} runs/s client wall clock)",
+             ({:.1} runs/s client wall clock) = {:.2} ms of server time per step",
             p50 / CHAIN as f64,
             p95 / CHAIN as f64,
             k as f64 * 1000.0 / span_ms,
-            k as f64 / wall.elapsed().as_secs_f64()
+            k as f64 / wall.elapsed().as_secs_f64(),
+            span_ms / (k * CHAIN) as f64,
         );
-        concurrent = Some(p50 / CHAIN as f64);
+        // Each run's steps wait behind the other runs' steps: the engine's cost per step under
+        // this load is the server time the batch took over all its steps.
+        concurrent = Some((k, span_ms / (k * CHAIN) as f64));
     }
 
     // 2. The 1 -> 50 -> 1 fan-out/fan-in, one run at a time.
@@ -729,9 +732,8 @@ async fn bench_workflows(label: &str, settings: Settings, args: &BenchArgs) -> a
         verdict(chain_p50 / CHAIN as f64, step_target),
         verdict(chain_p95 / CHAIN as f64, step_target),
         concurrent
-            .map(|c| format!(
-                "; concurrent chains p50 {c:.2} ms/step ({})",
-                verdict(c, step_target)
+            .map(|(k, c)| format!(
+                "; {k} chains at once: {c:.2} ms of server time per step (throughput, no target)"
             ))
             .unwrap_or_default(),
         fan_p50 / fan_steps as f64,
