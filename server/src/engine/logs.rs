@@ -6,6 +6,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{handlers::LogLine, store::Store};
 
+/// The longest a line waits in the writer before it is stored (readers of a live log see it
+/// by then).
+const WRITE_DELAY: Duration = Duration::from_millis(100);
+
 /// Handle to the log writer task.
 #[derive(Clone)]
 pub struct LogWriter {
@@ -28,15 +32,23 @@ impl LogWriter {
         let (flush_tx, mut flush_rx) = mpsc::channel::<Request>(64);
         tokio::spawn(async move {
             let mut buf: Vec<LogLine> = Vec::new();
+            // When the oldest unstored line must be written: set by the first line after a
+            // write, so a steady trickle of lines is still written every `WRITE_DELAY`.
+            let mut due: Option<tokio::time::Instant> = None;
             loop {
                 let mut requests = Vec::new();
+                if buf.is_empty() {
+                    due = None;
+                } else if due.is_none() {
+                    due = Some(tokio::time::Instant::now() + WRITE_DELAY);
+                }
                 tokio::select! {
                     line = rx.recv() => match line {
                         Some(line) => buf.push(line),
                         None => { write(&store, &mut buf).await; return; }
                     },
                     Some(r) = flush_rx.recv() => requests.push(r),
-                    _ = tokio::time::sleep(Duration::from_millis(100)), if !buf.is_empty() => {
+                    _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
                         write(&store, &mut buf).await;
                         continue;
                     }
@@ -120,4 +132,45 @@ async fn write(store: &Store, buf: &mut Vec<LogLine>) {
         lines = lines.len(),
         "dropped run log lines after repeated failures"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::LogWriter;
+    use crate::{
+        db::Database,
+        handlers::{LogLine, LogStream},
+        store::Store,
+    };
+
+    /// A line every 20 ms must not hold back the writing (the delay counts from the oldest
+    /// unstored line, not from the newest).
+    #[tokio::test]
+    async fn a_steady_trickle_of_lines_is_stored_while_it_lasts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(
+            Database::connect_and_migrate(dir.path(), None)
+                .await
+                .unwrap(),
+        );
+        let writer = LogWriter::spawn(store.clone());
+        let tx = writer.sender();
+        for i in 0..30 {
+            tx.send(LogLine {
+                run_id: "r".into(),
+                attempt: 1,
+                stream: LogStream::Stdout,
+                message: format!("line {i}"),
+            })
+            .unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // 600 ms of lines, no flush: the first ones have been due for ~500 ms.
+        let stored = store.read_logs("r", 0, 100).await.unwrap();
+        assert!(!stored.is_empty(), "nothing stored while lines kept coming");
+        writer.flush().await;
+        assert_eq!(store.read_logs("r", 0, 100).await.unwrap().len(), 30);
+    }
 }
