@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::{
     events::EventBus,
-    store::{Store, StoreResult},
+    store::{Store, StoreResult, StoredEvent},
 };
 
 /// How long a cached definition is used without asking the database again.
@@ -24,6 +24,14 @@ const TTL: Duration = Duration::from_secs(1);
 pub struct DefinitionCache {
     store: Store,
     entries: Arc<Mutex<HashMap<String, (Instant, JobDefinition)>>>,
+}
+
+/// The slug a `job.definition.updated` event names (None: unknown, forget every entry).
+fn changed_slug(ev: &StoredEvent) -> Option<String> {
+    ev.payload
+        .pointer("/data/job/slug")
+        .and_then(Value::as_str)
+        .map(str::to_string)
 }
 
 impl DefinitionCache {
@@ -36,11 +44,7 @@ impl DefinitionCache {
             use tokio::sync::broadcast::error::RecvError;
             loop {
                 let slug = match events.recv().await {
-                    Ok(ev) if ev.event_type == "job.definition.updated" => ev
-                        .payload
-                        .pointer("/job/slug")
-                        .and_then(Value::as_str)
-                        .map(str::to_string),
+                    Ok(ev) if ev.event_type == "job.definition.updated" => changed_slug(&ev),
                     Ok(_) => continue,
                     // Missed events: forget everything rather than guess.
                     Err(RecvError::Lagged(_)) => None,
@@ -82,5 +86,28 @@ impl DefinitionCache {
         if let Ok(mut cache) = self.entries.lock() {
             cache.remove(slug);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::changed_slug;
+    use crate::{events::envelope, store::StoredEvent};
+
+    /// The event as the bus stores it names the changed job (an event it could not read would
+    /// empty the whole cache).
+    #[test]
+    fn a_definition_event_names_its_job() {
+        let ev = StoredEvent {
+            id: 1,
+            event_type: "job.definition.updated".into(),
+            payload: envelope(
+                "job.definition.updated",
+                json!({"job": {"slug": "nightly", "version": 2}}),
+            ),
+        };
+        assert_eq!(changed_slug(&ev).as_deref(), Some("nightly"));
     }
 }

@@ -69,8 +69,11 @@ impl EventBus {
     /// writer task (one insert, one commit for many events); failures are logged, not returned:
     /// the state change the event reports has already been committed.
     pub async fn publish(&self, event_type: &str, data: Value) {
-        let payload = json!({"type": event_type, "data": data});
-        let msg = WriterMsg::Event(event_type.to_string(), payload, Utc::now());
+        let msg = WriterMsg::Event(
+            event_type.to_string(),
+            envelope(event_type, data),
+            Utc::now(),
+        );
         if self.writer.send(msg).await.is_err() {
             tracing::error!(event_type, "event writer gone; event dropped");
         }
@@ -169,6 +172,11 @@ impl EventBus {
             }
         }
     }
+}
+
+/// An event's stored payload: `{"type", "data"}`.
+pub fn envelope(event_type: &str, data: Value) -> Value {
+    json!({"type": event_type, "data": data})
 }
 
 enum WriterMsg {
