@@ -5,9 +5,8 @@
 use app::wire::{JobRun, RunStatus};
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryTrait, Statement,
-    TransactionTrait,
-    sea_query::{Expr, PostgresQueryBuilder},
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, Statement, TransactionTrait,
+    sea_query::Expr,
 };
 use serde_json::{Value, json};
 
@@ -22,17 +21,19 @@ use crate::db::Database;
 /// One run's outcome, as recorded by [`Store::finish`].
 #[derive(Debug)]
 pub(super) struct Finish {
-    id: String,
-    attempt: i32,
+    /// The run as it is stored if the update applies (status, result, error, metrics,
+    /// duration and `completedAt` = `updatedAt` set).
+    run: JobRun,
+    /// The lease owner the update requires.
     owner: String,
-    status: RunStatus,
-    result: Option<Value>,
-    error: Option<String>,
-    metrics: Option<Value>,
-    duration_ms: Option<i64>,
-    at: DateTime<Utc>,
     /// (run id, attempt, stream, message), stored whether or not the update applies.
     log_lines: Vec<(String, i32, String, String)>,
+}
+
+impl Finish {
+    fn at(&self) -> DateTime<Utc> {
+        self.run.updated_at
+    }
 }
 
 impl Store {
@@ -51,25 +52,17 @@ impl Store {
         now: DateTime<Utc>,
         log_lines: Vec<(String, i32, String, String)>,
     ) -> StoreResult<Option<JobRun>> {
-        let duration_ms = run.started_at.map(|s| (now - s).num_milliseconds().max(0));
         let mut done = run.clone();
         done.status = status;
-        done.result = result.clone();
-        done.error_message = error.clone();
-        done.metrics = metrics.clone();
-        done.duration_ms = duration_ms;
+        done.result = result;
+        done.error_message = error;
+        done.metrics = metrics;
+        done.duration_ms = run.started_at.map(|s| (now - s).num_milliseconds().max(0));
         done.completed_at = Some(now);
         done.updated_at = now;
         let finish = Finish {
-            id: run.id.clone(),
-            attempt: run.attempt,
+            run: done,
             owner: owner.to_string(),
-            status,
-            result,
-            error,
-            metrics,
-            duration_ms,
-            at: now,
             log_lines,
         };
         // The writer holds the database handle, not the store (which holds the writer).
@@ -77,91 +70,53 @@ impl Store {
             let db = self.db.clone();
             move |group: Vec<Finish>| finish_group(db.clone(), group)
         };
-        let applied = match self.finishes.submit(finish, writer).await {
-            Ok(applied) => applied?,
+        match self.finishes.submit(finish, writer).await {
+            Ok(stored) => stored,
             // The group writer is gone (shutdown): written here.
-            Err(Some(finish)) => finish_one(&self.db, &finish).await?,
-            Err(None) => return Err(writer_stopped()),
-        };
-        Ok(applied.then_some(done))
-    }
-}
-
-/// The conditional update of one finish: only the attempt this owner holds, still running.
-fn update_of(f: &Finish) -> sea_orm::UpdateMany<job_run::Entity> {
-    without_lease(job_run::Entity::update_many())
-        .col_expr(job_run::Column::Status, Expr::value(f.status.as_str()))
-        .col_expr(job_run::Column::Result, Expr::value(f.result.clone()))
-        .col_expr(job_run::Column::ErrorMessage, Expr::value(f.error.clone()))
-        .col_expr(job_run::Column::Metrics, Expr::value(f.metrics.clone()))
-        .col_expr(job_run::Column::DurationMs, Expr::value(f.duration_ms))
-        .col_expr(job_run::Column::CompletedAt, Expr::value(f.at))
-        .col_expr(job_run::Column::UpdatedAt, Expr::value(f.at))
-        .filter(job_run::Column::Id.eq(f.id.as_str()))
-        .filter(job_run::Column::Attempt.eq(f.attempt))
-        .filter(job_run::Column::LeaseOwner.eq(f.owner.as_str()))
-        .filter(job_run::Column::Status.eq(RunStatus::Running.as_str()))
-}
-
-/// Writes a group of finishes; one outcome (whether the run's update applied) per finish.
-async fn finish_group(db: Database, group: Vec<Finish>) -> Vec<StoreResult<bool>> {
-    if group.len() > 1 {
-        let together = if db.is_postgres() {
-            finish_many_postgres(&db, &group).await
-        } else {
-            finish_many_sqlite(&db, &group).await
-        };
-        match together {
-            Ok(applied) => return applied.into_iter().map(Ok).collect(),
-            // Nothing of the group was written (one statement, or one transaction): each
-            // finish is written on its own, so every caller gets its own outcome.
-            Err(e) => {
-                tracing::warn!(error = %e, finishes = group.len(), "a group of finishes failed; writing them one by one")
+            Err(Some(finish)) => {
+                let applied = finish_many(&self.db, std::slice::from_ref(&finish)).await?;
+                Ok(applied[0].then_some(finish.run))
             }
+            Err(None) => Err(writer_stopped()),
         }
     }
+}
+
+/// Writes a group of finishes; per finish, the stored run (None: its update did not apply).
+async fn finish_group(db: Database, group: Vec<Finish>) -> Vec<StoreResult<Option<JobRun>>> {
+    match finish_many(&db, &group).await {
+        Ok(applied) => {
+            return group
+                .into_iter()
+                .zip(applied)
+                .map(|(f, applied)| Ok(applied.then_some(f.run)))
+                .collect();
+        }
+        // Nothing of the group was written (one statement, or one transaction): each finish is
+        // written on its own, so every caller gets its own outcome.
+        Err(e) if group.len() > 1 => {
+            tracing::warn!(error = %e, finishes = group.len(), "a group of finishes failed; writing them one by one")
+        }
+        Err(e) => return vec![Err(e)],
+    }
     let mut out = Vec::with_capacity(group.len());
-    for f in &group {
-        out.push(finish_one(&db, f).await);
+    for f in group {
+        out.push(
+            finish_many(&db, std::slice::from_ref(&f))
+                .await
+                .map(|applied| applied[0].then_some(f.run)),
+        );
     }
     out
 }
 
-/// One finish in one commit: on PostgreSQL one statement (the log lines as a data-modifying
-/// CTE, passed as one JSON array), on SQLite one transaction.
-async fn finish_one(db: &Database, f: &Finish) -> StoreResult<bool> {
-    let update = update_of(f);
-    if f.log_lines.is_empty() {
-        return Ok(update.exec(&db.conn).await?.rows_affected == 1);
+/// Finishes in one commit; per finish, whether its run's update applied.
+async fn finish_many(db: &Database, group: &[Finish]) -> StoreResult<Vec<bool>> {
+    if db.is_postgres() {
+        finish_many_postgres(db, group).await
+    } else {
+        finish_many_sqlite(db, group).await
     }
-    if !db.is_postgres() {
-        let txn = db.conn.begin().await?;
-        job_run_log::Entity::insert_many(log_models(f.log_lines.clone(), f.at))
-            .exec_without_returning(&txn)
-            .await?;
-        let res = update.exec(&txn).await?;
-        txn.commit().await?;
-        return Ok(res.rows_affected == 1);
-    }
-    let (sql, values) = update.into_query().build(PostgresQueryBuilder);
-    let mut values = values.0;
-    values.push(log_json(std::slice::from_ref(f)).into());
-    let sql = format!(
-        "WITH l AS (INSERT INTO job_run_logs (run_id, attempt, stream, message, created_at) \
-         SELECT x.run_id, x.attempt, x.stream, x.message, x.created_at \
-         FROM jsonb_to_recordset(${lines}::jsonb) \
-         AS x(run_id text, attempt integer, stream text, message text, created_at timestamptz)) {sql}",
-        lines = values.len(),
-    );
-    let res = db
-        .conn
-        .execute_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            sql,
-            values,
-        ))
-        .await?;
-    Ok(res.rows_affected() == 1)
 }
 
 /// The log lines of `group` as one JSON array of rows.
@@ -174,22 +129,23 @@ fn log_json(group: &[Finish]) -> Value {
                     .iter()
                     .map(|(run_id, attempt, stream, message)| {
                         json!({"run_id": run_id, "attempt": attempt, "stream": stream,
-                        "message": message, "created_at": f.at})
+                        "message": message, "created_at": f.at()})
                     })
             })
             .collect(),
     )
 }
 
-/// A group of finishes in one statement: the outcomes as a JSON recordset joined to the runs
-/// (each update as conditional as [`update_of`]'s), the log lines as a data-modifying CTE.
+/// Finishes in one statement: the outcomes as a JSON recordset joined to the runs (each update
+/// as conditional as [`update_of`]'s), the log lines as a data-modifying CTE.
 async fn finish_many_postgres(db: &Database, group: &[Finish]) -> StoreResult<Vec<bool>> {
     let outcomes: Vec<Value> = group
         .iter()
         .map(|f| {
-            json!({"id": f.id, "attempt": f.attempt, "lease_owner": f.owner,
-                "status": f.status.as_str(), "result": f.result, "error_message": f.error,
-                "metrics": f.metrics, "duration_ms": f.duration_ms, "completed_at": f.at})
+            let r = &f.run;
+            json!({"id": r.id, "attempt": r.attempt, "lease_owner": f.owner,
+                "status": r.status.as_str(), "result": r.result, "error_message": r.error_message,
+                "metrics": r.metrics, "duration_ms": r.duration_ms, "completed_at": f.at()})
         })
         .collect();
     let sql = "WITH v AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(id text, \
@@ -217,15 +173,35 @@ async fn finish_many_postgres(db: &Database, group: &[Finish]) -> StoreResult<Ve
     for row in rows {
         updated.insert(row.try_get::<String>("", "id")?);
     }
-    Ok(group.iter().map(|f| updated.contains(&f.id)).collect())
+    Ok(group.iter().map(|f| updated.contains(&f.run.id)).collect())
 }
 
-/// A group of finishes in one SQLite transaction.
+/// The conditional update of one finish: only the attempt this owner holds, still running.
+fn update_of(f: &Finish) -> sea_orm::UpdateMany<job_run::Entity> {
+    let r = &f.run;
+    without_lease(job_run::Entity::update_many())
+        .col_expr(job_run::Column::Status, Expr::value(r.status.as_str()))
+        .col_expr(job_run::Column::Result, Expr::value(r.result.clone()))
+        .col_expr(
+            job_run::Column::ErrorMessage,
+            Expr::value(r.error_message.clone()),
+        )
+        .col_expr(job_run::Column::Metrics, Expr::value(r.metrics.clone()))
+        .col_expr(job_run::Column::DurationMs, Expr::value(r.duration_ms))
+        .col_expr(job_run::Column::CompletedAt, Expr::value(f.at()))
+        .col_expr(job_run::Column::UpdatedAt, Expr::value(f.at()))
+        .filter(job_run::Column::Id.eq(r.id.as_str()))
+        .filter(job_run::Column::Attempt.eq(r.attempt))
+        .filter(job_run::Column::LeaseOwner.eq(f.owner.as_str()))
+        .filter(job_run::Column::Status.eq(RunStatus::Running.as_str()))
+}
+
+/// Finishes in one SQLite transaction.
 async fn finish_many_sqlite(db: &Database, group: &[Finish]) -> StoreResult<Vec<bool>> {
     let txn = db.conn.begin().await?;
     let lines: Vec<job_run_log::ActiveModel> = group
         .iter()
-        .flat_map(|f| log_models(f.log_lines.clone(), f.at))
+        .flat_map(|f| log_models(f.log_lines.clone(), f.at()))
         .collect();
     if !lines.is_empty() {
         job_run_log::Entity::insert_many(lines)
@@ -249,7 +225,10 @@ mod tests {
     use super::{Finish, finish_group};
     use crate::{
         db::{self, Database},
-        store::entities::{job_run, job_run_log},
+        store::{
+            entities::{job_run, job_run_log},
+            run_to_wire,
+        },
     };
     use app::wire::RunStatus;
 
@@ -293,16 +272,18 @@ mod tests {
         status: RunStatus,
         result: Option<serde_json::Value>,
     ) -> Finish {
+        let at = Utc::now();
+        let mut run = run_to_wire(running(id, "w1"));
+        run.status = status;
+        run.result = result;
+        run.error_message = (status == RunStatus::Failed).then(|| "it broke".into());
+        run.metrics = Some(json!({"n": 1}));
+        run.duration_ms = Some(3);
+        run.completed_at = Some(at);
+        run.updated_at = at;
         Finish {
-            id: id.into(),
-            attempt: 1,
+            run,
             owner: owner.into(),
-            status,
-            result,
-            error: (status == RunStatus::Failed).then(|| "it broke".into()),
-            metrics: Some(json!({"n": 1})),
-            duration_ms: Some(3),
-            at: Utc::now(),
             log_lines: vec![(id.into(), 1, "system".into(), format!("{id} done"))],
         }
     }
@@ -324,7 +305,7 @@ mod tests {
         let outcomes: Vec<bool> = finish_group(db.clone(), group)
             .await
             .into_iter()
-            .map(Result::unwrap)
+            .map(|stored| stored.unwrap().is_some())
             .collect();
         assert_eq!(outcomes, vec![true, false, true]);
         let get = |id: &'static str| {

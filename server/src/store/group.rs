@@ -105,36 +105,13 @@ where
         }
     }
 }
+
 /// Group commit of inserts: rows inserted together share one multi-row INSERT; when it
 /// fails, every row is tried on its own, so each caller gets its own outcome (a unique key
 /// taken, say).
-pub(super) struct GroupInsert<A> {
-    batcher: Batcher<A, StoreResult<()>>,
-}
+pub(super) type GroupInsert<A> = Batcher<A, StoreResult<()>>;
 
-impl<A> Clone for GroupInsert<A> {
-    fn clone(&self) -> Self {
-        GroupInsert {
-            batcher: self.batcher.clone(),
-        }
-    }
-}
-
-impl<A> Default for GroupInsert<A> {
-    fn default() -> Self {
-        GroupInsert {
-            batcher: Default::default(),
-        }
-    }
-}
-
-impl<A> std::fmt::Debug for GroupInsert<A> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("GroupInsert")
-    }
-}
-
-impl<A> GroupInsert<A>
+impl<A> Batcher<A, StoreResult<()>>
 where
     A: ActiveModelTrait + Clone + Send + Sync + 'static,
 {
@@ -146,7 +123,7 @@ where
             let conn = conn.clone();
             move |rows: Vec<A>| insert_group(conn.clone(), rows)
         };
-        match self.batcher.submit(row, writer).await {
+        match self.submit(row, writer).await {
             Ok(r) => r,
             Err(Some(row)) => insert_one(conn, row).await,
             Err(None) => Err(writer_stopped()),

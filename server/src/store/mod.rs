@@ -176,10 +176,10 @@ pub struct NewRun {
 #[derive(Clone, Debug)]
 pub struct Store {
     db: Database,
-    /// Audit entries and new runs are group-committed (see `group.rs`).
+    /// Audit entries, new runs and finishes are group-committed (see `group.rs`).
     audit: group::GroupInsert<entities::audit_log::ActiveModel>,
     runs: group::GroupInsert<job_run::ActiveModel>,
-    finishes: group::Batcher<finish::Finish, StoreResult<bool>>,
+    finishes: group::Batcher<finish::Finish, StoreResult<Option<JobRun>>>,
 }
 
 impl Store {
