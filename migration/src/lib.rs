@@ -8,6 +8,7 @@ mod m20261123_000002_run_list_indexes;
 mod m20261123_000003_workflows_and_services;
 mod m20261123_000004_workflow_runs;
 mod m20261123_000005_security_observability;
+mod m20261205_000006_sessions_and_seeds;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000003_workflows_and_services::Migration),
             Box::new(m20261123_000004_workflow_runs::Migration),
             Box::new(m20261123_000005_security_observability::Migration),
+            Box::new(m20261205_000006_sessions_and_seeds::Migration),
         ]
     }
 }

@@ -14,25 +14,35 @@ use subtle::ConstantTimeEq;
 use super::Problems;
 
 /// What an operator token may do. `admin` implies every other scope.
+///
+/// `jobs:exec` and `secrets:use` never stand alone in the route table: they are checked on top
+/// of an endpoint's scope by the use cases, from the content of the request (a definition that
+/// executes commands, a write that decides where credentials go, a caller's secret reference).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Scope {
     JobsWrite,
     JobsRun,
+    /// Definitions that execute commands, and their definition-only parameters.
+    JobsExec,
     WorkflowsWrite,
     WorkflowsRun,
     ServicesWrite,
     SecretsWrite,
+    /// Secret references in a caller's run parameters, and writes that route credentials.
+    SecretsUse,
     Admin,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 7] = [
+    pub const ALL: [Scope; 9] = [
         Scope::JobsWrite,
         Scope::JobsRun,
+        Scope::JobsExec,
         Scope::WorkflowsWrite,
         Scope::WorkflowsRun,
         Scope::ServicesWrite,
         Scope::SecretsWrite,
+        Scope::SecretsUse,
         Scope::Admin,
     ];
 
@@ -40,10 +50,12 @@ impl Scope {
         match self {
             Scope::JobsWrite => "jobs:write",
             Scope::JobsRun => "jobs:run",
+            Scope::JobsExec => "jobs:exec",
             Scope::WorkflowsWrite => "workflows:write",
             Scope::WorkflowsRun => "workflows:run",
             Scope::ServicesWrite => "services:write",
             Scope::SecretsWrite => "secrets:write",
+            Scope::SecretsUse => "secrets:use",
             Scope::Admin => "admin",
         }
     }

@@ -46,6 +46,7 @@ async fn migrations_go_up_down_and_up_again() {
         "m20261123_000003_workflows_and_services",
         "m20261123_000004_workflow_runs",
         "m20261123_000005_security_observability",
+        "m20261205_000006_sessions_and_seeds",
     ];
     for undone in (0..names.len()).rev() {
         if undone % 2 == 0 {
