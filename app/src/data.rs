@@ -3,6 +3,8 @@
 //! they are HTTP calls to `/_sf/...` (kept out of `/api`, which is the REST API's).
 use leptos::prelude::*;
 
+#[cfg(feature = "ssr")]
+use crate::auth_pages::Viewer;
 use crate::wire::{
     Dashboard, JobDetail, JobRun, JobSummary, LaunchOutcome, RunList, Service, ServiceDetail,
     WorkflowLaunchOutcome, WorkflowPageData, WorkflowRun, WorkflowRunWithSteps, WorkflowSummary,
@@ -27,12 +29,15 @@ pub trait Backend: Send + Sync {
     async fn get_run(&self, id: &str) -> Result<JobRun, String>;
     async fn run_log(&self, id: &str) -> Result<String, String>;
     async fn cancel_run(&self, id: &str) -> Result<JobRun, String>;
-    async fn retry_run(&self, id: &str) -> Result<JobRun, String>;
+    /// A new run with the same parameters; `viewer` must be allowed to give them.
+    async fn retry_run(&self, viewer: &Viewer, id: &str) -> Result<JobRun, String>;
     async fn job_detail(&self, slug: &str) -> Result<JobDetail, String>;
     async fn dashboard(&self) -> Result<Dashboard, String>;
-    /// Starts a run from the launch form; invalid parameters come back as problems.
+    /// Starts a run from the launch form, as `viewer` (whose scopes decide what parameters
+    /// it may give); invalid parameters come back as problems.
     async fn launch(
         &self,
+        viewer: &Viewer,
         slug: &str,
         parameters: serde_json::Value,
     ) -> Result<LaunchOutcome, String>;
@@ -41,17 +46,19 @@ pub trait Backend: Send + Sync {
     /// Newest workflow runs first, of every workflow.
     async fn workflow_runs(&self) -> Result<Vec<WorkflowRun>, String>;
     async fn workflow_run(&self, id: &str) -> Result<WorkflowRunWithSteps, String>;
-    /// Starts a workflow run from the launch form; invalid parameters come back as problems.
+    /// Starts a workflow run from the launch form, as `viewer`; invalid parameters come back
+    /// as problems.
     async fn launch_workflow(
         &self,
+        viewer: &Viewer,
         slug: &str,
         parameters: serde_json::Value,
     ) -> Result<WorkflowLaunchOutcome, String>;
     async fn cancel_workflow_run(&self, id: &str) -> Result<WorkflowRun, String>;
     /// Resumes a failed or canceled run: its failed steps run again.
     async fn retry_workflow_run(&self, id: &str) -> Result<WorkflowRun, String>;
-    /// A new run with the same parameters.
-    async fn rerun_workflow_run(&self, id: &str) -> Result<WorkflowRun, String>;
+    /// A new run with the same parameters, as `viewer`.
+    async fn rerun_workflow_run(&self, viewer: &Viewer, id: &str) -> Result<WorkflowRun, String>;
     /// `/audit`: one page of the audit log, newest first.
     async fn audit_logs(
         &self,
@@ -67,6 +74,14 @@ pub struct BackendHandle(pub std::sync::Arc<dyn Backend>);
 #[cfg(feature = "ssr")]
 fn backend() -> Result<BackendHandle, ServerFnError> {
     use_context::<BackendHandle>().ok_or_else(|| ServerFnError::new("no backend in context"))
+}
+
+/// Who sent the current server-function request (the auth middleware's `Viewer`).
+#[cfg(feature = "ssr")]
+fn viewer() -> Viewer {
+    use_context::<http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<Viewer>().cloned())
+        .unwrap_or_default()
 }
 
 #[server(prefix = "/_sf", endpoint = "job-summaries")]
@@ -139,7 +154,7 @@ pub async fn cancel_run(id: String) -> Result<JobRun, ServerFnError> {
 pub async fn retry_run(id: String) -> Result<JobRun, ServerFnError> {
     backend()?
         .0
-        .retry_run(&id)
+        .retry_run(&viewer(), &id)
         .await
         .map_err(ServerFnError::new)
 }
@@ -160,7 +175,7 @@ pub async fn launch(slug: String, parameters: String) -> Result<LaunchOutcome, S
         .map_err(|e| ServerFnError::new(format!("parameters: {e}")))?;
     backend()?
         .0
-        .launch(&slug, parameters)
+        .launch(&viewer(), &slug, parameters)
         .await
         .map_err(ServerFnError::new)
 }
@@ -230,7 +245,7 @@ pub async fn launch_workflow(
         .map_err(|e| ServerFnError::new(format!("parameters: {e}")))?;
     backend()?
         .0
-        .launch_workflow(&slug, parameters)
+        .launch_workflow(&viewer(), &slug, parameters)
         .await
         .map_err(ServerFnError::new)
 }
@@ -257,7 +272,7 @@ pub async fn retry_workflow_run(id: String) -> Result<WorkflowRun, ServerFnError
 pub async fn rerun_workflow_run(id: String) -> Result<WorkflowRun, ServerFnError> {
     backend()?
         .0
-        .rerun_workflow_run(&id)
+        .rerun_workflow_run(&viewer(), &id)
         .await
         .map_err(ServerFnError::new)
 }

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::{events::EventBus, store::Store};
+use crate::{events::EventBus, secrets::ServiceCredentials, store::Store};
 
 /// How long one health request may take.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -66,15 +66,19 @@ pub fn next_wait(interval: Duration, failures: u32) -> Duration {
         .min(MAX_BACKOFF.max(interval))
 }
 
-/// One GET of the service's health URL with its registered headers.
-pub async fn check(client: &reqwest::Client, service: &Service, path: &str) -> Health {
+/// One GET of the service's health URL with its registered headers (`headers` opened: plain
+/// values as strings; references, which resolve only in service steps, are not sent).
+pub async fn check(
+    client: &reqwest::Client,
+    service: &Service,
+    headers: &serde_json::Map<String, Value>,
+    path: &str,
+) -> Health {
     let url = format!("{}{}", service.base_url.trim_end_matches('/'), path);
     let mut req = client.get(&url).timeout(CHECK_TIMEOUT);
-    if let Some(headers) = service.headers.as_object() {
-        for (name, value) in headers {
-            if let Some(value) = value.as_str() {
-                req = req.header(name, value);
-            }
+    for (name, value) in headers {
+        if let Some(value) = value.as_str() {
+            req = req.header(name, value);
         }
     }
     match req.send().await {
@@ -101,35 +105,52 @@ pub async fn check(client: &reqwest::Client, service: &Service, path: &str) -> H
 }
 
 /// Polls every service with a `healthPath` until `stop`.
-pub async fn run(store: Store, bus: EventBus, interval: Duration, stop: CancellationToken) {
+pub async fn run(
+    store: Store,
+    credentials: ServiceCredentials,
+    bus: EventBus,
+    interval: Duration,
+    stop: CancellationToken,
+) {
     let client = reqwest::Client::new();
     // Per service id: when it is due next and how many checks in a row failed.
     let mut schedule: HashMap<String, (Instant, u32)> = HashMap::new();
     let tick = (interval / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
     loop {
-        let services = match store.list_services().await {
+        let services = match store.list_services_with_headers().await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "health poller could not list services");
                 Vec::new()
             }
         };
-        schedule.retain(|id, _| services.iter().any(|s| &s.id == id));
+        schedule.retain(|id, _| services.iter().any(|(s, _)| &s.id == id));
         let now = Instant::now();
-        let due: Vec<(Service, String)> = services
+        let due: Vec<(Service, serde_json::Map<String, Value>, String)> = services
             .into_iter()
-            .filter_map(|s| {
+            .filter_map(|(s, stored)| {
                 let path = s.health_path.clone()?;
                 let is_due = schedule.get(&s.id).is_none_or(|(at, _)| *at <= now);
-                is_due.then_some((s, path))
+                if !is_due {
+                    return None;
+                }
+                match credentials.open_headers(&s.slug, &stored) {
+                    Ok(headers) => Some((s, headers, path)),
+                    Err(e) => {
+                        tracing::warn!(service = %s.slug, error = %e, "health check skipped");
+                        None
+                    }
+                }
             })
             .collect();
-        let checks = due.iter().map(|(s, path)| check(&client, s, path));
+        let checks = due
+            .iter()
+            .map(|(s, headers, path)| check(&client, s, headers, path));
         let results = tokio::select! {
             r = futures::future::join_all(checks) => r,
             _ = stop.cancelled() => return,
         };
-        for ((service, _), health) in due.into_iter().zip(results) {
+        for ((service, _, _), health) in due.into_iter().zip(results) {
             let failures = match health.status {
                 ServiceStatus::Healthy => 0,
                 _ => schedule.get(&service.id).map_or(0, |(_, f)| f + 1),

@@ -160,6 +160,13 @@ pub fn parse_workflow_run_request(
         Some(Value::String(t)) if ["manual", "schedule", "event"].contains(&t.as_str()) => {
             json!({"type": t})
         }
+        Some(Value::Object(o)) if o.contains_key("chain") => {
+            p.add(
+                "/trigger/chain",
+                "is recorded by the server for runs its event triggers start; a request cannot set it",
+            );
+            json!({"type": "manual"})
+        }
         Some(Value::Object(o))
             if o.get("type")
                 .and_then(Value::as_str)
@@ -682,6 +689,26 @@ fn context_of(spec: &[StepSpec], steps: &[WorkflowRunStep]) -> Value {
     json!({"steps": by_step, "shared": shared_context(spec, steps)})
 }
 
+/// A step may set definition-only parameters of its job only written out (definitions saved
+/// since this rule existed were checked when written; this also stops older ones): a template
+/// there would let the run's caller or another step's result choose a command.
+fn templated_definition_only(parameters: &Value, entry_point: &str) -> Result<(), String> {
+    let rules = handlers::rules(entry_point);
+    for key in rules.definition_only {
+        if rules.templatable.contains(key) {
+            continue;
+        }
+        if let Some(value) = parameters.get(*key)
+            && !crate::domain::template::references(value).is_empty()
+        {
+            return Err(format!(
+                "its parameter {key} is definition-only for {entry_point} and may not come from a template"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Renders a ready step and builds its job run; or the rendered input (if any) and why the
 /// step fails at once.
 fn start_step(
@@ -701,6 +728,10 @@ fn start_step(
     };
     let (job_slug, input, parameters) = match &spec.action {
         StepAction::Job(j) => {
+            if let Some(job) = jobs.get(j.job_slug.as_str()) {
+                templated_definition_only(&j.parameters, &job.entry_point)
+                    .map_err(|why| (None, why))?;
+            }
             let rendered = render(&j.parameters, scope).map_err(|e| {
                 (
                     None,
@@ -927,16 +958,28 @@ impl Orchestrator {
         Ok(v)
     }
 
-    /// Starts a run of `workflow`. Returns the run and whether it is new (false: the
-    /// idempotency key was used before).
+    /// Starts a run of `workflow` for a caller. Returns the run and whether it is new (false:
+    /// the idempotency key was used before).
     pub async fn start(
         &self,
         workflow: &WorkflowDefinition,
         body: &Value,
         header_key: Option<&str>,
+        who: &crate::domain::auth::Principal,
     ) -> ServiceResult<(WorkflowRun, bool)> {
         let req =
             parse_workflow_run_request(body, header_key).map_err(ServiceError::InvalidRequest)?;
+        crate::domain::authority::check_workflow_run_parameters(&req.parameters, who)
+            .map_err(crate::service::refused_definition)?;
+        self.start_request(workflow, req).await
+    }
+
+    /// Starts a run from a parsed request (a caller's, checked, or a trigger's).
+    pub async fn start_request(
+        &self,
+        workflow: &WorkflowDefinition,
+        req: WorkflowRunRequest,
+    ) -> ServiceResult<(WorkflowRun, bool)> {
         let parameters = merge_parameters(&workflow.default_parameters, &req.parameters);
         let problems = match self.validator(
             &workflow.id,

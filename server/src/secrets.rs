@@ -16,14 +16,16 @@ use aes_gcm::{
 use app::wire::SecretMetadata;
 use base64::{Engine as _, engine::general_purpose};
 use chrono::Utc;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::{
     domain::{
         secrets::{check_key, parse_put},
         workflow::SecretSource,
     },
-    handlers::{JobError, ResolvedSecret, SecretRequest, SecretResolver, env_secret},
+    handlers::{
+        JobError, ResolvedSecret, SecretRequest, SecretResolver, ServiceDirectory, env_secret,
+    },
     service::{ServiceError, ServiceResult},
     settings::SecretKeyText,
     store::{AuditRecord, PutSecretError, SecretPage, Store},
@@ -165,22 +167,7 @@ impl SecretCipher {
 
     /// Encrypts `plaintext` as `version` of `key`: (base64 ciphertext + tag, base64 nonce).
     pub fn seal(&self, key: &str, version: i32, plaintext: &str) -> Option<(String, String)> {
-        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
-        let aad = associated_data(key, version);
-        let ciphertext = self
-            .cipher
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: plaintext.as_bytes(),
-                    aad: &aad,
-                },
-            )
-            .ok()?;
-        Some((
-            general_purpose::STANDARD.encode(ciphertext),
-            general_purpose::STANDARD.encode(nonce),
-        ))
+        self.seal_bound(&associated_data(key, version), plaintext)
     }
 
     /// Decrypts what [`SecretCipher::seal`] produced for the same key name and version.
@@ -191,33 +178,100 @@ impl SecretCipher {
         ciphertext: &str,
         nonce: &str,
     ) -> Result<String, RevealError> {
-        let failed = || RevealError::Decrypt {
-            key: key.to_string(),
-            version,
-            origin: self.origin.clone(),
-        };
+        self.open_bound(&associated_data(key, version), ciphertext, nonce)
+            .map_err(|()| RevealError::Decrypt {
+                key: key.to_string(),
+                version,
+                origin: self.origin.clone(),
+            })
+    }
+
+    /// Encrypts `plaintext` bound to `aad` (a fresh random nonce each time).
+    fn seal_bound(&self, aad: &[u8], plaintext: &str) -> Option<(String, String)> {
+        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+        let ciphertext = self
+            .cipher
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plaintext.as_bytes(),
+                    aad,
+                },
+            )
+            .ok()?;
+        Some((
+            general_purpose::STANDARD.encode(ciphertext),
+            general_purpose::STANDARD.encode(nonce),
+        ))
+    }
+
+    /// Decrypts what [`SecretCipher::seal_bound`] produced with the same `aad`.
+    fn open_bound(&self, aad: &[u8], ciphertext: &str, nonce: &str) -> Result<String, ()> {
         let ciphertext = general_purpose::STANDARD
             .decode(ciphertext)
-            .map_err(|_| failed())?;
-        let nonce = general_purpose::STANDARD
-            .decode(nonce)
-            .map_err(|_| failed())?;
+            .map_err(|_| ())?;
+        let nonce = general_purpose::STANDARD.decode(nonce).map_err(|_| ())?;
         if nonce.len() != 12 {
-            return Err(failed());
+            return Err(());
         }
-        let aad = associated_data(key, version);
         let plain = self
             .cipher
             .decrypt(
                 Nonce::from_slice(&nonce),
                 Payload {
                     msg: &ciphertext,
-                    aad: &aad,
+                    aad,
                 },
             )
-            .map_err(|_| failed())?;
-        String::from_utf8(plain).map_err(|_| failed())
+            .map_err(|_| ())?;
+        String::from_utf8(plain).map_err(|_| ())
     }
+
+    /// A service header's plain value as stored: `{"sealed", "nonce"}`, bound to the service
+    /// and the header name (case-insensitive), so a sealed value cannot be moved to another
+    /// service or header.
+    pub fn seal_header(&self, service: &str, name: &str, value: &str) -> Option<Value> {
+        let (sealed, nonce) = self.seal_bound(&header_data(service, name), value)?;
+        Some(json!({"sealed": sealed, "nonce": nonce}))
+    }
+
+    /// The plain value of a stored service header: `Ok(None)` when it is a secret reference
+    /// (resolved where it is used), an error naming the header when it cannot be decrypted.
+    pub fn open_header(
+        &self,
+        service: &str,
+        name: &str,
+        stored: &Value,
+    ) -> Result<Option<String>, String> {
+        match stored {
+            Value::Object(obj) if obj.contains_key("secret") => Ok(None),
+            Value::Object(obj) => {
+                let text = |k: &str| obj.get(k).and_then(Value::as_str).unwrap_or_default();
+                self.open_bound(&header_data(service, name), text("sealed"), text("nonce"))
+                    .map(Some)
+                    .map_err(|()| {
+                        format!(
+                            "cannot decrypt header {name} of service {service}: this process's key ({}) is not the one it was stored with",
+                            self.origin
+                        )
+                    })
+            }
+            // Stored before values were sealed (sealed at the next start).
+            Value::String(plain) => Ok(Some(plain.clone())),
+            _ => Err(format!(
+                "header {name} of service {service} is not readable"
+            )),
+        }
+    }
+}
+
+/// The associated data of a sealed service header.
+fn header_data(service: &str, name: &str) -> Vec<u8> {
+    format!(
+        "switchyard-service-header:v1:{service}:{}",
+        name.to_ascii_lowercase()
+    )
+    .into_bytes()
 }
 
 /// Writes a new random key to `path` atomically: to a private temporary file first, then
@@ -358,16 +412,114 @@ impl SecretService {
     }
 }
 
+/// Registered services' credentials: seals plain header values for storage and opens them
+/// where they are used (service steps, health checks). Responses and events only ever see
+/// them masked (`store` masks every `Service` it returns).
+#[derive(Clone)]
+pub struct ServiceCredentials {
+    store: Store,
+    cipher: Arc<SecretCipher>,
+}
+
+impl ServiceCredentials {
+    pub fn new(store: Store, cipher: Arc<SecretCipher>) -> ServiceCredentials {
+        ServiceCredentials { store, cipher }
+    }
+
+    /// Headers as stored: plain strings sealed, references kept.
+    pub fn seal_headers(
+        &self,
+        service: &str,
+        headers: &Map<String, Value>,
+    ) -> ServiceResult<Map<String, Value>> {
+        headers
+            .iter()
+            .map(|(name, value)| {
+                let stored = match value {
+                    Value::String(plain) => self
+                        .cipher
+                        .seal_header(service, name, plain)
+                        .ok_or_else(|| {
+                            ServiceError::Database(sea_orm::DbErr::Custom(
+                                "encrypting a service header failed".to_string(),
+                            ))
+                        })?,
+                    other => other.clone(),
+                };
+                Ok((name.clone(), stored))
+            })
+            .collect()
+    }
+
+    /// Headers as used: plain values decrypted (strings), references kept (objects).
+    pub fn open_headers(
+        &self,
+        service: &str,
+        stored: &Value,
+    ) -> Result<Map<String, Value>, String> {
+        let mut out = Map::new();
+        if let Some(map) = stored.as_object() {
+            for (name, value) in map {
+                let opened = match self.cipher.open_header(service, name, value)? {
+                    Some(plain) => Value::String(plain),
+                    None => value.clone(),
+                };
+                out.insert(name.clone(), opened);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Seals header values that an older version stored in plain text (once, at start).
+    pub async fn seal_plain_headers(&self) -> ServiceResult<()> {
+        for (service, stored) in self.store.list_services_with_headers().await? {
+            let Some(map) = stored.as_object() else {
+                continue;
+            };
+            if !map.values().any(Value::is_string) {
+                continue;
+            }
+            let sealed = self.seal_headers(&service.slug, map)?;
+            self.store
+                .set_service_headers(&service.id, Value::Object(sealed))
+                .await?;
+            tracing::info!(service = %service.slug, "sealed header values stored in plain text");
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl ServiceDirectory for ServiceCredentials {
+    async fn service(&self, slug: &str) -> Result<Option<app::wire::Service>, String> {
+        let Some((mut service, stored)) = self
+            .store
+            .get_service_with_headers(slug)
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            return Ok(None);
+        };
+        service.headers = Value::Object(self.open_headers(&service.slug, &stored)?);
+        Ok(Some(service))
+    }
+}
+
 /// The engine's resolver: `env` from this process's environment, `store` from the secret
 /// store; each resolution (and each failed one) gets an audit entry `secret.resolve` on
 /// `secrets/<key>` with source, version, run id and job slug, never the value.
 pub struct EngineSecrets {
     secrets: SecretService,
+    /// The environment variables `env` references may read.
+    env_allow: crate::domain::secrets::EnvAllowList,
 }
 
 impl EngineSecrets {
-    pub fn new(secrets: SecretService) -> EngineSecrets {
-        EngineSecrets { secrets }
+    pub fn new(
+        secrets: SecretService,
+        env_allow: crate::domain::secrets::EnvAllowList,
+    ) -> EngineSecrets {
+        EngineSecrets { secrets, env_allow }
     }
 }
 
@@ -379,10 +531,12 @@ impl SecretResolver for EngineSecrets {
             SecretSource::Store => "store",
         };
         let result = match request.source {
-            SecretSource::Env => env_secret(request.key).map(|value| ResolvedSecret {
-                value,
-                version: None,
-            }),
+            SecretSource::Env => {
+                env_secret(request.key, &self.env_allow).map(|value| ResolvedSecret {
+                    value,
+                    version: None,
+                })
+            }
             SecretSource::Store => match self.secrets.reveal(request.key, request.version).await {
                 Ok((version, value)) => Ok(ResolvedSecret {
                     value,

@@ -2,7 +2,10 @@
 //! queries). Handlers call these and map the result; nothing here knows HTTP.
 use std::{sync::Arc, time::Duration};
 
-use app::wire::{JobDefinition, JobDefinitionVersion, JobRun, JobWithRuns, RunStatus, Trigger};
+use app::{
+    auth_pages::Viewer,
+    wire::{JobDefinition, JobDefinitionVersion, JobRun, JobWithRuns, RunStatus, Trigger},
+};
 use chrono::Utc;
 use serde_json::{Value, json};
 
@@ -10,6 +13,8 @@ use crate::{
     definitions::DefinitionCache,
     domain::{
         Problems,
+        auth::Principal,
+        authority::{self, JobShape, Refusal},
         jobs::{
             Slug, compile_parameters_schema, merge_parameters, parse_job_spec, parse_run_request,
             validate_parameters,
@@ -37,6 +42,9 @@ pub enum ServiceError {
     InvalidParameters(Problems),
     #[error("invalid request")]
     InvalidRequest(Problems),
+    /// The caller's token lacks a scope the request's content needs (`domain::authority`).
+    #[error("{0}")]
+    Forbidden(String),
     #[error(transparent)]
     Database(#[from] sea_orm::DbErr),
 }
@@ -57,6 +65,8 @@ pub struct JobService {
     /// Definitions as starting a run reads them (shared with the orchestrator).
     definitions: DefinitionCache,
     orchestrator: crate::orchestrator::Orchestrator,
+    /// Seals and opens service headers (the workflow service's registry use cases).
+    credentials: crate::secrets::ServiceCredentials,
 }
 
 type ValidatorCache =
@@ -74,6 +84,7 @@ impl JobService {
         waker: WorkerWaker,
         registry: Arc<Registry>,
         engine: Option<Engine>,
+        credentials: crate::secrets::ServiceCredentials,
     ) -> Self {
         let orchestrator = match &engine {
             Some(e) => e.orchestrator().clone(),
@@ -94,6 +105,7 @@ impl JobService {
             engine,
             validators: Default::default(),
             orchestrator,
+            credentials,
         }
     }
 
@@ -133,7 +145,11 @@ impl JobService {
 
     /// Creates or replaces (same or higher version) a definition. Returns it and whether it
     /// was created.
-    pub async fn save_job(&self, body: &Value) -> ServiceResult<(JobDefinition, bool)> {
+    pub async fn save_job(
+        &self,
+        body: &Value,
+        who: &Principal,
+    ) -> ServiceResult<(JobDefinition, bool)> {
         let names = self.registry.names();
         let spec = parse_job_spec(body, &names).map_err(ServiceError::InvalidDefinition)?;
         let existing = self.store.get_job(spec.slug.as_str()).await?;
@@ -145,6 +161,7 @@ impl JobService {
                 e.slug, e.version, spec.version
             )));
         }
+        check_job_write(existing.as_ref(), &spec, who)?;
         let created = existing.is_none();
         let saved = self
             .store
@@ -158,7 +175,12 @@ impl JobService {
     }
 
     /// Updates the given fields; the result is validated like a full definition.
-    pub async fn patch_job(&self, slug: &str, patch: &Value) -> ServiceResult<JobDefinition> {
+    pub async fn patch_job(
+        &self,
+        slug: &str,
+        patch: &Value,
+        who: &Principal,
+    ) -> ServiceResult<JobDefinition> {
         let current = self.get_job(slug).await?;
         let Some(patch_obj) = patch.as_object() else {
             let mut p = Problems::new();
@@ -189,6 +211,7 @@ impl JobService {
                 current.slug, current.version, spec.version
             )));
         }
+        check_job_write(Some(&current), &spec, who)?;
         let saved = self
             .store
             .save_job(&spec, Some(&current), Utc::now())
@@ -323,10 +346,19 @@ impl JobService {
         slug: &str,
         body: &Value,
         idempotency_header: Option<&str>,
+        who: &Principal,
     ) -> ServiceResult<(JobRun, bool)> {
         let job = self.definition_for_run(slug).await?;
         let req =
             parse_run_request(body, idempotency_header).map_err(ServiceError::InvalidRequest)?;
+        authority::check_run_parameters(
+            &job.entry_point,
+            &handlers::rules(&job.entry_point),
+            &job.default_parameters,
+            &req.parameters,
+            who,
+        )
+        .map_err(refused_parameters)?;
         let parameters = merge_parameters(&job.default_parameters, &req.parameters);
         // Secret references are checked as the strings they will resolve to.
         let (checked, reference_problems) =
@@ -370,6 +402,7 @@ impl JobService {
             self.store.clone(),
             self.bus.clone(),
             self.orchestrator.clone(),
+            self.credentials.clone(),
         )
     }
 
@@ -556,8 +589,10 @@ impl JobService {
         self.cancel_run(id).await
     }
 
-    /// A new run with the same parameters as a finished one.
-    pub async fn retry_run(&self, id: &str) -> ServiceResult<JobRun> {
+    /// A new run with the same parameters as a finished one. Definition-only parameters come
+    /// from the job's current definition, never from the old run; secret references the old
+    /// run's caller added (not the definition's) need `secrets:use` again.
+    pub async fn retry_run(&self, id: &str, who: &Principal) -> ServiceResult<JobRun> {
         let run = self.get_run(id).await?;
         if !run.status.is_terminal() {
             return Err(ServiceError::Conflict(format!(
@@ -568,10 +603,11 @@ impl JobService {
         let job = self.store.get_job(&run.job_slug).await?.ok_or_else(|| {
             ServiceError::Conflict(format!("job {:?} no longer exists", run.job_slug))
         })?;
+        let parameters = retried_parameters(&job, run.parameters, who)?;
         let (new_run, _) = self
             .create_run(
                 job,
-                run.parameters,
+                parameters,
                 Some(run.timeout_ms),
                 Some(run.max_attempts),
                 run.context,
@@ -583,22 +619,128 @@ impl JobService {
         Ok(new_run)
     }
 
-    /// Inserts the default definitions when missing (first start).
+    /// Inserts each default definition once in the life of the database: a seeded job an
+    /// operator deleted stays deleted (`seed_markers` remembers what was seeded). A database
+    /// from before the markers gets them for the jobs it has; a `repository-build` still
+    /// exactly as the old seed left it (taking its command from callers) is replaced by the
+    /// current seed, which builds with the command its definition sets.
     pub async fn seed_defaults(&self) -> ServiceResult<()> {
+        let seeder = Principal::internal("system:seed");
         for doc in default_definitions() {
             let slug = doc["slug"].as_str().unwrap_or_default().to_string();
-            if self.store.get_job(&slug).await?.is_none() {
-                match self.save_job(&doc).await {
+            let marker = format!("job:{slug}");
+            if self.store.is_seeded(&marker).await? {
+                continue;
+            }
+            match self.store.get_job(&slug).await? {
+                Some(job) if is_old_build_seed(&job) => {
+                    let mut doc = doc.clone();
+                    doc["version"] = json!(job.version + 1);
+                    self.save_job(&doc, &seeder).await?;
+                    tracing::info!(
+                        slug,
+                        "replaced the old seeded definition, which took its command from callers"
+                    );
+                }
+                Some(_) => {}
+                None => match self.save_job(&doc, &seeder).await {
                     Ok(_) => tracing::info!(slug, "seeded default job definition"),
                     // Another process seeding at the same moment won the unique slug.
                     Err(ServiceError::Database(e)) => {
                         tracing::debug!(slug, error = %e, "seed skipped")
                     }
                     Err(e) => return Err(e),
-                }
+                },
             }
+            // Remembered after the job exists: a crash in between seeds it again next time.
+            self.store.mark_seeded(&marker, Utc::now()).await?;
         }
         Ok(())
+    }
+}
+
+/// The repository-build definition seeded before definition-only parameters existed: no
+/// command of its own, so every caller chose one.
+fn is_old_build_seed(job: &JobDefinition) -> bool {
+    job.slug == "repository-build"
+        && job.version == 1
+        && job.entry_point == handlers::REPOSITORY_BUILD
+        && job.default_parameters == json!({})
+        && job.metadata.get("seeded") == Some(&json!(true))
+        && job.parameters_schema.pointer("/required") == Some(&json!(["command"]))
+}
+
+/// The run request's refusal as an error: definition-only problems are invalid parameters.
+fn refused_parameters(r: Refusal) -> ServiceError {
+    match r {
+        Refusal::Invalid(p) => ServiceError::InvalidParameters(p),
+        Refusal::Forbidden(m) => ServiceError::Forbidden(m),
+    }
+}
+
+/// A definition write's refusal as an error.
+pub(crate) fn refused_definition(r: Refusal) -> ServiceError {
+    match r {
+        Refusal::Invalid(p) => ServiceError::InvalidDefinition(p),
+        Refusal::Forbidden(m) => ServiceError::Forbidden(m),
+    }
+}
+
+/// Who may write this job definition over `existing` (see `domain::authority`).
+fn check_job_write(
+    existing: Option<&JobDefinition>,
+    spec: &crate::domain::jobs::JobSpec,
+    who: &Principal,
+) -> ServiceResult<()> {
+    let old = existing.map(|e| JobShape {
+        slug: &e.slug,
+        entry_point: &e.entry_point,
+        defaults: &e.default_parameters,
+    });
+    let new = JobShape {
+        slug: spec.slug.as_str(),
+        entry_point: &spec.entry_point,
+        defaults: &spec.default_parameters,
+    };
+    authority::check_job_write(old, new, &handlers::rules, who).map_err(refused_definition)
+}
+
+/// The parameters of a retry: the old run's, with definition-only parameters taken from the
+/// job's current definition. What differs from the current defaults was a caller's: the one
+/// retrying must be allowed to give it (secret references need `secrets:use`).
+fn retried_parameters(job: &JobDefinition, old: Value, who: &Principal) -> ServiceResult<Value> {
+    let rules = handlers::rules(&job.entry_point);
+    let mut given = caller_part(&job.default_parameters, &old);
+    if let Some(obj) = given.as_object_mut() {
+        for key in rules.definition_only {
+            obj.remove(*key);
+        }
+    }
+    authority::check_run_parameters(
+        &job.entry_point,
+        &rules,
+        &job.default_parameters,
+        &given,
+        who,
+    )
+    .map_err(refused_parameters)?;
+    Ok(merge_parameters(&job.default_parameters, &given))
+}
+
+/// What `merged` adds to or changes in `defaults` (the inverse of `merge_parameters` for
+/// objects): entries equal to the default's are left out.
+fn caller_part(defaults: &Value, merged: &Value) -> Value {
+    match (defaults, merged) {
+        (Value::Object(d), Value::Object(m)) => Value::Object(
+            m.iter()
+                .filter_map(|(k, v)| match d.get(k) {
+                    Some(dv) if dv == v => None,
+                    Some(dv) => Some((k.clone(), caller_part(dv, v))),
+                    None => Some((k.clone(), v.clone())),
+                })
+                .collect(),
+        ),
+        (_, m) => m.clone(),
     }
 }
 
@@ -614,17 +756,18 @@ fn default_definitions() -> Vec<Value> {
             "retryPolicy": {"maxAttempts": 3, "strategy": "exponential", "initialDelayMs": 1000, "maxDelayMs": 60000, "jitter": "full"},
             "metadata": {"tags": ["ingest"], "seeded": true}
         }),
+        // Callers choose the repository; the definition chooses what runs (definition-only
+        // command, env and checkout: change them with a token holding jobs:exec).
         json!({
             "slug": "repository-build", "name": "Repository build", "version": 1, "type": "batch",
             "entryPoint": "builtin:repository-build",
-            "parametersSchema": {"type": "object", "required": ["command"], "properties": {
-                "checkout": {"type": "string", "description": "Checkout directory (from repository-ingest)"},
-                "repoUrl": {"type": "string", "description": "Repository to ingest first when no checkout is given"},
-                "command": {"type": "array", "minItems": 1, "items": {"type": "string"}, "description": "argv, never a shell string"},
-                "env": {"type": "object", "additionalProperties": {"type": "string"}}}},
-            "defaultParameters": {}, "timeoutMs": 1800000,
+            "parametersSchema": {"type": "object", "required": ["repoUrl"], "properties": {
+                "repoUrl": {"type": "string", "description": "Local path, file:// or http(s) URL of the git repository to build"},
+                "ref": {"type": "string", "description": "Branch, tag or commit (default: the remote's HEAD)"}}},
+            "defaultParameters": {"command": ["make"]}, "timeoutMs": 1800000,
             "retryPolicy": {"maxAttempts": 1, "strategy": "none"},
-            "metadata": {"tags": ["build"], "seeded": true}
+            "metadata": {"tags": ["build"], "seeded": true,
+                "description": "Ingests repoUrl into <data-dir>/checkouts and runs `make` there as the build user; the command and environment are the definition's"}
         }),
     ]
 }
@@ -638,22 +781,20 @@ impl app::data::Backend for JobService {
     }
 
     async fn services(&self) -> Result<Vec<app::wire::Service>, String> {
-        let mut services = self
+        let services = self
             .workflow_service()
             .list_services()
             .await
             .map_err(|e| e.to_string())?;
-        services.iter_mut().for_each(mask_headers);
         Ok(services)
     }
 
     async fn service_detail(&self, slug: &str) -> Result<app::wire::ServiceDetail, String> {
         let workflows = self.workflow_service();
-        let mut service = workflows
+        let service = workflows
             .get_service(slug)
             .await
             .map_err(|e| e.to_string())?;
-        mask_headers(&mut service);
         let users = workflows
             .list_workflows()
             .await
@@ -775,8 +916,8 @@ impl app::data::Backend for JobService {
             .map_err(|e| e.to_string())
     }
 
-    async fn retry_run(&self, id: &str) -> Result<JobRun, String> {
-        JobService::retry_run(self, id)
+    async fn retry_run(&self, viewer: &Viewer, id: &str) -> Result<JobRun, String> {
+        JobService::retry_run(self, id, &principal_of(viewer))
             .await
             .map_err(|e| e.to_string())
     }
@@ -793,11 +934,12 @@ impl app::data::Backend for JobService {
 
     async fn launch(
         &self,
+        viewer: &Viewer,
         slug: &str,
         parameters: serde_json::Value,
     ) -> Result<app::wire::LaunchOutcome, String> {
         let body = serde_json::json!({ "parameters": parameters });
-        match self.run_job(slug, &body, None).await {
+        match self.run_job(slug, &body, None, &principal_of(viewer)).await {
             Ok((run, _)) => Ok(app::wire::LaunchOutcome {
                 run: Some(run),
                 problems: Vec::new(),
@@ -866,13 +1008,14 @@ impl app::data::Backend for JobService {
 
     async fn launch_workflow(
         &self,
+        viewer: &Viewer,
         slug: &str,
         parameters: serde_json::Value,
     ) -> Result<app::wire::WorkflowLaunchOutcome, String> {
         let body = serde_json::json!({ "parameters": parameters });
         match self
             .workflow_service()
-            .run_workflow(slug, &body, None)
+            .run_workflow(slug, &body, None, &principal_of(viewer))
             .await
         {
             Ok((run, _)) => Ok(app::wire::WorkflowLaunchOutcome {
@@ -903,9 +1046,13 @@ impl app::data::Backend for JobService {
             .map_err(|e| e.to_string())
     }
 
-    async fn rerun_workflow_run(&self, id: &str) -> Result<app::wire::WorkflowRun, String> {
+    async fn rerun_workflow_run(
+        &self,
+        viewer: &Viewer,
+        id: &str,
+    ) -> Result<app::wire::WorkflowRun, String> {
         self.workflow_service()
-            .rerun_workflow_run(id)
+            .rerun_workflow_run(id, &principal_of(viewer))
             .await
             .map_err(|e| e.to_string())
     }
@@ -934,11 +1081,21 @@ impl app::data::Backend for JobService {
     }
 }
 
-/// Header values may be secrets: the pages get names only (the values never reach a browser).
-fn mask_headers(service: &mut app::wire::Service) {
-    if let Some(headers) = service.headers.as_object_mut() {
-        for value in headers.values_mut() {
-            *value = serde_json::Value::String("••••".into());
-        }
+/// The principal behind a page's server-function call, as the auth middleware saw it.
+fn principal_of(viewer: &Viewer) -> Principal {
+    if viewer.open {
+        return Principal::local();
+    }
+    Principal {
+        subject: viewer
+            .subject
+            .clone()
+            .unwrap_or_else(|| "anonymous".to_string()),
+        scopes: viewer
+            .scopes
+            .iter()
+            .filter_map(|s| crate::domain::auth::Scope::parse(s))
+            .collect(),
+        token_hash_prefix: None,
     }
 }

@@ -4,7 +4,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::domain::auth::OperatorTokens;
+use crate::domain::{auth::OperatorTokens, secrets::EnvAllowList};
 
 /// Switchyard: jobs and workflows orchestrator in one binary.
 #[derive(Debug, Parser)]
@@ -136,6 +136,11 @@ pub struct WorkerSettings {
     /// On shutdown, how long in-flight runs may take to finish before they are handed back.
     #[arg(long, env = "SWITCHYARD_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
+    /// Environment variables that `{"secret": {"source": "env", ...}}` references may read
+    /// (comma-separated names or `PREFIX*`; empty: none). SWITCHYARD_* and DATABASE_URL never.
+    #[arg(long, env = "SWITCHYARD_SECRET_ENV_ALLOW", default_value = "",
+        value_parser = EnvAllowList::parse)]
+    pub secret_env_allow: EnvAllowList,
 }
 
 impl WorkerSettings {
@@ -161,6 +166,7 @@ impl Default for WorkerSettings {
             lease_ms: 30_000,
             poll_ms: 200,
             shutdown_grace_ms: 10_000,
+            secret_env_allow: EnvAllowList::default(),
         }
     }
 }

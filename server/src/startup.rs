@@ -16,7 +16,7 @@ use crate::{
     events::EventBus,
     handlers::Registry,
     http::{AppState, router},
-    secrets::{EngineSecrets, SecretCipher, SecretService},
+    secrets::{EngineSecrets, SecretCipher, SecretService, ServiceCredentials},
     service::JobService,
     settings::{SecretKeyText, Settings, WorkerSettings},
     store::Store,
@@ -28,6 +28,7 @@ struct Core {
     bus: EventBus,
     service: JobService,
     secrets: SecretService,
+    credentials: ServiceCredentials,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -42,7 +43,12 @@ async fn start_core(
     let cipher = Arc::new(SecretCipher::load(secret_key, data_dir)?);
     let db = Database::connect_and_migrate(data_dir, database_url).await?;
     let store = Store::new(db.clone());
-    let secrets = SecretService::new(store.clone(), cipher);
+    let secrets = SecretService::new(store.clone(), cipher.clone());
+    let credentials = ServiceCredentials::new(store.clone(), cipher);
+    credentials
+        .seal_plain_headers()
+        .await
+        .context("sealing service headers stored in plain text")?;
     let bus = EventBus::new(store.clone());
     let queue = Queue::new(&db, worker.lease().max(std::time::Duration::from_secs(2)));
     let waker = WorkerWaker::default();
@@ -64,7 +70,11 @@ async fn start_core(
             registry.clone(),
             worker.clone(),
             data_dir.to_path_buf(),
-            Arc::new(EngineSecrets::new(secrets.clone())),
+            Arc::new(EngineSecrets::new(
+                secrets.clone(),
+                worker.secret_env_allow.clone(),
+            )),
+            Arc::new(credentials.clone()),
         )
     });
     let service = JobService::new(
@@ -74,6 +84,7 @@ async fn start_core(
         waker.clone(),
         registry,
         engine.clone(),
+        credentials.clone(),
     );
     service
         .seed_defaults()
@@ -86,7 +97,10 @@ async fn start_core(
         .await?
         .is_none()
         && let Err(e) = service
-            .save_job(&crate::orchestrator::service_call_definition())
+            .save_job(
+                &crate::orchestrator::service_call_definition(),
+                &crate::domain::auth::Principal::internal("system:seed"),
+            )
             .await
     {
         // Another process seeding at the same moment won the unique slug.
@@ -111,6 +125,7 @@ async fn start_core(
         bus,
         service,
         secrets,
+        credentials,
         tasks,
     })
 }
@@ -219,6 +234,7 @@ impl Application {
         if !settings.health_interval.is_zero() {
             tasks.push(tokio::spawn(crate::health::run(
                 core.service.store().clone(),
+                core.credentials.clone(),
                 core.bus.clone(),
                 settings.health_interval,
                 stop.clone(),

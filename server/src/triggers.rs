@@ -6,7 +6,13 @@
 //! - `{"type": "event", "options": {"event", "filter"}}`: a run for every event whose type
 //!   matches (`*` matches one segment) and whose payload has the filter's fields with those
 //!   values (looked up at the top level and in the payload's `run`/`job`/`workflow`/`service`
-//!   object). A workflow's own `workflow.run.*` events never trigger it (no loops).
+//!   object).
+//!
+//! Runs started by events form chains: a run's trigger records `chain`, the workflow runs
+//! whose events led to it (the run an event belongs to, for a step's `job.run.*` event the
+//! workflow run of the step, then that run's own chain). A workflow never starts from an event
+//! of a run in its own chain (its own runs and their steps' job runs, or a loop through other
+//! workflows), and a chain stops after [`MAX_CHAIN`] runs. Only the server writes `chain`.
 //!
 //! Several servers may share a database: every start carries an idempotency key made of the
 //! trigger and the fire time or event id, so each fire starts exactly one run.
@@ -20,11 +26,16 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     domain::workflow::{TriggerSpec, parse_cron},
     events::EventBus,
+    orchestrator::WorkflowRunRequest,
     workflows::WorkflowService,
 };
 
 /// How often the definitions are re-read even without a change event.
 const REFRESH: Duration = Duration::from_secs(30);
+
+/// The most runs one chain of event triggers may hold (the run that would be next is not
+/// started).
+pub const MAX_CHAIN: usize = 8;
 
 /// Whether an event type matches a pattern such as `workflow.run.*`.
 pub fn type_matches(pattern: &str, event_type: &str) -> bool {
@@ -49,16 +60,65 @@ fn triggers_of(w: &WorkflowDefinition) -> Vec<TriggerSpec> {
     serde_json::from_value(w.triggers.clone()).unwrap_or_default()
 }
 
-async fn start(service: &WorkflowService, slug: &str, body: Value) {
-    match service.run_workflow(slug, &body, None).await {
+async fn start(service: &WorkflowService, slug: &str, request: WorkflowRunRequest) {
+    let trigger = request.trigger.clone();
+    match service.run_triggered(slug, request).await {
         Ok((run, true)) => {
-            tracing::info!(workflow = slug, run_id = %run.id, trigger = %body["trigger"], "triggered a workflow run")
+            tracing::info!(workflow = slug, run_id = %run.id, trigger = %trigger, "triggered a workflow run")
         }
         Ok((_, false)) => {} // another server started this one
         Err(e) => {
-            tracing::warn!(workflow = slug, error = %e, trigger = %body["trigger"], "could not start a triggered run")
+            tracing::warn!(workflow = slug, error = %e, trigger = %trigger, "could not start a triggered run")
         }
     }
+}
+
+/// The chain of the run an event belongs to, that run included (see the module docs): empty
+/// for events of no workflow run.
+async fn chain_of(service: &WorkflowService, event_type: &str, data: &Value) -> Vec<Value> {
+    let run = if event_type.starts_with("workflow.run.") {
+        data.get("run").cloned()
+    } else if event_type.starts_with("job.run.") {
+        match data.pointer("/run/workflowRunId").and_then(Value::as_str) {
+            Some(id) => match service.get_workflow_run(id).await {
+                Ok(run) => serde_json::to_value(run).ok(),
+                Err(e) => {
+                    tracing::warn!(workflow_run_id = id, error = %e, "could not read the workflow run of a step's event");
+                    None
+                }
+            },
+            None => None,
+        }
+    } else {
+        None
+    };
+    let Some(run) = run else {
+        return Vec::new();
+    };
+    let mut chain: Vec<Value> = run
+        .pointer("/trigger/chain")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    chain.push(json!({"workflowSlug": run.get("workflowSlug"), "runId": run.get("id")}));
+    chain
+}
+
+/// Why `workflow` may not start from an event whose run has `chain`, if it may not.
+pub fn chain_refusal(workflow: &str, chain: &[Value]) -> Option<String> {
+    if chain
+        .iter()
+        .any(|link| link.get("workflowSlug").and_then(Value::as_str) == Some(workflow))
+    {
+        return Some(format!(
+            "the event comes from a run of {workflow} or of a run it started: starting it would loop"
+        ));
+    }
+    (chain.len() >= MAX_CHAIN).then(|| {
+        format!(
+            "the chain of event-triggered runs already holds {MAX_CHAIN} runs, the most allowed"
+        )
+    })
 }
 
 /// Runs until `stop`.
@@ -87,10 +147,13 @@ pub async fn run(service: WorkflowService, bus: EventBus, stop: CancellationToke
                         let Ok(schedule) = parse_cron(&s.cron) else { continue };
                         for at in schedule.after(&last_tick).take_while(|at| *at <= now) {
                             let key = format!("schedule:v{}:{i}:{}", w.version, at.to_rfc3339());
-                            let body = json!({"parameters": s.parameters, "triggeredBy": "scheduler",
-                                "trigger": {"type": "schedule", "cron": s.cron, "firedAt": at},
-                                "idempotencyKey": key});
-                            start(&service, &w.slug, body).await;
+                            let request = WorkflowRunRequest {
+                                parameters: s.parameters.clone(),
+                                triggered_by: Some("scheduler".into()),
+                                trigger: json!({"type": "schedule", "cron": s.cron, "firedAt": at}),
+                                idempotency_key: Some(key),
+                            };
+                            start(&service, &w.slug, request).await;
                         }
                     }
                 }
@@ -109,21 +172,31 @@ pub async fn run(service: WorkflowService, bus: EventBus, stop: CancellationToke
                     loaded_at = None;
                     continue;
                 }
+                let data = event.payload.get("data").unwrap_or(&Value::Null);
+                // Read once per event, and only when some trigger matches it.
+                let mut chain: Option<Vec<Value>> = None;
                 for w in &workflows {
-                    let data = event.payload.get("data").unwrap_or(&Value::Null);
-                    let own = event.event_type.starts_with("workflow.run.")
-                        && data.pointer("/run/workflowSlug").and_then(Value::as_str) == Some(w.slug.as_str());
-                    if own {
-                        continue;
-                    }
                     for (i, t) in triggers_of(w).iter().enumerate() {
                         let TriggerSpec::Event(e) = t else { continue };
-                        if type_matches(&e.event, &event.event_type) && filter_matches(&e.filter, data) {
-                            let body = json!({"parameters": {}, "triggeredBy": format!("event:{}", event.event_type),
-                                "trigger": {"type": "event", "event": event.event_type, "eventId": event.id},
-                                "idempotencyKey": format!("event:{}:{i}", event.id)});
-                            start(&service, &w.slug, body).await;
+                        if !(type_matches(&e.event, &event.event_type) && filter_matches(&e.filter, data)) {
+                            continue;
                         }
+                        if chain.is_none() {
+                            chain = Some(chain_of(&service, &event.event_type, data).await);
+                        }
+                        let chain = chain.clone().unwrap_or_default();
+                        if let Some(why) = chain_refusal(&w.slug, &chain) {
+                            tracing::warn!(workflow = %w.slug, event = %event.event_type, event_id = event.id, "event trigger not fired: {why}");
+                            continue;
+                        }
+                        let request = WorkflowRunRequest {
+                            parameters: json!({}),
+                            triggered_by: Some(format!("event:{}", event.event_type)),
+                            trigger: json!({"type": "event", "event": event.event_type,
+                                "eventId": event.id, "chain": chain}),
+                            idempotency_key: Some(format!("event:{}:{i}", event.id)),
+                        };
+                        start(&service, &w.slug, request).await;
                     }
                 }
             }
@@ -146,6 +219,22 @@ mod tests {
         assert!(!type_matches("workflow.run.*", "workflow.run"));
         assert!(!type_matches("workflow.*", "workflow.run.failed"));
         assert!(!type_matches("job.run.failed", "job.run.succeeded"));
+    }
+
+    #[test]
+    fn chains_stop_at_loops_and_at_the_cap() {
+        let link = |slug: &str| json!({"workflowSlug": slug, "runId": "r"});
+        assert_eq!(chain_refusal("a", &[]), None);
+        assert_eq!(chain_refusal("a", &[link("b")]), None);
+        // Its own run's events, or its steps' (the step's workflow run is the last link).
+        assert!(chain_refusal("a", &[link("a")]).is_some());
+        // a -> b -> a
+        assert!(chain_refusal("a", &[link("a"), link("b")]).is_some());
+        let long: Vec<Value> = (0..MAX_CHAIN).map(|i| link(&format!("w{i}"))).collect();
+        assert!(chain_refusal("other", &long[..MAX_CHAIN - 1]).is_none());
+        assert!(
+            chain_refusal("other", &long).is_some_and(|why| why.contains(&MAX_CHAIN.to_string()))
+        );
     }
 
     #[test]

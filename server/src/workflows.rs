@@ -12,13 +12,17 @@ use serde_json::{Map, Value, json};
 use crate::{
     domain::{
         Problems,
+        auth::Principal,
+        authority::{self, MASKED, StepJob},
         jobs::Slug,
         services::parse_service_spec,
-        workflow::{Catalog, parse_workflow_spec},
+        workflow::{Catalog, StepAction, WorkflowSpec, parse_workflow_spec},
     },
     events::EventBus,
+    handlers,
     orchestrator::Orchestrator,
-    service::{ServiceError, ServiceResult},
+    secrets::ServiceCredentials,
+    service::{ServiceError, ServiceResult, refused_definition},
     store::{Store, WorkflowRunFilter},
 };
 
@@ -82,14 +86,21 @@ pub struct WorkflowService {
     store: Store,
     bus: EventBus,
     orchestrator: Orchestrator,
+    credentials: ServiceCredentials,
 }
 
 impl WorkflowService {
-    pub fn new(store: Store, bus: EventBus, orchestrator: Orchestrator) -> Self {
+    pub fn new(
+        store: Store,
+        bus: EventBus,
+        orchestrator: Orchestrator,
+        credentials: ServiceCredentials,
+    ) -> Self {
         WorkflowService {
             store,
             bus,
             orchestrator,
+            credentials,
         }
     }
 
@@ -101,11 +112,23 @@ impl WorkflowService {
         slug: &str,
         body: &Value,
         idempotency_header: Option<&str>,
+        who: &Principal,
     ) -> ServiceResult<(WorkflowRun, bool)> {
         let workflow = self.get_workflow(slug).await?;
         self.orchestrator
-            .start(&workflow, body, idempotency_header)
+            .start(&workflow, body, idempotency_header, who)
             .await
+    }
+
+    /// Starts a run a trigger fired (parameters written by the workflow's author, or the
+    /// event's), with a trigger object only the server writes.
+    pub async fn run_triggered(
+        &self,
+        slug: &str,
+        request: crate::orchestrator::WorkflowRunRequest,
+    ) -> ServiceResult<(WorkflowRun, bool)> {
+        let workflow = self.get_workflow(slug).await?;
+        self.orchestrator.start_request(&workflow, request).await
     }
 
     pub async fn get_workflow_run(&self, id: &str) -> ServiceResult<WorkflowRun> {
@@ -143,7 +166,16 @@ impl WorkflowService {
         self.orchestrator.resume(id).await
     }
 
-    pub async fn rerun_workflow_run(&self, id: &str) -> ServiceResult<WorkflowRun> {
+    /// A new run with the same parameters; secret references in them need `secrets:use`
+    /// from the one asking, as for a new run.
+    pub async fn rerun_workflow_run(
+        &self,
+        id: &str,
+        who: &Principal,
+    ) -> ServiceResult<WorkflowRun> {
+        let run = self.orchestrator.get(id).await?;
+        authority::check_workflow_run_parameters(&run.parameters, who)
+            .map_err(refused_definition)?;
         self.orchestrator.rerun(id).await
     }
 
@@ -200,9 +232,11 @@ impl WorkflowService {
         &self,
         doc: &Value,
         existing: Option<&WorkflowDefinition>,
+        who: &Principal,
     ) -> ServiceResult<WorkflowDefinition> {
         let catalog = self.catalog().await?;
         let spec = parse_workflow_spec(doc, &catalog).map_err(ServiceError::InvalidDefinition)?;
+        self.check_workflow_write(doc, &spec, who).await?;
         let existing = match existing {
             Some(e) => Some(e.clone()),
             None => self.store.get_workflow(spec.slug.as_str()).await?,
@@ -225,14 +259,55 @@ impl WorkflowService {
         Ok(saved)
     }
 
+    /// Who may write this definition: steps that set definition-only parameters need
+    /// `jobs:exec`, secret references need `secrets:use` (see `domain::authority`).
+    async fn check_workflow_write(
+        &self,
+        doc: &Value,
+        spec: &WorkflowSpec,
+        who: &Principal,
+    ) -> ServiceResult<()> {
+        let jobs: std::collections::HashMap<String, app::wire::JobDefinition> = self
+            .store
+            .list_jobs()
+            .await?
+            .into_iter()
+            .map(|j| (j.slug.clone(), j))
+            .collect();
+        let steps: Vec<StepJob<'_>> = spec
+            .steps
+            .iter()
+            .enumerate()
+            .filter_map(|(i, step)| {
+                let StepAction::Job(j) = &step.action else {
+                    return None;
+                };
+                let job = jobs.get(j.job_slug.as_str())?;
+                Some(StepJob {
+                    at: format!("/steps/{i}"),
+                    step_id: &step.id,
+                    parameters: &j.parameters,
+                    entry_point: &job.entry_point,
+                    job_defaults: &job.default_parameters,
+                })
+            })
+            .collect();
+        authority::check_workflow_write(doc, &steps, &handlers::rules, who)
+            .map_err(refused_definition)
+    }
+
     /// Creates or replaces (same or higher version) a definition. Returns it and whether it
     /// was created.
-    pub async fn save_workflow(&self, body: &Value) -> ServiceResult<(WorkflowDefinition, bool)> {
+    pub async fn save_workflow(
+        &self,
+        body: &Value,
+        who: &Principal,
+    ) -> ServiceResult<(WorkflowDefinition, bool)> {
         let existed = match body.get("slug").and_then(Value::as_str).map(Slug::parse) {
             Some(Ok(slug)) => self.store.get_workflow(slug.as_str()).await?.is_some(),
             _ => false,
         };
-        let saved = self.store_workflow(body, None).await?;
+        let saved = self.store_workflow(body, None, who).await?;
         Ok((saved, !existed))
     }
 
@@ -241,6 +316,7 @@ impl WorkflowService {
         &self,
         slug: &str,
         patch: &Value,
+        who: &Principal,
     ) -> ServiceResult<WorkflowDefinition> {
         let current = self.get_workflow(slug).await?;
         let doc = merge_patch(
@@ -249,7 +325,7 @@ impl WorkflowService {
             patch,
             &["id", "createdAt", "updatedAt"],
         )?;
-        self.store_workflow(&doc, Some(&current)).await
+        self.store_workflow(&doc, Some(&current), who).await
     }
 
     pub async fn delete_workflow(&self, slug: &str) -> ServiceResult<()> {
@@ -288,7 +364,9 @@ impl WorkflowService {
     }
 
     /// Registers a new service; an existing slug is a conflict (change it with a PATCH).
-    pub async fn create_service(&self, body: &Value) -> ServiceResult<Service> {
+    /// Plain header values are stored sealed; headers and later `baseUrl` changes need
+    /// `secrets:use` (they decide where credentials go).
+    pub async fn create_service(&self, body: &Value, who: &Principal) -> ServiceResult<Service> {
         let spec = parse_service_spec(body).map_err(ServiceError::InvalidDefinition)?;
         let conflict = || {
             ServiceError::Conflict(format!(
@@ -297,10 +375,35 @@ impl WorkflowService {
                 spec.slug.as_str()
             ))
         };
+        let masked: Vec<&String> = spec
+            .headers
+            .iter()
+            .filter(|(_, v)| v.as_str() == Some(MASKED))
+            .map(|(k, _)| k)
+            .collect();
+        if !masked.is_empty() {
+            let mut p = Problems::new();
+            for name in masked {
+                p.add(
+                    format!(
+                        "/headers/{}",
+                        crate::domain::problems::pointer_segment(name)
+                    ),
+                    format!("{MASKED} is how stored values are shown; give the value itself"),
+                );
+            }
+            return Err(ServiceError::InvalidDefinition(p));
+        }
+        authority::check_service_write(None, &spec.base_url, &spec.headers, who)
+            .map_err(refused_definition)?;
         if self.store.get_service(spec.slug.as_str()).await?.is_some() {
             return Err(conflict());
         }
-        let saved = match self.store.save_service(&spec, None, Utc::now()).await {
+        let mut stored = spec.clone();
+        stored.headers = self
+            .credentials
+            .seal_headers(spec.slug.as_str(), &spec.headers)?;
+        let saved = match self.store.save_service(&stored, None, Utc::now()).await {
             Ok(saved) => saved,
             // A concurrent registration of the same slug won the unique index.
             Err(e) => {
@@ -316,9 +419,20 @@ impl WorkflowService {
         Ok(saved)
     }
 
-    /// Updates the given fields (e.g. `status`); the result is validated like a new entry.
-    pub async fn patch_service(&self, slug: &str, patch: &Value) -> ServiceResult<Service> {
-        let current = self.get_service(slug).await?;
+    /// Updates the given fields (e.g. `status`); the result is validated like a new entry. A
+    /// header sent back as `***` (its masked form) keeps its stored value.
+    pub async fn patch_service(
+        &self,
+        slug: &str,
+        patch: &Value,
+        who: &Principal,
+    ) -> ServiceResult<Service> {
+        let slug = Self::slug(slug, "service")?;
+        let (current, stored) = self
+            .store
+            .get_service_with_headers(&slug)
+            .await?
+            .ok_or_else(|| not_found("service", &slug))?;
         let doc = merge_patch(
             serde_json::to_value(&current).unwrap_or(Value::Null),
             &current.slug,
@@ -326,9 +440,53 @@ impl WorkflowService {
             &["id", "createdAt", "updatedAt", "lastCheckedAt", "lastError"],
         )?;
         let spec = parse_service_spec(&doc).map_err(ServiceError::InvalidDefinition)?;
+        let old_headers = current.headers.as_object().cloned().unwrap_or_default();
+        let stored = stored.as_object().cloned().unwrap_or_default();
+        let mut p = Problems::new();
+        for (name, value) in &spec.headers {
+            if value.as_str() == Some(MASKED) && !stored.contains_key(name) {
+                p.add(
+                    format!(
+                        "/headers/{}",
+                        crate::domain::problems::pointer_segment(name)
+                    ),
+                    format!("{MASKED} keeps a stored value, and this service has no header {name}"),
+                );
+            }
+        }
+        if !p.is_empty() {
+            return Err(ServiceError::InvalidDefinition(p));
+        }
+        authority::check_service_write(
+            Some((&current.base_url, &old_headers)),
+            &spec.base_url,
+            &spec.headers,
+            who,
+        )
+        .map_err(refused_definition)?;
+        let mut next = spec.clone();
+        let mut headers = Map::new();
+        for (name, value) in &spec.headers {
+            let kept = match value.as_str() {
+                Some(MASKED) => stored.get(name).cloned(),
+                _ => None,
+            };
+            let value = match kept {
+                Some(sealed) => sealed,
+                None => {
+                    let one = Map::from_iter([(name.clone(), value.clone())]);
+                    self.credentials
+                        .seal_headers(spec.slug.as_str(), &one)?
+                        .remove(name)
+                        .unwrap_or(Value::Null)
+                }
+            };
+            headers.insert(name.clone(), value);
+        }
+        next.headers = headers;
         let saved = self
             .store
-            .save_service(&spec, Some(&current), Utc::now())
+            .save_service(&next, Some(&current), Utc::now())
             .await?;
         self.bus
             .publish("service.updated", json!({"service": saved}))

@@ -221,6 +221,65 @@ pub fn with_placeholders(value: &Value, at: &str) -> (Value, Problems) {
     }
 }
 
+/// The environment variables `{"secret": {"source": "env", "key"}}` references may read, from
+/// `--secret-env-allow`: exact names or `PREFIX*`. The server's own settings never resolve,
+/// listed or not (`SWITCHYARD_*`, `DATABASE_URL`), and an entry that could match them is
+/// refused at start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EnvAllowList {
+    names: Vec<String>,
+    prefixes: Vec<String>,
+}
+
+/// Names no reference may read, whatever the allow-list says.
+fn is_server_setting(name: &str) -> bool {
+    name.starts_with("SWITCHYARD_") || name == "DATABASE_URL"
+}
+
+impl EnvAllowList {
+    /// Parses `A,B,APP_*`; an empty text allows nothing.
+    pub fn parse(text: &str) -> Result<EnvAllowList, String> {
+        let mut list = EnvAllowList::default();
+        for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let (stem, prefix) = match entry.strip_suffix('*') {
+                Some(stem) => (stem, true),
+                None => (entry, false),
+            };
+            let valid = stem.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && (prefix || !stem.is_empty());
+            if !valid {
+                return Err(format!(
+                    "{entry:?} is not an environment variable name or NAME_PREFIX*"
+                ));
+            }
+            let reaches_settings = if prefix {
+                "SWITCHYARD_".starts_with(stem)
+                    || stem.starts_with("SWITCHYARD_")
+                    || "DATABASE_URL".starts_with(stem)
+            } else {
+                is_server_setting(stem)
+            };
+            if reaches_settings {
+                return Err(format!(
+                    "{entry:?} would expose the server's own settings (SWITCHYARD_*, DATABASE_URL), which secret references never read"
+                ));
+            }
+            if prefix {
+                list.prefixes.push(stem.to_string());
+            } else {
+                list.names.push(stem.to_string());
+            }
+        }
+        Ok(list)
+    }
+
+    pub fn allows(&self, name: &str) -> bool {
+        !is_server_setting(name)
+            && (self.names.iter().any(|n| n == name)
+                || self.prefixes.iter().any(|p| name.starts_with(p.as_str())))
+    }
+}
+
 /// The values resolved for one attempt; replaces them by [`REDACTED`] wherever they appear.
 /// Shared (behind an `Arc`) by the attempt's log sink and the engine.
 #[derive(Default)]
@@ -230,7 +289,9 @@ pub struct Redactor {
 }
 
 impl Redactor {
-    /// Remembers a resolved value (and its JSON-escaped form, as it appears in serialized JSON).
+    /// Remembers a resolved value, its JSON-escaped form (as it appears in serialized JSON)
+    /// and its usual encodings (see [`encodings`]), so a handler that prints a secret
+    /// base64-, URL- or hex-encoded leaks it no more than one that prints it plainly.
     pub fn add(&self, value: &str) {
         if value.is_empty() {
             return;
@@ -241,8 +302,10 @@ impl Redactor {
             .and_then(|s| s.strip_suffix('"'))
             .unwrap_or_default()
             .to_string();
+        let mut forms = vec![value.to_string(), escaped];
+        forms.extend(encodings(value));
         if let Ok(mut values) = self.values.write() {
-            for v in [value.to_string(), escaped] {
+            for v in forms {
                 if !v.is_empty() && !values.contains(&v) {
                     values.push(v);
                 }
@@ -296,6 +359,44 @@ impl Redactor {
             _ => {}
         }
     }
+}
+
+/// The shortest base64 run (inside a longer encoded text) that is still redacted.
+const MIN_BASE64_CORE: usize = 8;
+
+/// The encodings of `value` a program is likely to print: base64 (standard and URL-safe, with
+/// and without padding), and the part of its base64 that stays the same wherever it sits in a
+/// longer encoded text (each of the three byte alignments, e.g. inside a Basic auth header);
+/// URL encoding (`+` or `%20` for spaces); hex (lower and upper case).
+pub fn encodings(value: &str) -> Vec<String> {
+    use base64::{Engine as _, engine::general_purpose as b64};
+    let bytes = value.as_bytes();
+    let mut out = Vec::new();
+    for engine in [&b64::STANDARD, &b64::URL_SAFE] {
+        let full = engine.encode(bytes);
+        out.push(full.trim_end_matches('=').to_string());
+        out.push(full);
+        for offset in 0..3usize {
+            let mut shifted = vec![0u8; offset];
+            shifted.extend_from_slice(bytes);
+            let encoded = engine.encode(&shifted);
+            // Characters of whole 3-byte groups that hold only the value's bytes.
+            let whole = shifted.len() / 3 * 4;
+            let start = if offset == 0 { 0 } else { 4 };
+            if whole > start && whole - start >= MIN_BASE64_CORE {
+                out.push(encoded[start..whole].to_string());
+            }
+        }
+    }
+    let form: String = url::form_urlencoded::byte_serialize(bytes).collect();
+    out.push(form.replace('+', "%20"));
+    out.push(form);
+    out.push(hex::encode(bytes));
+    out.push(hex::encode_upper(bytes));
+    out.retain(|e| e != value && !e.is_empty());
+    out.sort();
+    out.dedup();
+    out
 }
 
 impl std::fmt::Debug for Redactor {
@@ -439,5 +540,42 @@ mod tests {
         let text = json!({"v": "quo\"te"}).to_string();
         assert!(!r.redact(&text).contains("quo"), "{}", r.redact(&text));
         assert!(!format!("{r:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn redacts_the_usual_encodings_of_a_value() {
+        use base64::{Engine as _, engine::general_purpose as b64};
+        let secret = "tok en/+?&=ü-0123456789";
+        let r = Redactor::default();
+        r.add(secret);
+        let shown = |text: String| {
+            let out = r.redact(&text);
+            assert!(out.contains(REDACTED), "not redacted: {text} -> {out}");
+            out
+        };
+        for encoded in [
+            b64::STANDARD.encode(secret),
+            b64::STANDARD_NO_PAD.encode(secret),
+            b64::URL_SAFE.encode(secret),
+            b64::URL_SAFE_NO_PAD.encode(secret),
+            url::form_urlencoded::byte_serialize(secret.as_bytes()).collect(),
+            url::form_urlencoded::byte_serialize(secret.as_bytes())
+                .collect::<String>()
+                .replace('+', "%20"),
+            hex::encode(secret),
+            hex::encode_upper(secret),
+        ] {
+            let out = shown(format!("value: {encoded}."));
+            assert!(!out.contains(&encoded), "{out}");
+        }
+        // Inside a longer base64 text at every alignment (a Basic auth header, say), the
+        // value's part of the encoding is gone.
+        for user in ["u", "us", "usr"] {
+            let basic = b64::STANDARD.encode(format!("{user}:{secret}"));
+            let out = shown(format!("Authorization: Basic {basic}"));
+            // What is left: at most the groups shared with the user name and the end.
+            let left = out["Authorization: Basic ".len()..].replace(REDACTED, "");
+            assert!(left.len() <= 12, "{basic} -> {out}");
+        }
     }
 }

@@ -21,7 +21,7 @@ pub struct ServiceSpec {
     pub kind: String,
     pub base_url: String,
     pub health_path: Option<String>,
-    /// Header name -> string value.
+    /// Header name -> a string value or a secret reference (`{"secret": ..., "prefix"?}`).
     pub headers: Map<String, Value>,
     pub metadata: Value,
     pub status: ServiceStatus,
@@ -154,13 +154,28 @@ pub fn parse_service_spec(body: &Value) -> Result<ServiceSpec, Problems> {
                     Value::String(_) => {
                         p.add(at, "must be at most 8192 characters without line breaks")
                     }
-                    _ => p.add(at, "must be a string"),
+                    Value::Object(o) if o.contains_key("secret") => {
+                        // A reference to a stored secret or an environment variable, resolved
+                        // where the header is sent (api.md "Secrets").
+                        if let Err(found) = super::secrets::references(value) {
+                            for d in found.into_vec() {
+                                p.add(format!("{at}{}", d.path), d.message);
+                            }
+                        }
+                    }
+                    _ => p.add(
+                        at,
+                        "must be a string or a secret reference {\"secret\": {\"source\", \"key\"}, \"prefix\"?}",
+                    ),
                 }
             }
             map.clone()
         }
         Some(_) => {
-            p.add("/headers", "must be an object of header name -> string");
+            p.add(
+                "/headers",
+                "must be an object of header name -> string or secret reference",
+            );
             Map::new()
         }
     };

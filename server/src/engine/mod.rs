@@ -81,6 +81,8 @@ struct EngineInner {
     orchestrator: Orchestrator,
     /// Resolves secret references at execution time (and audit-logs each resolution).
     secrets: Arc<dyn SecretResolver>,
+    /// Registered services with their credentials opened (service steps).
+    services: Arc<dyn crate::handlers::ServiceDirectory>,
     /// Attempts started by [`Engine::try_run_locally`] that have not returned yet.
     local_running: std::sync::atomic::AtomicUsize,
     /// False once shutdown began: no more local starts.
@@ -176,6 +178,7 @@ impl Engine {
         settings: WorkerSettings,
         data_dir: PathBuf,
         secrets: Arc<dyn SecretResolver>,
+        services: Arc<dyn crate::handlers::ServiceDirectory>,
     ) -> Engine {
         let logs = LogWriter::spawn(store.clone());
         let orchestrator =
@@ -198,6 +201,7 @@ impl Engine {
                 inflight: Mutex::new(HashMap::new()),
                 orchestrator,
                 secrets,
+                services,
                 local_running: Default::default(),
                 accepting: std::sync::atomic::AtomicBool::new(true),
             }),
@@ -447,7 +451,7 @@ impl Engine {
                     metrics: metrics.clone(),
                     data_dir: inner.data_dir.clone(),
                     http: inner.http.clone(),
-                    services: Arc::new(inner.store.clone()),
+                    services: inner.services.clone(),
                     secrets: inner.secrets.clone(),
                 };
                 // References in the parameters resolve now, under the run's timeout and

@@ -7,7 +7,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::domain::{
-    secrets::Redactor,
+    secrets::{EnvAllowList, Redactor},
     workflow::{SecretHeader, SecretRef, SecretSource},
 };
 use tokio_util::sync::CancellationToken;
@@ -202,12 +202,18 @@ pub trait SecretResolver: Send + Sync {
     async fn resolve(&self, request: SecretRequest<'_>) -> Result<ResolvedSecret, JobError>;
 }
 
-/// Resolves `source: "env"` from the process environment; `store` needs the secret store
-/// (`crate::secrets::EngineSecrets`, which also audit-logs). For handler unit tests.
-pub struct EnvSecrets;
+/// Resolves `source: "env"` from the process environment (the variables `0` allows); `store`
+/// needs the secret store (`crate::secrets::EngineSecrets`, which also audit-logs). For handler
+/// unit tests.
+pub struct EnvSecrets(pub EnvAllowList);
 
-/// Reads an environment variable at execution time.
-pub fn env_secret(key: &str) -> Result<String, JobError> {
+/// Reads an environment variable at execution time, if `allowed` lists it.
+pub fn env_secret(key: &str, allowed: &EnvAllowList) -> Result<String, JobError> {
+    if !allowed.allows(key) {
+        return Err(JobError::Fatal(format!(
+            "environment variable {key} is not on this worker's --secret-env-allow list (SWITCHYARD_* and DATABASE_URL never are)"
+        )));
+    }
     // Read at execution time on purpose: an operator may set the variable for the worker
     // process without restarting the server that accepted the definition.
     std::env::var(key).map_err(|_| {
@@ -222,7 +228,7 @@ impl SecretResolver for EnvSecrets {
     async fn resolve(&self, request: SecretRequest<'_>) -> Result<ResolvedSecret, JobError> {
         match request.source {
             SecretSource::Env => Ok(ResolvedSecret {
-                value: env_secret(request.key)?,
+                value: env_secret(request.key, &self.0)?,
                 version: None,
             }),
             SecretSource::Store => Err(JobError::Fatal(

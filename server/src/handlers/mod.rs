@@ -72,6 +72,33 @@ impl Registry {
     }
 }
 
+/// What each entry point lets callers and definition authors set (see `domain::authority`).
+/// `builtin:repository-build` executes commands: its program, environment and working
+/// directory come from definitions only (the working directory may come from a template in a
+/// workflow step: the handler confines it to `<data-dir>/checkouts` anyway). `builtin:http`
+/// and service calls send requests whose destination a caller must not move while the job's
+/// defaults carry secrets.
+pub fn rules(entry_point: &str) -> crate::domain::authority::EntryPointRules {
+    use crate::domain::authority::EntryPointRules;
+    match entry_point {
+        REPOSITORY_BUILD => EntryPointRules {
+            definition_only: &["command", "env", "checkout"],
+            templatable: &["checkout"],
+            executes_commands: true,
+            destinations: &[],
+        },
+        HTTP => EntryPointRules {
+            destinations: &["url"],
+            ..EntryPointRules::default()
+        },
+        SERVICE_CALL => EntryPointRules {
+            destinations: &["serviceSlug"],
+            ..EntryPointRules::default()
+        },
+        _ => EntryPointRules::default(),
+    }
+}
+
 /// One problem with a run's parameters: (JSON pointer relative to the parameters object, message).
 pub type Problem = (String, String);
 
@@ -229,7 +256,9 @@ pub(crate) fn test_ctx(
             .build()
             .expect("http client"),
         services: std::sync::Arc::new(NoServices),
-        secrets: std::sync::Arc::new(EnvSecrets),
+        secrets: std::sync::Arc::new(EnvSecrets(
+            crate::domain::secrets::EnvAllowList::parse("PATH,HOME").unwrap_or_default(),
+        )),
     };
     (ctx, rx)
 }

@@ -121,31 +121,47 @@ impl ServiceCall {
             map.insert(header, value);
             Ok(())
         };
+        // The service's own header values are credentials: kept out of logs and results like
+        // resolved secrets.
         if let Some(given) = service_headers.as_object() {
             for (name, value) in given {
-                put(name, value.as_str().unwrap_or_default().to_string())?;
-            }
-        }
-        if let Some(Value::Object(given)) = field(request, "headers") {
-            for (name, value) in given {
                 let text = match value {
-                    Value::String(s) => s.clone(),
-                    Value::Object(reference) if reference.contains_key("secret") => {
-                        let at = format!("header '{name}'");
-                        let found = crate::domain::secrets::references(value).map_err(|_| {
-                            JobError::Fatal(format!("{at}: invalid secret reference"))
-                        })?;
-                        let Some((_, reference)) = found.into_iter().next() else {
-                            return Err(JobError::Fatal(format!("{at}: invalid secret reference")));
-                        };
-                        ctx.resolve_secret(&at, &reference).await?
+                    Value::String(s) => {
+                        ctx.log.redactor().add(s);
+                        s.clone()
                     }
-                    other => query_text(other),
+                    other => Self::header_text(ctx, name, other).await?,
                 };
                 put(name, text)?;
             }
         }
+        if let Some(Value::Object(given)) = field(request, "headers") {
+            for (name, value) in given {
+                put(name, Self::header_text(ctx, name, value).await?)?;
+            }
+        }
         Ok(map)
+    }
+
+    /// A header value as sent: strings as they are, secret references resolved.
+    async fn header_text(
+        ctx: &JobRunContext,
+        name: &str,
+        value: &Value,
+    ) -> Result<String, JobError> {
+        Ok(match value {
+            Value::String(s) => s.clone(),
+            Value::Object(reference) if reference.contains_key("secret") => {
+                let at = format!("header '{name}'");
+                let found = crate::domain::secrets::references(value)
+                    .map_err(|_| JobError::Fatal(format!("{at}: invalid secret reference")))?;
+                let Some((_, reference)) = found.into_iter().next() else {
+                    return Err(JobError::Fatal(format!("{at}: invalid secret reference")));
+                };
+                ctx.resolve_secret(&at, &reference).await?
+            }
+            other => query_text(other),
+        })
     }
 }
 

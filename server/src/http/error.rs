@@ -106,6 +106,7 @@ impl From<ServiceError> for ApiError {
         match e {
             ServiceError::NotFound(m) => ApiError::not_found(m),
             ServiceError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            ServiceError::Forbidden(m) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", m),
             ServiceError::InvalidDefinition(p) => ApiError::with_problems(
                 StatusCode::BAD_REQUEST,
                 "invalid_definition",

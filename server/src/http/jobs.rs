@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use app::wire::{JobDefinition, JobDefinitionVersion, JobRun, JobWithRuns, ListMeta, RunStatus};
 use axum::{
     Json,
-    extract::{Path, Query, State},
+    extract::{Extension, Path, Query, State},
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
@@ -14,7 +14,10 @@ use super::{
     AppState,
     error::{ApiError, ApiJson},
 };
-use crate::{domain::Problems, store::RunFilter};
+use crate::{
+    domain::{Problems, auth::Principal},
+    store::RunFilter,
+};
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -35,8 +38,12 @@ pub async fn list_jobs(State(s): State<AppState>) -> ApiResult {
     request_body(content = Object, description = "Job definition (api.md)"),
     responses((status = 201, body = JobDefinition), (status = 200, body = JobDefinition, description = "replaced"),
               (status = 400, body = app::wire::ErrorBody), (status = 409, body = app::wire::ErrorBody)))]
-pub async fn create_job(State(s): State<AppState>, ApiJson(body): ApiJson) -> ApiResult {
-    let (job, created) = s.jobs.save_job(&body).await?;
+pub async fn create_job(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    ApiJson(body): ApiJson,
+) -> ApiResult {
+    let (job, created) = s.jobs.save_job(&body, &who).await?;
     Ok(data(
         if created {
             StatusCode::CREATED
@@ -59,10 +66,14 @@ pub async fn get_job(State(s): State<AppState>, Path(slug): Path<String>) -> Api
     request_body(content = Object), responses((status = 200, body = JobDefinition), (status = 400, body = app::wire::ErrorBody)))]
 pub async fn patch_job(
     State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
     Path(slug): Path<String>,
     ApiJson(body): ApiJson,
 ) -> ApiResult {
-    Ok(data(StatusCode::OK, s.jobs.patch_job(&slug, &body).await?))
+    Ok(data(
+        StatusCode::OK,
+        s.jobs.patch_job(&slug, &body, &who).await?,
+    ))
 }
 
 /// `DELETE /api/jobs/:slug`
@@ -88,12 +99,13 @@ pub async fn job_versions(State(s): State<AppState>, Path(slug): Path<String>) -
     responses((status = 202, body = JobRun), (status = 400, body = app::wire::ErrorBody), (status = 404, body = app::wire::ErrorBody)))]
 pub async fn run_job(
     State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
     Path(slug): Path<String>,
     headers: HeaderMap,
     ApiJson(body): ApiJson,
 ) -> ApiResult {
     let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok());
-    let (run, _) = s.jobs.run_job(&slug, &body, key).await?;
+    let (run, _) = s.jobs.run_job(&slug, &body, key, &who).await?;
     Ok(data(StatusCode::ACCEPTED, run))
 }
 
@@ -223,6 +235,13 @@ pub async fn patch_run(
 /// `POST /api/job-runs/:id/retry`: a new run with the same parameters.
 #[utoipa::path(post, path = "/api/job-runs/{id}/retry", tag = "runs", params(("id" = String, Path)),
     responses((status = 202, body = JobRun), (status = 409, body = app::wire::ErrorBody)))]
-pub async fn retry_run(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    Ok(data(StatusCode::ACCEPTED, s.jobs.retry_run(&id).await?))
+pub async fn retry_run(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    Ok(data(
+        StatusCode::ACCEPTED,
+        s.jobs.retry_run(&id, &who).await?,
+    ))
 }

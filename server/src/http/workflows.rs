@@ -8,13 +8,16 @@ use app::wire::{
 };
 use axum::{
     Json,
-    extract::{Path, Query, State},
+    extract::{Extension, Path, Query, State},
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
 use serde_json::json;
 
-use crate::{domain::Problems, store::WorkflowRunFilter};
+use crate::{
+    domain::{Problems, auth::Principal},
+    store::WorkflowRunFilter,
+};
 
 use super::{
     AppState,
@@ -41,8 +44,12 @@ pub async fn list_workflows(State(s): State<AppState>) -> ApiResult {
     responses((status = 201, body = WorkflowDefinition), (status = 200, body = WorkflowDefinition, description = "replaced"),
               (status = 400, body = app::wire::ErrorBody, description = "invalid_definition: every problem, each with a JSON pointer"),
               (status = 409, body = app::wire::ErrorBody)))]
-pub async fn create_workflow(State(s): State<AppState>, ApiJson(body): ApiJson) -> ApiResult {
-    let (workflow, created) = s.workflows().save_workflow(&body).await?;
+pub async fn create_workflow(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    ApiJson(body): ApiJson,
+) -> ApiResult {
+    let (workflow, created) = s.workflows().save_workflow(&body, &who).await?;
     Ok(data(
         if created {
             StatusCode::CREATED
@@ -71,12 +78,13 @@ pub async fn get_workflow(State(s): State<AppState>, Path(slug): Path<String>) -
               (status = 404, body = app::wire::ErrorBody), (status = 409, body = app::wire::ErrorBody)))]
 pub async fn patch_workflow(
     State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
     Path(slug): Path<String>,
     ApiJson(body): ApiJson,
 ) -> ApiResult {
     Ok(data(
         StatusCode::OK,
-        s.workflows().patch_workflow(&slug, &body).await?,
+        s.workflows().patch_workflow(&slug, &body, &who).await?,
     ))
 }
 
@@ -112,10 +120,14 @@ pub async fn list_services(State(s): State<AppState>) -> ApiResult {
     responses((status = 201, body = Service),
               (status = 400, body = app::wire::ErrorBody, description = "invalid_definition: every problem, each with a JSON pointer"),
               (status = 409, body = app::wire::ErrorBody, description = "the slug is taken")))]
-pub async fn create_service(State(s): State<AppState>, ApiJson(body): ApiJson) -> ApiResult {
+pub async fn create_service(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    ApiJson(body): ApiJson,
+) -> ApiResult {
     Ok(data(
         StatusCode::CREATED,
-        s.workflows().create_service(&body).await?,
+        s.workflows().create_service(&body, &who).await?,
     ))
 }
 
@@ -137,12 +149,13 @@ pub async fn get_service(State(s): State<AppState>, Path(slug): Path<String>) ->
               (status = 404, body = app::wire::ErrorBody)))]
 pub async fn patch_service(
     State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
     Path(slug): Path<String>,
     ApiJson(body): ApiJson,
 ) -> ApiResult {
     Ok(data(
         StatusCode::OK,
-        s.workflows().patch_service(&slug, &body).await?,
+        s.workflows().patch_service(&slug, &body, &who).await?,
     ))
 }
 
@@ -204,12 +217,13 @@ fn run_list(
     responses((status = 202, body = WorkflowRun), (status = 400, body = app::wire::ErrorBody), (status = 404, body = app::wire::ErrorBody)))]
 pub async fn run_workflow(
     State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
     Path(slug): Path<String>,
     headers: HeaderMap,
     ApiJson(body): ApiJson,
 ) -> ApiResult {
     let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok());
-    let (run, _) = s.workflows().run_workflow(&slug, &body, key).await?;
+    let (run, _) = s.workflows().run_workflow(&slug, &body, key, &who).await?;
     Ok(data(StatusCode::ACCEPTED, run))
 }
 
@@ -296,9 +310,13 @@ pub async fn retry_workflow_run(State(s): State<AppState>, Path(id): Path<String
 /// `POST /api/workflow-runs/:id/rerun`: a new run with the same parameters.
 #[utoipa::path(post, path = "/api/workflow-runs/{id}/rerun", tag = "workflow-runs", params(("id" = String, Path)),
     responses((status = 202, body = WorkflowRun), (status = 404, body = app::wire::ErrorBody)))]
-pub async fn rerun_workflow_run(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
+pub async fn rerun_workflow_run(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult {
     Ok(data(
         StatusCode::ACCEPTED,
-        s.workflows().rerun_workflow_run(&id).await?,
+        s.workflows().rerun_workflow_run(&id, &who).await?,
     ))
 }

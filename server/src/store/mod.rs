@@ -8,6 +8,7 @@ mod finish;
 mod group;
 mod metrics;
 mod secrets;
+mod seeds;
 mod workflow_runs;
 mod workflows;
 

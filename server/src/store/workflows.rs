@@ -35,6 +35,32 @@ fn workflow_to_wire(m: workflow_definition::Model) -> WorkflowDefinition {
     }
 }
 
+/// Header values as responses, events and pages show them: a secret reference as written,
+/// anything else (a sealed value) as `***`. Values never leave the store through `Service`.
+fn masked_headers(stored: &Value) -> Value {
+    match stored {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(name, value)| {
+                    let shown = if value.get("secret").is_some_and(Value::is_object) {
+                        value.clone()
+                    } else {
+                        Value::String(crate::domain::authority::MASKED.to_string())
+                    };
+                    (name.clone(), shown)
+                })
+                .collect(),
+        ),
+        _ => Value::Object(serde_json::Map::new()),
+    }
+}
+
+/// The service with its header values masked, and the headers as stored.
+fn service_with_headers(m: service::Model) -> (Service, Value) {
+    let stored = m.headers.clone();
+    (service_to_wire(m), stored)
+}
+
 fn service_to_wire(m: service::Model) -> Service {
     Service {
         id: m.id,
@@ -43,7 +69,7 @@ fn service_to_wire(m: service::Model) -> Service {
         kind: m.kind,
         base_url: m.base_url,
         health_path: m.health_path,
-        headers: m.headers,
+        headers: masked_headers(&m.headers),
         metadata: m.metadata,
         // Only our own code writes this column, always from the enum.
         status: ServiceStatus::parse(&m.status).unwrap_or(ServiceStatus::Unknown),
@@ -221,8 +247,43 @@ impl Store {
             .collect())
     }
 
+    /// The service (headers masked) and its headers as stored (sealed values, references).
+    pub async fn get_service_with_headers(
+        &self,
+        slug: &str,
+    ) -> StoreResult<Option<(Service, Value)>> {
+        Ok(service::Entity::find()
+            .filter(service::Column::Slug.eq(slug))
+            .one(self.conn())
+            .await?
+            .map(service_with_headers))
+    }
+
+    /// Every service (headers masked) with its headers as stored, by slug.
+    pub async fn list_services_with_headers(&self) -> StoreResult<Vec<(Service, Value)>> {
+        Ok(service::Entity::find()
+            .order_by_asc(service::Column::Slug)
+            .all(self.conn())
+            .await?
+            .into_iter()
+            .map(service_with_headers)
+            .collect())
+    }
+
+    /// Replaces a service's stored headers (sealing values stored in plain text by older
+    /// versions).
+    pub async fn set_service_headers(&self, id: &str, headers: Value) -> StoreResult<()> {
+        service::Entity::update_many()
+            .col_expr(service::Column::Headers, Expr::value(headers))
+            .filter(service::Column::Id.eq(id))
+            .exec(self.conn())
+            .await?;
+        Ok(())
+    }
+
     /// Inserts a new service, or replaces the registration of `existing` (keeping its id,
-    /// creation time and last health check).
+    /// creation time and last health check). `spec.headers` are stored as given: sealed
+    /// values and references (the use case seals plain values first).
     pub async fn save_service(
         &self,
         spec: &ServiceSpec,
@@ -281,12 +342,5 @@ impl Store {
             .one(self.conn())
             .await?
             .map(service_to_wire))
-    }
-}
-
-#[async_trait::async_trait]
-impl crate::handlers::ServiceDirectory for Store {
-    async fn service(&self, slug: &str) -> Result<Option<Service>, String> {
-        self.get_service(slug).await.map_err(|e| e.to_string())
     }
 }

@@ -556,7 +556,11 @@ async fn service_step_waits_for_health_resolves_secrets_and_stores_the_response(
     let worker = crate::helpers::WorkerProcess::spawn_with_env(
         &app.db,
         "worker",
-        &[("SY_TEST_NOTIFIER_TOKEN", &secret)],
+        &[
+            ("SY_TEST_NOTIFIER_TOKEN", &secret),
+            // env references read only allow-listed variables.
+            ("SWITCHYARD_SECRET_ENV_ALLOW", "SY_TEST_*"),
+        ],
     );
     let mut events = app.get("/api/events").await.bytes_stream();
     let (base, seen) = notifier().await;

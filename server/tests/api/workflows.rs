@@ -472,7 +472,8 @@ async fn services_are_registered_patched_and_validated() {
     assert_eq!(svc["kind"], "http");
     assert_eq!(svc["baseUrl"], "https://build.example.com/api");
     assert_eq!(svc["healthPath"], "/healthz");
-    assert_eq!(svc["headers"], json!({"X-Team": "build"}));
+    // Header values are credentials: write-only, shown masked.
+    assert_eq!(svc["headers"], json!({"X-Team": "***"}));
     assert_eq!(svc["metadata"], json!({"region": "eu"}));
     assert_eq!(svc["status"], "unknown");
     assert_eq!(svc["lastCheckedAt"], Value::Null);
@@ -599,7 +600,11 @@ async fn services_are_registered_patched_and_validated() {
             "/slug"
         ]
     );
-    assert_eq!(problem_at(&details, "/headers/X-Num"), "must be a string");
+    assert!(
+        problem_at(&details, "/headers/X-Num")
+            .starts_with("must be a string or a secret reference"),
+        "{details:?}"
+    );
     let (status, v) = app.post_json("/api/services", &json!({})).await;
     let details = expect_error(status, &v, 400, "invalid_definition");
     for field in ["/slug", "/displayName", "/kind", "/baseUrl"] {
