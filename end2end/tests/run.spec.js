@@ -1,5 +1,8 @@
 const { test, expect } = require('@playwright/test');
 const os = require('os');
+const fs = require('fs');
+const path = require('path');
+const { execFileSync } = require('child_process');
 
 async function job(request, body) {
   const res = await request.post('/api/jobs', { data: body });
@@ -45,11 +48,25 @@ test('a failing run shows its error, and Retry starts a new run', async ({ page,
   await expect(page.locator('#run-parameters')).toContainText('disk on fire');
 });
 
+/// A git repository with one commit, in a new temporary directory.
+function repository() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'e2e-repo-'));
+  const git = (...args) => execFileSync('git', args, { cwd: dir, stdio: 'ignore' });
+  fs.writeFileSync(path.join(dir, 'README'), 'e2e\n');
+  git('init', '-q');
+  git('add', '.');
+  git('-c', 'user.name=e2e', '-c', 'user.email=e2e@example.com', 'commit', '-q', '-m', 'init');
+  return dir;
+}
+
 test('the log of a repository-build run streams while it runs', async ({ page, request }) => {
-  const run = await start(request, 'repository-build', {
-    checkout: os.tmpdir(),
-    command: ['sh', '-c', 'for i in 1 2 3 4 5 6; do echo line$i; sleep 0.7; done'],
+  // The command is the definition's (definition-only); the run names the repository.
+  const slug = `stream-build-${Date.now()}`;
+  await job(request, {
+    slug, name: 'Streaming build', entryPoint: 'builtin:repository-build',
+    defaultParameters: { command: ['sh', '-c', 'for i in 1 2 3 4 5 6; do echo line$i; sleep 0.7; done'] },
   });
+  const run = await start(request, slug, { repoUrl: repository() });
   await openRun(page, run.id);
   await expect(page.locator('#run-log')).toContainText('line1', { timeout: 15000 });
   // Seen while the run is still going: the log follows the run.
