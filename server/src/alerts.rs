@@ -24,6 +24,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    egress::{EgressClient, Refused},
     settings::AlertSettings,
     store::{NewAlertDelivery, Store, StoredEvent},
 };
@@ -37,16 +38,13 @@ const MAX_BACKOFF: Duration = Duration::from_secs(300);
 pub struct Alerts {
     store: Store,
     settings: AlertSettings,
-    client: reqwest::Client,
+    client: EgressClient,
 }
 
 impl Alerts {
-    pub fn new(store: Store, settings: AlertSettings) -> Alerts {
-        let client = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default();
+    /// `client`: the egress client, built without redirects (a webhook's 3xx is a failed
+    /// delivery, not a hop).
+    pub fn new(store: Store, settings: AlertSettings, client: EgressClient) -> Alerts {
         Alerts {
             store,
             settings,
@@ -157,13 +155,24 @@ impl Alerts {
         let max = self.settings.alert_max_attempts.max(1);
         let mut backoff = Duration::from_millis(self.settings.alert_backoff_ms);
         for attempt in 1..=max {
-            let outcome = match self.client.post(url.clone()).json(payload).send().await {
-                Ok(res) if res.status().is_success() => Ok(()),
-                Ok(res) => Err(format!("webhook answered {}", res.status())),
-                // Without the URL: a webhook URL often carries a token.
-                Err(e) => Err(format!("webhook request failed: {}", e.without_url())),
+            let outcome = match self.client.request(reqwest::Method::POST, url.clone()) {
+                Err(refused) => Err((format!("webhook request failed: {refused}"), true)),
+                Ok(request) => match request.timeout(REQUEST_TIMEOUT).json(payload).send().await {
+                    Ok(res) if res.status().is_success() => Ok(()),
+                    Ok(res) => Err((format!("webhook answered {}", res.status()), false)),
+                    Err(e) => match Refused::find(&e) {
+                        Some(refused) => Err((format!("webhook request failed: {refused}"), true)),
+                        // Without the URL: a webhook URL often carries a token.
+                        None => Err((
+                            format!("webhook request failed: {}", e.without_url()),
+                            false,
+                        )),
+                    },
+                },
             };
             let attempts = attempt as i32;
+            // A destination the egress policy refuses stays refused: no more attempts.
+            let outcome = outcome.map_err(|(why, last)| (why, last || attempt == max));
             match outcome {
                 Ok(()) => {
                     self.store
@@ -172,14 +181,14 @@ impl Alerts {
                     tracing::info!(alert_id = %delivery_id, attempts, "workflow failure alert delivered");
                     return Ok(());
                 }
-                Err(why) if attempt == max => {
+                Err((why, true)) => {
                     self.store
                         .record_alert_attempt(delivery_id, "failed", attempts, Some(why.clone()))
                         .await?;
                     tracing::warn!(alert_id = %delivery_id, attempts, error = %why, "workflow failure alert could not be delivered");
                     return Ok(());
                 }
-                Err(why) => {
+                Err((why, false)) => {
                     self.store
                         .record_alert_attempt(delivery_id, "pending", attempts, Some(why.clone()))
                         .await?;

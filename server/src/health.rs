@@ -2,6 +2,10 @@
 //! while a service is failing, records the outcome and publishes `service.updated` when the
 //! status changes. Runs in the `serve` process. A service without `healthPath` keeps the status
 //! an operator sets (`PATCH /api/services/:slug`).
+//!
+//! Checks go through the server's egress client (`egress.rs`: the egress policy, same-origin
+//! redirects, no proxy) and read at most `MAX_BODY_BYTES` of the answer: a health endpoint that
+//! streams an endless body is classified from its first 64 KiB.
 use std::{collections::HashMap, time::Duration};
 
 use app::wire::{Service, ServiceStatus};
@@ -10,12 +14,19 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::{events::EventBus, secrets::ServiceCredentials, store::Store};
+use crate::{
+    egress::{EgressClient, Refused},
+    events::EventBus,
+    secrets::ServiceCredentials,
+    store::Store,
+};
 
 /// How long one health request may take.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest wait between two checks of a failing service.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// What is read of a health answer's body; the rest is not read.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// What one health request found.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,41 +77,55 @@ pub fn next_wait(interval: Duration, failures: u32) -> Duration {
         .min(MAX_BACKOFF.max(interval))
 }
 
+fn unhealthy(error: String) -> Health {
+    Health {
+        status: ServiceStatus::Unhealthy,
+        error: Some(error),
+    }
+}
+
 /// One GET of the service's health URL with its registered headers (`headers` opened: plain
 /// values as strings; references, which resolve only in service steps, are not sent).
 pub async fn check(
-    client: &reqwest::Client,
+    client: &EgressClient,
     service: &Service,
     headers: &serde_json::Map<String, Value>,
     path: &str,
 ) -> Health {
     let url = format!("{}{}", service.base_url.trim_end_matches('/'), path);
-    let mut req = client.get(&url).timeout(CHECK_TIMEOUT);
+    let Ok(url) = reqwest::Url::parse(&url) else {
+        return unhealthy("health check failed: the health URL is not a valid URL".into());
+    };
+    let mut req = match client.request(reqwest::Method::GET, url) {
+        Ok(req) => req.timeout(CHECK_TIMEOUT),
+        Err(refused) => return unhealthy(format!("health check failed: {refused}")),
+    };
     for (name, value) in headers {
         if let Some(value) = value.as_str() {
             req = req.header(name, value);
         }
     }
     match req.send().await {
-        Ok(res) => {
+        Ok(mut res) => {
             let code = res.status().as_u16();
-            let body = res.bytes().await.unwrap_or_default();
+            // Classified from what was read (at most the cap); a body that fails midway
+            // counts as empty.
+            let body = crate::egress::read_capped(&mut res, MAX_BODY_BYTES)
+                .await
+                .map(|(body, _)| body)
+                .unwrap_or_default();
             classify(code, &body)
         }
         // reqwest's message names the URL and the cause, never the headers.
-        Err(e) => Health {
-            status: ServiceStatus::Unhealthy,
-            error: Some(format!(
-                "health check failed: {}",
-                if e.is_timeout() {
-                    format!("no answer within {} s", CHECK_TIMEOUT.as_secs())
-                } else if e.is_connect() {
-                    "connection refused or unreachable".to_string()
-                } else {
-                    e.to_string()
-                }
-            )),
-        },
+        Err(e) => unhealthy(format!(
+            "health check failed: {}",
+            match Refused::find(&e) {
+                Some(refused) => refused.to_string(),
+                None if e.is_timeout() => format!("no answer within {} s", CHECK_TIMEOUT.as_secs()),
+                None if e.is_connect() => "connection refused or unreachable".to_string(),
+                None => e.to_string(),
+            }
+        )),
     }
 }
 
@@ -109,10 +134,10 @@ pub async fn run(
     store: Store,
     credentials: ServiceCredentials,
     bus: EventBus,
+    client: EgressClient,
     interval: Duration,
     stop: CancellationToken,
 ) {
-    let client = reqwest::Client::new();
     // Per service id: when it is due next and how many checks in a row failed.
     let mut schedule: HashMap<String, (Instant, u32)> = HashMap::new();
     let tick = (interval / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
@@ -223,5 +248,142 @@ mod tests {
         // An interval longer than the cap is kept as it is.
         let long = Duration::from_secs(600);
         assert_eq!(next_wait(long, 2), long);
+    }
+
+    // ---- checks against real local servers ----
+
+    use crate::egress::{EgressPolicy, Redirects};
+    use axum::{
+        Router,
+        body::{Body, Bytes},
+        http::{StatusCode, header},
+        routing::get,
+    };
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+
+    async fn serve(app: Router) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+        base
+    }
+
+    fn service(base_url: &str, headers: Value) -> Service {
+        Service {
+            id: "s".into(),
+            slug: "s".into(),
+            display_name: "S".into(),
+            kind: "http".into(),
+            base_url: base_url.into(),
+            health_path: Some("/health".into()),
+            headers,
+            metadata: json!({}),
+            status: ServiceStatus::Unknown,
+            last_checked_at: None,
+            last_error: None,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        }
+    }
+
+    fn client() -> EgressClient {
+        EgressClient::build(Arc::new(EgressPolicy::default()), Redirects::SameOrigin).unwrap()
+    }
+
+    /// A 200 whose body never ends (16 KiB every millisecond), counting what it produced.
+    fn endless(produced: Arc<AtomicUsize>) -> Router {
+        Router::new().route(
+            "/health",
+            get(move || {
+                let produced = produced.clone();
+                async move {
+                    let chunks = futures::stream::unfold(produced, |produced| async move {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        produced.fetch_add(16 * 1024, Ordering::SeqCst);
+                        let chunk = Bytes::from(vec![b' '; 16 * 1024]);
+                        Some((Ok::<_, std::convert::Infallible>(chunk), produced))
+                    });
+                    (
+                        [(header::CONTENT_TYPE, "application/json")],
+                        Body::from_stream(chunks),
+                    )
+                }
+            }),
+        )
+    }
+
+    #[tokio::test]
+    async fn an_endless_body_is_classified_from_its_first_bytes() {
+        let produced = Arc::new(AtomicUsize::new(0));
+        let base = serve(endless(produced.clone())).await;
+        let started = std::time::Instant::now();
+        // Without the cap the body is read until the 5 s request timeout.
+        let health = tokio::time::timeout(
+            Duration::from_secs(3),
+            check(&client(), &service(&base, json!({})), &Default::default(), "/health"),
+        )
+        .await
+        .expect("classified long before the request timeout");
+        assert_eq!(health.status, ServiceStatus::Healthy, "{health:?}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        // The connection is gone: the server stops producing soon after.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let after = produced.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(produced.load(Ordering::SeqCst), after, "still streaming");
+        assert!(after < 8 * 1024 * 1024, "{after} bytes produced");
+    }
+
+    #[tokio::test]
+    async fn refused_destinations_and_other_origins_are_unhealthy_without_leaking_headers() {
+        let health = check(
+            &client(),
+            &service("http://169.254.169.254", json!({})),
+            &Default::default(),
+            "/latest/meta-data/",
+        )
+        .await;
+        assert_eq!(health.status, ServiceStatus::Unhealthy);
+        assert_eq!(
+            health.error.as_deref(),
+            Some(
+                "health check failed: the egress policy refused 169.254.169.254: \
+                 169.254.169.254 is in the denied range 169.254.0.0/16"
+            )
+        );
+
+        let reached = Arc::new(AtomicUsize::new(0));
+        let counter = reached.clone();
+        let other = serve(Router::new().route(
+            "/health",
+            get(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+                async { "ok" }
+            }),
+        ))
+        .await;
+        let away = format!("{other}/health");
+        let base = serve(Router::new().route(
+            "/health",
+            get(move || async move { (StatusCode::FOUND, [(header::LOCATION, away)]) }),
+        ))
+        .await;
+        let headers = json!({"X-Service-Key": "k3y"});
+        let health = check(
+            &client(),
+            &service(&base, headers.clone()),
+            headers.as_object().expect("object"),
+            "/health",
+        )
+        .await;
+        assert_eq!(health.status, ServiceStatus::Unhealthy);
+        assert_eq!(
+            health.error.as_deref(),
+            Some("health check answered HTTP 302")
+        );
+        assert_eq!(reached.load(Ordering::SeqCst), 0);
     }
 }

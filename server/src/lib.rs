@@ -5,6 +5,7 @@ pub mod cli;
 pub mod db;
 pub mod definitions;
 pub mod domain;
+pub mod egress;
 pub mod engine;
 pub mod events;
 pub mod handlers;

@@ -4,7 +4,10 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::domain::{auth::OperatorTokens, secrets::EnvAllowList};
+use crate::{
+    domain::{auth::OperatorTokens, secrets::EnvAllowList},
+    egress::EgressPolicy,
+};
 
 /// Switchyard: jobs and workflows orchestrator in one binary.
 #[derive(Debug, Parser)]
@@ -192,6 +195,8 @@ pub struct ServeArgs {
     pub auth: AuthArgs,
     #[command(flatten)]
     pub alerts: AlertSettings,
+    #[command(flatten)]
+    pub egress: EgressArgs,
 }
 
 /// Operator tokens (api.md "Conventions"). With none the server runs in open local mode and
@@ -281,6 +286,55 @@ impl AuthSettings {
 pub struct WorkerArgs {
     #[command(flatten)]
     pub worker: WorkerSettings,
+    #[command(flatten)]
+    pub egress: EgressArgs,
+}
+
+/// Where outbound calls (`builtin:http`, service steps, health checks, alert webhooks, git
+/// fetches over http(s)) may connect: `egress.rs`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct EgressArgs {
+    /// Addresses outbound calls may not reach: comma-separated CIDR ranges or addresses.
+    /// Unset: 169.254.0.0/16, fe80::/10 and fd00:ec2::254 (link-local and cloud metadata).
+    /// Given, it replaces that list; empty denies nothing.
+    #[arg(long, env = "SWITCHYARD_EGRESS_DENY", value_name = "CIDRS",
+          value_parser = parse_egress_deny)]
+    pub egress_deny: Option<EgressList>,
+    /// When set, outbound calls may reach only these ranges or addresses (comma-separated),
+    /// and the deny list still applies.
+    #[arg(long, env = "SWITCHYARD_EGRESS_ALLOW", value_name = "CIDRS",
+          value_parser = parse_egress_allow)]
+    pub egress_allow: Option<EgressList>,
+}
+
+impl EgressArgs {
+    pub fn policy(&self) -> EgressPolicy {
+        EgressPolicy::new(
+            self.egress_deny.as_ref().map(|l| l.0.clone()),
+            self.egress_allow.as_ref().map(|l| l.0.clone()),
+        )
+    }
+}
+
+/// A parsed `--egress-deny` or `--egress-allow` list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EgressList(pub Vec<ipnet::IpNet>);
+
+fn parse_egress_deny(text: &str) -> Result<EgressList, String> {
+    crate::egress::parse_list(text).map(EgressList)
+}
+
+/// An empty allow list would refuse every call: more likely an empty variable than intended.
+fn parse_egress_allow(text: &str) -> Result<EgressList, String> {
+    let list = crate::egress::parse_list(text)?;
+    if list.is_empty() {
+        return Err(
+            "empty: give the ranges outbound calls may reach, or leave it unset (to refuse every \
+             destination, use --egress-deny 0.0.0.0/0,::/0)"
+                .to_string(),
+        );
+    }
+    Ok(EgressList(list))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -337,6 +391,8 @@ pub struct Settings {
     /// `None`: the key file in the data directory.
     pub secret_key: Option<SecretKeyText>,
     pub alerts: AlertSettings,
+    /// Where outbound calls may connect.
+    pub egress: EgressPolicy,
 }
 
 impl Settings {
@@ -355,6 +411,7 @@ impl Settings {
             auth: serve.auth.load()?,
             secret_key: global.secret_key.clone(),
             alerts: serve.alerts.clone(),
+            egress: serve.egress.policy(),
         })
     }
 
@@ -371,6 +428,7 @@ impl Settings {
             auth: AuthSettings::default(),
             secret_key: None,
             alerts: AlertSettings::default(),
+            egress: EgressPolicy::default(),
         }
     }
 }
@@ -415,5 +473,48 @@ fn parse_webhook_url(text: &str) -> Result<url::Url, String> {
     match url.scheme() {
         "http" | "https" => Ok(url),
         other => Err(format!("scheme must be http or https, not {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn egress_of(args: &[&str]) -> Result<EgressPolicy, String> {
+        let cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
+        Ok(match cli.command {
+            Command::Serve(serve) => serve.egress.policy(),
+            Command::Worker(worker) => worker.egress.policy(),
+            _ => unreachable!("only serve and worker take egress settings"),
+        })
+    }
+
+    #[test]
+    fn serve_and_worker_take_the_egress_lists() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        for command in ["serve", "worker"] {
+            let default = egress_of(&["switchyard", command]).unwrap();
+            assert_eq!(default, EgressPolicy::default());
+            let given = egress_of(&[
+                "switchyard",
+                command,
+                "--egress-deny",
+                "10.0.0.0/8",
+                "--egress-allow",
+                "10.0.0.0/8,192.168.0.0/16",
+            ])
+            .unwrap();
+            assert!(given.decide(ip("10.0.0.1")).is_err());
+            assert_eq!(given.decide(ip("192.168.1.1")), Ok(()));
+            assert!(given.decide(ip("127.0.0.1")).is_err());
+            // Replaced: the default list no longer applies.
+            let open = egress_of(&["switchyard", command, "--egress-deny", ""]).unwrap();
+            assert_eq!(open.decide(ip("169.254.169.254")), Ok(()));
+            let bad = egress_of(&["switchyard", command, "--egress-deny", "10.0.0.0/8,nope"])
+                .unwrap_err();
+            assert!(bad.contains("'nope'"), "{bad}");
+            let empty = egress_of(&["switchyard", command, "--egress-allow", " "]).unwrap_err();
+            assert!(empty.contains("empty"), "{empty}");
+        }
     }
 }

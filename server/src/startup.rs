@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     db::Database,
+    egress::{EgressClient, EgressPolicy, Redirects},
     engine::{
         Engine, StopReason,
         queue::{Queue, WorkerWaker},
@@ -29,6 +30,8 @@ struct Core {
     service: JobService,
     secrets: SecretService,
     credentials: ServiceCredentials,
+    /// Outbound HTTP of handlers and the health poller (same-origin redirects).
+    http: EgressClient,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -37,10 +40,13 @@ async fn start_core(
     database_url: Option<&str>,
     worker: &WorkerSettings,
     secret_key: Option<&SecretKeyText>,
+    egress: &Arc<EgressPolicy>,
     stop: &CancellationToken,
 ) -> anyhow::Result<Core> {
     // First: a bad key is a clear start-up error, before anything runs.
     let cipher = Arc::new(SecretCipher::load(secret_key, data_dir)?);
+    let http = EgressClient::build(egress.clone(), Redirects::SameOrigin)?;
+    tracing::info!(egress = %egress, "outbound calls");
     let db = Database::connect_and_migrate(data_dir, database_url).await?;
     let store = Store::new(db.clone());
     let secrets = SecretService::new(store.clone(), cipher.clone());
@@ -75,6 +81,7 @@ async fn start_core(
                 worker.secret_env_allow.clone(),
             )),
             Arc::new(credentials.clone()),
+            http.clone(),
         )
     });
     let service = JobService::new(
@@ -126,6 +133,7 @@ async fn start_core(
         service,
         secrets,
         credentials,
+        http,
         tasks,
     })
 }
@@ -176,11 +184,13 @@ impl Application {
             );
         }
         let stop = CancellationToken::new();
+        let egress = Arc::new(settings.egress.clone());
         let core = start_core(
             &settings.data_dir,
             settings.database_url.as_deref(),
             &settings.worker,
             settings.secret_key.as_ref(),
+            &egress,
             &stop,
         )
         .await?;
@@ -196,8 +206,12 @@ impl Application {
             .build();
         // Metrics and alerts follow every process's run events (subscribed before serving).
         let metrics = crate::metrics::Metrics::new(core.service.store().clone());
-        let alerts =
-            crate::alerts::Alerts::new(core.service.store().clone(), settings.alerts.clone());
+        // A webhook's 3xx is an answer, not a hop: a POST must not turn into a GET.
+        let alerts = crate::alerts::Alerts::new(
+            core.service.store().clone(),
+            settings.alerts.clone(),
+            EgressClient::build(egress.clone(), Redirects::None)?,
+        );
         let mut tasks = core.tasks;
         tasks.push(tokio::spawn(
             metrics.clone().follow(core.bus.subscribe(), stop.clone()),
@@ -236,6 +250,7 @@ impl Application {
                 core.service.store().clone(),
                 core.credentials.clone(),
                 core.bus.clone(),
+                core.http.clone(),
                 settings.health_interval,
                 stop.clone(),
             )));
@@ -303,13 +318,22 @@ pub async fn run_worker(
     database_url: Option<&str>,
     worker: WorkerSettings,
     secret_key: Option<&SecretKeyText>,
+    egress: EgressPolicy,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let worker = WorkerSettings {
         workers: worker.workers.max(1),
         ..worker
     };
-    let core = start_core(data_dir, database_url, &worker, secret_key, &stop).await?;
+    let core = start_core(
+        data_dir,
+        database_url,
+        &worker,
+        secret_key,
+        &Arc::new(egress),
+        &stop,
+    )
+    .await?;
     tracing::info!(workers = worker.workers, "switchyard worker started");
     stop.cancelled().await;
     for t in core.tasks {

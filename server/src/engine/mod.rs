@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    egress::EgressClient,
     events::EventBus,
     handlers::{JobError, JobRunContext, LogLine, LogSink, MetricsSink, Registry, SecretResolver},
     orchestrator::Orchestrator,
@@ -76,7 +77,7 @@ struct EngineInner {
     owner: String,
     settings: WorkerSettings,
     data_dir: PathBuf,
-    http: reqwest::Client,
+    http: EgressClient,
     inflight: Mutex<HashMap<String, InFlight>>,
     orchestrator: Orchestrator,
     /// Resolves secret references at execution time (and audit-logs each resolution).
@@ -179,6 +180,7 @@ impl Engine {
         data_dir: PathBuf,
         secrets: Arc<dyn SecretResolver>,
         services: Arc<dyn crate::handlers::ServiceDirectory>,
+        http: EgressClient,
     ) -> Engine {
         let logs = LogWriter::spawn(store.clone());
         let orchestrator =
@@ -194,10 +196,7 @@ impl Engine {
                 owner: worker_identity(),
                 settings,
                 data_dir,
-                http: reqwest::Client::builder()
-                    .user_agent(concat!("switchyard/", env!("CARGO_PKG_VERSION")))
-                    .build()
-                    .unwrap_or_default(),
+                http,
                 inflight: Mutex::new(HashMap::new()),
                 orchestrator,
                 secrets,

@@ -138,8 +138,9 @@ pub struct JobRunContext {
     pub metrics: MetricsSink,
     /// The server's data directory (checkouts live below it).
     pub data_dir: PathBuf,
-    /// Shared HTTP client.
-    pub http: reqwest::Client,
+    /// The shared outbound HTTP client (egress policy, same-origin redirects, no proxy); its
+    /// policy also guards git fetches.
+    pub http: crate::egress::EgressClient,
     /// Registered services (for service steps).
     pub services: Arc<dyn ServiceDirectory>,
     /// Resolves secret references at execution time.

@@ -1,5 +1,10 @@
 //! `builtin:http` `{"method", "url", "headers"?, "body"?, "expectStatus"?}`: one HTTP request
 //! with the shared client (webhooks, health probes, triggering other systems).
+//!
+//! The client is the engine's [`crate::egress::EgressClient`]: a destination the egress policy
+//! refuses fails the run at once (no retry), redirects are followed only within the URL's
+//! origin (a redirect elsewhere is the result, 3xx status and `location` header included), and
+//! at most `MAX_BODY_BYTES` of the body are read.
 use std::{error::Error as _, time::Instant};
 
 use reqwest::{
@@ -72,9 +77,15 @@ impl JobHandler for Http {
         let shown_url = redact_url(url.as_str());
         let expect_status = field(params, "expectStatus").and_then(Value::as_u64);
 
+        let refused = |refused: &crate::egress::Refused| {
+            let message = format!("{method} {shown_url}: {refused}");
+            ctx.log.info(message.clone());
+            JobError::Fatal(message)
+        };
         let mut request = ctx
             .http
             .request(method.clone(), url)
+            .map_err(|e| refused(&e))?
             .headers(request_headers(params)?);
         if !ctx.timeout.is_zero() {
             request = request.timeout(ctx.timeout);
@@ -108,6 +119,9 @@ impl JobHandler for Http {
         ctx.metrics.set("latencyMs", latency_ms);
 
         let (status, headers, body, truncated) = outcome.map_err(|e| {
+            if let Some(r) = crate::egress::Refused::find(&e) {
+                return refused(r);
+            }
             let what = if e.is_timeout() {
                 "timed out"
             } else {
@@ -195,20 +209,12 @@ pub(super) fn is_json(headers: &HeaderMap) -> bool {
     essence == "application/json" || essence.ends_with("+json")
 }
 
-/// Reads at most `MAX_BODY_BYTES`, so a huge response cannot exhaust memory.
+/// Reads at most `MAX_BODY_BYTES` as the body streams in, so a huge response cannot exhaust
+/// memory.
 pub(super) async fn read_capped(
     response: &mut reqwest::Response,
 ) -> Result<(Vec<u8>, bool), reqwest::Error> {
-    let mut bytes = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        let room = MAX_BODY_BYTES - bytes.len();
-        if chunk.len() > room {
-            bytes.extend_from_slice(&chunk[..room]);
-            return Ok((bytes, true));
-        }
-        bytes.extend_from_slice(&chunk);
-    }
-    Ok((bytes, false))
+    crate::egress::read_capped(response, MAX_BODY_BYTES).await
 }
 
 pub(super) fn body_value(bytes: Vec<u8>, is_json: bool, truncated: bool) -> Value {
@@ -325,6 +331,20 @@ mod tests {
         assert!(
             matches!(Http.execute(ctx).await, Err(JobError::Retryable(m)) if m.contains("503"))
         );
+    }
+
+    #[tokio::test]
+    async fn a_refused_destination_is_fatal_with_the_policy_error() {
+        let dir = tempfile::TempDir::new().expect("tempdir");
+        let url = "http://169.254.169.254/latest/meta-data/";
+        let (ctx, mut rx) = test_ctx(json!({"method": "GET", "url": url}), dir.path());
+        let expected = "GET http://169.254.169.254/latest/meta-data/: the egress policy refused \
+                        169.254.169.254: 169.254.169.254 is in the denied range 169.254.0.0/16";
+        assert_eq!(
+            Http.execute(ctx).await,
+            Err(JobError::Fatal(expected.to_string()))
+        );
+        assert!(drain_log(&mut rx).iter().any(|l| l.message == expected));
     }
 
     #[tokio::test]

@@ -250,11 +250,12 @@ pub(crate) fn test_ctx(
         log: LogSink::new("run-test".to_string(), 1, tx),
         metrics: MetricsSink::default(),
         data_dir: data_dir.to_path_buf(),
-        // Tests talk to loopback servers; a proxy from the environment must not intercept them.
-        http: reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("http client"),
+        // The default policy: loopback test servers are allowed.
+        http: crate::egress::EgressClient::build(
+            std::sync::Arc::new(crate::egress::EgressPolicy::default()),
+            crate::egress::Redirects::SameOrigin,
+        )
+        .expect("http client"),
         services: std::sync::Arc::new(NoServices),
         secrets: std::sync::Arc::new(EnvSecrets(
             crate::domain::secrets::EnvAllowList::parse("PATH,HOME").unwrap_or_default(),

@@ -4,6 +4,10 @@
 //!
 //! Checkouts are made with `init` + fetch from an anonymous remote rather than `clone`, so that
 //! credentials in the URL never reach `.git/config` or the reflogs, where builds could read them.
+//!
+//! An http(s) remote passes the egress policy first ([`check_remote`]): libgit2 resolves and
+//! connects by itself, so its host is resolved here and refused (a fatal error) when any of its
+//! addresses is. libgit2 then fetches without a proxy and follows no redirect to another host.
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
@@ -11,8 +15,8 @@ use std::{
 };
 
 use git2::{
-    AutotagOption, Commit, ErrorClass, FetchOptions, ObjectType, RemoteCallbacks, Repository,
-    TreeWalkMode, TreeWalkResult, build::CheckoutBuilder,
+    AutotagOption, Commit, ErrorClass, FetchOptions, ObjectType, ProxyOptions, RemoteCallbacks,
+    RemoteRedirect, Repository, TreeWalkMode, TreeWalkResult, build::CheckoutBuilder,
 };
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
@@ -169,6 +173,9 @@ pub(super) async fn ingest(
         return Err(JobError::Canceled);
     }
     let source = Source::parse(repo_url)?;
+    if source.remote {
+        check_remote(ctx.http.policy(), &source).await?;
+    }
     let dir = std::path::absolute(
         ctx.data_dir
             .join("checkouts")
@@ -185,6 +192,51 @@ pub(super) async fn ingest(
     })
     .await
     .map_err(|e| JobError::Fatal(format!("repository ingest stopped unexpectedly: {e}")))?
+}
+
+/// Refuses an http(s) remote whose host the egress policy refuses: an IP address host that is
+/// refused, or a name with any refused address among those it resolves to (libgit2 may connect
+/// to any of them).
+///
+/// Time-of-check gap: libgit2 resolves the name again when it connects. A DNS answer that
+/// changes between the two lookups (rebinding with a short TTL) can still send it to an address
+/// that was not checked. Closing that would take a git transport that connects to the checked
+/// address itself; `builtin:http` and service steps have no such gap (their client connects only
+/// to the addresses its resolver admitted).
+async fn check_remote(
+    policy: &crate::egress::EgressPolicy,
+    source: &Source,
+) -> Result<(), JobError> {
+    let url = reqwest::Url::parse(&source.url)
+        .map_err(|e| JobError::Fatal(format!("invalid repository URL {}: {e}", source.shown)))?;
+    let refused =
+        |r: crate::egress::Refused| JobError::Fatal(format!("fetching {}: {r}", source.shown));
+    let host = match url.host() {
+        Some(url::Host::Domain(host)) => host.to_string(),
+        Some(url::Host::Ipv4(ip)) => {
+            return policy.check_ip(&ip.to_string(), ip.into()).map_err(refused);
+        }
+        Some(url::Host::Ipv6(ip)) => {
+            return policy.check_ip(&ip.to_string(), ip.into()).map_err(refused);
+        }
+        None => {
+            return Err(JobError::Fatal(format!(
+                "repository URL {} has no host",
+                source.shown
+            )));
+        }
+    };
+    let port = url.port_or_known_default().unwrap_or(443);
+    // A name that does not resolve now is not fetched: libgit2's own lookup must not be the
+    // only one.
+    let addresses = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .map_err(|e| {
+            JobError::Retryable(format!("resolving {host} for {} failed: {e}", source.shown))
+        })?;
+    policy
+        .check_host(&host, addresses.map(|a| a.ip()))
+        .map_err(refused)
 }
 
 type CheckoutLocks = HashMap<PathBuf, Arc<Mutex<()>>>;
@@ -316,7 +368,10 @@ fn fetch(repo: &Repository, source: &Source, cancel: &CancellationToken) -> Resu
     let mut options = FetchOptions::new();
     options
         .remote_callbacks(callbacks)
-        .download_tags(AutotagOption::All);
+        .download_tags(AutotagOption::All)
+        // The egress check was made for this host: no proxy, no redirect to another host.
+        .proxy_options(ProxyOptions::new())
+        .follow_redirects(RemoteRedirect::None);
 
     let mut remote = repo
         .remote_anonymous(&source.url)

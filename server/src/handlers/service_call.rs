@@ -8,6 +8,10 @@
 //!   policy while the service is down (health-aware retries).
 //! - Header values may be `{"secret": {"source", "key", "version"?}, "prefix"?}` references.
 //!   They resolve here, at execution time, and their values are never logged or returned.
+//! - The request goes through the engine's egress client: a `baseUrl` the egress policy refuses
+//!   fails the step at once, and a redirect to another origin is not followed (the 3xx is the
+//!   answer), so the service's headers and the step's never reach another host. At most 1 MiB
+//!   of the response body is read.
 //! - The result is `{"status", "latencyMs", "baseUrl"}` plus, with `captureResponse`,
 //!   `"response": {"status", "headers", "body"}`. Status 5xx and 429 are retryable; any other
 //!   status outside 2xx/3xx fails the step.
@@ -214,9 +218,15 @@ impl JobHandler for ServiceCall {
         let query = field(request, "query").and_then(Value::as_object);
         let url = target_url(&service.base_url, path, query).map_err(JobError::Fatal)?;
         let headers = Self::headers(&ctx, &service.headers, request).await?;
+        let refused = |refused: &crate::egress::Refused| {
+            let message = format!("{method} {} (service {slug}): {refused}", url.path());
+            ctx.log.info(message.clone());
+            JobError::Fatal(message)
+        };
         let mut builder = ctx
             .http
             .request(method.clone(), url.clone())
+            .map_err(|e| refused(&e))?
             .headers(headers);
         if !ctx.timeout.is_zero() {
             builder = builder.timeout(ctx.timeout);
@@ -244,6 +254,9 @@ impl JobHandler for ServiceCall {
         let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         ctx.metrics.set("latencyMs", latency_ms);
         let (status, headers, body) = outcome.map_err(|e| {
+            if let Some(r) = crate::egress::Refused::find(&e) {
+                return refused(r);
+            }
             let message = format!("{method} {} failed: {}", url.path(), error_chain(e));
             ctx.log.info(message.clone());
             JobError::Retryable(message)

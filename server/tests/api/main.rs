@@ -5,6 +5,7 @@ mod helpers;
 mod auth;
 mod authority;
 mod contract;
+mod egress;
 mod engine;
 mod migrations;
 mod operations;

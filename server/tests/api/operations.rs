@@ -695,6 +695,34 @@ async fn alert_is_retried_after_errors_and_recorded_delivered() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_the_egress_policy_refuses_is_failed_at_once_and_never_reached() {
+    let (receiver, url) = start_receiver(0).await;
+    let port = url.split(':').nth(2).unwrap().split('/').next().unwrap();
+    let url = format!("http://localhost:{port}/hook?token=s3cret");
+    let db = TestDb::new().await;
+    let mut settings = alert_settings(&db, &url, 3);
+    settings.egress = server::egress::EgressPolicy::new(
+        Some(server::egress::parse_list("127.0.0.0/8,::1").unwrap()),
+        None,
+    );
+    let app = spawn_app_with(db, settings).await;
+    failing_workflow(&app).await;
+    for _ in 0..3 {
+        fail_once(&app).await;
+    }
+    let rows = wait_deliveries(&app.db, |r| r.first().is_some_and(|d| d.status == "failed")).await;
+    // Refused is final: one attempt, not three.
+    assert_eq!(rows[0].attempts, 1, "{rows:#?}");
+    let error = rows[0].last_error.clone().unwrap_or_default();
+    assert!(
+        error.starts_with("webhook request failed: the egress policy refused localhost"),
+        "{error}"
+    );
+    assert!(!error.contains("s3cret"), "{error}");
+    assert!(receiver.bodies.lock().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_webhook_is_recorded_failed_after_the_retries() {
     // Port 1 (tcpmux): nothing listens there. (A port freed a moment ago could be taken by
     // another test's server meanwhile, and then the webhook would get an answer.)
