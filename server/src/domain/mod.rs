@@ -2,6 +2,7 @@
 //! delays, parameter merging. Architecture invariant: nothing here imports axum, sea-orm or
 //! apalis; every function is testable without I/O.
 pub mod auth;
+pub mod hosts;
 pub mod jobs;
 pub mod problems;
 pub mod retry;

@@ -8,12 +8,14 @@ mod finish;
 mod group;
 mod metrics;
 mod secrets;
+mod sessions;
 mod workflow_runs;
 mod workflows;
 
 pub use audit::{AuditFilter, AuditPage, AuditRecord, AuditStatus};
 pub use metrics::{AlertDelivery, NewAlertDelivery, SlugStatusCount};
 pub use secrets::{PutSecretError, SealedSecret, SecretPage};
+pub use sessions::SessionRecord;
 pub use workflow_runs::{
     InsertedWorkflowRun, NewWorkflowRun, RunChanges, StepJobRun, WorkflowRunFilter,
     WorkflowRunState,
