@@ -95,12 +95,31 @@ pub fn SessionBadge() -> impl IntoView {
     }
 }
 
+/// Where to send the browser after signing in: `next` when it is a path on this site, else
+/// `/`. A path starts with `/`, not with `//` or `/\` (both name another host), and has no
+/// backslash, control character or whitespace anywhere: browsers drop tabs and newlines from
+/// URLs and read `\` as `/`, so `/\t/evil.test` would become `//evil.test`.
+pub fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.contains('\\')
+                && !n.chars().any(|c| c.is_control() || c.is_whitespace()) =>
+        {
+            n.to_string()
+        }
+        _ => "/".to_string(),
+    }
+}
+
 /// `/sign-in`: a token field posting to `/auth/sign-in` (HTML form, no script needed).
 #[component]
 pub fn SignInPage() -> impl IntoView {
     let query = use_query_map();
     let error = move || query.with(|q| q.get("error"));
-    let next = move || query.with(|q| q.get("next")).unwrap_or_else(|| "/".into());
+    // Only a path on this site goes into the form (the server checks it again).
+    let next = move || query.with(|q| safe_next(q.get("next").as_deref()));
     view! {
         <Title text="Sign in · Switchyard"/>
         <h1>"Sign in"</h1>
@@ -108,10 +127,15 @@ pub fn SignInPage() -> impl IntoView {
             <p id="sign-in-error" class="error" role="alert">{match e.as_str() {
                 "invalid_token" => "That token is not valid.".to_string(),
                 "missing_token" => "Enter a token.".to_string(),
+                "session_expired" => "Your session has ended: sign in again.".to_string(),
+                "rate_limited" => format!(
+                    "Too many sign-in attempts from this address: try again in {} s.",
+                    query.with(|q| q.get("retry_after")).unwrap_or_else(|| "60".into())
+                ),
                 other => format!("Sign-in failed: {other}"),
             }}</p>
         })}
-        <p>"Paste an operator token. It is kept in an HttpOnly cookie for this site only."</p>
+        <p>"Paste an operator token. The server opens a session for it: this site's HttpOnly cookie holds the session, never the token."</p>
         <form id="sign-in-form" method="post" action="/auth/sign-in">
             <input type="hidden" name="next" value=next/>
             <label for="token">"Token "</label>

@@ -15,11 +15,14 @@ const binary = process.env.SWITCHYARD_BIN || path.join(targetDir, 'debug', 'swit
 // Playwright worker printed nothing usable here.
 const port = Number(process.env.SWITCHYARD_E2E_PORT || 3900) + 1;
 const base = `http://127.0.0.1:${port}`;
+// Operator tokens need at least 32 characters.
+const ADMIN_TOKEN = 'e2e-admin-token-0123456789abcdef0123';
+const RUNNER_TOKEN = 'e2e-runner-token-0123456789abcdef012';
 const TOKENS = [
-  { subject: 'ada', token: 'e2e-admin-token', scopes: ['admin'] },
-  { subject: 'runner', token: 'e2e-runner-token', scopes: ['jobs:run'] },
+  { subject: 'ada', token: ADMIN_TOKEN, scopes: ['admin'] },
+  { subject: 'runner', token: RUNNER_TOKEN, scopes: ['jobs:run'] },
 ];
-const admin = { Authorization: 'Bearer e2e-admin-token' };
+const admin = { Authorization: `Bearer ${ADMIN_TOKEN}` };
 
 test.use({ baseURL: base });
 test.describe.configure({ mode: 'serial' });
@@ -56,21 +59,43 @@ test('sign-in sets the session shown in the header; a bad token is refused', asy
   await expect(page.locator('#session')).toHaveAttribute('data-mode', 'signed-out');
   await page.click('#sign-in-link');
   await expect(page).toHaveURL(/\/sign-in/);
-  await page.fill('#token', 'wrong-token');
+  await page.fill('#token', 'wrong-token-0123456789abcdef0123456');
   await page.click('#sign-in-submit');
   await expect(page.locator('#sign-in-error')).toContainText('not valid');
 
-  await signIn(page, 'e2e-runner-token');
+  await signIn(page, RUNNER_TOKEN);
   await expect(page.locator('#session-subject')).toHaveText('runner');
   await expect(page.locator('#session-scopes')).toHaveText('jobs:run');
   await expect(page.locator('#audit-link')).toHaveCount(0);
+  // The cookie holds a server-side session, never the token.
   const cookies = await page.context().cookies();
-  const c = cookies.find((x) => x.name === 'switchyard_token');
+  const c = cookies.find((x) => x.name === 'switchyard_session');
   expect(c.httpOnly).toBe(true);
   expect(c.sameSite).toBe('Strict');
+  expect(c.value).not.toContain(RUNNER_TOKEN);
+  expect(cookies.find((x) => x.name === 'switchyard_token')).toBeUndefined();
 
   await page.click('#sign-out');
   await expect(page.locator('#session')).toHaveAttribute('data-mode', 'signed-out');
+  // Sign-out ended the session on the server: the old cookie signs nobody in.
+  await page.context().addCookies([{ ...c }]);
+  await page.goto('/runs');
+  await expect(page.locator('#session')).toHaveAttribute('data-mode', 'signed-out');
+});
+
+test('next= only leads to a path on this site', async ({ page }) => {
+  // A tab in `next` used to make the browser go to //evil.test after signing in.
+  await page.goto('/sign-in?next=%2F%09%2Fevil.test');
+  await expect(page.locator('input[name="next"]')).toHaveValue('/');
+  await page.fill('#token', RUNNER_TOKEN);
+  await page.click('#sign-in-submit');
+  await expect(page.locator('#session-subject')).toHaveText('runner');
+  expect(new URL(page.url()).origin).toBe(base);
+  expect(new URL(page.url()).pathname).toBe('/');
+  await page.goto('/sign-in?next=%2Fruns%3Fstatus%3Dfailed');
+  await page.fill('#token', RUNNER_TOKEN);
+  await page.click('#sign-in-submit');
+  await expect(page).toHaveURL(`${base}/runs?status=failed`);
 });
 
 test('a button needing a scope the operator lacks is disabled with the reason', async ({ page, request }) => {
@@ -82,7 +107,7 @@ test('a button needing a scope the operator lacks is disabled with the reason', 
   expect(run.status()).toBe(202);
   const runId = (await run.json()).data.id;
 
-  await signIn(page, 'e2e-runner-token');
+  await signIn(page, RUNNER_TOKEN);
   await page.goto(`/workflows/${slug}`);
   await expect(page.locator('#launch-submit')).toBeDisabled();
   await expect(page.locator('#launch-submit')).toHaveAttribute('title', 'needs scope workflows:run');
@@ -97,14 +122,14 @@ test('a button needing a scope the operator lacks is disabled with the reason', 
 test('the audit page lists entries for admins, with filters in the URL', async ({ page, request }) => {
   // Something to see: an accepted write and a rejected one.
   await request.post('/api/jobs', { headers: admin, data: { slug: 'audited-job', name: 'A', entryPoint: 'builtin:noop' } });
-  await request.post('/api/jobs', { headers: { Authorization: 'Bearer e2e-runner-token' }, data: { slug: 'x', name: 'x', entryPoint: 'builtin:noop' } });
+  await request.post('/api/jobs', { headers: { Authorization: `Bearer ${RUNNER_TOKEN}` }, data: { slug: 'x', name: 'x', entryPoint: 'builtin:noop' } });
 
-  await signIn(page, 'e2e-runner-token');
+  await signIn(page, RUNNER_TOKEN);
   await page.goto('/audit');
   await expect(page.locator('#audit-denied')).toContainText('needs scope admin');
   await expect(page.locator('#audit')).toHaveCount(0);
 
-  await signIn(page, 'e2e-admin-token');
+  await signIn(page, ADMIN_TOKEN);
   await expect(page.locator('#audit-link')).toBeVisible();
   await page.click('#audit-link');
   await expect(page.locator('#audit')).toBeVisible();
@@ -118,6 +143,6 @@ test('the audit page lists entries for admins, with filters in the URL', async (
     expect(status).toBe('forbidden');
   }
   await expect(page.locator('#audit')).toContainText('runner');
-  await expect(page.locator('#audit')).not.toContainText('e2e-runner-token');
+  await expect(page.locator('#audit')).not.toContainText(RUNNER_TOKEN);
   await page.screenshot({ path: 'test-results/audit-page.png', fullPage: true });
 });

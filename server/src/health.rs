@@ -323,7 +323,12 @@ mod tests {
         // Without the cap the body is read until the 5 s request timeout.
         let health = tokio::time::timeout(
             Duration::from_secs(3),
-            check(&client(), &service(&base, json!({})), &Default::default(), "/health"),
+            check(
+                &client(),
+                &service(&base, json!({})),
+                &Default::default(),
+                "/health",
+            ),
         )
         .await
         .expect("classified long before the request timeout");

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod orchestrator;
 pub mod secrets;
 pub mod service;
+pub mod sessions;
 pub mod settings;
 pub mod startup;
 pub mod store;

@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
-    domain::{auth::OperatorTokens, secrets::EnvAllowList},
+    domain::{auth::OperatorTokens, hosts::HostName, secrets::EnvAllowList},
     egress::EgressPolicy,
 };
 
@@ -199,11 +199,13 @@ pub struct ServeArgs {
     pub egress: EgressArgs,
 }
 
-/// Operator tokens (api.md "Conventions"). With none the server runs in open local mode and
-/// binds only loopback addresses.
+/// Operator tokens (api.md "Conventions"), sign-in sessions, and the hosts this server answers
+/// to. With no tokens the server runs in open local mode and binds only loopback addresses.
 #[derive(Debug, Clone, Args)]
 pub struct AuthArgs {
-    /// Operator tokens as JSON `[{"subject", "token", "scopes": [...]}]`.
+    /// Operator tokens as JSON `[{"subject", "token", "scopes": [...]}]`, each token at least
+    /// 32 characters. Unset (and no file): open local mode; set but empty (`''`, `[]`): an
+    /// error.
     #[arg(long, env = "SWITCHYARD_OPERATOR_TOKENS", hide_env_values = true)]
     pub operator_tokens: Option<String>,
     /// A file holding the same JSON as `--operator-tokens`.
@@ -214,23 +216,50 @@ pub struct AuthArgs {
         num_args = 0..=1, default_value_t = false, default_missing_value = "true",
         value_parser = clap::builder::BoolishValueParser::new())]
     pub protect_reads: bool,
+    /// Host names this server answers to besides loopback (`localhost`, 127.0.0.0/8, `[::1]`),
+    /// the bound address and the public URL's host; comma-separated, ports ignored. Requests
+    /// naming any other `Host` are refused (421) before any handler runs (DNS rebinding).
+    #[arg(long, env = "SWITCHYARD_ALLOWED_HOSTS")]
+    pub allowed_hosts: Option<String>,
+    /// The URL browsers reach this server at (e.g. `https://switchyard.example.com`, behind a
+    /// TLS proxy): its host is allowed; an https URL makes the sign-in cookie `Secure` and
+    /// `__Host-` prefixed.
+    #[arg(long, env = "SWITCHYARD_PUBLIC_URL", value_parser = parse_public_url)]
+    pub public_url: Option<url::Url>,
+    /// How long a sign-in session lasts, in ms (default 12 hours).
+    #[arg(long, env = "SWITCHYARD_SESSION_TTL_MS", default_value_t = DEFAULT_SESSION_TTL_MS,
+          value_parser = clap::value_parser!(u64).range(1000..=31_536_000_000))]
+    pub session_ttl_ms: u64,
+}
+
+/// Sign-in sessions last 12 hours unless configured otherwise.
+pub const DEFAULT_SESSION_TTL_MS: u64 = 12 * 60 * 60 * 1000;
+
+impl Default for AuthArgs {
+    /// Nothing configured: open local mode, loopback hosts only, 12-hour sessions.
+    fn default() -> Self {
+        AuthArgs {
+            operator_tokens: None,
+            operator_tokens_file: None,
+            protect_reads: false,
+            allowed_hosts: None,
+            public_url: None,
+            session_ttl_ms: DEFAULT_SESSION_TTL_MS,
+        }
+    }
 }
 
 impl AuthArgs {
-    /// Reads and parses the configured tokens; a clear error for a bad configuration.
+    /// Reads and parses the configured tokens and hosts; a clear error for a bad configuration.
+    /// Unset tokens mean open local mode; tokens that are set but empty (`''`, whitespace,
+    /// `[]`, or a file holding that) are an error: an empty list must not silently open the
+    /// server.
     pub fn load(&self) -> anyhow::Result<AuthSettings> {
-        let inline = self
-            .operator_tokens
-            .as_deref()
-            .filter(|s| !s.trim().is_empty());
-        let (source, json) = match (inline, &self.operator_tokens_file) {
+        let (source, json) = match (&self.operator_tokens, &self.operator_tokens_file) {
             (Some(_), Some(_)) => anyhow::bail!(
                 "operator tokens: give SWITCHYARD_OPERATOR_TOKENS or --operator-tokens-file, not both"
             ),
-            (Some(json), None) => (
-                "SWITCHYARD_OPERATOR_TOKENS".to_string(),
-                Some(json.to_string()),
-            ),
+            (Some(json), None) => ("SWITCHYARD_OPERATOR_TOKENS".to_string(), Some(json.clone())),
             (None, Some(path)) => (
                 format!("operator tokens file {}", path.display()),
                 Some(std::fs::read_to_string(path).map_err(|e| {
@@ -241,6 +270,9 @@ impl AuthArgs {
         };
         let tokens = match json {
             None => OperatorTokens::default(),
+            Some(json) if json.trim().is_empty() => anyhow::bail!(
+                "invalid operator tokens in {source}: it is set but empty; configure at least one token, or unset it for open local mode (loopback only)"
+            ),
             Some(json) => OperatorTokens::parse(&json).map_err(|problems| {
                 let list = problems
                     .into_vec()
@@ -261,24 +293,107 @@ impl AuthArgs {
                 anyhow::anyhow!("invalid operator tokens in {source}: {list}")
             })?,
         };
+        let mut allowed_hosts = Vec::new();
+        let mut bad = Vec::new();
+        for entry in self
+            .allowed_hosts
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+        {
+            match HostName::parse(entry) {
+                Some(h) => allowed_hosts.push(h),
+                None => bad.push(format!("{entry:?}")),
+            }
+        }
+        if !bad.is_empty() {
+            anyhow::bail!(
+                "invalid --allowed-hosts (SWITCHYARD_ALLOWED_HOSTS): {} (expected host names or IP addresses, comma-separated, e.g. switchyard.example.com,10.0.0.5)",
+                bad.join(", ")
+            );
+        }
         Ok(AuthSettings {
             tokens,
             protect_reads: self.protect_reads,
+            allowed_hosts,
+            public_url: self.public_url.clone(),
+            session_ttl: Duration::from_millis(self.session_ttl_ms),
         })
     }
 }
 
-/// Parsed operator tokens (hashes only) and whether reads are protected.
-#[derive(Debug, Clone, Default)]
+fn parse_public_url(text: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(text).map_err(|e| format!("not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "scheme must be http or https, not {}",
+            url.scheme()
+        ));
+    }
+    if url.host().is_none() {
+        return Err("the URL has no host".into());
+    }
+    Ok(url)
+}
+
+/// Parsed operator tokens (hashes only), read protection, the hosts this server answers to and
+/// the sign-in sessions' lifetime.
+#[derive(Debug, Clone)]
 pub struct AuthSettings {
     pub tokens: OperatorTokens,
     pub protect_reads: bool,
+    /// `--allowed-hosts`.
+    pub allowed_hosts: Vec<HostName>,
+    /// `--public-url`: its host is allowed; https means sign-in cookies are `Secure`.
+    pub public_url: Option<url::Url>,
+    pub session_ttl: Duration,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            tokens: OperatorTokens::default(),
+            protect_reads: false,
+            allowed_hosts: Vec::new(),
+            public_url: None,
+            session_ttl: Duration::from_millis(DEFAULT_SESSION_TTL_MS),
+        }
+    }
 }
 
 impl AuthSettings {
     /// No tokens: open local mode (everything allowed, subject `local`, loopback only).
     pub fn is_open(&self) -> bool {
         self.tokens.is_empty()
+    }
+
+    /// The hosts allowed besides loopback and the bound address: `--allowed-hosts` and the
+    /// public URL's host.
+    pub fn extra_hosts(&self) -> Vec<HostName> {
+        let mut hosts = self.allowed_hosts.clone();
+        if let Some(host) = self.public_host() {
+            hosts.push(host);
+        }
+        hosts
+    }
+
+    /// The host of an `https` public URL: requests naming it came through the TLS proxy.
+    pub fn https_public_host(&self) -> Option<HostName> {
+        self.public_url
+            .as_ref()
+            .filter(|u| u.scheme() == "https")
+            .and_then(|_| self.public_host())
+    }
+
+    fn public_host(&self) -> Option<HostName> {
+        let url = self.public_url.as_ref()?;
+        match url.host()? {
+            url::Host::Domain(d) => HostName::parse(d),
+            url::Host::Ipv4(ip) => Some(HostName::Ip(ip.into())),
+            url::Host::Ipv6(ip) => Some(HostName::Ip(ip.into())),
+        }
     }
 }
 
@@ -516,5 +631,84 @@ mod tests {
             let empty = egress_of(&["switchyard", command, "--egress-allow", " "]).unwrap_err();
             assert!(empty.contains("empty"), "{empty}");
         }
+    }
+
+    const TOKEN: &str = "a-token-of-at-least-32-characters-0123";
+
+    fn tokens(json: &str) -> AuthArgs {
+        AuthArgs {
+            operator_tokens: Some(json.to_string()),
+            ..AuthArgs::default()
+        }
+    }
+
+    #[test]
+    fn unset_tokens_mean_open_local_mode() {
+        let auth = AuthArgs::default().load().unwrap();
+        assert!(auth.is_open());
+        assert_eq!(
+            auth.session_ttl,
+            Duration::from_millis(DEFAULT_SESSION_TTL_MS)
+        );
+        let json = format!(r#"[{{"subject": "a", "token": "{TOKEN}", "scopes": ["admin"]}}]"#);
+        let auth = tokens(&json).load().unwrap();
+        assert!(!auth.is_open());
+        assert_eq!(auth.tokens.len(), 1);
+    }
+
+    #[test]
+    fn an_empty_token_list_is_an_error_not_open_mode() {
+        for empty in ["", "   ", "\n", "[]", " [ ]\n"] {
+            let err = tokens(empty).load().unwrap_err().to_string();
+            assert!(
+                err.contains("SWITCHYARD_OPERATOR_TOKENS")
+                    && (err.contains("set but empty") || err.contains("empty list"))
+                    && err.contains("open local mode"),
+                "{empty:?}: {err}"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        for (name, content) in [("empty.json", ""), ("list.json", "[]\n")] {
+            let file = dir.path().join(name);
+            std::fs::write(&file, content).unwrap();
+            let args = AuthArgs {
+                operator_tokens_file: Some(file),
+                ..AuthArgs::default()
+            };
+            let err = args.load().unwrap_err().to_string();
+            assert!(err.contains(name) && err.contains("empty"), "{err}");
+        }
+    }
+
+    #[test]
+    fn allowed_hosts_and_the_public_url() {
+        let args = AuthArgs {
+            allowed_hosts: Some(" Switchyard.Example:8080, 10.0.0.5 ,,[::1]".into()),
+            public_url: Some(parse_public_url("https://ops.example.com/switchyard").unwrap()),
+            ..AuthArgs::default()
+        };
+        let auth = args.load().unwrap();
+        let hosts: Vec<String> = auth.extra_hosts().iter().map(|h| h.to_string()).collect();
+        assert_eq!(
+            hosts,
+            ["switchyard.example", "10.0.0.5", "[::1]", "ops.example.com"]
+        );
+        assert_eq!(auth.https_public_host(), HostName::parse("ops.example.com"));
+        let args = AuthArgs {
+            allowed_hosts: Some("good.example,bad host,http://x".into()),
+            ..AuthArgs::default()
+        };
+        let err = args.load().unwrap_err().to_string();
+        assert!(
+            err.contains("\"bad host\"") && err.contains("\"http://x\"") && !err.contains("good"),
+            "{err}"
+        );
+        assert!(parse_public_url("ftp://x.example").is_err());
+        assert!(parse_public_url("switchyard.example").is_err());
+        let plain = AuthArgs {
+            public_url: Some(parse_public_url("http://ops.example.com").unwrap()),
+            ..AuthArgs::default()
+        };
+        assert_eq!(plain.load().unwrap().https_public_host(), None);
     }
 }

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     db::Database,
+    domain::hosts::HostPolicy,
     egress::{EgressClient, EgressPolicy, Redirects},
     engine::{
         Engine, StopReason,
@@ -19,6 +20,7 @@ use crate::{
     http::{AppState, router},
     secrets::{EngineSecrets, SecretCipher, SecretService, ServiceCredentials},
     service::JobService,
+    sessions::Sessions,
     settings::{SecretKeyText, Settings, WorkerSettings},
     store::Store,
 };
@@ -213,6 +215,8 @@ impl Application {
             EgressClient::build(egress.clone(), Redirects::None)?,
         );
         let mut tasks = core.tasks;
+        let sessions = Sessions::new(core.service.store().clone(), settings.auth.session_ttl);
+        tasks.push(tokio::spawn(sessions.clone().run_pruner(stop.clone())));
         tasks.push(tokio::spawn(
             metrics.clone().follow(core.bus.subscribe(), stop.clone()),
         ));
@@ -227,8 +231,12 @@ impl Application {
             auth: std::sync::Arc::new(settings.auth.clone()),
             secrets: core.secrets.clone(),
             metrics,
+            sessions: sessions.clone(),
         };
-        let app = router(state, settings.max_body_bytes);
+        // Host names requests may carry: loopback, the bound address, --allowed-hosts and the
+        // public URL's host.
+        let hosts = HostPolicy::new(addr.ip(), settings.auth.extra_hosts());
+        let app = router(state, settings.max_body_bytes, hosts);
         let shutdown = stop.clone();
         // Pages stream in several writes: without TCP_NODELAY, Nagle's algorithm holds the later
         // ones until the client's delayed ACK (about 40 ms per page).

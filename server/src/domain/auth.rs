@@ -149,6 +149,13 @@ impl OperatorTokens {
             );
             return Err(p);
         };
+        if items.is_empty() {
+            p.add(
+                "",
+                "an empty list: configure at least one token, or unset the setting for open local mode (loopback only)",
+            );
+            return Err(p);
+        }
         let mut entries = Vec::new();
         let mut seen: HashSet<[u8; 32]> = HashSet::new();
         for (i, item) in items.iter().enumerate() {
@@ -176,6 +183,14 @@ impl OperatorTokens {
                 Some(t) if !t.trim().is_empty() => {
                     if t.trim() != t {
                         p.add(at("/token"), "must not start or end with whitespace");
+                    }
+                    if t.chars().count() < MIN_TOKEN_CHARS {
+                        p.add(
+                            at("/token"),
+                            format!(
+                                "too short: a token needs at least {MIN_TOKEN_CHARS} characters (e.g. `openssl rand -base64 32`)"
+                            ),
+                        );
                     }
                     Some(Sha256::digest(t.as_bytes()).into())
                 }
@@ -227,6 +242,7 @@ impl OperatorTokens {
         p.finish(OperatorTokens { entries })
     }
 
+    /// No tokens: the `Default` value, open local mode (`parse` never returns an empty list).
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -245,12 +261,42 @@ impl OperatorTokens {
                 found = Some(entry);
             }
         }
-        found.map(|e| Principal {
-            subject: e.subject.clone(),
-            scopes: e.scopes.clone(),
-            token_hash_prefix: Some(hex::encode(presented)[..12].to_string()),
-        })
+        found.map(|e| e.principal())
     }
+
+    /// The principal of the configured token whose hex SHA-256 is `token_hash` (a sign-in
+    /// session remembers its token this way), or `None` when no configured token has it (any
+    /// more). Every configured hash is compared, in constant time.
+    pub fn by_hash(&self, token_hash: &str) -> Option<Principal> {
+        let mut presented = [0u8; 32];
+        hex::decode_to_slice(token_hash, &mut presented).ok()?;
+        let mut found: Option<&TokenEntry> = None;
+        for entry in &self.entries {
+            if bool::from(entry.hash.ct_eq(&presented)) {
+                found = Some(entry);
+            }
+        }
+        found.map(|e| e.principal())
+    }
+}
+
+impl TokenEntry {
+    fn principal(&self) -> Principal {
+        Principal {
+            subject: self.subject.clone(),
+            scopes: self.scopes.clone(),
+            token_hash_prefix: Some(hex::encode(self.hash)[..12].to_string()),
+        }
+    }
+}
+
+/// Operator tokens shorter than this are refused at start: a short token can be guessed.
+pub const MIN_TOKEN_CHARS: usize = 32;
+
+/// A sign-in session's id as stored: the hex SHA-256 of the secret its cookie holds (a copy of
+/// the sessions table gives no usable cookie).
+pub fn session_id(secret: &str) -> String {
+    token_hash_hex(secret)
 }
 
 fn expected_scopes() -> String {
@@ -596,24 +642,6 @@ fn percent_decode(s: &str) -> String {
     url_decode(s.as_bytes())
 }
 
-/// A token as a cookie value: every byte outside `A-Z a-z 0-9 - . _ ~` percent-encoded.
-pub fn cookie_encode(token: &str) -> String {
-    let mut out = String::with_capacity(token.len());
-    for b in token.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// The inverse of `cookie_encode`.
-pub fn cookie_decode(value: &str) -> String {
-    url_decode(value.trim().trim_matches('"').as_bytes())
-}
-
 fn url_decode(bytes: &[u8]) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -663,51 +691,81 @@ pub fn same_origin(origin_or_referer: &str, host: &str) -> bool {
     }
 }
 
-/// Where to send the browser after signing in: only a local path (never `//host` or a URL).
-pub fn safe_next(next: Option<&str>) -> String {
-    match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
-        _ => "/".to_string(),
-    }
-}
+/// Where to send the browser after signing in: a same-origin path only (see
+/// `app::auth_pages::safe_next`, shared with the `/sign-in` page).
+pub use app::auth_pages::safe_next;
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     const CONFIG: &str = r#"[
-        {"subject": "alice", "token": "alice-secret-token", "scopes": ["admin"]},
-        {"subject": "bob", "token": "bob-token", "scopes": ["jobs:run", "workflows:run"]}
+        {"subject": "alice", "token": "alice-secret-token-0123456789abcdef", "scopes": ["admin"]},
+        {"subject": "bob", "token": "bob-token-0123456789abcdef0123456789", "scopes": ["jobs:run", "workflows:run"]}
     ]"#;
+    const ALICE: &str = "alice-secret-token-0123456789abcdef";
+    const BOB: &str = "bob-token-0123456789abcdef0123456789";
 
     #[test]
     fn parses_tokens_and_authenticates_by_hash() {
         let tokens = OperatorTokens::parse(CONFIG).unwrap();
         assert_eq!(tokens.len(), 2);
-        let bob = tokens.authenticate("bob-token").unwrap();
+        let bob = tokens.authenticate(BOB).unwrap();
         assert_eq!(bob.subject, "bob");
         assert!(bob.allows(Scope::JobsRun));
         assert!(!bob.allows(Scope::JobsWrite));
         assert_eq!(
             bob.token_hash_prefix.as_deref(),
-            Some(&token_hash_hex("bob-token")[..12])
+            Some(&token_hash_hex(BOB)[..12])
         );
-        let alice = tokens.authenticate("alice-secret-token").unwrap();
+        let alice = tokens.authenticate(ALICE).unwrap();
         assert!(
             Scope::ALL.iter().all(|s| alice.allows(*s)),
             "admin implies all"
         );
-        assert!(tokens.authenticate("bob-token ").is_none());
+        assert!(tokens.authenticate(&format!("{BOB} ")).is_none());
         assert!(tokens.authenticate("").is_none());
         // Only hashes are kept.
-        assert!(!format!("{tokens:?}").contains("bob-token"));
+        assert!(!format!("{tokens:?}").contains(BOB));
+        // A session finds its token by the token's hash.
+        assert_eq!(tokens.by_hash(&token_hash_hex(BOB)), Some(bob));
+        assert_eq!(tokens.by_hash(&token_hash_hex(ALICE)), Some(alice));
+        assert_eq!(tokens.by_hash(&token_hash_hex("removed-token")), None);
+        assert_eq!(tokens.by_hash("not hex"), None);
+        assert_eq!(tokens.by_hash(""), None);
+        assert_eq!(session_id("s"), token_hash_hex("s"));
+    }
+
+    #[test]
+    fn short_tokens_and_empty_lists_are_refused() {
+        let short = "x".repeat(MIN_TOKEN_CHARS - 1);
+        let config = json!([
+            {"subject": "a", "token": short, "scopes": ["admin"]},
+            {"subject": "b", "token": "y".repeat(MIN_TOKEN_CHARS), "scopes": ["admin"]},
+            {"subject": "c", "token": "ü".repeat(MIN_TOKEN_CHARS), "scopes": ["admin"]},
+        ]);
+        let v = OperatorTokens::parse(&config.to_string())
+            .unwrap_err()
+            .into_vec();
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].path, "/0/token");
+        assert!(v[0].message.contains("at least 32 characters"), "{v:?}");
+        assert!(!v[0].message.contains(&short), "the token is not echoed");
+        for empty in ["[]", " [ ] "] {
+            let v = OperatorTokens::parse(empty).unwrap_err().into_vec();
+            assert_eq!(v[0].path, "");
+            assert!(v[0].message.contains("empty list"), "{v:?}");
+        }
+        assert!(OperatorTokens::default().is_empty(), "open local mode");
     }
 
     #[test]
     fn bad_config_lists_every_problem_without_the_token() {
         let err = OperatorTokens::parse(
-            r#"[{"subject": "a", "token": "dup-token", "scopes": ["jobs:run", "root"]},
-                {"subject": "", "token": "dup-token", "scopes": []},
+            r#"[{"subject": "a", "token": "dup-token-0123456789abcdef0123456789", "scopes": ["jobs:run", "root"]},
+                {"subject": "", "token": "dup-token-0123456789abcdef0123456789", "scopes": []},
                 {"subject": "c", "token": "", "scopes": ["admin"], "extra": 1},
                 "nope"]"#,
         )
@@ -728,7 +786,6 @@ mod tests {
         assert!(v.iter().all(|d| !d.message.contains("dup-token")));
         assert!(OperatorTokens::parse("{").is_err());
         assert!(OperatorTokens::parse("{}").is_err());
-        assert!(OperatorTokens::parse("[]").unwrap().is_empty());
     }
 
     #[test]
@@ -822,17 +879,42 @@ mod tests {
             "127.0.0.1:3000"
         ));
         assert!(!same_origin("null", "127.0.0.1:3000"));
-        assert_eq!(safe_next(Some("/runs?x=1")), "/runs?x=1");
-        assert_eq!(safe_next(Some("//evil.test")), "/");
-        assert_eq!(safe_next(Some("https://evil.test")), "/");
-        assert_eq!(safe_next(None), "/");
-        for token in ["plain", "with space;semi=\"q\"", "ünï%2F"] {
-            let enc = cookie_encode(token);
-            assert!(
-                enc.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-._~%".contains(&b))
-            );
-            assert_eq!(cookie_decode(&enc), token);
+    }
+
+    #[test]
+    fn next_is_a_same_origin_path_only() {
+        for ok in [
+            "/",
+            "/runs?x=1",
+            "/runs/jobs/a%2Fb",
+            "/jobs/ü#top",
+            "/a/%09/b",
+        ] {
+            assert_eq!(safe_next(Some(ok)), ok);
         }
+        for bad in [
+            "//evil.test",
+            "/\\evil.test",
+            "\\\\evil",
+            "/a\\b",
+            "https://evil",
+            "evil.test",
+            "/\t/evil.test",
+            "/\n/evil",
+            "/\r/evil",
+            "\t//evil.test",
+            " /runs",
+            "/runs ",
+            "/a b",
+            "/\u{0}x",
+            "/\u{7f}x",
+            "/\u{85}x",
+            "/\u{a0}x",
+            "/\u{2028}x",
+            "",
+        ] {
+            assert_eq!(safe_next(Some(bad)), "/", "{bad:?}");
+        }
+        assert_eq!(safe_next(None), "/");
     }
 }

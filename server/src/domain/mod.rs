@@ -3,6 +3,7 @@
 //! apalis; every function is testable without I/O.
 pub mod auth;
 pub mod authority;
+pub mod hosts;
 pub mod jobs;
 pub mod problems;
 pub mod retry;

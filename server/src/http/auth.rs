@@ -3,11 +3,15 @@
 //!
 //! The middleware asks `domain::auth::rule_for` which scope a request needs (the table covers
 //! every write endpoint of api.md and the pages' server functions that write), takes the
-//! token from `Authorization: Bearer` or the sign-in cookie, answers 401 `missing_token` /
-//! `invalid_token` or 403 `forbidden`, refuses cross-site cookie-authenticated writes, and
-//! records an audit entry for every rejection and every accepted write. It puts the
-//! `Principal` and the pages' `Viewer` into the request's extensions.
-use std::{collections::HashMap, net::SocketAddr};
+//! token from `Authorization: Bearer`, or resolves the sign-in session cookie to its token
+//! (`sessions.rs`: one primary-key read), answers 401 `missing_token` / `invalid_token` or 403
+//! `forbidden`, refuses cross-site cookie-authenticated writes, and records an audit entry for
+//! every rejection and every accepted write. It puts the `Principal` and the pages' `Viewer`
+//! into the request's extensions. The `Host` was checked before (`http::check_host`).
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+};
 
 use app::{
     auth_pages::{AuditEntry, Viewer},
@@ -28,22 +32,25 @@ use crate::{
     domain::{
         Problems,
         auth::{
-            Matched, Principal, Scope, always_open, cookie_decode, cookie_encode, rule_for,
-            safe_next, same_origin, token_hash_prefix,
+            Matched, Principal, Scope, always_open, rule_for, safe_next, same_origin,
+            token_hash_prefix,
         },
+        hosts::HostName,
     },
+    sessions::{SECURE_SESSION_COOKIE, SESSION_COOKIE},
+    settings::AuthSettings,
     store::{AuditFilter, AuditRecord, Store},
 };
-
-/// The sign-in cookie (HttpOnly, SameSite=Strict, Path=/): the token, percent-encoded.
-pub const COOKIE_NAME: &str = "switchyard_token";
 
 /// Largest body buffered to name an audited resource (the body limit still applies after).
 const BUFFER_LIMIT: usize = 16 * 1024 * 1024;
 
-struct Credential {
-    token: String,
-    via_cookie: bool,
+/// What a request presents to prove who sends it.
+enum Credential {
+    /// `Authorization: Bearer <token>` (anything else in that header counts as a bad token).
+    Bearer(String),
+    /// The sign-in session cookie's secret.
+    Session(String),
 }
 
 fn bearer(headers: &HeaderMap) -> Option<String> {
@@ -56,35 +63,34 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
     })
 }
 
-fn cookie_token(headers: &HeaderMap) -> Option<String> {
+/// The session cookie's secret (either cookie name), if the request carries one.
+fn session_secret(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE_NAME)
-        .map(|(_, value)| cookie_decode(value))
-        .filter(|t| !t.is_empty())
+        .find(|(name, _)| *name == SECURE_SESSION_COOKIE || *name == SESSION_COOKIE)
+        .map(|(_, value)| value.trim().trim_matches('"').to_string())
+        .filter(|v| !v.is_empty())
 }
 
 fn credential(headers: &HeaderMap) -> Option<Credential> {
     match bearer(headers) {
-        Some(token) => Some(Credential {
-            token,
-            via_cookie: false,
-        }),
-        None => cookie_token(headers).map(|token| Credential {
-            token,
-            via_cookie: true,
-        }),
+        Some(token) => Some(Credential::Bearer(token)),
+        None => session_secret(headers).map(Credential::Session),
     }
 }
 
-fn client_ip(req: &Request) -> Option<String> {
+fn peer_ip(req: &Request) -> Option<IpAddr> {
     req.extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
+        .map(|c| c.0.ip())
+}
+
+fn client_ip(req: &Request) -> Option<String> {
+    peer_ip(req).map(|ip| ip.to_string())
 }
 
 /// The `Origin` header, else the `Referer`.
@@ -104,10 +110,23 @@ fn host_of(headers: &HeaderMap) -> String {
         .to_string()
 }
 
+/// Static files (the wasm bundle, styles, icons): they need nobody's identity, so their
+/// requests cost no session lookup.
+fn is_static_file(path: &str) -> bool {
+    !path.starts_with("/api/")
+        && !path.starts_with("/_sf/")
+        && (path.starts_with("/pkg/") || path.rsplit('/').next().is_some_and(|l| l.contains('.')))
+}
+
 enum Identity {
     Valid(Principal),
-    /// A token was presented that matches none; its hash prefix.
-    Invalid(String),
+    /// The credential matches no configured token, or the session cookie no live session.
+    Invalid {
+        /// The hash prefix of the token presented (or remembered by the session), if known.
+        hash: Option<String>,
+        /// A session cookie that has expired, was revoked, or whose token is gone.
+        session: bool,
+    },
     Missing,
 }
 
@@ -126,6 +145,40 @@ fn viewer_of(open: bool, protect_reads: bool, identity: &Identity) -> Viewer {
             protect_reads,
         },
     }
+}
+
+/// Who presents `cred`: the token's principal, or that of the live session's token.
+async fn identify(s: &AppState, cred: Option<&Credential>) -> Result<Identity, ApiError> {
+    Ok(match cred {
+        None => Identity::Missing,
+        Some(Credential::Bearer(token)) => match s.auth.tokens.authenticate(token) {
+            Some(p) => Identity::Valid(p),
+            None => Identity::Invalid {
+                hash: Some(token_hash_prefix(token)),
+                session: false,
+            },
+        },
+        Some(Credential::Session(secret)) => {
+            let session = s.sessions.resolve(secret).await.map_err(|e| {
+                tracing::error!(error = %e, "could not read the sessions table");
+                ApiError::internal()
+            })?;
+            match session {
+                Some(row) => match s.auth.tokens.by_hash(&row.token_hash) {
+                    Some(p) => Identity::Valid(p),
+                    // Its token was removed from the configuration.
+                    None => Identity::Invalid {
+                        hash: row.token_hash.get(..12).map(str::to_string),
+                        session: true,
+                    },
+                },
+                None => Identity::Invalid {
+                    hash: None,
+                    session: true,
+                },
+            }
+        }
+    })
 }
 
 /// What an audit entry of this request says besides its outcome.
@@ -176,29 +229,54 @@ fn resource_of(m: &Matched) -> Option<String> {
 }
 
 /// The one auth middleware (see the module docs).
-pub async fn authorize(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
+pub async fn authorize(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let cred = match credential(req.headers()) {
+        Some(Credential::Session(_)) if is_static_file(path) => None,
+        c => c,
+    };
+    let identity = if s.auth.is_open() {
+        Identity::Valid(Principal::local())
+    } else {
+        match identify(&s, cred.as_ref()).await {
+            Ok(i) => i,
+            Err(e) => return e.into_response(),
+        }
+    };
+    let stale_session = matches!(identity, Identity::Invalid { session: true, .. });
+    let https = is_https(req.headers(), &s.auth);
+    let mut res = authorize_identified(s, req, next, cred, identity).await;
+    // A session that is over: the browser may drop its cookie (unless this response just set
+    // a new one, as a sign-in does).
+    let sets_session = res.headers().get_all(header::SET_COOKIE).iter().any(|v| {
+        v.as_bytes().starts_with(SESSION_COOKIE.as_bytes())
+            || v.as_bytes().starts_with(SECURE_SESSION_COOKIE.as_bytes())
+    });
+    if stale_session && !sets_session {
+        for cookie in clear_session_cookies(https) {
+            res.headers_mut().append(header::SET_COOKIE, cookie);
+        }
+    }
+    res
+}
+
+async fn authorize_identified(
+    s: AppState,
+    mut req: Request,
+    next: Next,
+    cred: Option<Credential>,
+    identity: Identity,
+) -> Response {
     let auth = s.auth.clone();
     let open = auth.is_open();
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     let matched = rule_for(method.as_str(), &path);
-    let cred = credential(req.headers());
     let base = AuditBase {
         store: s.jobs.store().clone(),
         ip: client_ip(&req),
         method: method.to_string(),
         path: path.clone(),
-    };
-    let identity = if open {
-        Identity::Valid(Principal::local())
-    } else {
-        match &cred {
-            None => Identity::Missing,
-            Some(c) => match auth.tokens.authenticate(&c.token) {
-                Some(p) => Identity::Valid(p),
-                None => Identity::Invalid(token_hash_prefix(&c.token)),
-            },
-        }
     };
     let action = matched.as_ref().map(|m| m.rule.action).unwrap_or(
         if method == Method::GET || method == Method::HEAD {
@@ -213,7 +291,7 @@ pub async fn authorize(State(s): State<AppState>, mut req: Request, next: Next) 
         .or_else(|| Some(path.clone()));
     let (subject, hash) = match &identity {
         Identity::Valid(p) => (Some(p.subject.clone()), p.token_hash_prefix.clone()),
-        Identity::Invalid(h) => (None, Some(h.clone())),
+        Identity::Invalid { hash, .. } => (None, hash.clone()),
         Identity::Missing => (None, None),
     };
 
@@ -222,7 +300,7 @@ pub async fn authorize(State(s): State<AppState>, mut req: Request, next: Next) 
     let safe = matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
     if !safe {
         let cookie_based =
-            cred.as_ref().is_some_and(|c| c.via_cookie) || path.starts_with("/auth/");
+            matches!(cred, Some(Credential::Session(_))) || path.starts_with("/auth/");
         let host = host_of(req.headers());
         let ok = match origin_of(req.headers()) {
             Some(origin) => same_origin(&origin, &host),
@@ -271,10 +349,15 @@ pub async fn authorize(State(s): State<AppState>, mut req: Request, next: Next) 
                     .to_string(),
             },
         )),
-        Identity::Invalid(_) => Some((
+        Identity::Invalid { session: false, .. } => Some((
             StatusCode::UNAUTHORIZED,
             "invalid_token",
             "the token matches no configured operator token".to_string(),
+        )),
+        Identity::Invalid { session: true, .. } => Some((
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            "the sign-in session has expired or was ended (signed out, or its token is no longer configured): sign in again".to_string(),
         )),
         Identity::Valid(p) => match scope {
             Some(sc) if !p.allows(sc) => Some((
@@ -316,10 +399,10 @@ pub async fn authorize(State(s): State<AppState>, mut req: Request, next: Next) 
                 .append_pair("next", &target)
                 .append_pair(
                     "error",
-                    if error == "missing_token" {
-                        "sign_in"
-                    } else {
-                        error
+                    match (&identity, error) {
+                        (Identity::Invalid { session: true, .. }, _) => "session_expired",
+                        (_, "missing_token") => "sign_in",
+                        (_, e) => e,
                     },
                 )
                 .finish();
@@ -448,28 +531,66 @@ fn see_other(location: &str, cookie: Option<String>) -> Response {
         res.headers_mut().insert(header::LOCATION, v);
     }
     if let Some(c) = cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
-        res.headers_mut().insert(header::SET_COOKIE, c);
+        res.headers_mut().append(header::SET_COOKIE, c);
     }
     res
 }
 
-fn cookie_attributes(headers: &HeaderMap) -> &'static str {
-    let https = headers
+/// Whether the browser reached this server over HTTPS: `X-Forwarded-Proto` (of the proxy in
+/// front) when present, else whether the request is addressed to an `https` `--public-url`'s
+/// host (a proxy that keeps the Host header).
+fn is_https(headers: &HeaderMap, auth: &AuthSettings) -> bool {
+    if let Some(proto) = headers
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|p| p.eq_ignore_ascii_case("https"));
-    if https {
-        "; HttpOnly; SameSite=Strict; Path=/; Secure"
-    } else {
-        "; HttpOnly; SameSite=Strict; Path=/"
+    {
+        // The first hop's protocol, for a list of them.
+        let first = proto.split(',').next().unwrap_or("").trim();
+        return first.eq_ignore_ascii_case("https");
     }
+    auth.https_public_host()
+        .is_some_and(|public| HostName::parse(&host_of(headers)) == Some(public))
 }
 
-/// `POST /auth/sign-in` (form `token`, `next`): a valid token is kept in the HttpOnly cookie and
-/// the browser goes to `next`; an invalid one goes back to `/sign-in` with the error. Both
-/// are audited (`auth.sign_in`).
+/// The session cookie: `__Host-` prefixed and `Secure` over HTTPS; always HttpOnly,
+/// SameSite=Strict, Path=/, no Domain.
+fn session_cookie(https: bool, value: &str, max_age_s: u64) -> String {
+    let name = if https {
+        SECURE_SESSION_COOKIE
+    } else {
+        SESSION_COOKIE
+    };
+    let secure = if https { "; Secure" } else { "" };
+    format!("{name}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age_s}{secure}")
+}
+
+/// Set-Cookie values that delete the session cookie, under both names (a `__Host-` cookie
+/// can only be replaced by a `Secure` one).
+fn clear_session_cookies(https: bool) -> Vec<HeaderValue> {
+    let mut out = vec![session_cookie(false, "", 0)];
+    if https {
+        out.push(session_cookie(true, "", 0));
+    }
+    out.into_iter()
+        .filter_map(|c| HeaderValue::from_str(&c).ok())
+        .collect()
+}
+
+fn wants_html(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"))
+}
+
+/// `POST /auth/sign-in` (form `token`, `next`): a valid token opens a session (its secret in
+/// the HttpOnly cookie, never the token) and the browser goes to `next` (a path on this site,
+/// else `/`); an invalid one goes back to `/sign-in` with the error. Attempts are limited per
+/// client address (`sessions::SIGN_IN_PER_MINUTE`): beyond it a 429 `rate_limited` with
+/// `Retry-After`, or for a browser's form the sign-in page saying how long to wait. Every
+/// attempt is audited (`auth.sign_in`).
 pub async fn sign_in(State(s): State<AppState>, req: Request) -> Response {
-    let ip = client_ip(&req);
+    let peer = peer_ip(&req);
     let (parts, body) = req.into_parts();
     let bytes = axum::body::to_bytes(body, 64 * 1024)
         .await
@@ -482,20 +603,55 @@ pub async fn sign_in(State(s): State<AppState>, req: Request) -> Response {
         .unwrap_or_default();
     let base = AuditBase {
         store: s.jobs.store().clone(),
-        ip,
+        ip: peer.map(|ip| ip.to_string()),
         method: "POST".into(),
         path: "/auth/sign-in".into(),
     };
     if s.auth.is_open() {
         return see_other(&next, None);
     }
-    let back = |error: &str| {
-        let q: String = url::form_urlencoded::Serializer::new(String::new())
-            .append_pair("error", error)
-            .append_pair("next", &next)
-            .finish();
-        see_other(&format!("/sign-in?{q}"), None)
+    let back = |error: &str, extra: Option<(&str, String)>| {
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        q.append_pair("error", error);
+        if let Some((k, v)) = extra {
+            q.append_pair(k, &v);
+        }
+        q.append_pair("next", &next);
+        see_other(&format!("/sign-in?{}", q.finish()), None)
     };
+    if let Err(wait) = s.sessions.sign_in_attempt(peer) {
+        let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let retry_after = retry_after.max(1);
+        base.record(
+            None,
+            (!token.is_empty()).then(|| token_hash_prefix(&token)),
+            "auth.sign_in",
+            None,
+            "rate_limited",
+            StatusCode::TOO_MANY_REQUESTS,
+            json!({"retryAfterS": retry_after}),
+        )
+        .await;
+        let mut res = if wants_html(&parts.headers) {
+            back(
+                "rate_limited",
+                Some(("retry_after", retry_after.to_string())),
+            )
+        } else {
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "too many sign-in attempts from this address ({} a minute): try again in {retry_after} s",
+                    crate::sessions::SIGN_IN_PER_MINUTE
+                ),
+            )
+            .into_response()
+        };
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+        return res;
+    }
     if token.is_empty() {
         base.record(
             None,
@@ -507,50 +663,88 @@ pub async fn sign_in(State(s): State<AppState>, req: Request) -> Response {
             json!({}),
         )
         .await;
-        return back("missing_token");
+        return back("missing_token", None);
     }
-    match s.auth.tokens.authenticate(&token) {
-        None => {
-            base.record(
-                None,
-                Some(token_hash_prefix(&token)),
-                "auth.sign_in",
-                None,
-                "invalid_token",
-                StatusCode::UNAUTHORIZED,
-                json!({}),
-            )
-            .await;
-            back("invalid_token")
+    let Some(p) = s.auth.tokens.authenticate(&token) else {
+        base.record(
+            None,
+            Some(token_hash_prefix(&token)),
+            "auth.sign_in",
+            None,
+            "invalid_token",
+            StatusCode::UNAUTHORIZED,
+            json!({}),
+        )
+        .await;
+        return back("invalid_token", None);
+    };
+    let secret = match s.sessions.open(&p.subject, &token).await {
+        Ok(secret) => secret,
+        Err(e) => {
+            tracing::error!(error = %e, "could not store a sign-in session");
+            return ApiError::internal().into_response();
         }
-        Some(p) => {
-            base.record(
-                Some(p.subject.clone()),
-                p.token_hash_prefix.clone(),
-                "auth.sign_in",
-                None,
-                "ok",
-                StatusCode::SEE_OTHER,
-                json!({}),
-            )
-            .await;
-            let cookie = format!(
-                "{COOKIE_NAME}={}{}",
-                cookie_encode(&token),
-                cookie_attributes(&parts.headers)
-            );
-            see_other(&next, Some(cookie))
-        }
+    };
+    // Signing in again replaces the browser's previous session.
+    if let Some(old) = session_secret(&parts.headers)
+        && let Err(e) = s.sessions.revoke(&old).await
+    {
+        tracing::warn!(error = %e, "could not revoke the replaced session");
     }
+    let ttl = s.sessions.ttl();
+    base.record(
+        Some(p.subject.clone()),
+        p.token_hash_prefix.clone(),
+        "auth.sign_in",
+        None,
+        "ok",
+        StatusCode::SEE_OTHER,
+        json!({"sessionTtlS": ttl.as_secs()}),
+    )
+    .await;
+    let https = is_https(&parts.headers, &s.auth);
+    see_other(&next, Some(session_cookie(https, &secret, ttl.as_secs())))
 }
 
-/// `POST /auth/sign-out`: clears the cookie.
-pub async fn sign_out(req: Request) -> Response {
-    let cookie = format!(
-        "{COOKIE_NAME}={}; Max-Age=0",
-        cookie_attributes(req.headers())
-    );
-    see_other("/", Some(cookie))
+/// `POST /auth/sign-out`: ends the session (its row is deleted, so the same cookie no longer
+/// signs anyone in) and clears the cookie. Audited (`auth.sign_out`).
+pub async fn sign_out(State(s): State<AppState>, req: Request) -> Response {
+    let https = is_https(req.headers(), &s.auth);
+    let mut res = see_other("/", None);
+    for cookie in clear_session_cookies(https) {
+        res.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    if s.auth.is_open() {
+        return res;
+    }
+    let Some(secret) = session_secret(req.headers()) else {
+        return res;
+    };
+    let principal = req.extensions().get::<Principal>().cloned();
+    let base = AuditBase {
+        store: s.jobs.store().clone(),
+        ip: client_ip(&req),
+        method: "POST".into(),
+        path: "/auth/sign-out".into(),
+    };
+    let revoked = match s.sessions.revoke(&secret).await {
+        Ok(revoked) => revoked,
+        Err(e) => {
+            tracing::error!(error = %e, "could not revoke a sign-in session");
+            return ApiError::internal().into_response();
+        }
+    };
+    base.record(
+        principal.as_ref().map(|p| p.subject.clone()),
+        principal.and_then(|p| p.token_hash_prefix),
+        "auth.sign_out",
+        None,
+        if revoked { "ok" } else { "not_found" },
+        StatusCode::SEE_OTHER,
+        json!({}),
+    )
+    .await;
+    res
 }
 
 /// `GET /api/audit-logs` (scope `admin`): newest first, filtered, keyset pages.
@@ -656,7 +850,7 @@ impl utoipa::Modify for SecurityAddon {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("An operator token (SWITCHYARD_OPERATOR_TOKENS or a token file), or the pages' sign-in cookie. Scopes: jobs:write, jobs:run, workflows:write, workflows:run, services:write, secrets:write, admin (implies all). Listing secrets (GET /api/secrets, key names only) needs secrets:write too; GET /api/audit-logs needs admin. Other reads are open unless SWITCHYARD_PROTECT_READS=true, then any valid token. With no tokens configured the server runs in open local mode (no token needed, loopback only)."))
+                    .description(Some("An operator token (SWITCHYARD_OPERATOR_TOKENS or a token file; at least 32 characters), or the pages' sign-in session cookie (switchyard_session, or __Host-switchyard_session over HTTPS: a server-side session opened by POST /auth/sign-in, never the token itself; it expires after SWITCHYARD_SESSION_TTL_MS, 12 h by default, and POST /auth/sign-out ends it). Sign-in attempts are limited per client address (429 rate_limited with Retry-After). Scopes: jobs:write, jobs:run, workflows:write, workflows:run, services:write, secrets:write, admin (implies all). Listing secrets (GET /api/secrets, key names only) needs secrets:write too; GET /api/audit-logs needs admin. Other reads are open unless SWITCHYARD_PROTECT_READS=true, then any valid token. With no tokens configured the server runs in open local mode (no token needed, loopback only)."))
                     .build(),
             ),
         );

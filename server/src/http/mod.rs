@@ -23,7 +23,10 @@ use serde_json::json;
 use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
 use utoipa::OpenApi;
 
-use crate::{db::Database, events::EventBus, service::JobService, workflows::WorkflowService};
+use crate::{
+    db::Database, domain::hosts::HostPolicy, events::EventBus, service::JobService,
+    workflows::WorkflowService,
+};
 use auth::SecurityAddon;
 use error::ApiError;
 
@@ -39,6 +42,8 @@ pub struct AppState {
     /// The secret store (`/api/secrets`).
     pub secrets: crate::secrets::SecretService,
     pub metrics: crate::metrics::Metrics,
+    /// Sign-in sessions and the sign-in rate limit.
+    pub sessions: crate::sessions::Sessions,
 }
 
 impl AppState {
@@ -192,6 +197,48 @@ async fn json_errors(req: Request, next: Next) -> Response {
     res
 }
 
+/// Refuses a request whose `Host` (and URI authority, for HTTP/2 or an absolute-form target)
+/// this server does not answer to, before any handler, page, stream or static file (DNS
+/// rebinding; see `domain::hosts`). A missing or unparsable Host is refused too.
+async fn check_host(
+    State(hosts): State<std::sync::Arc<HostPolicy>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let headers = req.headers().get_all(header::HOST);
+    let mut named: Vec<&str> = Vec::new();
+    let mut ok = true;
+    for value in headers {
+        match value.to_str() {
+            Ok(v) => named.push(v),
+            Err(_) => ok = false,
+        }
+    }
+    if let Some(authority) = req.uri().authority() {
+        named.push(authority.as_str());
+    }
+    ok &= !named.is_empty() && named.iter().all(|h| hosts.allows(h));
+    if ok {
+        return next.run(req).await;
+    }
+    let shown: String = named
+        .first()
+        .copied()
+        .unwrap_or("")
+        .chars()
+        .take(100)
+        .collect();
+    tracing::info!(host = %shown, path = %req.uri().path(), "request for a host this server does not answer to refused");
+    ApiError::new(
+        StatusCode::MISDIRECTED_REQUEST,
+        "host_not_allowed",
+        format!(
+            "this server does not answer to Host {shown:?}: it answers to localhost, loopback addresses and the address it is bound to; to reach it under another name, add that name to --allowed-hosts (SWITCHYARD_ALLOWED_HOSTS, comma-separated) or set --public-url (SWITCHYARD_PUBLIC_URL)"
+        ),
+    )
+    .into_response()
+}
+
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
     tracing::error!("a request handler panicked");
     ApiError::internal().into_response()
@@ -207,7 +254,8 @@ fn route_list() -> Vec<leptos_axum::AxumRouteListing> {
     ROUTES.get_or_init(|| generate_route_list(app::App)).clone()
 }
 
-pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+/// The whole HTTP surface. `hosts`: the `Host` names requests may carry (checked first).
+pub fn router(state: AppState, max_body_bytes: usize, hosts: HostPolicy) -> Router {
     use axum::routing::post;
     let api = Router::new()
         .route("/health", get(health))
@@ -319,6 +367,11 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .layer(middleware::from_fn(json_errors))
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
         .layer(CatchPanicLayer::custom(panic_response))
+        // Outermost but for tracing: a request for a foreign Host reaches nothing else.
+        .layer(middleware::from_fn_with_state(
+            std::sync::Arc::new(hosts),
+            check_host,
+        ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

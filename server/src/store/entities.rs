@@ -307,6 +307,29 @@ pub mod audit_log {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+/// Sign-in sessions (migration 6): the cookie's secret is never stored, only its SHA-256.
+pub mod session {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "sessions")]
+    pub struct Model {
+        /// Hex SHA-256 of the session secret the cookie holds.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub subject: String,
+        /// Hex SHA-256 of the operator token the session was opened with.
+        pub token_hash: String,
+        pub created_at: DateTimeUtc,
+        pub expires_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
 pub mod secret {
     use sea_orm::entity::prelude::*;
 

@@ -9,12 +9,14 @@ mod group;
 mod metrics;
 mod secrets;
 mod seeds;
+mod sessions;
 mod workflow_runs;
 mod workflows;
 
 pub use audit::{AuditFilter, AuditPage, AuditRecord, AuditStatus};
 pub use metrics::{AlertDelivery, NewAlertDelivery, SlugStatusCount};
 pub use secrets::{PutSecretError, SealedSecret, SecretPage};
+pub use sessions::SessionRecord;
 pub use workflow_runs::{
     InsertedWorkflowRun, NewWorkflowRun, RunChanges, StepJobRun, WorkflowRunFilter,
     WorkflowRunState,

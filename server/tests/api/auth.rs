@@ -9,16 +9,17 @@ use sha2::{Digest, Sha256};
 
 use crate::helpers::{TestApp, TestDb, spawn_app, spawn_app_with, test_settings};
 
-const ADMIN: &str = "admin-token-1111";
-const WRITER: &str = "writer-token-2222";
-const RUNNER: &str = "runner-token-3333";
-const FLOWS: &str = "flows-token-4444";
-const SERVICES: &str = "services-token-5555";
-const SECRETS: &str = "secrets-token-6666";
-const BAD: &str = "not-a-configured-token";
+// Operator tokens need at least 32 characters.
+pub const ADMIN: &str = "admin-token-1111-aaaaaaaaaaaaaaaaaaaa";
+pub const WRITER: &str = "writer-token-2222-bbbbbbbbbbbbbbbbbbb";
+pub const RUNNER: &str = "runner-token-3333-ccccccccccccccccccc";
+const FLOWS: &str = "flows-token-4444-dddddddddddddddddddd";
+const SERVICES: &str = "services-token-5555-eeeeeeeeeeeeeeeee";
+const SECRETS: &str = "secrets-token-6666-ffffffffffffffffff";
+pub const BAD: &str = "not-a-configured-token-gggggggggggggg";
 const ALL_TOKENS: [&str; 7] = [ADMIN, WRITER, RUNNER, FLOWS, SERVICES, SECRETS, BAD];
 
-fn tokens_json() -> String {
+pub fn tokens_json() -> String {
     json!([
         {"subject": "ada", "token": ADMIN, "scopes": ["admin"]},
         {"subject": "writer", "token": WRITER, "scopes": ["jobs:write"]},
@@ -30,7 +31,7 @@ fn tokens_json() -> String {
     .to_string()
 }
 
-fn prefix(token: &str) -> String {
+pub fn prefix(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))[..12].to_string()
 }
 
@@ -40,11 +41,12 @@ async fn spawn_secured(protect_reads: bool) -> TestApp {
     settings.auth = AuthSettings {
         tokens: OperatorTokens::parse(&tokens_json()).expect("token config"),
         protect_reads,
+        ..AuthSettings::default()
     };
     spawn_app_with(db, settings).await
 }
 
-fn no_redirects() -> reqwest::Client {
+pub fn no_redirects() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
@@ -53,7 +55,7 @@ fn no_redirects() -> reqwest::Client {
 }
 
 /// Sends `method path` with an optional bearer token and JSON body: (status, body).
-async fn call(
+pub async fn call(
     app: &TestApp,
     method: Method,
     path: &str,
@@ -72,7 +74,7 @@ async fn call(
     (status, res.json().await.unwrap_or(Value::Null))
 }
 
-async fn audit(app: &TestApp, query: &str) -> Vec<Value> {
+pub async fn audit(app: &TestApp, query: &str) -> Vec<Value> {
     let (status, v) = call(
         app,
         Method::GET,
@@ -546,9 +548,10 @@ async fn protect_reads_guards_reads_the_event_stream_and_pages() {
     );
     let res = client.get(app.url("/sign-in")).send().await.unwrap();
     assert_eq!(res.status(), 200, "the sign-in page stays open");
+    let runner_cookie = session_cookie(&app, RUNNER).await;
     let res = client
         .get(app.url("/runs"))
-        .header(header::COOKIE, format!("switchyard_token={RUNNER}"))
+        .header(header::COOKIE, runner_cookie)
         .send()
         .await
         .unwrap();
@@ -743,11 +746,19 @@ async fn the_audit_api_filters_and_pages() {
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
 }
 
-fn urlencode(s: &str) -> String {
+pub fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-async fn sign_in(app: &TestApp, token: &str, origin: Option<&str>) -> reqwest::Response {
+/// Signs in with `token` through the form; the session cookie (`name=value`) to send back.
+pub async fn session_cookie(app: &TestApp, token: &str) -> String {
+    let res = sign_in(app, token, Some(&app.address)).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let set_cookie = res.headers()[header::SET_COOKIE].to_str().unwrap();
+    set_cookie.split(';').next().unwrap().to_string()
+}
+
+pub async fn sign_in(app: &TestApp, token: &str, origin: Option<&str>) -> reqwest::Response {
     let mut req = no_redirects()
         .post(app.url("/auth/sign-in"))
         .header("content-type", "application/x-www-form-urlencoded")
@@ -778,7 +789,10 @@ async fn sign_in_cookie_csrf_and_server_functions() {
         .to_str()
         .unwrap()
         .to_string();
-    assert!(set_cookie.starts_with("switchyard_token="), "{set_cookie}");
+    assert!(
+        set_cookie.starts_with("switchyard_session="),
+        "{set_cookie}"
+    );
     for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
         assert!(set_cookie.contains(attr), "{set_cookie} lacks {attr}");
     }
@@ -919,14 +933,14 @@ async fn sign_in_cookie_csrf_and_server_functions() {
     assert!(!html.contains("job.run"), "no audit data for a non-admin");
     let html = page("/runs", None).await;
     assert!(html.contains("sign-in-link"), "signed out: a sign-in link");
-    let admin_cookie = format!("switchyard_token={ADMIN}");
+    let admin_cookie = session_cookie(&app, ADMIN).await;
     let html = page("/audit?action=job.run", Some(admin_cookie)).await;
     assert!(html.contains("id=\"audit\""), "admin sees the table");
     assert!(html.contains("jobs/form-job"));
     // A button the operator may not use is disabled, with the reason.
     let html = page(
         &format!("/runs/jobs/{run_id}"),
-        Some(format!("switchyard_token={WRITER}")),
+        Some(session_cookie(&app, WRITER).await),
     )
     .await;
     assert!(
@@ -984,11 +998,13 @@ async fn sign_in_cookie_csrf_and_server_functions() {
 }
 
 /// Runs the real binary with `args` and environment; returns (exit success, stderr).
-fn run_binary(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+pub fn run_binary(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .env_remove("DATABASE_URL")
         .env_remove("SWITCHYARD_OPERATOR_TOKENS")
         .env_remove("SWITCHYARD_OPERATOR_TOKENS_FILE")
+        .env_remove("SWITCHYARD_ALLOWED_HOSTS")
+        .env_remove("SWITCHYARD_PUBLIC_URL")
         .envs(env.iter().copied())
         .arg("--data-dir")
         .arg(dir)
@@ -1033,8 +1049,8 @@ fn serve_refuses_a_public_bind_without_tokens_and_bad_token_configs() {
         "{err}"
     );
 
-    let bad = r#"[{"subject": "a", "token": "tok-a", "scopes": ["jobs:run", "root"]},
-                  {"subject": "b", "token": "tok-a", "scopes": ["admin"]},
+    let bad = r#"[{"subject": "a", "token": "tok-a-0123456789abcdef0123456789", "scopes": ["jobs:run", "root"]},
+                  {"subject": "b", "token": "tok-a-0123456789abcdef0123456789", "scopes": ["admin"]},
                   {"subject": "c", "token": "", "scopes": ["admin"]}]"#;
     let (ok, err) = run_binary(
         dir.path(),
@@ -1050,7 +1066,7 @@ fn serve_refuses_a_public_bind_without_tokens_and_bad_token_configs() {
     let file = dir.path().join("tokens.json");
     std::fs::write(
         &file,
-        "[{\"subject\": \"a\", \"token\": \"t\", \"scopes\": [\"nope\"]}]",
+        "[{\"subject\": \"a\", \"token\": \"t-0123456789abcdef0123456789abcdef\", \"scopes\": [\"nope\"]}]",
     )
     .unwrap();
     let (ok, err) = run_binary(

@@ -38,7 +38,7 @@ async fn spawn_secured() -> TestApp {
     ]);
     settings.auth = AuthSettings {
         tokens: OperatorTokens::parse(&tokens.to_string()).expect("token config"),
-        protect_reads: false,
+        ..AuthSettings::default()
     };
     spawn_app_with(db, settings).await
 }

@@ -12,5 +12,6 @@ mod operations;
 mod pages;
 mod secrets;
 mod smoke;
+mod web_security;
 mod workflow_runs;
 mod workflows;
