@@ -45,6 +45,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 global.database_url.as_deref(),
                 args.worker,
                 global.secret_key.as_ref(),
+                global.secret_key_file.as_deref(),
                 stop,
             )
             .await

@@ -56,6 +56,11 @@ pub struct GlobalSettings {
         global = true
     )]
     pub secret_key: Option<SecretKeyText>,
+    /// A file holding the secret store's key (same format as `SWITCHYARD_SECRET_KEY`; surrounding
+    /// whitespace is ignored). Preferred over the variable: a process's environment is easier to
+    /// leak than a file only its user can read. Not together with `SWITCHYARD_SECRET_KEY`.
+    #[arg(long, env = "SWITCHYARD_SECRET_KEY_FILE", global = true)]
+    pub secret_key_file: Option<PathBuf>,
 }
 
 /// The secret store's key as given, still unchecked (`secrets::SecretCipher::load` validates it
@@ -328,8 +333,10 @@ pub struct Settings {
     pub worker: WorkerSettings,
     /// Operator tokens and read protection.
     pub auth: AuthSettings,
-    /// `None`: the key file in the data directory.
+    /// `None` (and no `secret_key_file`): the key file in the data directory.
     pub secret_key: Option<SecretKeyText>,
+    /// `--secret-key-file`: a file holding the key (an error together with `secret_key`).
+    pub secret_key_file: Option<PathBuf>,
     pub alerts: AlertSettings,
 }
 
@@ -348,6 +355,7 @@ impl Settings {
             worker: serve.worker.clone(),
             auth: serve.auth.load()?,
             secret_key: global.secret_key.clone(),
+            secret_key_file: global.secret_key_file.clone(),
             alerts: serve.alerts.clone(),
         })
     }
@@ -364,6 +372,7 @@ impl Settings {
             worker: WorkerSettings::default(),
             auth: AuthSettings::default(),
             secret_key: None,
+            secret_key_file: None,
             alerts: AlertSettings::default(),
         }
     }

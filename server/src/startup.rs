@@ -36,10 +36,11 @@ async fn start_core(
     database_url: Option<&str>,
     worker: &WorkerSettings,
     secret_key: Option<&SecretKeyText>,
+    secret_key_file: Option<&Path>,
     stop: &CancellationToken,
 ) -> anyhow::Result<Core> {
     // First: a bad key is a clear start-up error, before anything runs.
-    let cipher = Arc::new(SecretCipher::load(secret_key, data_dir)?);
+    let cipher = Arc::new(SecretCipher::load(secret_key, secret_key_file, data_dir)?);
     let db = Database::connect_and_migrate(data_dir, database_url).await?;
     let store = Store::new(db.clone());
     let secrets = SecretService::new(store.clone(), cipher);
@@ -166,6 +167,7 @@ impl Application {
             settings.database_url.as_deref(),
             &settings.worker,
             settings.secret_key.as_ref(),
+            settings.secret_key_file.as_deref(),
             &stop,
         )
         .await?;
@@ -287,13 +289,22 @@ pub async fn run_worker(
     database_url: Option<&str>,
     worker: WorkerSettings,
     secret_key: Option<&SecretKeyText>,
+    secret_key_file: Option<&Path>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let worker = WorkerSettings {
         workers: worker.workers.max(1),
         ..worker
     };
-    let core = start_core(data_dir, database_url, &worker, secret_key, &stop).await?;
+    let core = start_core(
+        data_dir,
+        database_url,
+        &worker,
+        secret_key,
+        secret_key_file,
+        &stop,
+    )
+    .await?;
     tracing::info!(workers = worker.workers, "switchyard worker started");
     stop.cancelled().await;
     for t in core.tasks {
