@@ -107,6 +107,31 @@ pub enum Command {
     /// Push no-op runs (or no-op workflows, `--workflows`) through the real API and workers and
     /// print throughput and latency.
     Bench(BenchArgs),
+    /// Internal: runs one build command for a `serve` or `worker` process and makes sure nothing
+    /// it started outlives it (see `supervisor.rs`). Not for people.
+    #[command(hide = true)]
+    BuildSupervisor(SupervisorArgs),
+}
+
+/// `switchyard build-supervisor --parent PID [--uid U --gid G] [--grace-ms N] -- PROGRAM ARGS...`;
+/// the command's environment arrives on stdin (JSON), never through the supervisor's own.
+#[derive(Debug, Clone, Args)]
+pub struct SupervisorArgs {
+    /// The server process that started it; the supervisor gives up if it is already gone.
+    #[arg(long)]
+    pub parent: i32,
+    /// User id the command runs as (only when the supervisor runs as root).
+    #[arg(long, requires = "gid")]
+    pub uid: Option<u32>,
+    /// Group id the command runs as (its only group).
+    #[arg(long, requires = "uid")]
+    pub gid: Option<u32>,
+    /// Time between SIGTERM and SIGKILL when the command's processes are stopped.
+    #[arg(long, default_value_t = 1000)]
+    pub grace_ms: u64,
+    /// The program and its arguments.
+    #[arg(last = true, required = true, num_args = 1..)]
+    pub argv: Vec<std::ffi::OsString>,
 }
 
 #[derive(Debug, Clone, Copy, Subcommand)]
@@ -141,6 +166,36 @@ pub struct WorkerSettings {
     /// On shutdown, how long in-flight runs may take to finish before they are handed back.
     #[arg(long, env = "SWITCHYARD_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
+    #[command(flatten)]
+    pub build: BuildSettings,
+}
+
+/// How `builtin:repository-build` commands are confined (README "Build isolation").
+#[derive(Debug, Clone, Args)]
+pub struct BuildSettings {
+    /// When the server runs as root, builds run as this user (and its primary group only). It
+    /// must exist and must not be root: `useradd --system --no-create-home --shell
+    /// /usr/sbin/nologin switchyard-build` (scripts/install-deps.sh does it). Ignored when the
+    /// server is not root: builds then run as the server's own user.
+    #[arg(
+        long,
+        env = "SWITCHYARD_BUILD_USER",
+        default_value = "switchyard-build"
+    )]
+    pub build_user: String,
+    /// The `switchyard` executable that supervises each build (`build-supervisor`); default:
+    /// the running executable.
+    #[arg(long, env = "SWITCHYARD_BUILD_SUPERVISOR", hide = true)]
+    pub build_supervisor: Option<PathBuf>,
+}
+
+impl Default for BuildSettings {
+    fn default() -> Self {
+        BuildSettings {
+            build_user: "switchyard-build".to_string(),
+            build_supervisor: None,
+        }
+    }
 }
 
 impl WorkerSettings {
@@ -166,6 +221,7 @@ impl Default for WorkerSettings {
             lease_ms: 30_000,
             poll_ms: 200,
             shutdown_grace_ms: 10_000,
+            build: BuildSettings::default(),
         }
     }
 }

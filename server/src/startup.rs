@@ -16,6 +16,7 @@ use crate::{
     events::EventBus,
     handlers::Registry,
     http::{AppState, router},
+    sandbox::BuildSandbox,
     secrets::{EngineSecrets, SecretCipher, SecretService},
     service::JobService,
     settings::{SecretKeyText, Settings, WorkerSettings},
@@ -39,15 +40,23 @@ async fn start_core(
     secret_key_file: Option<&Path>,
     stop: &CancellationToken,
 ) -> anyhow::Result<Core> {
-    // First: a bad key is a clear start-up error, before anything runs.
+    // First: modes that keep the data directory's secrets from builds, then a bad key or a
+    // missing build user are clear start-up errors, before anything runs.
+    crate::sandbox::protect_data_dir(data_dir)?;
     let cipher = Arc::new(SecretCipher::load(secret_key, secret_key_file, data_dir)?);
+    // A process that executes nothing runs no builds: no build user needed.
+    let sandbox = if worker.workers > 0 {
+        BuildSandbox::resolve(&worker.build)?
+    } else {
+        BuildSandbox::unconfined()
+    };
     let db = Database::connect_and_migrate(data_dir, database_url).await?;
     let store = Store::new(db.clone());
     let secrets = SecretService::new(store.clone(), cipher);
     let bus = EventBus::new(store.clone());
     let queue = Queue::new(&db, worker.lease().max(std::time::Duration::from_secs(2)));
     let waker = WorkerWaker::default();
-    let registry = Arc::new(Registry::builtin());
+    let registry = Arc::new(Registry::builtin(Arc::new(sandbox)));
     // Where the event reader starts: read now, before this process publishes or serves.
     let last_event = store
         .last_event_id()

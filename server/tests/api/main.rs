@@ -3,6 +3,7 @@
 mod helpers;
 
 mod auth;
+mod builds;
 mod contract;
 mod engine;
 mod migrations;
