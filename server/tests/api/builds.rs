@@ -497,6 +497,7 @@ async fn a_checkout_outside_the_checkouts_directory_is_refused() {
     let app = spawn_app().await;
     let outside = tempfile::tempdir().expect("temp dir");
     let escape = app.db.data_dir().join("checkouts").join("escape");
+    std::fs::create_dir_all(app.db.data_dir().join("checkouts")).expect("checkouts");
     std::os::unix::fs::symlink(outside.path(), &escape).expect("symlink");
     let witness = outside.path().join("ran");
     let command = shell(&format!("touch {}", witness.display()));
