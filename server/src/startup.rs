@@ -43,13 +43,13 @@ async fn start_core(
     // First: modes that keep the data directory's secrets from builds, then a bad key or a
     // missing build user are clear start-up errors, before anything runs.
     crate::sandbox::protect_data_dir(data_dir)?;
-    let cipher = Arc::new(SecretCipher::load(secret_key, secret_key_file, data_dir)?);
     // A process that executes nothing runs no builds: no build user needed.
     let sandbox = if worker.workers > 0 {
         BuildSandbox::resolve(&worker.build)?
     } else {
         BuildSandbox::unconfined()
     };
+    let cipher = Arc::new(SecretCipher::load(secret_key, secret_key_file, data_dir)?);
     let db = Database::connect_and_migrate(data_dir, database_url).await?;
     let store = Store::new(db.clone());
     let secrets = SecretService::new(store.clone(), cipher);
