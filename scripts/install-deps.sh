@@ -18,3 +18,12 @@ fi
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 1; }
 cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+
+# The unprivileged user builds run as when switchyard runs as root (`--build-user`,
+# SWITCHYARD_BUILD_USER; README "Build isolation"). Only root can create it; as another user
+# there is nothing to do: builds then run as that user.
+BUILD_USER="${SWITCHYARD_BUILD_USER:-switchyard-build}"
+if [ "$(id -u)" -eq 0 ] && ! getent passwd "$BUILD_USER" >/dev/null; then
+  echo "creating the build user $BUILD_USER"
+  useradd --system --no-create-home --shell /usr/sbin/nologin "$BUILD_USER"
+fi

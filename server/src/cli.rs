@@ -32,12 +32,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let global = cli.global;
     match cli.command {
         Command::Serve(args) => {
+            crate::sandbox::harden_process()?;
             let settings = Settings::from_serve(&global, &args)?;
             let app = Application::build(settings).await?;
             stop_on_signals(app.stop_token());
             app.run_until_stopped().await
         }
         Command::Worker(args) => {
+            crate::sandbox::harden_process()?;
             let stop = CancellationToken::new();
             stop_on_signals(stop.clone());
             run_worker(
@@ -46,6 +48,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 args.worker,
                 global.secret_key.as_ref(),
                 args.egress.policy(),
+                global.secret_key_file.as_deref(),
                 stop,
             )
             .await
@@ -77,5 +80,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(args) => crate::bench::run(args, global.database_url).await,
+        // main.rs dispatches it before the settings are parsed; reached only when global flags
+        // come first.
+        Command::BuildSupervisor(args) => crate::supervisor::run(&args),
     }
 }

@@ -69,7 +69,11 @@ impl Database {
                         std::fs::create_dir_all(data_dir).with_context(|| {
                             format!("creating the data directory {}", data_dir.display())
                         })?;
-                        SqliteConnectOptions::new().filename(data_dir.join("switchyard.db"))
+                        let file = data_dir.join("switchyard.db");
+                        // Created 0600 before SQLite opens it (its -wal and -shm files take the
+                        // database's mode): builds running as another user must not read it.
+                        crate::sandbox::private_database_files(&file)?;
+                        SqliteConnectOptions::new().filename(file)
                     }
                 };
                 let options = options
@@ -81,9 +85,14 @@ impl Database {
                 let pool = SqlitePoolOptions::new()
                     .max_connections(8)
                     .acquire_timeout(Duration::from_secs(15))
-                    .connect_with(options)
+                    .connect_with(options.clone())
                     .await
                     .context("opening the SQLite database")?;
+                // A file named by a URL (or created by an older version) is made 0600 too.
+                let file = options.get_filename();
+                if file.is_file() {
+                    crate::sandbox::private_database_files(file)?;
+                }
                 Ok(Database {
                     conn: SqlxSqliteConnector::from_sqlx_sqlite_pool(pool.clone()),
                     pool: Pool::Sqlite(pool),

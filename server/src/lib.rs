@@ -13,12 +13,14 @@ pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod orchestrator;
+pub mod sandbox;
 pub mod secrets;
 pub mod service;
 pub mod sessions;
 pub mod settings;
 pub mod startup;
 pub mod store;
+pub mod supervisor;
 pub mod triggers;
 pub mod workflows;
 

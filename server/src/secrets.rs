@@ -45,6 +45,10 @@ pub enum KeyError {
         "the secret key file {path} is invalid: {why}. It must hold 32 bytes as base64 or 64 hex characters; restore the right file (or set SWITCHYARD_SECRET_KEY)"
     )]
     File { path: PathBuf, why: String },
+    #[error(
+        "give the secret store's key either as SWITCHYARD_SECRET_KEY or as a file (--secret-key-file, SWITCHYARD_SECRET_KEY_FILE), not both"
+    )]
+    Both,
     #[error("could not create or read the secret key file {path}: {source}")]
     Io {
         path: PathBuf,
@@ -137,16 +141,40 @@ impl SecretCipher {
         }
     }
 
-    /// The key from the setting, or else from `<data_dir>/secret.key`, created (mode 0600,
-    /// random bytes from the operating system's CSPRNG) when it does not exist yet.
+    /// The key from the setting (`SWITCHYARD_SECRET_KEY`), or from the given key file
+    /// (`--secret-key-file`), or else from `<data_dir>/secret.key`, created (mode 0600, random
+    /// bytes from the operating system's CSPRNG) when it does not exist yet; an existing one is
+    /// made 0600 (builds running as another user must not read it). Giving both the setting and
+    /// a file is an error.
     pub fn load(
         setting: Option<&SecretKeyText>,
+        file: Option<&Path>,
         data_dir: &Path,
     ) -> Result<SecretCipher, KeyError> {
-        if let Some(text) = setting {
-            let key = decode_key(text.expose()).map_err(KeyError::Setting)?;
-            return Ok(SecretCipher::new(&key, KeyOrigin::Setting));
+        match (setting, file) {
+            (Some(_), Some(_)) => Err(KeyError::Both),
+            (Some(text), None) => {
+                let key = decode_key(text.expose()).map_err(KeyError::Setting)?;
+                Ok(SecretCipher::new(&key, KeyOrigin::Setting))
+            }
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|source| KeyError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                warn_if_readable_by_others(path);
+                let key = decode_key(&text).map_err(|why| KeyError::File {
+                    path: path.to_path_buf(),
+                    why,
+                })?;
+                Ok(SecretCipher::new(&key, KeyOrigin::File(path.to_path_buf())))
+            }
+            (None, None) => Self::load_data_dir_file(data_dir),
         }
+    }
+
+    fn load_data_dir_file(data_dir: &Path) -> Result<SecretCipher, KeyError> {
+        use std::os::unix::fs::PermissionsExt as _;
         let path = data_dir.join(KEY_FILE);
         let io = |source| KeyError::Io {
             path: path.clone(),
@@ -156,8 +184,14 @@ impl SecretCipher {
             std::fs::create_dir_all(data_dir).map_err(io)?;
             create_key_file(&path).map_err(io)?;
         }
+        // Ours to fix: a copy made with the wrong mode must not stay readable by builds.
+        if let Ok(meta) = std::fs::metadata(&path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+            tracing::warn!(path = %path.display(), "the secret key file was accessible to other users; made it 0600");
+        }
         let text = std::fs::read_to_string(&path).map_err(io)?;
-        warn_if_readable_by_others(&path);
         let key = decode_key(&text).map_err(|why| KeyError::File {
             path: path.clone(),
             why,
@@ -645,17 +679,19 @@ mod tests {
         use std::os::unix::fs::PermissionsExt as _;
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("nested");
-        let first = SecretCipher::load(None, &data).unwrap();
+        let first = SecretCipher::load(None, None, &data).unwrap();
         let path = data.join(KEY_FILE);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let (ct, n) = first.seal("K", 1, "v").unwrap();
-        let again = SecretCipher::load(None, &data).unwrap();
+        let again = SecretCipher::load(None, None, &data).unwrap();
         assert_eq!(again.open("K", 1, &ct, &n).unwrap(), "v");
         // Only the key file is left behind (no temporary files).
         assert_eq!(std::fs::read_dir(&data).unwrap().count(), 1);
         std::fs::write(&path, "garbage").unwrap();
-        let err = SecretCipher::load(None, &data).unwrap_err().to_string();
+        let err = SecretCipher::load(None, None, &data)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("secret.key") && err.contains("invalid"),
             "{err}"
@@ -663,17 +699,65 @@ mod tests {
     }
 
     #[test]
+    fn a_key_file_left_readable_by_others_is_made_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(KEY_FILE);
+        std::fs::write(&path, format!("{}\n", hex::encode([3u8; 32]))).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        SecretCipher::load(None, None, dir.path()).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn a_key_can_come_from_a_file_but_not_from_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("elsewhere.key");
+        // Surrounding whitespace (an editor's newline) is ignored.
+        std::fs::write(&file, format!("  {}\n\n", hex::encode([7u8; 32]))).unwrap();
+        let from_file = SecretCipher::load(None, Some(&file), dir.path()).unwrap();
+        let (ct, n) = from_file.seal("K", 1, "v").unwrap();
+        let same = SecretCipher::new(&[7u8; 32], KeyOrigin::Setting);
+        assert_eq!(same.open("K", 1, &ct, &n).unwrap(), "v");
+        // No key file is generated in the data directory.
+        assert!(!dir.path().join(KEY_FILE).exists());
+
+        let text = SecretKeyText::new(&hex::encode([7u8; 32]));
+        let err = SecretCipher::load(Some(&text), Some(&file), dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not both"), "{err}");
+
+        std::fs::write(&file, "not-a-key-but-private\n").unwrap();
+        let err = SecretCipher::load(None, Some(&file), dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("elsewhere.key") && err.contains("invalid"),
+            "{err}"
+        );
+        assert!(!err.contains("not-a-key-but-private"), "{err}");
+
+        let missing = dir.path().join("missing.key");
+        let err = SecretCipher::load(None, Some(&missing), dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("missing.key"), "{err}");
+    }
+
+    #[test]
     fn an_invalid_setting_is_a_clear_error_without_the_value() {
         let dir = tempfile::tempdir().unwrap();
         let text = SecretKeyText::new("tooshort-but-secret");
-        let err = SecretCipher::load(Some(&text), dir.path())
+        let err = SecretCipher::load(Some(&text), None, dir.path())
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("SWITCHYARD_SECRET_KEY is invalid"), "{err}");
         assert!(!err.contains("tooshort-but-secret"), "{err}");
         // A valid setting wins and no key file is written.
         let good = SecretKeyText::new(&hex::encode([9u8; 32]));
-        SecretCipher::load(Some(&good), dir.path()).unwrap();
+        SecretCipher::load(Some(&good), None, dir.path()).unwrap();
         assert!(!dir.path().join(KEY_FILE).exists());
     }
 }

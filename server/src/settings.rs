@@ -59,6 +59,11 @@ pub struct GlobalSettings {
         global = true
     )]
     pub secret_key: Option<SecretKeyText>,
+    /// A file holding the secret store's key (same format as `SWITCHYARD_SECRET_KEY`; surrounding
+    /// whitespace is ignored). Preferred over the variable: a process's environment is easier to
+    /// leak than a file only its user can read. Not together with `SWITCHYARD_SECRET_KEY`.
+    #[arg(long, env = "SWITCHYARD_SECRET_KEY_FILE", global = true)]
+    pub secret_key_file: Option<PathBuf>,
 }
 
 /// The secret store's key as given, still unchecked (`secrets::SecretCipher::load` validates it
@@ -105,6 +110,31 @@ pub enum Command {
     /// Push no-op runs (or no-op workflows, `--workflows`) through the real API and workers and
     /// print throughput and latency.
     Bench(BenchArgs),
+    /// Internal: runs one build command for a `serve` or `worker` process and makes sure nothing
+    /// it started outlives it (see `supervisor.rs`). Not for people.
+    #[command(hide = true)]
+    BuildSupervisor(SupervisorArgs),
+}
+
+/// `switchyard build-supervisor --parent PID [--uid U --gid G] [--grace-ms N] -- PROGRAM ARGS...`;
+/// the command's environment arrives on stdin (JSON), never through the supervisor's own.
+#[derive(Debug, Clone, Args)]
+pub struct SupervisorArgs {
+    /// The server process that started it; the supervisor gives up if it is already gone.
+    #[arg(long)]
+    pub parent: i32,
+    /// User id the command runs as (only when the supervisor runs as root).
+    #[arg(long, requires = "gid")]
+    pub uid: Option<u32>,
+    /// Group id the command runs as (its only group).
+    #[arg(long, requires = "uid")]
+    pub gid: Option<u32>,
+    /// Time between SIGTERM and SIGKILL when the command's processes are stopped.
+    #[arg(long, default_value_t = 1000)]
+    pub grace_ms: u64,
+    /// The program and its arguments.
+    #[arg(last = true, required = true, num_args = 1..)]
+    pub argv: Vec<std::ffi::OsString>,
 }
 
 #[derive(Debug, Clone, Copy, Subcommand)]
@@ -144,6 +174,36 @@ pub struct WorkerSettings {
     #[arg(long, env = "SWITCHYARD_SECRET_ENV_ALLOW", default_value = "",
         value_parser = EnvAllowList::parse)]
     pub secret_env_allow: EnvAllowList,
+    #[command(flatten)]
+    pub build: BuildSettings,
+}
+
+/// How `builtin:repository-build` commands are confined (README "Build isolation").
+#[derive(Debug, Clone, Args)]
+pub struct BuildSettings {
+    /// When the server runs as root, builds run as this user (and its primary group only). It
+    /// must exist and must not be root: `useradd --system --no-create-home --shell
+    /// /usr/sbin/nologin switchyard-build` (scripts/install-deps.sh does it). Ignored when the
+    /// server is not root: builds then run as the server's own user.
+    #[arg(
+        long,
+        env = "SWITCHYARD_BUILD_USER",
+        default_value = "switchyard-build"
+    )]
+    pub build_user: String,
+    /// The `switchyard` executable that supervises each build (`build-supervisor`); default:
+    /// the running executable.
+    #[arg(long, env = "SWITCHYARD_BUILD_SUPERVISOR", hide = true)]
+    pub build_supervisor: Option<PathBuf>,
+}
+
+impl Default for BuildSettings {
+    fn default() -> Self {
+        BuildSettings {
+            build_user: "switchyard-build".to_string(),
+            build_supervisor: None,
+        }
+    }
 }
 
 impl WorkerSettings {
@@ -170,6 +230,7 @@ impl Default for WorkerSettings {
             poll_ms: 200,
             shutdown_grace_ms: 10_000,
             secret_env_allow: EnvAllowList::default(),
+            build: BuildSettings::default(),
         }
     }
 }
@@ -503,8 +564,10 @@ pub struct Settings {
     pub worker: WorkerSettings,
     /// Operator tokens and read protection.
     pub auth: AuthSettings,
-    /// `None`: the key file in the data directory.
+    /// `None` (and no `secret_key_file`): the key file in the data directory.
     pub secret_key: Option<SecretKeyText>,
+    /// `--secret-key-file`: a file holding the key (an error together with `secret_key`).
+    pub secret_key_file: Option<PathBuf>,
     pub alerts: AlertSettings,
     /// Where outbound calls may connect.
     pub egress: EgressPolicy,
@@ -525,6 +588,7 @@ impl Settings {
             worker: serve.worker.clone(),
             auth: serve.auth.load()?,
             secret_key: global.secret_key.clone(),
+            secret_key_file: global.secret_key_file.clone(),
             alerts: serve.alerts.clone(),
             egress: serve.egress.policy(),
         })
@@ -542,6 +606,7 @@ impl Settings {
             worker: WorkerSettings::default(),
             auth: AuthSettings::default(),
             secret_key: None,
+            secret_key_file: None,
             alerts: AlertSettings::default(),
             egress: EgressPolicy::default(),
         }

@@ -18,6 +18,7 @@ use crate::{
     events::EventBus,
     handlers::Registry,
     http::{AppState, router},
+    sandbox::BuildSandbox,
     secrets::{EngineSecrets, SecretCipher, SecretService, ServiceCredentials},
     service::JobService,
     sessions::Sessions,
@@ -42,11 +43,20 @@ async fn start_core(
     database_url: Option<&str>,
     worker: &WorkerSettings,
     secret_key: Option<&SecretKeyText>,
+    secret_key_file: Option<&Path>,
     egress: &Arc<EgressPolicy>,
     stop: &CancellationToken,
 ) -> anyhow::Result<Core> {
-    // First: a bad key is a clear start-up error, before anything runs.
-    let cipher = Arc::new(SecretCipher::load(secret_key, data_dir)?);
+    // First: modes that keep the data directory's secrets from builds, then a bad key or a
+    // missing build user are clear start-up errors, before anything runs.
+    crate::sandbox::protect_data_dir(data_dir)?;
+    // A process that executes nothing runs no builds: no build user needed.
+    let sandbox = if worker.workers > 0 {
+        BuildSandbox::resolve(&worker.build)?
+    } else {
+        BuildSandbox::unconfined()
+    };
+    let cipher = Arc::new(SecretCipher::load(secret_key, secret_key_file, data_dir)?);
     let http = EgressClient::build(egress.clone(), Redirects::SameOrigin)?;
     tracing::info!(egress = %egress, "outbound calls");
     let db = Database::connect_and_migrate(data_dir, database_url).await?;
@@ -60,7 +70,7 @@ async fn start_core(
     let bus = EventBus::new(store.clone());
     let queue = Queue::new(&db, worker.lease().max(std::time::Duration::from_secs(2)));
     let waker = WorkerWaker::default();
-    let registry = Arc::new(Registry::builtin());
+    let registry = Arc::new(Registry::builtin(Arc::new(sandbox)));
     // Where the event reader starts: read now, before this process publishes or serves.
     let last_event = store
         .last_event_id()
@@ -192,6 +202,7 @@ impl Application {
             settings.database_url.as_deref(),
             &settings.worker,
             settings.secret_key.as_ref(),
+            settings.secret_key_file.as_deref(),
             &egress,
             &stop,
         )
@@ -327,6 +338,7 @@ pub async fn run_worker(
     worker: WorkerSettings,
     secret_key: Option<&SecretKeyText>,
     egress: EgressPolicy,
+    secret_key_file: Option<&Path>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let worker = WorkerSettings {
@@ -338,6 +350,7 @@ pub async fn run_worker(
         database_url,
         &worker,
         secret_key,
+        secret_key_file,
         &Arc::new(egress),
         &stop,
     )

@@ -1,9 +1,15 @@
 //! `builtin:repository-build` `{"checkout" | "repoUrl", "command": [argv...], "env"?, "ref"?}`:
 //! runs one program (an argv, never a shell string) in a checkout, streaming its output to the
-//! run log. The program gets its own process group so that a cancel or timeout stops everything
-//! it started, not just the first process.
+//! run log. README "Build isolation" says what confines it:
+//! - its working directory is a checkout inside `<data-dir>/checkouts` (`confine`), locked
+//!   shared for the whole command (`repository.rs`);
+//! - its environment is exactly the definition's `env`, nothing inherited from the server;
+//! - it runs under `switchyard build-supervisor` (`supervisor.rs`), as the build user when the
+//!   server is root, and nothing it starts outlives the run: on its end, cancel, timeout,
+//!   shutdown or a dropped handler the supervisor is told to stop (SIGTERM), and its process
+//!   group is killed when it does not exit in time.
 use std::{
-    os::unix::process::ExitStatusExt,
+    os::unix::{fs::PermissionsExt as _, process::ExitStatusExt},
     path::{Path, PathBuf},
     process::{ExitStatus, Stdio},
     sync::{
@@ -14,30 +20,37 @@ use std::{
 };
 
 use nix::{
-    sys::signal::{Signal, killpg},
+    sys::signal::{Signal, kill, killpg},
     unistd::Pid,
 };
 use serde_json::{Map, Value, json};
 use tokio::{
-    io::{AsyncBufReadExt, AsyncRead, BufReader},
+    io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt as _, BufReader},
     process::{Child, Command},
 };
 use tokio_util::task::AbortOnDropHandle;
 
 use super::{
     JobError, JobHandler, JobResult, JobRunContext, LogSink, LogStream, Problem, REPOSITORY_BUILD,
-    check_string, check_string_map, checked_params, field, repository::ingest,
+    check_string, check_string_map, checked_params, field,
+    repository::{checkouts_root, ingest, lock_shared},
 };
+use crate::{sandbox::BuildSandbox, supervisor};
 
-/// How long the process group gets between SIGTERM and SIGKILL.
-const TERM_GRACE: Duration = Duration::from_secs(2);
-/// How long to wait for the output pipes after the program exited; something that escaped the
-/// process group (setsid) may hold them open forever.
+/// How long the supervisor gets to exit after SIGTERM before its group is killed. It needs
+/// [`SUPERVISOR_GRACE`] and a moment; the engine waits 5 s for a stopped handler.
+const TERM_GRACE: Duration = Duration::from_secs(3);
+/// How long the command's processes get between the supervisor's SIGTERM and its SIGKILL.
+const SUPERVISOR_GRACE: Duration = Duration::from_secs(1);
+/// How long to wait for the output pipes after the supervisor exited; it kills everything that
+/// could hold them, so this is only a safety net.
 const PIPE_DRAIN: Duration = Duration::from_secs(2);
 /// Longer lines (progress bars without newlines) are split so one line cannot eat the memory.
 const MAX_LINE_BYTES: usize = 64 * 1024;
 
-pub(super) struct Build;
+pub(super) struct Build {
+    pub(super) sandbox: Arc<BuildSandbox>,
+}
 
 pub(super) fn check(params: &Map<String, Value>, problems: &mut Vec<Problem>) {
     check_string(params, "checkout", false, problems);
@@ -95,28 +108,33 @@ impl JobHandler for Build {
                 .collect(),
             _ => Vec::new(),
         };
-        let checkout = match field(params, "checkout").and_then(Value::as_str) {
-            Some(path) => PathBuf::from(path),
+        // The checkout stays locked (shared) until the command is over, so no ingest changes it
+        // under the build's feet.
+        let (checkout, _lock) = match field(params, "checkout").and_then(Value::as_str) {
+            Some(path) => {
+                let (dir, locked) = confine(&ctx.data_dir, path)?;
+                (dir, lock_shared(&ctx, &locked).await?)
+            }
             None => {
                 let repo_url = field(params, "repoUrl")
                     .and_then(Value::as_str)
                     .unwrap_or_default();
                 let git_ref = field(params, "ref").and_then(Value::as_str);
-                ingest(&ctx, repo_url, git_ref).await?.path
+                let (checkout, exclusive) = ingest(&ctx, &self.sandbox, repo_url, git_ref).await?;
+                // Downgraded, not released: no other ingest can come in between.
+                (checkout.path, exclusive.downgrade())
             }
         };
-        if !checkout.is_dir() {
-            return Err(JobError::Fatal(format!(
-                "checkout {} does not exist or is not a directory",
-                checkout.display()
-            )));
-        }
+        let Some(program) = argv.first() else {
+            return Err(JobError::Fatal("command is empty".to_string()));
+        };
+        find_program(program, &env, &checkout)?;
         if ctx.cancel.is_cancelled() {
             return Err(JobError::Canceled);
         }
 
         let started = Instant::now();
-        let outcome = run(&ctx, &checkout, &argv, &env).await;
+        let outcome = run(&ctx, &self.sandbox, &checkout, &argv, &env).await;
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         ctx.metrics.set("durationMs", duration_ms);
         let (stdout_lines, stderr_lines) = outcome?;
@@ -133,61 +151,132 @@ impl JobHandler for Build {
     }
 }
 
-/// Variables a build inherits from the server process; everything else is withheld.
-const INHERITED_ENV: &[&str] = &[
-    "PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR", "TERM",
-];
+/// The build's working directory for a `checkout` parameter: it must resolve (symlinks and all)
+/// to a directory inside `<data-dir>/checkouts`. A relative path is taken relative to that
+/// directory. Returns the resolved directory and the checkout it belongs to (the directory
+/// directly below `checkouts`, whose lock the build takes).
+fn confine(data_dir: &Path, checkout: &str) -> Result<(PathBuf, PathBuf), JobError> {
+    let root = checkouts_root(data_dir)?;
+    let dir = root.join(checkout).canonicalize().map_err(|e| {
+        JobError::Fatal(format!(
+            "checkout {checkout} does not exist or is not a directory: {e}"
+        ))
+    })?;
+    let Some(first) = dir
+        .strip_prefix(&root)
+        .ok()
+        .and_then(|rest| rest.components().next())
+    else {
+        return Err(JobError::Fatal(format!(
+            "checkout {checkout} (resolved to {}) is not inside the checkouts directory {}: \
+             builds run only in checkouts made by repository-ingest",
+            dir.display(),
+            root.display()
+        )));
+    };
+    if !dir.is_dir() {
+        return Err(JobError::Fatal(format!(
+            "checkout {checkout} is not a directory"
+        )));
+    }
+    let locked = root.join(first);
+    Ok((dir, locked))
+}
 
-/// Runs the command to completion (or cancellation); Ok holds the stdout and stderr line counts.
+/// Where a program is looked for when the definition's env sets no `PATH` (what execvp uses).
+const DEFAULT_PATH: &str = "/usr/bin:/bin";
+
+/// A missing program is the definition's mistake (fatal, named), found before anything starts:
+/// a path with a `/` is taken relative to the checkout, a bare name is looked up like execvp
+/// would, in the definition's `PATH` or else in /usr/bin and /bin.
+fn find_program(program: &str, env: &[(String, String)], dir: &Path) -> Result<(), JobError> {
+    if program.contains('/') {
+        return if is_executable(&dir.join(program)) {
+            Ok(())
+        } else {
+            Err(JobError::Fatal(format!(
+                "program {program} not found in {} (or not executable)",
+                dir.display()
+            )))
+        };
+    }
+    let path = env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map_or(DEFAULT_PATH, |(_, v)| v.as_str());
+    let found = path.split(':').any(|entry| {
+        // An empty entry means the working directory, as for execvp.
+        is_executable(&dir.join(entry).join(program))
+    });
+    if found {
+        Ok(())
+    } else {
+        Err(JobError::Fatal(format!(
+            "program {program} not found in PATH {path} (a build's PATH is only what its \
+             definition's env sets; without one it is {DEFAULT_PATH})"
+        )))
+    }
+}
+
+fn is_executable(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Runs the command under the build supervisor to completion (or cancellation); Ok holds the
+/// stdout and stderr line counts.
 async fn run(
     ctx: &JobRunContext,
+    sandbox: &BuildSandbox,
     dir: &Path,
     argv: &[String],
     env: &[(String, String)],
 ) -> Result<(u64, u64), JobError> {
-    let Some((program, args)) = argv.split_first() else {
-        return Err(JobError::Fatal("command is empty".to_string()));
-    };
-    let mut child = Command::new(program)
-        .args(args)
+    let program = argv.first().map_or("", String::as_str);
+    let mut command = Command::new(&sandbox.supervisor);
+    command
+        .arg(supervisor::COMMAND)
+        .arg("--parent")
+        .arg(std::process::id().to_string())
+        .arg("--grace-ms")
+        .arg(SUPERVISOR_GRACE.as_millis().to_string());
+    if let Some(user) = &sandbox.user {
+        command
+            .arg("--uid")
+            .arg(user.uid.to_string())
+            .arg("--gid")
+            .arg(user.gid.to_string());
+    }
+    // The supervisor's own environment is empty; the command's comes on stdin.
+    command
+        .arg("--")
+        .args(argv)
         .current_dir(dir)
-        // The server's own environment may hold credentials (DATABASE_URL, tokens): a build
-        // sees only a neutral base plus what the run asked for.
         .env_clear()
-        .envs(std::env::vars_os().filter(|(k, _)| INHERITED_ENV.iter().any(|i| k == *i)))
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| JobError::Fatal(format!("starting {program} failed: {e}")))?;
-    // With process_group(0) the group id is the child's pid.
-    let Some(pgid) = child
+        // Its group: the command stays in it unless it moves out (the supervisor finds those).
+        .process_group(0);
+    // The parent-death signal the supervisor arms follows the thread that spawned it; this
+    // runs on a runtime worker thread, which lives as long as the runtime.
+    let mut child = command.spawn().map_err(|e| {
+        JobError::Retryable(format!(
+            "starting the build supervisor {} failed: {e}",
+            sandbox.supervisor.display()
+        ))
+    })?;
+    // With process_group(0) the group id is the supervisor's pid.
+    let Some(pid) = child
         .id()
         .and_then(|id| i32::try_from(id).ok())
         .map(Pid::from_raw)
     else {
-        return Err(JobError::Fatal(format!(
-            "{program} exited before it could be tracked"
-        )));
+        return Err(JobError::Retryable(
+            "the build supervisor exited before it could be tracked".to_string(),
+        ));
     };
-    let mut group = ProcessGroup {
-        pgid,
-        reaped: false,
-    };
-    let env_names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
-    ctx.log.info(format!(
-        "running {argv:?} in {} (pid {pgid}){}",
-        dir.display(),
-        if env_names.is_empty() {
-            String::new()
-        } else {
-            format!(" with env {}", env_names.join(", "))
-        }
-    ));
-
+    let stdin = child.stdin.take();
     let stdout_lines = Arc::new(AtomicU64::new(0));
     let stderr_lines = Arc::new(AtomicU64::new(0));
     let pumps = [
@@ -200,19 +289,38 @@ async fn run(
             .take()
             .map(|err| pump(err, LogStream::Stderr, &ctx.log, &stderr_lines)),
     ];
+    let mut supervised = Supervised {
+        child: Some(child),
+        pid,
+    };
+    let env_names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+    ctx.log.info(format!(
+        "running {argv:?} in {} as {} (supervisor pid {pid}){}",
+        dir.display(),
+        sandbox.user.as_ref().map_or_else(
+            || "the server's user".to_string(),
+            |u| format!("{} (uid {})", u.name, u.uid)
+        ),
+        if env_names.is_empty() {
+            " with an empty environment".to_string()
+        } else {
+            format!(" with env {}", env_names.join(", "))
+        }
+    ));
+    if let Some(mut stdin) = stdin {
+        let spec = serde_json::to_vec(&supervisor::Spec { env: env.to_vec() })
+            .map_err(|e| JobError::Fatal(format!("encoding the build's environment: {e}")))?;
+        // A supervisor that gave up early closes its end; its exit status and message say why.
+        let _ = stdin.write_all(&spec).await;
+    }
 
     let exited = tokio::select! {
-        status = child.wait() => Some(status),
+        status = supervised.wait() => Some(status),
         () = ctx.cancel.cancelled() => None,
     };
     let status = match exited {
-        Some(Ok(status)) => {
-            group.reaped = true;
-            // Background jobs the command left behind must not outlive the run.
-            group.signal(Signal::SIGKILL);
-            status
-        }
-        // The guard kills the group on return.
+        Some(Ok(status)) => status,
+        // The guard stops the supervisor on return.
         Some(Err(e)) => {
             return Err(JobError::Retryable(format!(
                 "waiting for {program} failed: {e}"
@@ -220,7 +328,7 @@ async fn run(
         }
         None => {
             ctx.log.info("canceled: stopping the command");
-            group.terminate(&mut child).await;
+            supervised.stop().await;
             drain(pumps).await;
             return Err(JobError::Canceled);
         }
@@ -250,39 +358,64 @@ fn failure(status: ExitStatus) -> String {
     }
 }
 
-/// The command's process group. Dropping it before the leader was reaped (the engine enforces
-/// timeouts by dropping the handler's future) kills the whole group.
-struct ProcessGroup {
-    pgid: Pid,
-    reaped: bool,
+/// The build supervisor of one command (`supervisor.rs`), in a process group of its own.
+/// Stopping it is a SIGTERM (it then stops everything the command started), and a SIGKILL to
+/// its group only when it has not exited within [`TERM_GRACE`]. Dropping the guard before the
+/// supervisor was reaped (the engine enforces timeouts by dropping the handler's future) does
+/// the same in the background.
+struct Supervised {
+    /// `None` once reaped.
+    child: Option<Child>,
+    pid: Pid,
 }
 
-impl ProcessGroup {
-    fn signal(&self, signal: Signal) {
-        // ESRCH just means everyone is gone already.
-        let _ = killpg(self.pgid, signal);
+impl Supervised {
+    async fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        let Some(child) = self.child.as_mut() else {
+            return Err(std::io::Error::other("the supervisor was already reaped"));
+        };
+        let status = child.wait().await?;
+        self.child = None;
+        // Only a supervisor killed from outside leaves members behind; they go too.
+        let _ = killpg(self.pid, Signal::SIGKILL);
+        Ok(status)
     }
 
-    /// SIGTERM, a grace period, then SIGKILL; returns once the leader is reaped.
-    async fn terminate(&mut self, child: &mut Child) {
-        self.signal(Signal::SIGTERM);
-        if tokio::time::timeout(TERM_GRACE, child.wait())
-            .await
-            .is_err()
-        {
-            self.signal(Signal::SIGKILL);
-            let _ = child.wait().await;
-        }
-        self.reaped = true;
-        // Members that ignored SIGTERM may outlive the leader.
-        self.signal(Signal::SIGKILL);
+    /// SIGTERM, up to [`TERM_GRACE`], then SIGKILL to the group; returns once it is reaped.
+    async fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        stop_supervisor(&mut child, self.pid).await;
     }
 }
 
-impl Drop for ProcessGroup {
+async fn stop_supervisor(child: &mut Child, pid: Pid) {
+    // ESRCH just means it is gone already.
+    let _ = kill(pid, Signal::SIGTERM);
+    if tokio::time::timeout(TERM_GRACE, child.wait())
+        .await
+        .is_err()
+    {
+        let _ = killpg(pid, Signal::SIGKILL);
+        let _ = child.wait().await;
+    }
+}
+
+impl Drop for Supervised {
     fn drop(&mut self) {
-        if !self.reaped {
-            self.signal(Signal::SIGKILL);
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let pid = self.pid;
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move { stop_supervisor(&mut child, pid).await });
+            }
+            // No runtime (it is shutting down): the supervisor still cleans up on SIGTERM.
+            Err(_) => {
+                let _ = kill(pid, Signal::SIGTERM);
+            }
         }
     }
 }
@@ -343,181 +476,144 @@ async fn drain(pumps: [Option<AbortOnDropHandle<()>>; 2]) {
     }
 }
 
+/// Nothing here starts a process: a unit test cannot start the supervisor (the test binary is
+/// not `switchyard`). Builds that run are tested in `server/tests/api/engine.rs`.
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::handlers::{LogLine, drain_log, repository::tests::commit_files, test_ctx};
-    use nix::errno::Errno;
-    use tokio::sync::mpsc::UnboundedReceiver;
+    use crate::handlers::{drain_log, test_ctx};
 
-    fn params(dir: &Path, command: &[&str]) -> Value {
-        json!({"checkout": dir.to_string_lossy(), "command": command})
-    }
-
-    async fn run_build(params: Value, data_dir: &Path) -> (JobResult, Vec<LogLine>) {
-        let (ctx, mut rx) = test_ctx(params, data_dir);
-        let result = Build.execute(ctx).await;
-        (result, drain_log(&mut rx))
-    }
-
-    /// Waits for the "(pid N)" line the handler logs once the command started.
-    async fn started_pid(rx: &mut UnboundedReceiver<LogLine>) -> Pid {
-        loop {
-            let line = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-                .await
-                .expect("command starts")
-                .expect("log open");
-            if let Some((_, rest)) = line.message.split_once("(pid ") {
-                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-                return Pid::from_raw(digits.parse().expect("pid"));
-            }
+    fn build() -> Build {
+        Build {
+            sandbox: Arc::new(BuildSandbox::unconfined()),
         }
     }
 
-    /// Dead means gone or a zombie waiting to be reaped.
-    fn is_dead(pid: Pid) -> bool {
-        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Err(_) => true,
-            Ok(stat) => stat
-                .rsplit_once(") ")
-                .is_some_and(|(_, rest)| rest.starts_with('Z')),
+    fn fatal_message(result: Result<impl std::fmt::Debug, JobError>) -> String {
+        match result {
+            Err(JobError::Fatal(m)) => m,
+            other => panic!("expected a fatal error, got {other:?}"),
         }
     }
 
-    #[tokio::test]
-    async fn streams_stdout_and_stderr() {
-        let dir = tempfile::TempDir::new().expect("tempdir");
-        let command = ["sh", "-c", "echo out; echo err >&2; exit 0"];
-        let (result, log) = run_build(params(dir.path(), &command), dir.path()).await;
-        let result = result.expect("command succeeds");
-        assert_eq!(result["exitCode"], json!(0));
-        assert_eq!(result["command"], json!(command));
-        assert_eq!(result["stdoutLines"], json!(1));
-        assert_eq!(result["stderrLines"], json!(1));
-        assert!(
-            log.iter()
-                .any(|l| l.stream == LogStream::Stdout && l.message == "out")
-        );
-        assert!(
-            log.iter()
-                .any(|l| l.stream == LogStream::Stderr && l.message == "err")
-        );
-    }
-
-    #[tokio::test]
-    async fn runs_in_the_checkout_with_extra_env() {
-        let dir = tempfile::TempDir::new().expect("tempdir");
-        let mut params = params(dir.path(), &["sh", "-c", "echo \"$GREETING\"; pwd -P"]);
-        params["env"] = json!({"GREETING": "hello there"});
-        let (result, log) = run_build(params, dir.path()).await;
-        assert_eq!(result.expect("command succeeds")["stdoutLines"], json!(2));
-        let stdout: Vec<&str> = log
-            .iter()
-            .filter(|l| l.stream == LogStream::Stdout)
-            .map(|l| l.message.as_str())
-            .collect();
-        let cwd = dir.path().canonicalize().expect("canonical");
-        assert_eq!(stdout, vec!["hello there", cwd.to_str().expect("utf-8")]);
-    }
-
-    #[tokio::test]
-    async fn failures() {
-        let dir = tempfile::TempDir::new().expect("tempdir");
-        let (result, _) = run_build(params(dir.path(), &["sh", "-c", "exit 3"]), dir.path()).await;
-        assert_eq!(
-            result,
-            Err(JobError::Retryable(
-                "command exited with status 3".to_string()
-            ))
-        );
-
-        let (result, _) =
-            run_build(params(dir.path(), &["sh", "-c", "kill -9 $$"]), dir.path()).await;
-        assert_eq!(
-            result,
-            Err(JobError::Retryable(
-                "command was killed by signal SIGKILL".to_string()
-            ))
-        );
-
-        let (result, _) = run_build(
-            params(dir.path(), &["switchyard-no-such-program-xyz"]),
-            dir.path(),
-        )
-        .await;
-        assert!(
-            matches!(result, Err(JobError::Fatal(m)) if m.contains("switchyard-no-such-program-xyz"))
-        );
-
-        let missing = dir.path().join("missing");
-        let (result, _) = run_build(params(&missing, &["true"]), dir.path()).await;
-        assert!(matches!(result, Err(JobError::Fatal(m)) if m.contains("does not exist")));
-    }
-
-    #[tokio::test]
-    async fn cancel_stops_the_process_group() {
-        let dir = tempfile::TempDir::new().expect("tempdir");
-        let (ctx, mut rx) = test_ctx(params(dir.path(), &["sleep", "30"]), dir.path());
-        let cancel = ctx.cancel.clone();
-        let task = tokio::spawn(async move { Build.execute(ctx).await });
-        let pid = started_pid(&mut rx).await;
-        let started = Instant::now();
-        cancel.cancel();
-        let result = tokio::time::timeout(Duration::from_secs(5), task)
-            .await
-            .expect("stops quickly")
-            .expect("task ran");
-        assert_eq!(result, Err(JobError::Canceled));
-        assert!(started.elapsed() < Duration::from_secs(5));
-        // The leader was reaped and nothing else was in the group.
-        assert_eq!(killpg(pid, None), Err(Errno::ESRCH));
-    }
-
-    #[tokio::test]
-    async fn dropping_the_future_kills_the_process_group() {
-        let dir = tempfile::TempDir::new().expect("tempdir");
-        // The shell's background child shares the group; both must die.
-        let command = ["sh", "-c", "sleep 30 & echo $!; wait"];
-        let (ctx, mut rx) = test_ctx(params(dir.path(), &command), dir.path());
-        let task = tokio::spawn(async move { Build.execute(ctx).await });
-        let pid = started_pid(&mut rx).await;
-        let background = loop {
-            let line = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-                .await
-                .expect("background pid")
-                .expect("log open");
-            if line.stream == LogStream::Stdout {
-                break Pid::from_raw(line.message.trim().parse().expect("pid"));
-            }
-        };
-        task.abort();
-        let _ = task.await;
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while !(is_dead(pid) && is_dead(background)) {
-            assert!(
-                Instant::now() < deadline,
-                "process group survived the dropped future"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    #[tokio::test]
-    async fn builds_from_a_repository_url() {
-        let source = tempfile::TempDir::new().expect("tempdir");
+    #[test]
+    fn the_working_directory_must_be_inside_the_checkouts_directory() {
         let data = tempfile::TempDir::new().expect("tempdir");
-        commit_files(source.path(), &[("Makefile", "all:\n")], "init");
-        let params = json!({"repoUrl": source.path().to_string_lossy(), "command": ["ls"]});
-        let (result, log) = run_build(params, data.path()).await;
-        let result = result.expect("build succeeds");
+        let outside = tempfile::TempDir::new().expect("tempdir");
+        let root = checkouts_root(data.path()).expect("checkouts");
+        let repo = root.join("repo-0123");
+        std::fs::create_dir_all(repo.join("sub")).expect("mkdir");
+        std::os::unix::fs::symlink(outside.path(), root.join("escape")).expect("symlink");
+        std::os::unix::fs::symlink("../..", repo.join("up")).expect("symlink");
+
+        let (dir, locked) = confine(data.path(), &repo.to_string_lossy()).expect("a checkout");
+        assert_eq!(
+            (dir.as_path(), locked.as_path()),
+            (repo.as_path(), repo.as_path())
+        );
+        // A directory inside a checkout locks the checkout; a relative path is below checkouts.
+        let (dir, locked) = confine(data.path(), "repo-0123/sub").expect("inside a checkout");
+        assert_eq!((dir, locked), (repo.join("sub"), repo.clone()));
+
+        let shown = outside.path().to_string_lossy().into_owned();
+        let message = fatal_message(confine(data.path(), &shown));
         assert!(
-            result["checkout"]
-                .as_str()
-                .is_some_and(|c| c.contains("checkouts"))
+            message.contains(&shown) && message.contains("not inside"),
+            "{message}"
+        );
+        for refused in [
+            "/".to_string(),
+            root.join("escape").to_string_lossy().into_owned(),
+            "repo-0123/up".to_string(),
+            root.to_string_lossy().into_owned(),
+            data.path().to_string_lossy().into_owned(),
+            "..".to_string(),
+        ] {
+            let message = fatal_message(confine(data.path(), &refused));
+            assert!(message.contains(&refused), "{message}");
+            assert!(message.contains("not inside"), "{refused}: {message}");
+        }
+        let message = fatal_message(confine(data.path(), "repo-0123/missing"));
+        assert!(message.contains("does not exist"), "{message}");
+        std::fs::write(repo.join("file"), "x").expect("write");
+        let message = fatal_message(confine(data.path(), "repo-0123/file"));
+        assert!(message.contains("not a directory"), "{message}");
+    }
+
+    #[test]
+    fn programs_are_found_like_execvp_would_or_named_in_a_fatal_error() {
+        let dir = tempfile::TempDir::new().expect("tempdir");
+        find_program("sh", &[], dir.path()).expect("sh is in /usr/bin or /bin");
+        let message = fatal_message(find_program(
+            "switchyard-no-such-program-xyz",
+            &[],
+            dir.path(),
+        ));
+        assert!(
+            message.contains("switchyard-no-such-program-xyz"),
+            "{message}"
+        );
+        assert!(message.contains(DEFAULT_PATH), "{message}");
+
+        // Only the definition's PATH counts, not the server's.
+        let path = vec![("PATH".to_string(), "/nonexistent".to_string())];
+        let message = fatal_message(find_program("sh", &path, dir.path()));
+        assert!(message.contains("/nonexistent"), "{message}");
+
+        // Paths with a slash are relative to the checkout and must be executable.
+        let script = dir.path().join("build.sh");
+        std::fs::write(&script, "#!/bin/sh\n").expect("write");
+        let message = fatal_message(find_program("./build.sh", &[], dir.path()));
+        assert!(message.contains("./build.sh"), "{message}");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        find_program("./build.sh", &[], dir.path()).expect("an executable script");
+        let bin = vec![(
+            "PATH".to_string(),
+            dir.path().to_string_lossy().into_owned(),
+        )];
+        find_program("build.sh", &bin, dir.path()).expect("found in the definition's PATH");
+    }
+
+    #[test]
+    fn failures_name_the_status_or_the_signal() {
+        assert_eq!(
+            failure(ExitStatus::from_raw(3 << 8)),
+            "command exited with status 3"
+        );
+        assert_eq!(
+            failure(ExitStatus::from_raw(9)),
+            "command was killed by signal SIGKILL"
+        );
+    }
+
+    #[tokio::test]
+    async fn refused_builds_start_nothing() {
+        let data = tempfile::TempDir::new().expect("tempdir");
+        let outside = tempfile::TempDir::new().expect("tempdir");
+        let shown = outside.path().to_string_lossy().into_owned();
+        let params = json!({"checkout": shown, "command": ["true"]});
+        let (ctx, mut rx) = test_ctx(params, data.path());
+        let message = fatal_message(build().execute(ctx).await);
+        assert!(message.contains(&shown), "{message}");
+        assert!(
+            drain_log(&mut rx)
+                .iter()
+                .all(|l| !l.message.starts_with("running"))
+        );
+
+        let repo = checkouts_root(data.path()).expect("checkouts").join("repo");
+        std::fs::create_dir_all(&repo).expect("mkdir");
+        let params = json!({"checkout": "repo", "command": ["switchyard-no-such-program-xyz"]});
+        let (ctx, mut rx) = test_ctx(params, data.path());
+        let message = fatal_message(build().execute(ctx).await);
+        assert!(
+            message.contains("switchyard-no-such-program-xyz"),
+            "{message}"
         );
         assert!(
-            log.iter()
-                .any(|l| l.stream == LogStream::Stdout && l.message == "Makefile")
+            drain_log(&mut rx)
+                .iter()
+                .all(|l| !l.message.starts_with("running"))
         );
     }
 }

@@ -38,15 +38,21 @@ impl Registry {
         }
     }
 
-    /// Every built-in entry point.
-    pub fn builtin() -> Registry {
+    /// Every built-in entry point; builds (and the checkouts ingests prepare for them) are
+    /// confined by `sandbox`.
+    pub fn builtin(sandbox: Arc<crate::sandbox::BuildSandbox>) -> Registry {
         let mut registry = Registry::empty();
         registry.register(NOOP, Arc::new(noop::Noop));
         registry.register(SLEEP, Arc::new(sleep::Sleep));
         registry.register(FAIL, Arc::new(fail::Fail));
         registry.register(HTTP, Arc::new(http::Http));
-        registry.register(REPOSITORY_INGEST, Arc::new(repository::Ingest));
-        registry.register(REPOSITORY_BUILD, Arc::new(build::Build));
+        registry.register(
+            REPOSITORY_INGEST,
+            Arc::new(repository::Ingest {
+                sandbox: sandbox.clone(),
+            }),
+        );
+        registry.register(REPOSITORY_BUILD, Arc::new(build::Build { sandbox }));
         registry.register(SERVICE_CALL, Arc::new(service_call::ServiceCall));
         registry
     }
@@ -288,7 +294,7 @@ mod tests {
 
     #[test]
     fn registry_knows_the_builtins() {
-        let registry = Registry::builtin();
+        let registry = Registry::builtin(Arc::new(crate::sandbox::BuildSandbox::unconfined()));
         assert_eq!(
             registry.names(),
             vec![

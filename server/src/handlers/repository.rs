@@ -10,6 +10,7 @@
 //! addresses is. libgit2 then fetches without a proxy and follows no redirect to another host.
 use std::{
     collections::HashMap,
+    os::fd::OwnedFd,
     path::{Path, PathBuf},
     sync::{Arc, LazyLock, Mutex, PoisonError},
 };
@@ -18,13 +19,22 @@ use git2::{
     AutotagOption, Commit, ErrorClass, FetchOptions, ObjectType, ProxyOptions, RemoteCallbacks,
     RemoteRedirect, Repository, TreeWalkMode, TreeWalkResult, build::CheckoutBuilder,
 };
+use nix::{
+    dir::{Dir, Type},
+    errno::Errno,
+    fcntl::{AT_FDCWD, AtFlags, OFlag, openat},
+    sys::stat::Mode,
+    unistd::{Gid, Uid, fchownat},
+};
 use serde_json::{Map, Value, json};
+use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 use tokio_util::sync::CancellationToken;
 
 use super::{
     JobError, JobHandler, JobResult, JobRunContext, LogSink, Problem, REPOSITORY_INGEST,
     check_string, checked_params, field, redact_url,
 };
+use crate::sandbox::{BuildSandbox, CHECKOUTS_DIR};
 
 /// File names recognised as build manifests (at the root and one directory down).
 const MANIFESTS: [&str; 10] = [
@@ -48,7 +58,9 @@ const REFSPECS: [&str; 2] = [
 const ORIGIN_HEAD: &str = "refs/remotes/origin/HEAD";
 const ORIGIN_PREFIX: &str = "refs/remotes/origin/";
 
-pub(super) struct Ingest;
+pub(super) struct Ingest {
+    pub(super) sandbox: Arc<BuildSandbox>,
+}
 
 pub(super) fn check(params: &Map<String, Value>, problems: &mut Vec<Problem>) {
     check_string(params, "repoUrl", true, problems);
@@ -63,7 +75,7 @@ impl JobHandler for Ingest {
             .and_then(Value::as_str)
             .unwrap_or_default();
         let git_ref = field(params, "ref").and_then(Value::as_str);
-        let checkout = ingest(&ctx, repo_url, git_ref).await?;
+        let (checkout, _exclusive) = ingest(&ctx, &self.sandbox, repo_url, git_ref).await?;
         ctx.metrics.set("fileCount", checkout.file_count);
         Ok(checkout.to_json())
     }
@@ -163,12 +175,15 @@ impl Source {
 }
 
 /// Clones or updates the checkout for `repo_url`, checks out `git_ref` (default: the remote's
-/// default branch) and describes the result.
+/// default branch), hands it to the build user and describes the result. Returns with the
+/// checkout's lock held exclusively: the caller drops it (an ingest) or downgrades it to shared
+/// for the command it runs there (a build), so no other ingest can slip in between.
 pub(super) async fn ingest(
     ctx: &JobRunContext,
+    sandbox: &BuildSandbox,
     repo_url: &str,
     git_ref: Option<&str>,
-) -> Result<Checkout, JobError> {
+) -> Result<(Checkout, OwnedRwLockWriteGuard<()>), JobError> {
     if ctx.cancel.is_cancelled() {
         return Err(JobError::Canceled);
     }
@@ -176,22 +191,34 @@ pub(super) async fn ingest(
     if source.remote {
         check_remote(ctx.http.policy(), &source).await?;
     }
-    let dir = std::path::absolute(
-        ctx.data_dir
-            .join("checkouts")
-            .join(checkout_name(&source.shown, &source.url)),
-    )
-    .map_err(|e| JobError::Fatal(format!("invalid data directory: {e}")))?;
+    let dir = checkouts_root(&ctx.data_dir)?.join(checkout_name(&source.shown, &source.url));
+    let guard = lock_exclusive(ctx, &dir).await?;
     let (log, cancel) = (ctx.log.clone(), ctx.cancel.clone());
     let git_ref = git_ref.map(str::to_string);
-    // libgit2 blocks; the per-directory lock keeps two runs from updating one checkout at once.
-    tokio::task::spawn_blocking(move || {
-        let lock = checkout_lock(&dir);
-        let _held = lock.lock().unwrap_or_else(PoisonError::into_inner);
-        sync_checkout(&source, &dir, git_ref.as_deref(), &log, &cancel)
+    let owner = sandbox.user.as_ref().map(|u| (u.uid, u.gid));
+    // libgit2 blocks.
+    let checkout = tokio::task::spawn_blocking(move || {
+        let hand_over = |uid, gid, to: &str| {
+            chown_tree(&dir, uid, gid).map_err(|e| {
+                JobError::Retryable(format!("handing {} to {to} failed: {e}", dir.display()))
+            })
+        };
+        // A checkout a build could write in is taken back first: libgit2 refuses repositories
+        // another user owns, and no build (of another checkout, as the same user) can change
+        // what the server is writing while it fetches and checks out.
+        if owner.is_some() && dir.exists() {
+            hand_over(Uid::effective(), Gid::effective(), "the server")?;
+        }
+        let checkout = sync_checkout(&source, &dir, git_ref.as_deref(), &log, &cancel)?;
+        // The build writes in its checkout as the build user.
+        if let Some((uid, gid)) = owner {
+            hand_over(uid, gid, "the build user")?;
+        }
+        Ok(checkout)
     })
     .await
-    .map_err(|e| JobError::Fatal(format!("repository ingest stopped unexpectedly: {e}")))?
+    .map_err(|e| JobError::Fatal(format!("repository ingest stopped unexpectedly: {e}")))??;
+    Ok((checkout, guard))
 }
 
 /// Refuses an http(s) remote whose host the egress policy refuses: an IP address host that is
@@ -239,12 +266,119 @@ async fn check_remote(
         .map_err(refused)
 }
 
-type CheckoutLocks = HashMap<PathBuf, Arc<Mutex<()>>>;
+/// `<data-dir>/checkouts`, created when missing, with symlinks resolved: the one directory
+/// builds may run in (below it), and the prefix of every checkout lock's key.
+pub(super) fn checkouts_root(data_dir: &Path) -> Result<PathBuf, JobError> {
+    let root = data_dir.join(CHECKOUTS_DIR);
+    std::fs::create_dir_all(&root)
+        .and_then(|()| root.canonicalize())
+        .map_err(|e| JobError::Retryable(format!("preparing {} failed: {e}", root.display())))
+}
 
-fn checkout_lock(dir: &Path) -> Arc<Mutex<()>> {
+/// One lock per checkout directory, in this process only (another `serve` or `worker` process
+/// on the same data directory does not see it): builds hold it shared while their command runs,
+/// ingests exclusively while they update the checkout.
+type CheckoutLocks = HashMap<PathBuf, Arc<RwLock<()>>>;
+
+fn checkout_lock(dir: &Path) -> Arc<RwLock<()>> {
     static LOCKS: LazyLock<Mutex<CheckoutLocks>> = LazyLock::new(|| Mutex::new(HashMap::new()));
     let mut locks = LOCKS.lock().unwrap_or_else(PoisonError::into_inner);
+    // Forget the locks nobody holds or waits for.
+    locks.retain(|_, lock| Arc::strong_count(lock) > 1);
     locks.entry(dir.to_path_buf()).or_default().clone()
+}
+
+/// The checkout's lock for an ingest; says in the run log when it has to wait.
+async fn lock_exclusive(
+    ctx: &JobRunContext,
+    dir: &Path,
+) -> Result<OwnedRwLockWriteGuard<()>, JobError> {
+    let lock = checkout_lock(dir);
+    if let Ok(guard) = lock.clone().try_write_owned() {
+        return Ok(guard);
+    }
+    ctx.log.info(format!(
+        "waiting for {}: a build or another ingest is using it",
+        dir.display()
+    ));
+    tokio::select! {
+        guard = lock.write_owned() => Ok(guard),
+        () = ctx.cancel.cancelled() => Err(JobError::Canceled),
+    }
+}
+
+/// The checkout's lock for a build's command (several builds may share a checkout).
+pub(super) async fn lock_shared(
+    ctx: &JobRunContext,
+    dir: &Path,
+) -> Result<OwnedRwLockReadGuard<()>, JobError> {
+    let lock = checkout_lock(dir);
+    if let Ok(guard) = lock.clone().try_read_owned() {
+        return Ok(guard);
+    }
+    ctx.log.info(format!(
+        "waiting for {}: an ingest is updating it",
+        dir.display()
+    ));
+    tokio::select! {
+        guard = lock.read_owned() => Ok(guard),
+        () = ctx.cancel.cancelled() => Err(JobError::Canceled),
+    }
+}
+
+/// Gives `dir` and everything below it to `uid`:`gid` without following a symlink anywhere:
+/// every step is relative to a directory opened with `O_NOFOLLOW`, and every entry is changed
+/// with `AT_SYMLINK_NOFOLLOW`, so a symlink a build left (or swaps in meanwhile) cannot point
+/// the walk outside the checkout.
+fn chown_tree(dir: &Path, uid: Uid, gid: Gid) -> nix::Result<()> {
+    // `dir` sits directly in the checkouts directory, which only root can change.
+    fchownat(
+        AT_FDCWD,
+        dir,
+        Some(uid),
+        Some(gid),
+        AtFlags::AT_SYMLINK_NOFOLLOW,
+    )?;
+    let fd = openat(AT_FDCWD, dir, DIR_FLAGS, Mode::empty())?;
+    chown_below(fd, uid, gid)
+}
+
+const DIR_FLAGS: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_DIRECTORY)
+    .union(OFlag::O_NOFOLLOW)
+    .union(OFlag::O_CLOEXEC);
+
+fn chown_below(fd: OwnedFd, uid: Uid, gid: Gid) -> nix::Result<()> {
+    let mut subdirs = Vec::new();
+    {
+        let mut entries = Dir::from_fd(fd.try_clone().map_err(|_| Errno::EMFILE)?)?;
+        for entry in entries.iter() {
+            let entry = entry?;
+            let name = entry.file_name();
+            if name == c"." || name == c".." {
+                continue;
+            }
+            fchownat(
+                &fd,
+                name,
+                Some(uid),
+                Some(gid),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            )?;
+            if entry.file_type() == Some(Type::Directory) {
+                subdirs.push(name.to_owned());
+            }
+        }
+    }
+    for name in subdirs {
+        match openat(&fd, name.as_c_str(), DIR_FLAGS, Mode::empty()) {
+            Ok(sub) => chown_below(sub, uid, gid)?,
+            // Replaced by a symlink or removed meanwhile: nothing of ours to hand over.
+            Err(Errno::ELOOP | Errno::ENOTDIR | Errno::ENOENT) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// `<slug>-<hash>`: readable, yet distinct for URLs that slug alike. The slug comes from the
@@ -527,7 +661,10 @@ pub(super) mod tests {
 
     async fn run(params: Value, data_dir: &Path) -> (JobResult, Vec<String>) {
         let (ctx, mut rx) = test_ctx(params, data_dir);
-        let result = Ingest.execute(ctx).await;
+        let ingest = Ingest {
+            sandbox: Arc::new(BuildSandbox::unconfined()),
+        };
+        let result = ingest.execute(ctx).await;
         let log = drain_log(&mut rx).into_iter().map(|l| l.message).collect();
         (result, log)
     }
@@ -631,6 +768,73 @@ pub(super) mod tests {
         )
         .await;
         assert!(matches!(result, Err(JobError::Fatal(_))));
+    }
+
+    #[test]
+    fn checkouts_are_handed_over_without_following_symlinks() {
+        use std::os::unix::fs::MetadataExt as _;
+        if !Uid::effective().is_root() {
+            return; // only root can give files away
+        }
+        let outside = tempfile::TempDir::new().expect("tempdir");
+        let target = outside.path().join("target");
+        std::fs::write(&target, "not the build's").expect("write");
+        let dir = tempfile::TempDir::new().expect("tempdir");
+        let root = dir.path().join("checkout");
+        std::fs::create_dir_all(root.join("a/b")).expect("mkdir");
+        std::fs::write(root.join("a/b/file"), "x").expect("write");
+        std::os::unix::fs::symlink(&target, root.join("link")).expect("symlink");
+        std::os::unix::fs::symlink(outside.path(), root.join("a/dirlink")).expect("symlink");
+
+        let (uid, gid) = (Uid::from_raw(54_321), Gid::from_raw(54_322));
+        chown_tree(&root, uid, gid).expect("chown");
+        for path in ["", "a", "a/b", "a/b/file", "link", "a/dirlink"] {
+            let meta = std::fs::symlink_metadata(root.join(path)).expect("metadata");
+            assert_eq!((meta.uid(), meta.gid()), (54_321, 54_322), "{path}");
+        }
+        // What the symlinks point at is untouched.
+        for path in [&target, &outside.path().to_path_buf()] {
+            let meta = std::fs::metadata(path).expect("metadata");
+            assert_eq!((meta.uid(), meta.gid()), (0, 0), "{}", path.display());
+        }
+    }
+
+    #[tokio::test]
+    async fn an_ingest_waits_while_a_build_holds_the_checkout() {
+        let data = tempfile::TempDir::new().expect("tempdir");
+        let dir = checkouts_root(data.path()).expect("root").join("repo");
+        let (ctx, mut rx) = test_ctx(json!({}), data.path());
+        let shared = lock_shared(&ctx, &dir).await.expect("shared");
+        // Builds share it.
+        let other = lock_shared(&ctx, &dir).await.expect("shared again");
+        drop(other);
+        let waiting = {
+            let (ctx, dir) = (ctx.clone(), dir.clone());
+            tokio::spawn(async move { lock_exclusive(&ctx, &dir).await.map(drop) })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "the ingest did not wait");
+        drop(shared);
+        waiting.await.expect("task").expect("exclusive");
+        let log: Vec<String> = drain_log(&mut rx).into_iter().map(|l| l.message).collect();
+        assert!(log.iter().any(|l| l.starts_with("waiting for")), "{log:?}");
+
+        // A waiting ingest gives up when its run is canceled.
+        let held = lock_exclusive(&ctx, &dir).await.expect("exclusive");
+        let (other_ctx, _rx) = test_ctx(json!({}), data.path());
+        other_ctx.cancel.cancel();
+        assert_eq!(
+            lock_exclusive(&other_ctx, &dir).await.map(drop),
+            Err(JobError::Canceled)
+        );
+        // Downgraded, it admits builds but no ingest.
+        let downgraded = held.downgrade();
+        lock_shared(&ctx, &dir)
+            .await
+            .expect("shared after a downgrade");
+        assert!(checkout_lock(&dir).try_write_owned().is_err());
+        drop(downgraded);
+        assert!(checkout_lock(&dir).try_write_owned().is_ok());
     }
 
     #[test]

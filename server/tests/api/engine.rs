@@ -12,7 +12,10 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestDb, WorkerProcess, spawn_app, spawn_app_with, test_settings};
+use crate::{
+    builds::{build_job, make_repository, marker},
+    helpers::{TestApp, TestDb, WorkerProcess, spawn_app, spawn_app_with, test_settings},
+};
 
 const TERMINAL: [&str; 4] = ["succeeded", "failed", "canceled", "expired"];
 
@@ -522,32 +525,20 @@ async fn canceled_running_run_stops_and_stays_canceled() {
 }
 
 // ---- 5. repository ingest and build ----
+// (build isolation: builds.rs)
 
-/// A git repository with a Makefile and a script, one commit. Returns the commit id.
-fn make_repository(dir: &Path) -> String {
-    use git2::{IndexAddOption, Repository, Signature};
-    let repo = Repository::init(dir).expect("git init");
-    std::fs::write(dir.join("Makefile"), "all:\n\t@echo built\n").expect("write Makefile");
-    std::fs::write(dir.join("build.sh"), "#!/bin/sh\necho building\n").expect("write script");
-    let mut index = repo.index().expect("index");
-    index
-        .add_all(["*"], IndexAddOption::DEFAULT, None)
-        .expect("git add");
-    index.write().expect("write index");
-    let tree = repo
-        .find_tree(index.write_tree().expect("tree"))
-        .expect("find tree");
-    let sig = Signature::now("Test", "test@example.com").expect("signature");
-    repo.commit(Some("HEAD"), &sig, &sig, "initial", &tree, &[])
-        .expect("commit")
-        .to_string()
-}
-
-/// The pid the build handler logged for its command ("... (pid N)").
-fn build_pid(log: &str) -> i32 {
+/// The supervisor pid the build handler logged ("... (supervisor pid N) ...").
+fn supervisor_pid(log: &str) -> i32 {
     log.lines()
-        .find_map(|l| l.split("(pid ").nth(1)?.split(')').next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no pid in the build log:\n{log}"))
+        .find_map(|l| {
+            l.split("(supervisor pid ")
+                .nth(1)?
+                .split(')')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no supervisor pid in the build log:\n{log}"))
 }
 
 /// State and process group of `pid` from /proc (None when it is gone).
@@ -559,33 +550,40 @@ fn proc_stat(pid: i32) -> Option<(char, i32)> {
     Some((state, pgrp))
 }
 
-/// Whether a live (not zombie) process `pid` runs exactly `argv`.
-fn process_runs(pid: i32, argv: &[&str]) -> bool {
-    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-        return false;
-    };
-    let alive = proc_stat(pid).is_some_and(|(state, _)| state != 'Z' && state != 'X');
+/// Live (not zombie) processes running exactly `argv`.
+fn processes_running(argv: &[&str]) -> Vec<i32> {
     let expected: Vec<u8> = argv
         .iter()
         .flat_map(|a| a.bytes().chain(std::iter::once(0)))
         .collect();
-    alive && cmdline == expected
+    live_processes()
+        .into_iter()
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == expected))
+        .collect()
 }
 
-/// Live processes of process group `pgid` (the build runs its command in a group of its own).
-fn group_members(pgid: i32) -> Vec<i32> {
+fn live_processes() -> Vec<i32> {
     std::fs::read_dir("/proc")
         .map(|entries| {
             entries
                 .filter_map(Result::ok)
                 .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
                 .filter(|pid| {
-                    proc_stat(*pid)
-                        .is_some_and(|(state, pgrp)| pgrp == pgid && state != 'Z' && state != 'X')
+                    proc_stat(*pid).is_some_and(|(state, _)| state != 'Z' && state != 'X')
                 })
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Live processes of process group `pgid` (the supervisor's group holds it and the command).
+fn group_members(pgid: i32) -> Vec<i32> {
+    let mut members: Vec<i32> = live_processes()
+        .into_iter()
+        .filter(|pid| proc_stat(*pid).is_some_and(|(_, pgrp)| pgrp == pgid))
+        .collect();
+    members.sort_unstable();
+    members
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -627,13 +625,16 @@ async fn repository_ingest_then_build_streams_logs_while_running() {
         "checkout {checkout} lacks build.sh"
     );
 
+    // The definition names the checkout and the command; the run only starts it.
     let script = "for i in 1 2 3; do echo line$i; sleep 0.3; done";
-    let build = app
-        .run(
-            "repository-build",
-            json!({"parameters": {"checkout": checkout, "command": ["sh", "-c", script]}}),
-        )
-        .await;
+    build_job(
+        &app,
+        "build-it",
+        json!({"checkout": checkout, "command": ["sh", "-c", script]}),
+        json!({}),
+    )
+    .await;
+    let build = app.run("build-it", json!({"parameters": {}})).await;
     let id = id_of(&build);
     // The first line is readable while the command still runs: the log is read first, the
     // status after it, so "running" then means it was running when the log was read.
@@ -668,6 +669,7 @@ async fn repository_ingest_then_build_streams_logs_while_running() {
     );
     assert_eq!(done["result"]["exitCode"], 0, "{done}");
     assert_eq!(done["result"]["stdoutLines"], 3, "{done}");
+    assert_eq!(done["result"]["checkout"], checkout.as_str(), "{done}");
     let log = app.logs(&id).await;
     let lines: Vec<&str> = log.lines().filter(|l| l.starts_with("line")).collect();
     assert_eq!(lines, vec!["line1", "line2", "line3"], "{log}");
@@ -676,25 +678,39 @@ async fn repository_ingest_then_build_streams_logs_while_running() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canceling_a_build_kills_its_process() {
     let app = spawn_app().await;
-    let checkout = tempfile::tempdir().expect("temp dir");
+    let source = tempfile::tempdir().expect("temp dir");
+    make_repository(source.path());
+    let seconds = format!("60.{}", marker());
+    build_job(
+        &app,
+        "sleeper",
+        json!({"command": ["sleep", seconds]}),
+        json!({}),
+    )
+    .await;
     let build = app
         .run(
-            "repository-build",
-            json!({"parameters": {"checkout": checkout.path().to_string_lossy(), "command": ["sleep", "60"]}}),
+            "sleeper",
+            json!({"parameters": {"repoUrl": source.path().to_string_lossy()}}),
         )
         .await;
     let id = id_of(&build);
     app.wait_for_status(&id, &["running"], Duration::from_secs(10))
         .await;
-    let log = wait_for_log(&app, &id, "(pid ", Duration::from_secs(10)).await;
-    let pid = build_pid(&log);
-    eventually(
+    let log = wait_for_log(&app, &id, "(supervisor pid ", Duration::from_secs(20)).await;
+    let supervisor = supervisor_pid(&log);
+    let argv = ["sleep", seconds.as_str()];
+    let sleeper = eventually(
         "the build's sleep process",
         Duration::from_secs(5),
-        || async move { process_runs(pid, &["sleep", "60"]).then_some(()) },
+        || async move { processes_running(&argv).first().copied() },
     )
     .await;
-    assert_eq!(group_members(pid), vec![pid], "the build's process group");
+    assert_eq!(
+        group_members(supervisor),
+        vec![supervisor, sleeper],
+        "the supervisor's process group holds it and the command"
+    );
 
     let asked = tokio::time::Instant::now();
     let (status, canceled) = app
@@ -705,12 +721,13 @@ async fn canceling_a_build_kills_its_process() {
         .await;
     assert_eq!(status, 200, "{canceled}");
     assert_eq!(canceled["data"]["status"], "canceled", "{canceled}");
-    // Killed and reaped: until the handler reaps it, the child lingers as a zombie in its group.
+    // Killed and reaped: until reaped, a process lingers as a zombie in its group.
     eventually(
         "the build's process group to be gone",
         Duration::from_secs(5),
         || async move {
-            (!process_runs(pid, &["sleep", "60"]) && group_members(pid).is_empty()).then_some(())
+            (processes_running(&argv).is_empty() && group_members(supervisor).is_empty())
+                .then_some(())
         },
     )
     .await;

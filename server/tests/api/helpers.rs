@@ -97,6 +97,8 @@ pub fn test_settings(db: &TestDb) -> Settings {
     // Off: a poll would overwrite statuses the contract tests set by hand. The health test
     // turns it on.
     s.health_interval = Duration::ZERO;
+    // The app runs inside the test binary, which cannot be the build supervisor.
+    s.worker.build.build_supervisor = Some(PathBuf::from(env!("CARGO_BIN_EXE_switchyard")));
     s
 }
 

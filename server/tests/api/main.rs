@@ -4,6 +4,7 @@ mod helpers;
 
 mod auth;
 mod authority;
+mod builds;
 mod contract;
 mod egress;
 mod engine;

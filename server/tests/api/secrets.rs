@@ -850,3 +850,50 @@ async fn a_key_from_the_setting_is_shared_by_server_and_worker_processes() {
     assert!(!worker.output().contains(&key), "the key is never logged");
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_key_file_is_shared_by_server_and_worker_processes_and_never_shown() {
+    let db = TestDb::new().await;
+    let key = hex_key(43);
+    let holder = tempfile::tempdir().unwrap();
+    let key_file = holder.path().join("switchyard.key");
+    // An editor's trailing newline and indentation do not matter.
+    std::fs::write(&key_file, format!("  {key}\n")).unwrap();
+
+    // Not together with the variable: which one would win is not obvious.
+    let mut both = test_settings(&db);
+    both.secret_key = Some(SecretKeyText::new(&key));
+    both.secret_key_file = Some(key_file.clone());
+    let err = server::Application::build(both)
+        .await
+        .err()
+        .expect("refused");
+    let text = format!("{err:#}");
+    assert!(text.contains("not both"), "{text}");
+    assert!(!text.contains(&key), "{text}");
+
+    let mut settings = test_settings(&db);
+    settings.worker.workers = 0;
+    settings.secret_key_file = Some(key_file.clone());
+    let app = spawn_app_with(db, settings).await;
+    assert!(
+        !app.db.data_dir().join("secret.key").exists(),
+        "no key file in the data directory when a key file is given"
+    );
+    let path = key_file.to_string_lossy().into_owned();
+    let worker = WorkerProcess::spawn_with_env(
+        &app.db,
+        "worker",
+        &[("SWITCHYARD_SECRET_KEY_FILE", path.as_str())],
+    );
+    let seen = Seen::default();
+    let value = unique_value("from-a-file");
+    put_secret(&app, &seen, "TOKEN", json!({"value": value})).await;
+    let (base, calls) = receiver().await;
+    app.job("hook", "builtin:http", json!({})).await;
+    let run = call_with_token(&app, &base, None).await;
+    assert_eq!(run["status"], "succeeded", "{run}\n{}", worker.output());
+    assert_eq!(calls.lock().unwrap()[0].token, value);
+    assert!(!worker.output().contains(&key), "the key is never logged");
+    app.shutdown().await;
+}
