@@ -938,6 +938,12 @@ impl app::data::Backend for JobService {
         slug: &str,
         parameters: serde_json::Value,
     ) -> Result<app::wire::LaunchOutcome, String> {
+        // The form shows the job's defaults and sends them back: only what the operator
+        // changed is theirs (a definition-only value left as shown is not an override).
+        let parameters = match self.definition_for_run(slug).await {
+            Ok(job) => caller_part(&job.default_parameters, &parameters),
+            Err(_) => parameters,
+        };
         let body = serde_json::json!({ "parameters": parameters });
         match self.run_job(slug, &body, None, &principal_of(viewer)).await {
             Ok((run, _)) => Ok(app::wire::LaunchOutcome {

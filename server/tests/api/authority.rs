@@ -208,6 +208,41 @@ async fn a_run_request_cannot_choose_what_a_build_runs() {
         )
         .await;
     assert_eq!(status, 201, "{v}");
+
+    // The launch form sends back the defaults it shows: left as they are, they are not the
+    // operator's; changed, they are refused.
+    app.job(
+        "form-build",
+        "builtin:repository-build",
+        json!({"parametersSchema": {"type": "object", "properties": {
+                "repoUrl": {"type": "string"}, "command": {"type": "array", "items": {"type": "string"}}}},
+            "defaultParameters": {"command": ["true"]}}),
+    )
+    .await;
+    let launch = |parameters: &'static str| {
+        app.client
+            .post(app.url("/_sf/launch"))
+            .header("origin", &app.address)
+            .form(&[("slug", "form-build"), ("parameters", parameters)])
+            .send()
+    };
+    let outcome: Value = launch(r#"{"repoUrl": "/nonexistent", "command": ["true"]}"#)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(outcome["run"]["id"].is_string(), "{outcome}");
+    let outcome: Value = launch(r#"{"repoUrl": "/nonexistent", "command": ["id"]}"#)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome["problems"][0]["path"], "/parameters/command",
+        "{outcome}"
+    );
     app.shutdown().await;
 }
 
