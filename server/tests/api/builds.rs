@@ -71,6 +71,17 @@ pub(crate) async fn build_job(app: &TestApp, slug: &str, defaults: Value, extra:
 }
 
 /// A `sh -c` command for a definition.
+/// Starts a run of build job `slug` on the repository at `repo`; returns its id.
+pub(crate) async fn run_build(app: &TestApp, slug: &str, repo: &Path) -> String {
+    let run = app
+        .run(
+            slug,
+            json!({"parameters": {"repoUrl": repo.to_string_lossy()}}),
+        )
+        .await;
+    id_of(&run)
+}
+
 pub(crate) fn shell(script: &str) -> Value {
     json!(["sh", "-c", script])
 }
@@ -206,13 +217,7 @@ async fn a_build_cannot_read_the_servers_secrets_or_inherit_its_environment() {
         json!({}),
     )
     .await;
-    let run = app
-        .run(
-            "probe",
-            json!({"parameters": {"repoUrl": source.path().to_string_lossy()}}),
-        )
-        .await;
-    let id = id_of(&run);
+    let id = run_build(&app, "probe", source.path()).await;
     let done = app.wait_terminal(&id).await;
     let log = app.logs(&id).await;
     assert_eq!(done["status"], "succeeded", "{done}\n{log}");

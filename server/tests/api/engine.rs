@@ -13,7 +13,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::{
-    builds::{build_job, make_repository, marker},
+    builds::{build_job, make_repository, marker, run_build},
     helpers::{TestApp, TestDb, WorkerProcess, spawn_app, spawn_app_with, test_settings},
 };
 
@@ -688,13 +688,7 @@ async fn canceling_a_build_kills_its_process() {
         json!({}),
     )
     .await;
-    let build = app
-        .run(
-            "sleeper",
-            json!({"parameters": {"repoUrl": source.path().to_string_lossy()}}),
-        )
-        .await;
-    let id = id_of(&build);
+    let id = run_build(&app, "sleeper", source.path()).await;
     app.wait_for_status(&id, &["running"], Duration::from_secs(10))
         .await;
     let log = wait_for_log(&app, &id, "(supervisor pid ", Duration::from_secs(20)).await;

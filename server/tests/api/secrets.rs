@@ -838,17 +838,28 @@ async fn a_key_from_the_setting_is_shared_by_server_and_worker_processes() {
     );
     let worker =
         WorkerProcess::spawn_with_env(&app.db, "worker", &[("SWITCHYARD_SECRET_KEY", &key)]);
+    worker_resolves_a_stored_secret(&app, &worker, &key, "shared").await;
+    app.shutdown().await;
+}
+
+/// A secret stored through `app` reaches a real service from a run that `worker` (another
+/// process with the same key) executes; neither the value nor the key appears in its output.
+async fn worker_resolves_a_stored_secret(
+    app: &TestApp,
+    worker: &WorkerProcess,
+    key: &str,
+    label: &str,
+) {
     let seen = Seen::default();
-    let value = unique_value("shared");
-    put_secret(&app, &seen, "TOKEN", json!({"value": value})).await;
+    let value = unique_value(label);
+    put_secret(app, &seen, "TOKEN", json!({"value": value})).await;
     let (base, calls) = receiver().await;
     app.job("hook", "builtin:http", json!({})).await;
-    let run = call_with_token(&app, &base, None).await;
+    let run = call_with_token(app, &base, None).await;
     assert_eq!(run["status"], "succeeded", "{run}\n{}", worker.output());
     assert_eq!(calls.lock().unwrap()[0].token, value);
     assert!(!worker.output().contains(&value));
-    assert!(!worker.output().contains(&key), "the key is never logged");
-    app.shutdown().await;
+    assert!(!worker.output().contains(key), "the key is never logged");
 }
 
 #[tokio::test]
@@ -886,14 +897,6 @@ async fn a_key_file_is_shared_by_server_and_worker_processes_and_never_shown() {
         "worker",
         &[("SWITCHYARD_SECRET_KEY_FILE", path.as_str())],
     );
-    let seen = Seen::default();
-    let value = unique_value("from-a-file");
-    put_secret(&app, &seen, "TOKEN", json!({"value": value})).await;
-    let (base, calls) = receiver().await;
-    app.job("hook", "builtin:http", json!({})).await;
-    let run = call_with_token(&app, &base, None).await;
-    assert_eq!(run["status"], "succeeded", "{run}\n{}", worker.output());
-    assert_eq!(calls.lock().unwrap()[0].token, value);
-    assert!(!worker.output().contains(&key), "the key is never logged");
+    worker_resolves_a_stored_secret(&app, &worker, &key, "from-a-file").await;
     app.shutdown().await;
 }
