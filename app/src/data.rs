@@ -56,7 +56,7 @@ pub trait Backend: Send + Sync {
     ) -> Result<WorkflowLaunchOutcome, String>;
     async fn cancel_workflow_run(&self, id: &str) -> Result<WorkflowRun, String>;
     /// Resumes a failed or canceled run: its failed steps run again.
-    async fn retry_workflow_run(&self, id: &str) -> Result<WorkflowRun, String>;
+    async fn retry_workflow_run(&self, viewer: &Viewer, id: &str) -> Result<WorkflowRun, String>;
     /// A new run with the same parameters, as `viewer`.
     async fn rerun_workflow_run(&self, viewer: &Viewer, id: &str) -> Result<WorkflowRun, String>;
     /// `/audit`: one page of the audit log, newest first.
@@ -263,7 +263,7 @@ pub async fn cancel_workflow_run(id: String) -> Result<WorkflowRun, ServerFnErro
 pub async fn retry_workflow_run(id: String) -> Result<WorkflowRun, ServerFnError> {
     backend()?
         .0
-        .retry_workflow_run(&id)
+        .retry_workflow_run(&viewer(), &id)
         .await
         .map_err(ServerFnError::new)
 }

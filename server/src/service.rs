@@ -1045,9 +1045,13 @@ impl app::data::Backend for JobService {
             .map_err(|e| e.to_string())
     }
 
-    async fn retry_workflow_run(&self, id: &str) -> Result<app::wire::WorkflowRun, String> {
+    async fn retry_workflow_run(
+        &self,
+        viewer: &Viewer,
+        id: &str,
+    ) -> Result<app::wire::WorkflowRun, String> {
         self.workflow_service()
-            .retry_workflow_run(id)
+            .retry_workflow_run(id, &principal_of(viewer))
             .await
             .map_err(|e| e.to_string())
     }

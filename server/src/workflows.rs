@@ -162,7 +162,16 @@ impl WorkflowService {
         self.orchestrator.cancel(id).await
     }
 
-    pub async fn retry_workflow_run(&self, id: &str) -> ServiceResult<WorkflowRun> {
+    /// Resumes a failed or canceled run; its parameters resolve again, so secret references
+    /// in them need `secrets:use` from the one asking, as for a new run.
+    pub async fn retry_workflow_run(
+        &self,
+        id: &str,
+        who: &Principal,
+    ) -> ServiceResult<WorkflowRun> {
+        let run = self.orchestrator.get(id).await?;
+        authority::check_workflow_run_parameters(&run.parameters, who)
+            .map_err(refused_definition)?;
         self.orchestrator.resume(id).await
     }
 

@@ -300,10 +300,14 @@ pub async fn patch_workflow_run(
 /// did not succeed (same run id; 409 otherwise).
 #[utoipa::path(post, path = "/api/workflow-runs/{id}/retry", tag = "workflow-runs", params(("id" = String, Path)),
     responses((status = 202, body = WorkflowRun), (status = 404, body = app::wire::ErrorBody), (status = 409, body = app::wire::ErrorBody)))]
-pub async fn retry_workflow_run(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
+pub async fn retry_workflow_run(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult {
     Ok(data(
         StatusCode::ACCEPTED,
-        s.workflows().retry_workflow_run(&id).await?,
+        s.workflows().retry_workflow_run(&id, &who).await?,
     ))
 }
 

@@ -434,6 +434,38 @@ async fn scopes_guard_what_executes_and_where_credentials_go() {
     .await;
     forbidden(s, &v, "secrets:use");
 
+    // A run whose parameters carry references resumes or reruns only with secrets:use.
+    let (s, v) = call(
+        &app,
+        Method::POST,
+        "/api/workflows",
+        ADMIN,
+        Some(json!({"slug": "echoflow", "name": "E", "steps": [{"id": "a", "jobSlug": "plain", "parameters": {}}]})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = call(
+        &app,
+        Method::POST,
+        "/api/workflows/echoflow/run",
+        ADMIN,
+        Some(json!({"parameters": {"t": {"secret": {"source": "store", "key": "K"}}}})),
+    )
+    .await;
+    assert_eq!(s, 202, "{v}");
+    let run_id = v["data"]["id"].as_str().unwrap().to_string();
+    for action in ["rerun", "retry"] {
+        let (s, v) = call(
+            &app,
+            Method::POST,
+            &format!("/api/workflow-runs/{run_id}/{action}"),
+            FLOWS,
+            None,
+        )
+        .await;
+        forbidden(s, &v, "secrets:use");
+    }
+
     // Services: headers and baseUrl route credentials.
     let svc = json!({"slug": "hook", "displayName": "Hook", "kind": "http", "baseUrl": "http://127.0.0.1:9"});
     let mut with_headers = svc.clone();
