@@ -208,5 +208,10 @@ pub async fn logs(
             }
         }
     });
-    Ok((StatusCode::OK, text_plain, Body::from_stream(body.boxed())).into_response())
+    // A stream: each chunk must reach the client as it comes, so no compression on the way.
+    let streaming = [
+        (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+        (header::CACHE_CONTROL, "no-cache, no-transform"),
+    ];
+    Ok((StatusCode::OK, streaming, Body::from_stream(body.boxed())).into_response())
 }
