@@ -4,6 +4,7 @@ pub mod bench;
 pub mod cli;
 pub mod db;
 pub mod definitions;
+pub mod detach;
 pub mod domain;
 pub mod egress;
 pub mod engine;

@@ -1006,7 +1006,26 @@ impl Orchestrator {
         .await
     }
 
+    /// Stores a new run and starts its first steps, on a task of its own (see
+    /// `crate::detach`): a caller that goes away cannot cut the work after the commit short.
     async fn start_with(
+        &self,
+        workflow: &WorkflowDefinition,
+        parameters: Value,
+        triggered_by: Option<String>,
+        trigger: Value,
+        idempotency_key: Option<String>,
+    ) -> ServiceResult<(WorkflowRun, bool)> {
+        let this = self.clone();
+        let workflow = workflow.clone();
+        crate::detach::uncancellable(async move {
+            this.start_here(&workflow, parameters, triggered_by, trigger, idempotency_key)
+                .await
+        })
+        .await
+    }
+
+    async fn start_here(
         &self,
         workflow: &WorkflowDefinition,
         parameters: Value,
@@ -1067,14 +1086,22 @@ impl Orchestrator {
             InsertedWorkflowRun::Existing(run) => Ok((run, false)),
             InsertedWorkflowRun::New(state) => {
                 self.publish(&state.run, "pending").await;
-                let run = self.reconcile(&id).await?.unwrap_or(state.run);
+                let run = self.reconcile_here(&id).await?.unwrap_or(state.run);
                 Ok((run, true))
             }
         }
     }
 
     /// Brings a run up to date (see the module documentation). Returns the run as it now is.
+    /// On a task of its own: steps committed already claimed by this process are started (and
+    /// the rest enqueued) even when the caller goes away right after the commit.
     pub async fn reconcile(&self, run_id: &str) -> ServiceResult<Option<WorkflowRun>> {
+        let this = self.clone();
+        let run_id = run_id.to_string();
+        crate::detach::uncancellable(async move { this.reconcile_here(&run_id).await }).await
+    }
+
+    async fn reconcile_here(&self, run_id: &str) -> ServiceResult<Option<WorkflowRun>> {
         for _ in 0..MAX_RACES {
             // The run, its steps and their job runs in one consistent read.
             let Some((state, job_runs)) = self.store.workflow_run_snapshot(run_id).await? else {
@@ -1152,12 +1179,13 @@ impl Orchestrator {
         }
         let mut tasks = Vec::new();
         for jr in &plan.changes.job_runs {
-            if jr.claim.is_some() {
+            if let Some(claim) = &jr.claim {
                 slots.start(ClaimedRun {
                     run: jr.run.clone(),
                     entry_point: jr.entry_point.clone(),
                     retry_policy: serde_json::from_value(jr.retry_policy.clone())
                         .unwrap_or_default(),
+                    lease_until: claim.lease_until,
                 });
             } else {
                 tasks.push(RunTask {
@@ -1203,8 +1231,15 @@ impl Orchestrator {
             .await;
     }
 
-    /// Cancels a pending or running run and its unfinished steps (409 once finished).
+    /// Cancels a pending or running run and its unfinished steps (409 once finished), on a
+    /// task of its own: the steps' job runs are canceled even when the caller goes away.
     pub async fn cancel(&self, run_id: &str) -> ServiceResult<WorkflowRun> {
+        let this = self.clone();
+        let run_id = run_id.to_string();
+        crate::detach::uncancellable(async move { this.cancel_here(&run_id).await }).await
+    }
+
+    async fn cancel_here(&self, run_id: &str) -> ServiceResult<WorkflowRun> {
         for _ in 0..MAX_RACES {
             let state = self.state(run_id).await?;
             if state.run.status.is_terminal() {
@@ -1264,8 +1299,15 @@ impl Orchestrator {
         )))
     }
 
-    /// Resumes a failed or canceled run from the steps that did not succeed (same run id).
+    /// Resumes a failed or canceled run from the steps that did not succeed (same run id), on
+    /// a task of its own.
     pub async fn resume(&self, run_id: &str) -> ServiceResult<WorkflowRun> {
+        let this = self.clone();
+        let run_id = run_id.to_string();
+        crate::detach::uncancellable(async move { this.resume_here(&run_id).await }).await
+    }
+
+    async fn resume_here(&self, run_id: &str) -> ServiceResult<WorkflowRun> {
         for _ in 0..MAX_RACES {
             let state = self.state(run_id).await?;
             if !matches!(
@@ -1304,7 +1346,7 @@ impl Orchestrator {
                 .apply_workflow_changes(run_id, state.revision, &changes, now)
                 .await?
             {
-                return Ok(self.reconcile(run_id).await?.unwrap_or(state.run));
+                return Ok(self.reconcile_here(run_id).await?.unwrap_or(state.run));
             }
         }
         Err(ServiceError::Conflict(format!(
