@@ -32,7 +32,10 @@ use crate::{
     definitions::DefinitionCache,
     domain::{
         Problems,
-        jobs::{compile_parameters_schema, merge_parameters, validate_parameters},
+        jobs::{
+            compile_parameters_schema, is_server_key, merge_parameters, server_key_problem,
+            validate_parameters,
+        },
         problems::pointer_segment,
         template::{Scope, render},
         workflow::{OnFailure, StepAction, StepSpec, StepStatus, WorkflowSpec},
@@ -114,6 +117,22 @@ pub struct WorkflowRunRequest {
     pub idempotency_key: Option<String>,
 }
 
+/// Trigger types only the server's triggers start runs with.
+const SERVER_TRIGGERS: [&str; 2] = ["schedule", "event"];
+
+/// Whether `triggeredBy` names one of the server's triggers (`scheduler`, `event:<type>`).
+fn is_server_triggered_by(value: &str) -> bool {
+    let v = value.trim();
+    v.eq_ignore_ascii_case(SCHEDULE_TRIGGERED_BY)
+        || v.get(..EVENT_TRIGGERED_BY.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(EVENT_TRIGGERED_BY))
+}
+
+/// `triggeredBy` of runs the schedule triggers start.
+pub const SCHEDULE_TRIGGERED_BY: &str = "scheduler";
+/// Prefix of `triggeredBy` of runs the event triggers start (`event:<event type>`).
+pub const EVENT_TRIGGERED_BY: &str = "event:";
+
 /// Parses a run request; every problem with its pointer.
 pub fn parse_workflow_run_request(
     body: &Value,
@@ -144,6 +163,13 @@ pub fn parse_workflow_run_request(
     };
     let triggered_by = match obj.get("triggeredBy") {
         None | Some(Value::Null) => None,
+        Some(Value::String(s)) if is_server_triggered_by(s) => {
+            p.add(
+                "/triggeredBy",
+                "\"scheduler\" and \"event:...\" name the server's schedule and event triggers; a request cannot claim them",
+            );
+            None
+        }
         Some(Value::String(s)) if !s.trim().is_empty() && s.chars().count() <= 255 => {
             Some(s.trim().to_string())
         }
@@ -155,29 +181,47 @@ pub fn parse_workflow_run_request(
             None
         }
     };
+    // Only the server starts runs of its schedule and event triggers, and only it records what
+    // a trigger carries (`chain`, `rerunOf`): a caller's run is a manual one.
+    let server_only = |t: &str| {
+        format!("{t:?} runs are started by the server's {t} triggers; a request can only start a \"manual\" run")
+    };
     let trigger = match obj.get("trigger") {
         None | Some(Value::Null) => json!({"type": "manual"}),
-        Some(Value::String(t)) if ["manual", "schedule", "event"].contains(&t.as_str()) => {
-            json!({"type": t})
-        }
-        Some(Value::Object(o)) if o.contains_key("chain") => {
-            p.add(
-                "/trigger/chain",
-                "is recorded by the server for runs its event triggers start; a request cannot set it",
-            );
+        Some(Value::String(t)) if t == "manual" => json!({"type": "manual"}),
+        Some(Value::String(t)) if SERVER_TRIGGERS.contains(&t.as_str()) => {
+            p.add("/trigger", server_only(t));
             json!({"type": "manual"})
         }
-        Some(Value::Object(o))
-            if o.get("type")
-                .and_then(Value::as_str)
-                .is_some_and(|t| ["manual", "schedule", "event"].contains(&t)) =>
-        {
-            Value::Object(o.clone())
+        Some(Value::Object(o)) => {
+            let before = p.iter().count();
+            if o.contains_key("chain") {
+                p.add(
+                    "/trigger/chain",
+                    "is recorded by the server for runs its event triggers start; a request cannot set it",
+                );
+            }
+            if o.contains_key("rerunOf") {
+                p.add(
+                    "/trigger/rerunOf",
+                    "is recorded by the server for reruns (POST /api/workflow-runs/{id}/rerun); a request cannot set it",
+                );
+            }
+            match o.get("type").and_then(Value::as_str) {
+                Some("manual") => {}
+                Some(t) if SERVER_TRIGGERS.contains(&t) => p.add("/trigger/type", server_only(t)),
+                _ => p.add("/trigger/type", "must be \"manual\""),
+            }
+            if p.iter().count() == before {
+                Value::Object(o.clone())
+            } else {
+                json!({"type": "manual"})
+            }
         }
         Some(_) => {
             p.add(
                 "/trigger",
-                "must be \"manual\", \"schedule\" or \"event\", or an object with such a \"type\"",
+                "must be \"manual\" or an object with \"type\": \"manual\"",
             );
             json!({"type": "manual"})
         }
@@ -196,6 +240,13 @@ pub fn parse_workflow_run_request(
             p.add("/idempotencyKey", "must be a string of 1 to 255 bytes");
             None
         }
+    };
+    let key = match key {
+        Some(k) if is_server_key(&k) => {
+            p.add("/idempotencyKey", server_key_problem());
+            None
+        }
+        k => k,
     };
     p.finish(WorkflowRunRequest {
         parameters,
@@ -1403,7 +1454,7 @@ impl Orchestrator {
     /// Reconciles every unfinished run (the recovery sweep).
     pub async fn sweep(&self) -> ServiceResult<()> {
         for id in self.store.active_workflow_run_ids(500).await? {
-            self.reconcile(&id).await?;
+            self.reconcile_here(&id).await?;
         }
         Ok(())
     }
@@ -1663,5 +1714,46 @@ mod tests {
         let ok = parse_workflow_run_request(&Value::Null, Some("key")).unwrap();
         assert_eq!(ok.idempotency_key.as_deref(), Some("key"));
         assert_eq!(ok.trigger, json!({"type": "manual"}));
+    }
+
+    /// What only the server's triggers may claim is refused from a request, naming the field.
+    #[test]
+    fn run_requests_cannot_claim_what_only_the_server_may() {
+        let paths = |body: Value, header: Option<&str>| -> Vec<String> {
+            parse_workflow_run_request(&body, header)
+                .map(|_| Vec::new())
+                .unwrap_or_else(|p| p.into_vec().into_iter().map(|d| d.path).collect())
+        };
+        assert_eq!(paths(json!({"trigger": "schedule"}), None), ["/trigger"]);
+        assert_eq!(paths(json!({"trigger": "event"}), None), ["/trigger"]);
+        assert_eq!(
+            paths(json!({"trigger": {"type": "schedule", "cron": "* * * * * *"}}), None),
+            ["/trigger/type"]
+        );
+        assert_eq!(
+            paths(json!({"trigger": {"type": "manual", "rerunOf": "x"}}), None),
+            ["/trigger/rerunOf"]
+        );
+        assert_eq!(
+            paths(json!({"trigger": {"type": "event", "chain": []}}), None),
+            ["/trigger/chain", "/trigger/type"]
+        );
+        assert_eq!(paths(json!({"triggeredBy": "scheduler"}), None), ["/triggeredBy"]);
+        assert_eq!(
+            paths(json!({"triggeredBy": "Event:job.run.failed"}), None),
+            ["/triggeredBy"]
+        );
+        let key = format!("{}schedule:v1:0:2026-12-05T00:00:00+00:00", crate::domain::jobs::SERVER_KEY_PREFIX);
+        assert_eq!(paths(json!({"idempotencyKey": key}), None), ["/idempotencyKey"]);
+        assert_eq!(paths(json!({}), Some(&key)), ["/idempotencyKey"]);
+        // What callers may say stays accepted.
+        let ok = parse_workflow_run_request(
+            &json!({"trigger": {"type": "manual", "note": "deploy"}, "triggeredBy": "ci",
+                "idempotencyKey": "schedule:v1:0:2026-12-05T00:00:00+00:00"}),
+            None,
+        )
+        .unwrap();
+        assert_eq!(ok.trigger, json!({"type": "manual", "note": "deploy"}));
+        assert_eq!(ok.triggered_by.as_deref(), Some("ci"));
     }
 }
