@@ -272,6 +272,16 @@ impl WorkerProcess {
 
     /// With extra environment variables (such as secrets the worker resolves).
     pub fn spawn_with_env(db: &TestDb, name: &str, env: &[(&str, &str)]) -> WorkerProcess {
+        WorkerProcess::spawn_with(db, name, env, 2000)
+    }
+
+    /// With extra environment variables and a lease of `lease_ms`.
+    pub fn spawn_with(
+        db: &TestDb,
+        name: &str,
+        env: &[(&str, &str)],
+        lease_ms: u64,
+    ) -> WorkerProcess {
         let log = db.data_dir().join(format!("{name}.log"));
         let out = std::fs::File::create(&log).expect("worker log file");
         let err = out.try_clone().expect("worker log file");
@@ -283,15 +293,9 @@ impl WorkerProcess {
         if let Some(url) = &db.url {
             cmd.arg("--database-url").arg(url);
         }
-        cmd.args([
-            "worker",
-            "--workers",
-            "1",
-            "--lease-ms",
-            "2000",
-            "--poll-ms",
-            "50",
-        ])
+        cmd.args(["worker", "--workers", "1", "--poll-ms", "50"])
+            .arg("--lease-ms")
+            .arg(lease_ms.to_string())
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(out)

@@ -6,6 +6,7 @@ mod auth;
 mod authority;
 mod builds;
 mod contract;
+mod durability;
 mod egress;
 mod engine;
 mod migrations;
