@@ -14,6 +14,7 @@ pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod orchestrator;
+pub mod retention;
 pub mod sandbox;
 pub mod secrets;
 pub mod service;

@@ -184,7 +184,9 @@ pub fn parse_workflow_run_request(
     // Only the server starts runs of its schedule and event triggers, and only it records what
     // a trigger carries (`chain`, `rerunOf`): a caller's run is a manual one.
     let server_only = |t: &str| {
-        format!("{t:?} runs are started by the server's {t} triggers; a request can only start a \"manual\" run")
+        format!(
+            "{t:?} runs are started by the server's {t} triggers; a request can only start a \"manual\" run"
+        )
     };
     let trigger = match obj.get("trigger") {
         None | Some(Value::Null) => json!({"type": "manual"}),
@@ -1070,8 +1072,14 @@ impl Orchestrator {
         let this = self.clone();
         let workflow = workflow.clone();
         crate::detach::uncancellable(async move {
-            this.start_here(&workflow, parameters, triggered_by, trigger, idempotency_key)
-                .await
+            this.start_here(
+                &workflow,
+                parameters,
+                triggered_by,
+                trigger,
+                idempotency_key,
+            )
+            .await
         })
         .await
     }
@@ -1727,7 +1735,10 @@ mod tests {
         assert_eq!(paths(json!({"trigger": "schedule"}), None), ["/trigger"]);
         assert_eq!(paths(json!({"trigger": "event"}), None), ["/trigger"]);
         assert_eq!(
-            paths(json!({"trigger": {"type": "schedule", "cron": "* * * * * *"}}), None),
+            paths(
+                json!({"trigger": {"type": "schedule", "cron": "* * * * * *"}}),
+                None
+            ),
             ["/trigger/type"]
         );
         assert_eq!(
@@ -1738,13 +1749,22 @@ mod tests {
             paths(json!({"trigger": {"type": "event", "chain": []}}), None),
             ["/trigger/chain", "/trigger/type"]
         );
-        assert_eq!(paths(json!({"triggeredBy": "scheduler"}), None), ["/triggeredBy"]);
+        assert_eq!(
+            paths(json!({"triggeredBy": "scheduler"}), None),
+            ["/triggeredBy"]
+        );
         assert_eq!(
             paths(json!({"triggeredBy": "Event:job.run.failed"}), None),
             ["/triggeredBy"]
         );
-        let key = format!("{}schedule:v1:0:2026-12-05T00:00:00+00:00", crate::domain::jobs::SERVER_KEY_PREFIX);
-        assert_eq!(paths(json!({"idempotencyKey": key}), None), ["/idempotencyKey"]);
+        let key = format!(
+            "{}schedule:v1:0:2026-12-05T00:00:00+00:00",
+            crate::domain::jobs::SERVER_KEY_PREFIX
+        );
+        assert_eq!(
+            paths(json!({"idempotencyKey": key}), None),
+            ["/idempotencyKey"]
+        );
         assert_eq!(paths(json!({}), Some(&key)), ["/idempotencyKey"]);
         // What callers may say stays accepted.
         let ok = parse_workflow_run_request(

@@ -280,6 +280,15 @@ impl Application {
                 stop.clone(),
             )));
         }
+        // Retention: one serve process of the cluster prunes at a time.
+        tasks.push(tokio::spawn(
+            crate::retention::Pruner::new(
+                core.service.store().clone(),
+                settings.retention.clone(),
+                &settings.data_dir,
+            )
+            .run(stop.clone()),
+        ));
         tasks.push(tokio::spawn(crate::triggers::run(
             core.service.workflow_service(),
             core.bus.clone(),

@@ -27,9 +27,9 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    domain::jobs::SERVER_KEY_PREFIX,
     domain::workflow::{TriggerSpec, parse_cron},
     events::EventBus,
-    domain::jobs::SERVER_KEY_PREFIX,
     orchestrator::{EVENT_TRIGGERED_BY, SCHEDULE_TRIGGERED_BY, WorkflowRunRequest},
     workflows::WorkflowService,
 };

@@ -8,6 +8,7 @@ pub mod entities;
 mod finish;
 mod group;
 mod metrics;
+mod retention;
 mod secrets;
 mod seeds;
 mod sessions;
@@ -17,6 +18,7 @@ mod workflows;
 pub use audit::{AuditFilter, AuditPage, AuditRecord, AuditStatus};
 pub use clock::DbClock;
 pub use metrics::{AlertDelivery, NewAlertDelivery, SlugStatusCount};
+pub use retention::DeletedRuns;
 pub use secrets::{PutSecretError, SealedSecret, SecretPage};
 pub use sessions::SessionRecord;
 pub use workflow_runs::{
@@ -1050,15 +1052,6 @@ impl Store {
         Ok(sea_orm::ConnectionTrait::execute_raw(self.conn(), stmt)
             .await?
             .rows_affected())
-    }
-
-    /// Drops events older than `before` (the replay log is bounded).
-    pub async fn prune_events(&self, before: DateTime<Utc>) -> StoreResult<u64> {
-        Ok(event::Entity::delete_many()
-            .filter(event::Column::CreatedAt.lt(before))
-            .exec(self.conn())
-            .await?
-            .rows_affected)
     }
 }
 

@@ -214,11 +214,15 @@ async fn a_client_that_disconnects_after_starting_a_workflow_run_loses_no_step()
     )
     .await;
     lock.release().await;
-    let run = eventually("the workflow run to succeed", Duration::from_secs(4), || async {
-        let (_, v) = app.get_json("/api/workflows/one/runs").await;
-        let run = v["data"][0].clone();
-        (run["status"] == "succeeded").then_some(run)
-    })
+    let run = eventually(
+        "the workflow run to succeed",
+        Duration::from_secs(4),
+        || async {
+            let (_, v) = app.get_json("/api/workflows/one/runs").await;
+            let run = v["data"][0].clone();
+            (run["status"] == "succeeded").then_some(run)
+        },
+    )
     .await;
     let (_, steps) = app
         .get_json(&format!("/api/workflow-runs/{}/steps", id_of(&run)))
@@ -495,15 +499,9 @@ async fn callers_cannot_pre_empt_or_impersonate_triggers() {
         })
         .collect();
     for at in &fires {
-        for key in [
-            format!("schedule:v2:0:{at}"),
-            format!("schedule:v1:0:{at}"),
-        ] {
+        for key in [format!("schedule:v2:0:{at}"), format!("schedule:v1:0:{at}")] {
             let (status, v) = app
-                .post_json(
-                    "/api/workflows/ticker/run",
-                    &json!({"idempotencyKey": key}),
-                )
+                .post_json("/api/workflows/ticker/run", &json!({"idempotencyKey": key}))
                 .await;
             assert_eq!(status, 202, "{v}");
         }

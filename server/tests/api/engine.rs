@@ -1062,8 +1062,12 @@ async fn postgres_restarted_under_load_loses_and_repeats_no_run() {
             let mut posts = Vec::new();
             let mut i = 0usize;
             while started.elapsed() < Duration::from_secs(8) {
-                let (client, url, accepted, refused) =
-                    (client.clone(), url.clone(), accepted.clone(), refused.clone());
+                let (client, url, accepted, refused) = (
+                    client.clone(),
+                    url.clone(),
+                    accepted.clone(),
+                    refused.clone(),
+                );
                 let body = json!({"parameters": {"url": format!("{base}/run/{i}")}});
                 posts.push(tokio::spawn(async move {
                     match client.post(&url).json(&body).send().await {
@@ -1071,7 +1075,10 @@ async fn postgres_restarted_under_load_loses_and_repeats_no_run() {
                             let v: Value = res.json().await.unwrap();
                             accepted.lock().unwrap().push((i, id_of(&v["data"])));
                         }
-                        Ok(res) => refused.lock().unwrap().push(format!("{i}: {}", res.status())),
+                        Ok(res) => refused
+                            .lock()
+                            .unwrap()
+                            .push(format!("{i}: {}", res.status())),
                         Err(e) => refused.lock().unwrap().push(format!("{i}: {e}")),
                     }
                 }));
@@ -1115,7 +1122,12 @@ async fn postgres_restarted_under_load_loses_and_repeats_no_run() {
     let hits = hits.lock().unwrap().clone();
     for (i, id) in &accepted {
         let n = hits.get(&format!("/run/{i}")).copied().unwrap_or(0);
-        assert_eq!(n, 1, "run {i} ({id}) executed {n} times:\n{}", app.logs(id).await);
+        assert_eq!(
+            n,
+            1,
+            "run {i} ({id}) executed {n} times:\n{}",
+            app.logs(id).await
+        );
     }
     // Runs whose answer was lost in the restart ran at most once too.
     for (path, n) in &hits {
@@ -1136,14 +1148,19 @@ async fn postgres_restarted_under_load_loses_and_repeats_no_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_whose_clock_is_behind_keeps_its_lease() {
     if crate::helpers::postgres_admin_url().is_none() {
-        eprintln!("skipped: SQLite's clock is the machine's (run with DATABASE_URL=postgres://...)");
+        eprintln!(
+            "skipped: SQLite's clock is the machine's (run with DATABASE_URL=postgres://...)"
+        );
         return;
     }
-    let faketime = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
-    assert!(
-        Path::new(faketime).exists(),
-        "libfaketime is missing: apt-get install faketime (scripts/install-deps.sh does)"
-    );
+    let faketime = std::fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|d| d.path().join("faketime/libfaketime.so.1"))
+        .find(|p| p.exists())
+        .expect("libfaketime is missing: apt-get install faketime (scripts/install-deps.sh does)");
+    let faketime = faketime.to_str().unwrap();
     let app = serve_only_app().await;
     app.job(
         "nap",

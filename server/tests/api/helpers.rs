@@ -296,10 +296,10 @@ impl WorkerProcess {
         cmd.args(["worker", "--workers", "1", "--poll-ms", "50"])
             .arg("--lease-ms")
             .arg(lease_ms.to_string())
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err);
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
         let child = cmd.spawn().expect("spawn worker process");
         WorkerProcess { child, log }
     }

@@ -12,6 +12,7 @@ mod engine;
 mod migrations;
 mod operations;
 mod pages;
+mod retention;
 mod secrets;
 mod smoke;
 mod web_security;
