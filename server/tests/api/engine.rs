@@ -1032,7 +1032,8 @@ async fn postgres_restarted_under_load_loses_and_repeats_no_run() {
         );
         return;
     }
-    let db = TestDb::new().await;
+    // The other PostgreSQL tests of this run wait meanwhile (their servers would see errors).
+    let db = TestDb::new_alone_on_postgres().await;
     let mut settings = test_settings(&db);
     // Long enough for the restart: a run whose write failed meanwhile keeps its claim.
     settings.worker.lease_ms = 10_000;
