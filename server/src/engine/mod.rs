@@ -833,6 +833,7 @@ impl Engine {
             let margin = length / 10;
             let retry = (every / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
             let mut next = tokio::time::Instant::now() + every;
+            let mut last_try = tokio::time::Instant::now() - Duration::from_millis(50);
             let stop = |why: StopReason| {
                 if let Ok(mut r) = reason.lock() {
                     r.get_or_insert(why);
@@ -841,9 +842,14 @@ impl Engine {
             };
             loop {
                 let stop_at = lease.get() - margin;
+                // A renewal is always tried before the lease runs short (an attempt may start
+                // with little of it left: its insert waited for the database).
+                let renew_at = next
+                    .min(stop_at.checked_sub(retry).unwrap_or(stop_at))
+                    .max(last_try + Duration::from_millis(50));
                 tokio::select! {
                     _ = token.cancelled() => return,
-                    _ = tokio::time::sleep_until(next.min(stop_at)) => {}
+                    _ = tokio::time::sleep_until(renew_at) => {}
                 }
                 if tokio::time::Instant::now() >= stop_at {
                     tracing::error!(run_id = %run_id, attempt, "could not renew the lease before it ended; stopping the attempt");
@@ -851,6 +857,7 @@ impl Engine {
                     return;
                 }
                 let sent = tokio::time::Instant::now();
+                last_try = sent;
                 let until = inner.store.clock().now() + length;
                 let renewal = tokio::time::timeout_at(
                     stop_at,

@@ -92,8 +92,8 @@ impl Drop for PgTurn {
 pub struct TestDb {
     pub dir: tempfile::TempDir,
     pub url: Option<String>,
-    /// PostgreSQL: this test's turn on the server (see [`PG_TURNS`]).
-    turn: Option<PgTurn>,
+    /// PostgreSQL: this test's turn on the server (see [`PG_TURNS`]), given back on drop.
+    _turn: Option<PgTurn>,
 }
 
 impl TestDb {
@@ -125,7 +125,11 @@ impl TestDb {
             ),
             None => None,
         };
-        TestDb { dir, url, turn }
+        TestDb {
+            dir,
+            url,
+            _turn: turn,
+        }
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -322,7 +326,7 @@ impl TestApp {
             TestDb {
                 dir: tempfile::tempdir().unwrap(),
                 url: None,
-                turn: None,
+                _turn: None,
             },
         )
     }
