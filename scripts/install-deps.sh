@@ -8,6 +8,8 @@ command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 [ -e /usr/include/openssl/ssl.h ] || need_apt+=(libssl-dev)
 command -v git >/dev/null || need_apt+=(git)
 command -v psql >/dev/null || need_apt+=(postgresql-client)
+# The crash test of a worker whose clock is wrong runs it under libfaketime.
+compgen -G '/usr/lib/*/faketime/libfaketime.so.1' >/dev/null || need_apt+=(faketime)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

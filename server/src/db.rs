@@ -8,7 +8,8 @@ use sea_orm_migration::MigratorTrait;
 use sqlx::{
     postgres::{PgPool, PgPoolOptions},
     sqlite::{
-        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+        SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+        SqliteSynchronous,
     },
 };
 
@@ -78,6 +79,9 @@ impl Database {
                 };
                 let options = options
                     .create_if_missing(true)
+                    // Pages freed by retention go back to the file system (`reclaim_space`);
+                    // a new file gets this before its first table, an older one at migrate.
+                    .auto_vacuum(SqliteAutoVacuum::Incremental)
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Normal)
                     .busy_timeout(Duration::from_secs(15))
@@ -112,6 +116,9 @@ impl Database {
     }
 
     pub async fn migrate(&self) -> anyhow::Result<()> {
+        if let Pool::Sqlite(pool) = &self.pool {
+            incremental_vacuum(pool).await;
+        }
         migration::Migrator::up(&self.conn, None)
             .await
             .context("applying migrations")?;
@@ -164,6 +171,42 @@ impl Database {
             Ok(())
         } else {
             Err(format!("{} migration(s) pending", pending.len()))
+        }
+    }
+}
+
+/// Switches a SQLite file made before retention existed to incremental auto-vacuum, so that
+/// the pages retention frees can be given back to the file system. That takes one `VACUUM`,
+/// which rewrites the file (it needs as much free disk as the file's size, and as long as
+/// copying it); done once, at the first start of this version. Best effort: a file another
+/// process keeps busy is converted at a later start.
+async fn incremental_vacuum(pool: &SqlitePool) {
+    let mode: Result<i64, _> = sqlx::query_scalar("PRAGMA auto_vacuum")
+        .fetch_one(pool)
+        .await;
+    if !matches!(mode, Ok(0)) {
+        return;
+    }
+    let started = std::time::Instant::now();
+    tracing::info!(
+        "converting the SQLite database to incremental auto-vacuum (once: VACUUM rewrites the file)"
+    );
+    let converted = async {
+        let mut conn = pool.acquire().await?;
+        sqlx::query("PRAGMA auto_vacuum = INCREMENTAL")
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query("VACUUM").execute(&mut *conn).await?;
+        Ok::<_, sqlx::Error>(())
+    }
+    .await;
+    match converted {
+        Ok(()) => tracing::info!(
+            ms = started.elapsed().as_millis() as u64,
+            "the SQLite database now gives pages that retention frees back to the file system"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not convert the SQLite database to incremental auto-vacuum; trying again at the next start")
         }
     }
 }

@@ -27,8 +27,8 @@ use crate::{
 
 /// How long the reader waits for a missing id before skipping it.
 const GAP_GRACE: Duration = Duration::from_secs(2);
-/// Events kept for replay.
-const RETENTION: chrono::TimeDelta = chrono::TimeDelta::days(7);
+/// How long the writer retries a batch of events the database refuses before dropping it.
+const WRITE_RETRY_FOR: Duration = Duration::from_secs(30);
 
 #[derive(Clone)]
 pub struct EventBus {
@@ -127,7 +127,6 @@ impl EventBus {
             Duration::from_millis(100)
         };
         let mut gap_since: Option<Instant> = None;
-        let mut last_prune = Instant::now() - Duration::from_secs(3600);
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -164,12 +163,6 @@ impl EventBus {
             }
             // Under load, let events accumulate a little so one query carries many of them.
             tokio::time::sleep(Duration::from_millis(5)).await;
-            if last_prune.elapsed() > Duration::from_secs(3600) {
-                last_prune = Instant::now();
-                if let Err(e) = self.store.prune_events(Utc::now() - RETENTION).await {
-                    tracing::warn!(error = %e, "event reader: pruning failed");
-                }
-            }
         }
     }
 }
@@ -206,16 +199,25 @@ async fn write_events(
             }
         }
         if !batch.is_empty() {
+            // A database that restarts is away for seconds: retried for a while (publishers
+            // wait once the channel is full) before events are given up.
+            let give_up = Instant::now() + WRITE_RETRY_FOR;
+            let mut pause = Duration::from_millis(50);
             let mut stored = false;
-            for attempt in 0..3 {
+            for attempt in 0.. {
                 match store.insert_events(&batch).await {
                     Ok(()) => {
                         stored = true;
                         break;
                     }
+                    Err(e) if Instant::now() < give_up => {
+                        tracing::warn!(error = %e, attempt, "could not record events; retrying");
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_secs(1));
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, attempt, "could not record events");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        break;
                     }
                 }
             }

@@ -32,7 +32,10 @@ use crate::{
     definitions::DefinitionCache,
     domain::{
         Problems,
-        jobs::{compile_parameters_schema, merge_parameters, validate_parameters},
+        jobs::{
+            compile_parameters_schema, is_server_key, merge_parameters, server_key_problem,
+            validate_parameters,
+        },
         problems::pointer_segment,
         template::{Scope, render},
         workflow::{OnFailure, StepAction, StepSpec, StepStatus, WorkflowSpec},
@@ -114,6 +117,22 @@ pub struct WorkflowRunRequest {
     pub idempotency_key: Option<String>,
 }
 
+/// Trigger types only the server's triggers start runs with.
+const SERVER_TRIGGERS: [&str; 2] = ["schedule", "event"];
+
+/// Whether `triggeredBy` names one of the server's triggers (`scheduler`, `event:<type>`).
+fn is_server_triggered_by(value: &str) -> bool {
+    let v = value.trim();
+    v.eq_ignore_ascii_case(SCHEDULE_TRIGGERED_BY)
+        || v.get(..EVENT_TRIGGERED_BY.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(EVENT_TRIGGERED_BY))
+}
+
+/// `triggeredBy` of runs the schedule triggers start.
+pub const SCHEDULE_TRIGGERED_BY: &str = "scheduler";
+/// Prefix of `triggeredBy` of runs the event triggers start (`event:<event type>`).
+pub const EVENT_TRIGGERED_BY: &str = "event:";
+
 /// Parses a run request; every problem with its pointer.
 pub fn parse_workflow_run_request(
     body: &Value,
@@ -144,6 +163,13 @@ pub fn parse_workflow_run_request(
     };
     let triggered_by = match obj.get("triggeredBy") {
         None | Some(Value::Null) => None,
+        Some(Value::String(s)) if is_server_triggered_by(s) => {
+            p.add(
+                "/triggeredBy",
+                "\"scheduler\" and \"event:...\" name the server's schedule and event triggers; a request cannot claim them",
+            );
+            None
+        }
         Some(Value::String(s)) if !s.trim().is_empty() && s.chars().count() <= 255 => {
             Some(s.trim().to_string())
         }
@@ -155,29 +181,49 @@ pub fn parse_workflow_run_request(
             None
         }
     };
+    // Only the server starts runs of its schedule and event triggers, and only it records what
+    // a trigger carries (`chain`, `rerunOf`): a caller's run is a manual one.
+    let server_only = |t: &str| {
+        format!(
+            "{t:?} runs are started by the server's {t} triggers; a request can only start a \"manual\" run"
+        )
+    };
     let trigger = match obj.get("trigger") {
         None | Some(Value::Null) => json!({"type": "manual"}),
-        Some(Value::String(t)) if ["manual", "schedule", "event"].contains(&t.as_str()) => {
-            json!({"type": t})
-        }
-        Some(Value::Object(o)) if o.contains_key("chain") => {
-            p.add(
-                "/trigger/chain",
-                "is recorded by the server for runs its event triggers start; a request cannot set it",
-            );
+        Some(Value::String(t)) if t == "manual" => json!({"type": "manual"}),
+        Some(Value::String(t)) if SERVER_TRIGGERS.contains(&t.as_str()) => {
+            p.add("/trigger", server_only(t));
             json!({"type": "manual"})
         }
-        Some(Value::Object(o))
-            if o.get("type")
-                .and_then(Value::as_str)
-                .is_some_and(|t| ["manual", "schedule", "event"].contains(&t)) =>
-        {
-            Value::Object(o.clone())
+        Some(Value::Object(o)) => {
+            let before = p.iter().count();
+            if o.contains_key("chain") {
+                p.add(
+                    "/trigger/chain",
+                    "is recorded by the server for runs its event triggers start; a request cannot set it",
+                );
+            }
+            if o.contains_key("rerunOf") {
+                p.add(
+                    "/trigger/rerunOf",
+                    "is recorded by the server for reruns (POST /api/workflow-runs/{id}/rerun); a request cannot set it",
+                );
+            }
+            match o.get("type").and_then(Value::as_str) {
+                Some("manual") => {}
+                Some(t) if SERVER_TRIGGERS.contains(&t) => p.add("/trigger/type", server_only(t)),
+                _ => p.add("/trigger/type", "must be \"manual\""),
+            }
+            if p.iter().count() == before {
+                Value::Object(o.clone())
+            } else {
+                json!({"type": "manual"})
+            }
         }
         Some(_) => {
             p.add(
                 "/trigger",
-                "must be \"manual\", \"schedule\" or \"event\", or an object with such a \"type\"",
+                "must be \"manual\" or an object with \"type\": \"manual\"",
             );
             json!({"type": "manual"})
         }
@@ -196,6 +242,13 @@ pub fn parse_workflow_run_request(
             p.add("/idempotencyKey", "must be a string of 1 to 255 bytes");
             None
         }
+    };
+    let key = match key {
+        Some(k) if is_server_key(&k) => {
+            p.add("/idempotencyKey", server_key_problem());
+            None
+        }
+        k => k,
     };
     p.finish(WorkflowRunRequest {
         parameters,
@@ -1006,7 +1059,32 @@ impl Orchestrator {
         .await
     }
 
+    /// Stores a new run and starts its first steps, on a task of its own (see
+    /// `crate::detach`): a caller that goes away cannot cut the work after the commit short.
     async fn start_with(
+        &self,
+        workflow: &WorkflowDefinition,
+        parameters: Value,
+        triggered_by: Option<String>,
+        trigger: Value,
+        idempotency_key: Option<String>,
+    ) -> ServiceResult<(WorkflowRun, bool)> {
+        let this = self.clone();
+        let workflow = workflow.clone();
+        crate::detach::uncancellable(async move {
+            this.start_here(
+                &workflow,
+                parameters,
+                triggered_by,
+                trigger,
+                idempotency_key,
+            )
+            .await
+        })
+        .await
+    }
+
+    async fn start_here(
         &self,
         workflow: &WorkflowDefinition,
         parameters: Value,
@@ -1067,14 +1145,22 @@ impl Orchestrator {
             InsertedWorkflowRun::Existing(run) => Ok((run, false)),
             InsertedWorkflowRun::New(state) => {
                 self.publish(&state.run, "pending").await;
-                let run = self.reconcile(&id).await?.unwrap_or(state.run);
+                let run = self.reconcile_here(&id).await?.unwrap_or(state.run);
                 Ok((run, true))
             }
         }
     }
 
     /// Brings a run up to date (see the module documentation). Returns the run as it now is.
+    /// On a task of its own: steps committed already claimed by this process are started (and
+    /// the rest enqueued) even when the caller goes away right after the commit.
     pub async fn reconcile(&self, run_id: &str) -> ServiceResult<Option<WorkflowRun>> {
+        let this = self.clone();
+        let run_id = run_id.to_string();
+        crate::detach::uncancellable(async move { this.reconcile_here(&run_id).await }).await
+    }
+
+    async fn reconcile_here(&self, run_id: &str) -> ServiceResult<Option<WorkflowRun>> {
         for _ in 0..MAX_RACES {
             // The run, its steps and their job runs in one consistent read.
             let Some((state, job_runs)) = self.store.workflow_run_snapshot(run_id).await? else {
@@ -1152,12 +1238,13 @@ impl Orchestrator {
         }
         let mut tasks = Vec::new();
         for jr in &plan.changes.job_runs {
-            if jr.claim.is_some() {
+            if let Some(claim) = &jr.claim {
                 slots.start(ClaimedRun {
                     run: jr.run.clone(),
                     entry_point: jr.entry_point.clone(),
                     retry_policy: serde_json::from_value(jr.retry_policy.clone())
                         .unwrap_or_default(),
+                    lease_until: claim.lease_until,
                 });
             } else {
                 tasks.push(RunTask {
@@ -1203,8 +1290,15 @@ impl Orchestrator {
             .await;
     }
 
-    /// Cancels a pending or running run and its unfinished steps (409 once finished).
+    /// Cancels a pending or running run and its unfinished steps (409 once finished), on a
+    /// task of its own: the steps' job runs are canceled even when the caller goes away.
     pub async fn cancel(&self, run_id: &str) -> ServiceResult<WorkflowRun> {
+        let this = self.clone();
+        let run_id = run_id.to_string();
+        crate::detach::uncancellable(async move { this.cancel_here(&run_id).await }).await
+    }
+
+    async fn cancel_here(&self, run_id: &str) -> ServiceResult<WorkflowRun> {
         for _ in 0..MAX_RACES {
             let state = self.state(run_id).await?;
             if state.run.status.is_terminal() {
@@ -1264,8 +1358,15 @@ impl Orchestrator {
         )))
     }
 
-    /// Resumes a failed or canceled run from the steps that did not succeed (same run id).
+    /// Resumes a failed or canceled run from the steps that did not succeed (same run id), on
+    /// a task of its own.
     pub async fn resume(&self, run_id: &str) -> ServiceResult<WorkflowRun> {
+        let this = self.clone();
+        let run_id = run_id.to_string();
+        crate::detach::uncancellable(async move { this.resume_here(&run_id).await }).await
+    }
+
+    async fn resume_here(&self, run_id: &str) -> ServiceResult<WorkflowRun> {
         for _ in 0..MAX_RACES {
             let state = self.state(run_id).await?;
             if !matches!(
@@ -1304,7 +1405,7 @@ impl Orchestrator {
                 .apply_workflow_changes(run_id, state.revision, &changes, now)
                 .await?
             {
-                return Ok(self.reconcile(run_id).await?.unwrap_or(state.run));
+                return Ok(self.reconcile_here(run_id).await?.unwrap_or(state.run));
             }
         }
         Err(ServiceError::Conflict(format!(
@@ -1361,7 +1462,7 @@ impl Orchestrator {
     /// Reconciles every unfinished run (the recovery sweep).
     pub async fn sweep(&self) -> ServiceResult<()> {
         for id in self.store.active_workflow_run_ids(500).await? {
-            self.reconcile(&id).await?;
+            self.reconcile_here(&id).await?;
         }
         Ok(())
     }
@@ -1621,5 +1722,58 @@ mod tests {
         let ok = parse_workflow_run_request(&Value::Null, Some("key")).unwrap();
         assert_eq!(ok.idempotency_key.as_deref(), Some("key"));
         assert_eq!(ok.trigger, json!({"type": "manual"}));
+    }
+
+    /// What only the server's triggers may claim is refused from a request, naming the field.
+    #[test]
+    fn run_requests_cannot_claim_what_only_the_server_may() {
+        let paths = |body: Value, header: Option<&str>| -> Vec<String> {
+            parse_workflow_run_request(&body, header)
+                .map(|_| Vec::new())
+                .unwrap_or_else(|p| p.into_vec().into_iter().map(|d| d.path).collect())
+        };
+        assert_eq!(paths(json!({"trigger": "schedule"}), None), ["/trigger"]);
+        assert_eq!(paths(json!({"trigger": "event"}), None), ["/trigger"]);
+        assert_eq!(
+            paths(
+                json!({"trigger": {"type": "schedule", "cron": "* * * * * *"}}),
+                None
+            ),
+            ["/trigger/type"]
+        );
+        assert_eq!(
+            paths(json!({"trigger": {"type": "manual", "rerunOf": "x"}}), None),
+            ["/trigger/rerunOf"]
+        );
+        assert_eq!(
+            paths(json!({"trigger": {"type": "event", "chain": []}}), None),
+            ["/trigger/chain", "/trigger/type"]
+        );
+        assert_eq!(
+            paths(json!({"triggeredBy": "scheduler"}), None),
+            ["/triggeredBy"]
+        );
+        assert_eq!(
+            paths(json!({"triggeredBy": "Event:job.run.failed"}), None),
+            ["/triggeredBy"]
+        );
+        let key = format!(
+            "{}schedule:v1:0:2026-12-05T00:00:00+00:00",
+            crate::domain::jobs::SERVER_KEY_PREFIX
+        );
+        assert_eq!(
+            paths(json!({"idempotencyKey": key}), None),
+            ["/idempotencyKey"]
+        );
+        assert_eq!(paths(json!({}), Some(&key)), ["/idempotencyKey"]);
+        // What callers may say stays accepted.
+        let ok = parse_workflow_run_request(
+            &json!({"trigger": {"type": "manual", "note": "deploy"}, "triggeredBy": "ci",
+                "idempotencyKey": "schedule:v1:0:2026-12-05T00:00:00+00:00"}),
+            None,
+        )
+        .unwrap();
+        assert_eq!(ok.trigger, json!({"type": "manual", "note": "deploy"}));
+        assert_eq!(ok.triggered_by.as_deref(), Some("ci"));
     }
 }

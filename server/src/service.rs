@@ -435,8 +435,40 @@ impl JobService {
         Ok(compiled)
     }
 
+    /// Stores a new run and starts or enqueues it, on a task of its own: once the insert is
+    /// sent, a caller that goes away (a client that disconnects) cannot leave a run committed
+    /// already claimed by this process but never started, nor an unannounced one.
     #[allow(clippy::too_many_arguments)]
     async fn create_run(
+        &self,
+        job: JobDefinition,
+        parameters: Value,
+        timeout_ms: Option<i64>,
+        max_attempts: Option<i32>,
+        context: Option<Value>,
+        idempotency_key: Option<String>,
+        delay_ms: i64,
+        trigger: Trigger,
+    ) -> ServiceResult<(JobRun, bool)> {
+        let this = self.clone();
+        crate::detach::uncancellable(async move {
+            this.store_and_start_run(
+                job,
+                parameters,
+                timeout_ms,
+                max_attempts,
+                context,
+                idempotency_key,
+                delay_ms,
+                trigger,
+            )
+            .await
+        })
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn store_and_start_run(
         &self,
         job: JobDefinition,
         parameters: Value,
@@ -459,6 +491,8 @@ impl JobService {
         };
         let entry_point = job.entry_point.clone();
         let retry_policy = job.retry_policy.clone();
+        let claim = slots.claim(now);
+        let lease_until = claim.as_ref().map_or(now, |c| c.lease_until);
         let new = NewRun {
             id: new_id(),
             parameters,
@@ -470,7 +504,7 @@ impl JobService {
             idempotency_key,
             scheduled_at: now + chrono::Duration::milliseconds(delay_ms.max(0)),
             now,
-            claim: slots.claim(now),
+            claim,
             definition: job,
         };
         match self.store.insert_run(new).await? {
@@ -484,6 +518,7 @@ impl JobService {
                         run,
                         entry_point,
                         retry_policy,
+                        lease_until,
                     });
                     return Ok((accepted, true));
                 }
@@ -534,8 +569,15 @@ impl JobService {
         Ok(out)
     }
 
-    /// Cancels a pending or running run (409 once finished).
+    /// Cancels a pending or running run (409 once finished). On a task of its own: a caller
+    /// that goes away cannot leave the run canceled but its attempt still executing.
     pub async fn cancel_run(&self, id: &str) -> ServiceResult<JobRun> {
+        let this = self.clone();
+        let id = id.to_string();
+        crate::detach::uncancellable(async move { this.cancel_run_here(&id).await }).await
+    }
+
+    async fn cancel_run_here(&self, id: &str) -> ServiceResult<JobRun> {
         let run = self.get_run(id).await?;
         if run.status.is_terminal() {
             return Err(ServiceError::Conflict(format!(

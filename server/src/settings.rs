@@ -258,6 +258,8 @@ pub struct ServeArgs {
     pub alerts: AlertSettings,
     #[command(flatten)]
     pub egress: EgressArgs,
+    #[command(flatten)]
+    pub retention: RetentionSettings,
 }
 
 /// Operator tokens (api.md "Conventions"), sign-in sessions, and the hosts this server answers
@@ -571,6 +573,8 @@ pub struct Settings {
     pub alerts: AlertSettings,
     /// Where outbound calls may connect.
     pub egress: EgressPolicy,
+    /// How long finished runs, events and audit entries are kept.
+    pub retention: RetentionSettings,
 }
 
 impl Settings {
@@ -591,6 +595,7 @@ impl Settings {
             secret_key_file: global.secret_key_file.clone(),
             alerts: serve.alerts.clone(),
             egress: serve.egress.policy(),
+            retention: serve.retention.clone(),
         })
     }
 
@@ -609,6 +614,47 @@ impl Settings {
             secret_key_file: None,
             alerts: AlertSettings::default(),
             egress: EgressPolicy::default(),
+            retention: RetentionSettings::default(),
+        }
+    }
+}
+
+/// How long finished runs, events and audit entries are kept (README "Retention"). One `serve`
+/// process of a cluster prunes at a time (`retention.rs`); give every `serve` the same values.
+#[derive(Debug, Clone, Args)]
+pub struct RetentionSettings {
+    /// Finished job runs (with their logs) and finished workflow runs (with their steps and
+    /// their steps' job runs) are deleted this many days after they ended; 0 keeps them.
+    #[arg(long, env = "SWITCHYARD_RETAIN_RUNS_DAYS", default_value_t = 30)]
+    pub retain_runs_days: u32,
+    /// Keeps at most this many finished runs of each job (runs of no workflow) and of each
+    /// workflow, the newest, whatever their age; 0: no such limit.
+    #[arg(
+        long,
+        env = "SWITCHYARD_RETAIN_RUNS_PER_DEFINITION",
+        default_value_t = 0
+    )]
+    pub retain_runs_per_definition: u64,
+    /// Events (the replay log of /api/events and of Last-Event-ID) are deleted after this many
+    /// days; 0 keeps them.
+    #[arg(long, env = "SWITCHYARD_RETAIN_EVENTS_DAYS", default_value_t = 7)]
+    pub retain_events_days: u32,
+    /// Audit entries are deleted after this many days; 0 keeps them.
+    #[arg(long, env = "SWITCHYARD_RETAIN_AUDIT_DAYS", default_value_t = 365)]
+    pub retain_audit_days: u32,
+    /// How often the pruner looks for what retention no longer keeps, in ms (0: never).
+    #[arg(long, env = "SWITCHYARD_PRUNE_INTERVAL_MS", default_value_t = 600_000)]
+    pub prune_interval_ms: u64,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        RetentionSettings {
+            retain_runs_days: 30,
+            retain_runs_per_definition: 0,
+            retain_events_days: 7,
+            retain_audit_days: 365,
+            prune_interval_ms: 600_000,
         }
     }
 }

@@ -61,6 +61,11 @@ async fn start_core(
     tracing::info!(egress = %egress, "outbound calls");
     let db = Database::connect_and_migrate(data_dir, database_url).await?;
     let store = Store::new(db.clone());
+    // Leases are written and judged by the database's clock: measured before any claim.
+    store
+        .sync_clock()
+        .await
+        .context("reading the database's clock")?;
     let secrets = SecretService::new(store.clone(), cipher.clone());
     let credentials = ServiceCredentials::new(store.clone(), cipher);
     credentials
@@ -76,9 +81,10 @@ async fn start_core(
         .last_event_id()
         .await
         .context("reading the event log")?;
-    let mut tasks = vec![tokio::spawn(
-        bus.clone().run_reader(last_event, stop.clone()),
-    )];
+    let mut tasks = vec![
+        tokio::spawn(bus.clone().run_reader(last_event, stop.clone())),
+        tokio::spawn(store.clone().run_clock(stop.clone())),
+    ];
     let engine = (worker.workers > 0).then(|| {
         Engine::new(
             store.clone(),
@@ -274,6 +280,15 @@ impl Application {
                 stop.clone(),
             )));
         }
+        // Retention: one serve process of the cluster prunes at a time.
+        tasks.push(tokio::spawn(
+            crate::retention::Pruner::new(
+                core.service.store().clone(),
+                settings.retention.clone(),
+                &settings.data_dir,
+            )
+            .run(stop.clone()),
+        ));
         tasks.push(tokio::spawn(crate::triggers::run(
             core.service.workflow_service(),
             core.bus.clone(),

@@ -15,7 +15,10 @@
 //! workflows), and a chain stops after [`MAX_CHAIN`] runs. Only the server writes `chain`.
 //!
 //! Several servers may share a database: every start carries an idempotency key made of the
-//! trigger and the fire time or event id, so each fire starts exactly one run.
+//! trigger and the fire time or event id, so each fire starts exactly one run. These keys start
+//! with `switchyard:` (`domain::jobs::SERVER_KEY_PREFIX`), which requests may not use, and only
+//! these runs carry the trigger types `schedule` and `event` (`parse_workflow_run_request`
+//! refuses them from callers): no caller can pre-empt or impersonate a fire.
 use std::time::Duration;
 
 use app::wire::WorkflowDefinition;
@@ -24,9 +27,10 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    domain::jobs::SERVER_KEY_PREFIX,
     domain::workflow::{TriggerSpec, parse_cron},
     events::EventBus,
-    orchestrator::WorkflowRunRequest,
+    orchestrator::{EVENT_TRIGGERED_BY, SCHEDULE_TRIGGERED_BY, WorkflowRunRequest},
     workflows::WorkflowService,
 };
 
@@ -146,10 +150,10 @@ pub async fn run(service: WorkflowService, bus: EventBus, stop: CancellationToke
                         let TriggerSpec::Schedule(s) = t else { continue };
                         let Ok(schedule) = parse_cron(&s.cron) else { continue };
                         for at in schedule.after(&last_tick).take_while(|at| *at <= now) {
-                            let key = format!("schedule:v{}:{i}:{}", w.version, at.to_rfc3339());
+                            let key = format!("{SERVER_KEY_PREFIX}schedule:v{}:{i}:{}", w.version, at.to_rfc3339());
                             let request = WorkflowRunRequest {
                                 parameters: s.parameters.clone(),
-                                triggered_by: Some("scheduler".into()),
+                                triggered_by: Some(SCHEDULE_TRIGGERED_BY.into()),
                                 trigger: json!({"type": "schedule", "cron": s.cron, "firedAt": at}),
                                 idempotency_key: Some(key),
                             };
@@ -191,10 +195,10 @@ pub async fn run(service: WorkflowService, bus: EventBus, stop: CancellationToke
                         }
                         let request = WorkflowRunRequest {
                             parameters: json!({}),
-                            triggered_by: Some(format!("event:{}", event.event_type)),
+                            triggered_by: Some(format!("{EVENT_TRIGGERED_BY}{}", event.event_type)),
                             trigger: json!({"type": "event", "event": event.event_type,
                                 "eventId": event.id, "chain": chain}),
-                            idempotency_key: Some(format!("event:{}:{i}", event.id)),
+                            idempotency_key: Some(format!("{SERVER_KEY_PREFIX}event:{}:{i}", event.id)),
                         };
                         start(&service, &w.slug, request).await;
                     }

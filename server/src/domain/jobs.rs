@@ -380,6 +380,22 @@ pub fn schema_problems(schema: &Value) -> Vec<(String, String)> {
     }
 }
 
+/// Idempotency keys the server itself gives runs (its schedule and event triggers) start with
+/// this; a request's key may not, so no caller can take a fire's key before the trigger does.
+pub const SERVER_KEY_PREFIX: &str = "switchyard:";
+
+/// Whether an idempotency key lies in the server's namespace ([`SERVER_KEY_PREFIX`]).
+pub fn is_server_key(key: &str) -> bool {
+    key.starts_with(SERVER_KEY_PREFIX)
+}
+
+/// The problem of a request's key in the server's namespace.
+pub fn server_key_problem() -> String {
+    format!(
+        "keys starting with {SERVER_KEY_PREFIX:?} are the server's own (schedule and event triggers); choose another"
+    )
+}
+
 /// A validated request to start a run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunRequest {
@@ -477,6 +493,13 @@ pub fn parse_run_request(body: &Value, header_key: Option<&str>) -> Result<RunRe
             None
         }
         (None, None) => None,
+    };
+    let idempotency_key = match idempotency_key {
+        Some(k) if is_server_key(&k) => {
+            p.add("/idempotencyKey", server_key_problem());
+            None
+        }
+        k => k,
     };
     let delay_ms = match obj.get("delayMs") {
         None | Some(Value::Null) => 0,

@@ -9,6 +9,8 @@ use crate::{handlers::LogLine, store::Store};
 /// The longest a line waits in the writer before it is stored (readers of a live log see it
 /// by then).
 const WRITE_DELAY: Duration = Duration::from_millis(100);
+/// How long a batch of lines the database refuses is retried before it is dropped.
+const WRITE_RETRY_FOR: Duration = Duration::from_secs(30);
 
 /// Handle to the log writer task.
 #[derive(Clone)]
@@ -119,12 +121,20 @@ async fn write(store: &Store, buf: &mut Vec<LogLine>) {
         return;
     }
     let lines: Vec<_> = buf.drain(..).map(LogLine::into_row).collect();
-    for attempt in 0..3 {
+    // A database that restarts is away for seconds: retried for a while before lines are lost.
+    let give_up = tokio::time::Instant::now() + WRITE_RETRY_FOR;
+    let mut pause = Duration::from_millis(50);
+    for attempt in 0.. {
         match store.append_logs(lines.clone(), Utc::now()).await {
             Ok(()) => return,
+            Err(e) if tokio::time::Instant::now() < give_up => {
+                tracing::warn!(error = %e, attempt, "could not store run log lines; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
             Err(e) => {
                 tracing::warn!(error = %e, attempt, "could not store run log lines");
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                break;
             }
         }
     }

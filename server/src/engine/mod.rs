@@ -33,10 +33,47 @@ use queue::{Queue, RunTask, WorkerWaker};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {
     Canceled,
+    /// Another worker holds the run now (the heartbeat found the lease taken).
     LeaseLost,
+    /// The lease could not be renewed before it ended (the database did not answer): another
+    /// worker may take the run over from then on.
+    LeaseUnrenewed,
     Shutdown,
     Timeout,
 }
+
+/// When this process's hold on an attempt ends, by its own monotonic clock: the lease's end as
+/// last written (by the database's clock) and renewed by the heartbeat. The handler is stopped
+/// just before it, and writes about the attempt (its outcome) are retried until it.
+#[derive(Clone)]
+struct LeaseDeadline(Arc<Mutex<tokio::time::Instant>>);
+
+impl LeaseDeadline {
+    /// A lease ending at `until` by the database's clock.
+    fn new(until: chrono::DateTime<Utc>, clock: &crate::store::DbClock) -> LeaseDeadline {
+        let left = (until - clock.now()).to_std().unwrap_or_default();
+        LeaseDeadline(Arc::new(Mutex::new(tokio::time::Instant::now() + left)))
+    }
+
+    fn get(&self) -> tokio::time::Instant {
+        self.0
+            .lock()
+            .map(|d| *d)
+            .unwrap_or_else(|_| tokio::time::Instant::now())
+    }
+
+    /// A renewal sent at `sent` for `lease` was committed.
+    fn renewed(&self, sent: tokio::time::Instant, lease: Duration) {
+        if let Ok(mut d) = self.0.lock() {
+            *d = (*d).max(sent + lease);
+        }
+    }
+}
+
+/// The first pause between retries of a write about an attempt (doubling up to
+/// [`RETRY_PAUSE_MAX`]) while its lease lasts.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+const RETRY_PAUSE_MAX: Duration = Duration::from_secs(1);
 
 struct InFlight {
     token: CancellationToken,
@@ -122,7 +159,8 @@ impl LocalSlots {
         let lease = chrono::Duration::from_std(engine.inner.settings.lease()).unwrap_or_default();
         Some(RunClaim {
             owner: engine.inner.owner.clone(),
-            lease_until: now + lease,
+            // Judged by other processes: by the database's clock, not this machine's.
+            lease_until: engine.inner.store.clock().now() + lease,
             at: now,
         })
     }
@@ -365,7 +403,8 @@ impl Engine {
 
     /// Executes one queue task: claim, run with heartbeat and timeout, record the outcome.
     pub async fn execute(&self, task: RunTask) {
-        let now = Utc::now();
+        // Leases are judged by other processes: by the database's clock, not this machine's.
+        let now = self.inner.store.clock().now();
         let lease_until = now + self.inner.settings.lease();
         let claimed = match self
             .inner
@@ -420,8 +459,10 @@ impl Engine {
             run,
             entry_point,
             retry_policy,
+            lease_until,
         } = claimed;
         let inner = &self.inner;
+        let lease = LeaseDeadline::new(lease_until, inner.store.clock());
         self.run_changed(&run).await;
         let log = self.log_sink(&run);
         log.info(format!(
@@ -430,7 +471,7 @@ impl Engine {
         ));
         tracing::info!(run_id = %run.id, job = %run.job_slug, attempt = run.attempt, "run started");
 
-        let heartbeat = self.spawn_heartbeat(&run, token.clone(), reason.clone());
+        let heartbeat = self.spawn_heartbeat(&run, token.clone(), reason.clone(), lease.clone());
         let metrics = MetricsSink::default();
         let timeout = Duration::from_millis(run.timeout_ms.max(1) as u64);
         let outcome = match inner.registry.get(&entry_point) {
@@ -507,22 +548,29 @@ impl Engine {
             (Some(StopReason::LeaseLost), _) => {
                 log.info("lease lost: another worker took this run over; stopping");
             }
+            (Some(StopReason::LeaseUnrenewed), _) => {
+                log.info(format!(
+                    "could not renew the lease of attempt {} before it ended (the database did not answer): stopped; another worker takes the run over",
+                    run.attempt
+                ));
+            }
             (Some(StopReason::Shutdown), _) => {
                 log.info("worker shutting down: handing the run back");
                 inner.logs.flush().await;
-                match inner
-                    .store
-                    .requeue(
-                        &run.id,
-                        run.attempt,
-                        Some(&inner.owner),
-                        run.attempt,
-                        now,
-                        None,
-                        now,
-                    )
-                    .await
-                {
+                let handed_back = self
+                    .while_leased(&lease, &run.id, "hand the run back", || {
+                        inner.store.requeue(
+                            &run.id,
+                            run.attempt,
+                            Some(&inner.owner),
+                            run.attempt,
+                            now,
+                            None,
+                            now,
+                        )
+                    })
+                    .await;
+                match handed_back {
                     Ok(Some(back)) => {
                         self.run_changed(&back).await;
                         self.dispatch(&back.id, back.attempt, Duration::ZERO).await;
@@ -536,40 +584,114 @@ impl Engine {
             }
             (None, Ok(result)) => {
                 log.info("succeeded");
-                self.record_finish(&run, RunStatus::Succeeded, Some(result), None, metrics)
-                    .await;
+                self.record_finish(
+                    &run,
+                    &lease,
+                    RunStatus::Succeeded,
+                    Some(result),
+                    None,
+                    metrics,
+                )
+                .await;
                 return;
             }
             (Some(StopReason::Timeout), _) => {
                 let msg = format!("timed out after {} ms", run.timeout_ms);
-                self.fail_or_retry(&run, &retry_policy, msg, RunStatus::Expired, metrics, &log)
-                    .await;
+                self.fail_or_retry(
+                    &run,
+                    &lease,
+                    &retry_policy,
+                    msg,
+                    RunStatus::Expired,
+                    metrics,
+                    &log,
+                )
+                .await;
                 return;
             }
             (None, Err(JobError::Retryable(msg))) => {
-                self.fail_or_retry(&run, &retry_policy, msg, RunStatus::Failed, metrics, &log)
-                    .await;
+                self.fail_or_retry(
+                    &run,
+                    &lease,
+                    &retry_policy,
+                    msg,
+                    RunStatus::Failed,
+                    metrics,
+                    &log,
+                )
+                .await;
                 return;
             }
             (None, Err(JobError::Fatal(msg))) => {
                 log.info(format!("failed: {msg}"));
-                self.record_finish(&run, RunStatus::Failed, None, Some(msg), metrics)
+                self.record_finish(&run, &lease, RunStatus::Failed, None, Some(msg), metrics)
                     .await;
                 return;
             }
             (None, Err(JobError::Canceled)) => {
                 let msg = "the handler stopped without being asked to".to_string();
-                self.fail_or_retry(&run, &retry_policy, msg, RunStatus::Failed, metrics, &log)
-                    .await;
+                self.fail_or_retry(
+                    &run,
+                    &lease,
+                    &retry_policy,
+                    msg,
+                    RunStatus::Failed,
+                    metrics,
+                    &log,
+                )
+                .await;
                 return;
             }
         }
         inner.logs.flush().await;
     }
 
+    /// Runs `write` (a write about an attempt this process holds) until it succeeds or the
+    /// lease ends: a database hiccup must not make a completed attempt run again. After the
+    /// lease, another worker may hold the run, and the write's own condition (owner, attempt)
+    /// would not apply anyway.
+    async fn while_leased<T, F, Fut>(
+        &self,
+        lease: &LeaseDeadline,
+        run_id: &str,
+        what: &str,
+        mut write: F,
+    ) -> crate::store::StoreResult<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = crate::store::StoreResult<T>>,
+    {
+        let mut pause = RETRY_PAUSE;
+        let mut failures = 0u32;
+        loop {
+            match write().await {
+                Ok(v) => {
+                    if failures > 0 {
+                        tracing::info!(run_id, failures, "could {what} after retrying");
+                    }
+                    return Ok(v);
+                }
+                Err(e) => {
+                    failures += 1;
+                    let left = lease
+                        .get()
+                        .saturating_duration_since(tokio::time::Instant::now());
+                    if left <= pause {
+                        return Err(e);
+                    }
+                    tracing::warn!(run_id, error = %e, left_ms = left.as_millis() as u64, "could not {what}; retrying while the lease lasts");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(RETRY_PAUSE_MAX);
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
     async fn fail_or_retry(
         &self,
         run: &JobRun,
+        lease: &LeaseDeadline,
         policy: &app::wire::RetryPolicy,
         msg: String,
         final_status: RunStatus,
@@ -587,19 +709,20 @@ impl Engine {
             inner.logs.flush().await;
             let now = Utc::now();
             let at = now + chrono::Duration::from_std(delay).unwrap_or_default();
-            match inner
-                .store
-                .requeue(
-                    &run.id,
-                    run.attempt,
-                    Some(&inner.owner),
-                    run.attempt + 1,
-                    at,
-                    Some(msg),
-                    now,
-                )
-                .await
-            {
+            let requeued = self
+                .while_leased(lease, &run.id, "schedule the next attempt", || {
+                    inner.store.requeue(
+                        &run.id,
+                        run.attempt,
+                        Some(&inner.owner),
+                        run.attempt + 1,
+                        at,
+                        Some(msg.clone()),
+                        now,
+                    )
+                })
+                .await;
+            match requeued {
                 Ok(Some(next)) => {
                     self.run_changed(&next).await;
                     self.dispatch(&next.id, next.attempt, delay).await;
@@ -614,14 +737,17 @@ impl Engine {
                 "attempt {} failed: {msg}; no attempts left",
                 run.attempt
             ));
-            self.record_finish(run, final_status, None, Some(msg), metrics)
+            self.record_finish(run, lease, final_status, None, Some(msg), metrics)
                 .await;
         }
     }
 
+    /// Records the attempt's outcome, retried while the lease lasts (see
+    /// [`Engine::while_leased`]): a completed attempt is not run again for a failed write.
     async fn record_finish(
         &self,
         run: &JobRun,
+        lease: &LeaseDeadline,
         status: RunStatus,
         result: Option<Value>,
         error: Option<String>,
@@ -630,24 +756,45 @@ impl Engine {
         let inner = &self.inner;
         // The attempt's unstored log lines are written with the outcome, in the same commit.
         let taken = inner.logs.take(&run.id).await;
-        let lines = taken.iter().cloned().map(LogLine::into_row).collect();
-        match inner
-            .store
-            .finish(
-                run,
-                &inner.owner,
-                status,
-                result,
-                error,
-                metrics,
-                Utc::now(),
-                lines,
-            )
-            .await
-        {
+        let lines: Vec<_> = taken.iter().cloned().map(LogLine::into_row).collect();
+        let now = Utc::now();
+        let mut tries = 0u32;
+        let finished = self
+            .while_leased(lease, &run.id, "record the run's outcome", || {
+                tries += 1;
+                inner.store.finish(
+                    run,
+                    &inner.owner,
+                    status,
+                    result.clone(),
+                    error.clone(),
+                    metrics.clone(),
+                    now,
+                    lines.clone(),
+                )
+            })
+            .await;
+        match finished {
             Ok(Some(done)) => {
                 tracing::info!(run_id = %done.id, job = %done.job_slug, status = %done.status, "run finished");
                 self.run_changed(&done).await;
+            }
+            Ok(None) if tries > 1 => {
+                // An earlier try may have been committed without its answer reaching us (the
+                // connection broke during the commit): then the run is stored as we left it.
+                match inner.store.get_run(&run.id).await {
+                    Ok(Some(stored))
+                        if stored.status == status
+                            && stored.attempt == run.attempt
+                            && stored.error_message == error =>
+                    {
+                        tracing::info!(run_id = %stored.id, job = %stored.job_slug, status = %stored.status, "run finished");
+                        self.run_changed(&stored).await;
+                    }
+                    _ => {
+                        tracing::info!(run_id = %run.id, "run was canceled or taken over before it finished")
+                    }
+                }
             }
             Ok(None) => {
                 tracing::info!(run_id = %run.id, "run was canceled or taken over before it finished")
@@ -658,16 +805,21 @@ impl Engine {
                 for line in taken {
                     let _ = sender.send(line);
                 }
-                tracing::error!(run_id = %run.id, error = %e, "could not record the run's outcome; its lease will expire and it will be retried")
+                tracing::error!(run_id = %run.id, error = %e, "could not record the run's outcome before its lease ended; another worker will run the attempt again")
             }
         }
     }
 
+    /// Renews the lease every third of it while the handler runs. A renewal that finds the
+    /// lease taken stops the handler at once (canceled, or another worker holds the run); one
+    /// that fails is retried, and when none has succeeded shortly before the lease ends the
+    /// handler is stopped then: from that moment another worker may start the same attempt.
     fn spawn_heartbeat(
         &self,
         run: &JobRun,
         token: CancellationToken,
         reason: Arc<Mutex<Option<StopReason>>>,
+        lease: LeaseDeadline,
     ) -> tokio::task::JoinHandle<()> {
         let engine = self.clone();
         let run_id = run.id.clone();
@@ -675,35 +827,66 @@ impl Engine {
         tokio::spawn(async move {
             let inner = &engine.inner;
             let every = inner.settings.heartbeat();
+            let length = inner.settings.lease();
+            // Stopped this long before the lease ends, so that it has stopped when another
+            // worker may take over (which also waits for its next recovery sweep).
+            let margin = length / 10;
+            let retry = (every / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+            let mut next = tokio::time::Instant::now() + every;
+            let mut last_try = tokio::time::Instant::now() - Duration::from_millis(50);
+            let stop = |why: StopReason| {
+                if let Ok(mut r) = reason.lock() {
+                    r.get_or_insert(why);
+                }
+                token.cancel();
+            };
             loop {
+                let stop_at = lease.get() - margin;
+                // A renewal is always tried before the lease runs short (an attempt may start
+                // with little of it left: its insert waited for the database).
+                let renew_at = next
+                    .min(stop_at.checked_sub(retry).unwrap_or(stop_at))
+                    .max(last_try + Duration::from_millis(50));
                 tokio::select! {
                     _ = token.cancelled() => return,
-                    _ = tokio::time::sleep(every) => {}
+                    _ = tokio::time::sleep_until(renew_at) => {}
                 }
-                let until = Utc::now() + inner.settings.lease();
-                match inner
-                    .store
-                    .heartbeat(&run_id, attempt, &inner.owner, until)
-                    .await
-                {
-                    Ok(true) => {}
-                    Ok(false) => {
+                if tokio::time::Instant::now() >= stop_at {
+                    tracing::error!(run_id = %run_id, attempt, "could not renew the lease before it ended; stopping the attempt");
+                    stop(StopReason::LeaseUnrenewed);
+                    return;
+                }
+                let sent = tokio::time::Instant::now();
+                last_try = sent;
+                let until = inner.store.clock().now() + length;
+                let renewal = tokio::time::timeout_at(
+                    stop_at,
+                    inner.store.heartbeat(&run_id, attempt, &inner.owner, until),
+                )
+                .await;
+                match renewal {
+                    Ok(Ok(true)) => {
+                        lease.renewed(sent, length);
+                        next = sent + every;
+                    }
+                    Ok(Ok(false)) => {
                         let canceled = matches!(
                             inner.store.get_run(&run_id).await,
                             Ok(Some(r)) if r.status == RunStatus::Canceled
                         );
-                        if let Ok(mut r) = reason.lock() {
-                            r.get_or_insert(if canceled {
-                                StopReason::Canceled
-                            } else {
-                                StopReason::LeaseLost
-                            });
-                        }
-                        token.cancel();
+                        stop(if canceled {
+                            StopReason::Canceled
+                        } else {
+                            StopReason::LeaseLost
+                        });
                         return;
                     }
-                    // A database hiccup: keep executing; the lease covers a few missed beats.
-                    Err(e) => tracing::warn!(run_id = %run_id, error = %e, "heartbeat failed"),
+                    Ok(Err(e)) => {
+                        tracing::warn!(run_id = %run_id, error = %e, "heartbeat failed; retrying while the lease lasts");
+                        next = tokio::time::Instant::now() + retry;
+                    }
+                    // No answer before the lease's end: the loop stops the attempt.
+                    Err(_) => {}
                 }
             }
         })

@@ -42,7 +42,8 @@ pub async fn run(engine: Engine, stop: CancellationToken) {
 /// One pass of both recoveries.
 pub async fn sweep(engine: &Engine) -> Result<(), sea_orm::DbErr> {
     let store = engine.store();
-    let now = Utc::now();
+    // Leases were written by the database's clock, whichever machine wrote them.
+    let now = store.clock().now();
     for run in store.expired_leases(now, 100).await? {
         let lost = format!(
             "worker lost during attempt {} (no heartbeat for {} ms)",

@@ -449,6 +449,26 @@ async fn authorize_identified(
             .map(|(_, v)| format!("{}/{}", m.rule.collection, v.to_lowercase_if_slug(field)));
         req = Request::from_parts(parts, Body::from(bytes));
     }
+    // The write and its audit entry run on a task of their own: a client that disconnects
+    // (axum then drops this future) cannot leave a committed write without its entry, nor a
+    // write cut short between its commit and what follows it.
+    let done = tokio::spawn(run_and_audit(next, req, base, m, resource, principal));
+    match done.await {
+        Ok(res) => res,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => ApiError::internal().into_response(),
+    }
+}
+
+/// Runs an accepted write and records its outcome in the audit log.
+async fn run_and_audit(
+    next: Next,
+    req: Request,
+    base: AuditBase,
+    m: Matched,
+    mut resource: Option<String>,
+    principal: Principal,
+) -> Response {
     let res = next.run(req).await;
     let code = res.status();
     let is_json = res

@@ -3,10 +3,12 @@
 //! Run state changes are conditional updates (`WHERE status = ... AND attempt = ...`), so two
 //! workers can never both own a run: whoever's update touches the row wins.
 mod audit;
+mod clock;
 pub mod entities;
 mod finish;
 mod group;
 mod metrics;
+mod retention;
 mod secrets;
 mod seeds;
 mod sessions;
@@ -14,7 +16,9 @@ mod workflow_runs;
 mod workflows;
 
 pub use audit::{AuditFilter, AuditPage, AuditRecord, AuditStatus};
+pub use clock::DbClock;
 pub use metrics::{AlertDelivery, NewAlertDelivery, SlugStatusCount};
+pub use retention::DeletedRuns;
 pub use secrets::{PutSecretError, SealedSecret, SecretPage};
 pub use sessions::SessionRecord;
 pub use workflow_runs::{
@@ -63,6 +67,8 @@ pub struct ClaimedRun {
     pub run: JobRun,
     pub entry_point: String,
     pub retry_policy: RetryPolicy,
+    /// When the claim's lease ends, by the database's clock ([`DbClock`]).
+    pub lease_until: DateTime<Utc>,
 }
 
 /// A run stored already claimed: `running`, started at `at`, leased to `owner` until
@@ -183,7 +189,12 @@ pub struct Store {
     audit: group::GroupInsert<entities::audit_log::ActiveModel>,
     runs: group::GroupInsert<job_run::ActiveModel>,
     finishes: group::Batcher<finish::Finish, StoreResult<Option<JobRun>>>,
+    /// The database's clock, which every lease time is read from.
+    clock: DbClock,
 }
+
+/// How often the offset to the database's clock is measured again.
+const CLOCK_RESYNC: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Store {
     pub fn new(db: Database) -> Self {
@@ -192,6 +203,52 @@ impl Store {
             audit: Default::default(),
             runs: Default::default(),
             finishes: Default::default(),
+            clock: Default::default(),
+        }
+    }
+
+    /// The database's clock (see `clock.rs`): leases are written and judged by it.
+    pub fn clock(&self) -> &DbClock {
+        &self.clock
+    }
+
+    /// Measures the offset between this process's clock and the database's (PostgreSQL; on
+    /// SQLite the machine's clock is the database's).
+    pub async fn sync_clock(&self) -> StoreResult<()> {
+        if !self.db.is_postgres() {
+            return Ok(());
+        }
+        #[derive(FromQueryResult)]
+        struct Row {
+            t: DateTime<Utc>,
+        }
+        let sent = Utc::now();
+        let row = Row::find_by_statement(sea_orm::Statement::from_string(
+            sea_orm::DatabaseBackend::Postgres,
+            "SELECT clock_timestamp() AS t",
+        ))
+        .one(self.conn())
+        .await?;
+        let received = Utc::now();
+        if let Some(row) = row {
+            self.clock.record(sent, row.t, received);
+        }
+        Ok(())
+    }
+
+    /// Measures the database's clock again every minute until `stop` (clocks drift).
+    pub async fn run_clock(self, stop: tokio_util::sync::CancellationToken) {
+        if !self.db.is_postgres() {
+            return;
+        }
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(CLOCK_RESYNC) => {}
+            }
+            if let Err(e) = self.sync_clock().await {
+                tracing::warn!(error = %e, "could not read the database's clock; keeping the last offset");
+            }
         }
     }
 
@@ -725,6 +782,7 @@ impl Store {
             run: run_to_wire(m),
             entry_point,
             retry_policy,
+            lease_until,
         }))
     }
 
@@ -994,15 +1052,6 @@ impl Store {
         Ok(sea_orm::ConnectionTrait::execute_raw(self.conn(), stmt)
             .await?
             .rows_affected())
-    }
-
-    /// Drops events older than `before` (the replay log is bounded).
-    pub async fn prune_events(&self, before: DateTime<Utc>) -> StoreResult<u64> {
-        Ok(event::Entity::delete_many()
-            .filter(event::Column::CreatedAt.lt(before))
-            .exec(self.conn())
-            .await?
-            .rows_affected)
     }
 }
 

@@ -795,7 +795,7 @@ async fn event_triggers_cannot_loop() {
         )
         .await;
     assert_eq!(status, 201, "{v}");
-    // A caller cannot forge a chain.
+    // A caller cannot forge a chain, nor claim an event trigger's run.
     let (status, v) = app
         .post_json(
             "/api/workflows/ping/run",
@@ -804,7 +804,7 @@ async fn event_triggers_cannot_loop() {
         .await;
     assert_eq!(
         error_paths(status, &v, 400, "invalid_request"),
-        ["/trigger/chain"]
+        ["/trigger/chain", "/trigger/type"]
     );
 
     let (status, v) = app.post_json("/api/workflows/ping/run", &json!({})).await;

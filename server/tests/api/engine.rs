@@ -999,3 +999,212 @@ async fn concurrent_runs_each_execute_exactly_once() {
         assert_eq!(total, 200, "{}", list["meta"]);
     }
 }
+
+// ---- 9. crash tests: a restarted PostgreSQL, a worker whose clock is wrong ----
+
+/// The local PostgreSQL cluster the tests run against (Debian's `pg_ctlcluster` names).
+const PG_CLUSTER: [&str; 2] = ["15", "main"];
+
+/// Whether this process may restart the local PostgreSQL cluster (root, `pg_ctlcluster`).
+fn can_restart_postgres() -> bool {
+    nix::unistd::geteuid().is_root()
+        && std::process::Command::new("pg_ctlcluster")
+            .arg("--help")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok()
+}
+
+/// PostgreSQL restarted (`pg_ctlcluster 15 main restart`, every connection cut) while runs are
+/// being accepted and executed by the serving process and two worker processes: they reconnect
+/// by themselves, and every accepted run finishes exactly once (one handler execution per run,
+/// counted by the destination server of its `builtin:http` call).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_under_load_loses_and_repeats_no_run() {
+    if crate::helpers::postgres_admin_url().is_none() {
+        eprintln!("skipped: restarts PostgreSQL (run with DATABASE_URL=postgres://...)");
+        return;
+    }
+    if !can_restart_postgres() {
+        eprintln!(
+            "SKIPPED LOUDLY: restarting PostgreSQL needs root and pg_ctlcluster on this machine"
+        );
+        return;
+    }
+    // The other PostgreSQL tests of this run wait meanwhile (their servers would see errors).
+    let db = TestDb::new_alone_on_postgres().await;
+    let mut settings = test_settings(&db);
+    // Long enough for the restart: a run whose write failed meanwhile keeps its claim.
+    settings.worker.lease_ms = 10_000;
+    // Few local slots: most runs go through the queue to the worker processes.
+    settings.worker.concurrency = 4;
+    let app = spawn_app_with(db, settings).await;
+    let (base, hits) = crate::durability::counting_server(Duration::from_millis(200)).await;
+    app.job(
+        "call",
+        "builtin:http",
+        json!({"defaultParameters": {"method": "GET", "url": format!("{base}/none")},
+            "retryPolicy": {"maxAttempts": 5, "strategy": "fixed", "initialDelayMs": 200}}),
+    )
+    .await;
+    let workers = [
+        WorkerProcess::spawn_with(&app.db, "worker-1", &[], 10_000),
+        WorkerProcess::spawn_with(&app.db, "worker-2", &[], 10_000),
+    ];
+
+    let accepted: Arc<Mutex<Vec<(usize, String)>>> = Arc::default();
+    let refused: Arc<Mutex<Vec<String>>> = Arc::default();
+    let started = tokio::time::Instant::now();
+    let load = {
+        let (client, url) = (app.client.clone(), app.url("/api/jobs/call/run"));
+        let (accepted, refused, base) = (accepted.clone(), refused.clone(), base.clone());
+        tokio::spawn(async move {
+            let mut posts = Vec::new();
+            let mut i = 0usize;
+            while started.elapsed() < Duration::from_secs(8) {
+                let (client, url, accepted, refused) = (
+                    client.clone(),
+                    url.clone(),
+                    accepted.clone(),
+                    refused.clone(),
+                );
+                let body = json!({"parameters": {"url": format!("{base}/run/{i}")}});
+                posts.push(tokio::spawn(async move {
+                    match client.post(&url).json(&body).send().await {
+                        Ok(res) if res.status().as_u16() == 202 => {
+                            let v: Value = res.json().await.unwrap();
+                            accepted.lock().unwrap().push((i, id_of(&v["data"])));
+                        }
+                        Ok(res) => refused
+                            .lock()
+                            .unwrap()
+                            .push(format!("{i}: {}", res.status())),
+                        Err(e) => refused.lock().unwrap().push(format!("{i}: {e}")),
+                    }
+                }));
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            futures::future::join_all(posts).await;
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let restart = std::time::Instant::now();
+    let status = tokio::process::Command::new("pg_ctlcluster")
+        .args(PG_CLUSTER)
+        .args(["restart", "--mode=fast"])
+        .status()
+        .await
+        .expect("pg_ctlcluster");
+    let down = restart.elapsed();
+    assert!(status.success(), "pg_ctlcluster restart: {status}");
+    eprintln!("PostgreSQL restarted; pg_ctlcluster took {down:?}");
+    load.await.unwrap();
+
+    let accepted = accepted.lock().unwrap().clone();
+    let refused = refused.lock().unwrap().clone();
+    assert!(accepted.len() > 100, "too few runs accepted: {refused:?}");
+    for (i, id) in &accepted {
+        let done = app
+            .wait_for_status(id, &TERMINAL, Duration::from_secs(90))
+            .await;
+        assert_eq!(
+            done["status"],
+            "succeeded",
+            "run {i}: {done}\n{}\nworker-1:\n{}\nworker-2:\n{}",
+            app.logs(id).await,
+            workers[0].output(),
+            workers[1].output()
+        );
+    }
+    // Past a lease and a recovery sweep: nothing runs again.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let hits = hits.lock().unwrap().clone();
+    for (i, id) in &accepted {
+        let n = hits.get(&format!("/run/{i}")).copied().unwrap_or(0);
+        assert_eq!(
+            n,
+            1,
+            "run {i} ({id}) executed {n} times:\n{}",
+            app.logs(id).await
+        );
+    }
+    // Runs whose answer was lost in the restart ran at most once too.
+    for (path, n) in &hits {
+        assert!(*n <= 1, "{path} executed {n} times");
+    }
+    eprintln!(
+        "accepted {} runs, refused {} during the restart",
+        accepted.len(),
+        refused.len()
+    );
+    app.shutdown().await;
+}
+
+/// A worker whose machine's clock is 90 s behind (libfaketime) keeps its lease: leases are
+/// written and judged by the database's clock, so another worker's recovery sweep does not take
+/// the run over while its attempt is still running. PostgreSQL only: on SQLite the database is
+/// a file on this machine and its clock is the machine's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_clock_is_behind_keeps_its_lease() {
+    if crate::helpers::postgres_admin_url().is_none() {
+        eprintln!(
+            "skipped: SQLite's clock is the machine's (run with DATABASE_URL=postgres://...)"
+        );
+        return;
+    }
+    let faketime = std::fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|d| d.path().join("faketime/libfaketime.so.1"))
+        .find(|p| p.exists())
+        .expect("libfaketime is missing: apt-get install faketime (scripts/install-deps.sh does)");
+    let faketime = faketime.to_str().unwrap();
+    let app = serve_only_app().await;
+    app.job(
+        "nap",
+        "builtin:sleep",
+        json!({"retryPolicy": {"maxAttempts": 2}}),
+    )
+    .await;
+    let behind = WorkerProcess::spawn_with(
+        &app.db,
+        "worker-behind",
+        &[
+            ("LD_PRELOAD", faketime),
+            ("FAKETIME", "-90s"),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ],
+        2000,
+    );
+    let run = app
+        .run("nap", json!({"parameters": {"durationMs": 5000}}))
+        .await;
+    let id = id_of(&run);
+    wait_for_log(&app, &id, "sleeping for 5000 ms", Duration::from_secs(30)).await;
+    // A worker with an honest clock, whose recovery sweep looks at that lease every second.
+    let honest = WorkerProcess::spawn(&app.db, "worker-honest");
+    let done = app
+        .wait_for_status(&id, &TERMINAL, Duration::from_secs(40))
+        .await;
+    let log = app.logs(&id).await;
+    assert_eq!(
+        (done["status"].as_str(), done["attempt"].as_i64()),
+        (Some("succeeded"), Some(1)),
+        "{done}\n{log}\nbehind:\n{}\nhonest:\n{}",
+        behind.output(),
+        honest.output()
+    );
+    assert!(!log.contains("worker lost"), "{log}");
+    assert_eq!(count_lines(&log, "started on"), 1, "{log}");
+    // Its clock really was off, and it knew.
+    assert!(
+        behind
+            .output()
+            .contains("this machine's clock differs from the database's"),
+        "{}",
+        behind.output()
+    );
+}

@@ -32,14 +32,90 @@ pub fn postgres_admin_url() -> Option<String> {
         .filter(|u| u.starts_with("postgres"))
 }
 
+/// PostgreSQL tests of this binary and the crash test that restarts PostgreSQL never overlap:
+/// every PostgreSQL test holds a [`PgTurn::Shared`] while its database lives; the restart test
+/// waits until none is held and holds [`PgTurn::Exclusive`] meanwhile, new ones wait for it.
+static PG_TURNS: std::sync::Mutex<(usize, bool)> = std::sync::Mutex::new((0, false));
+
+/// A test's turn on the PostgreSQL server (see [`PG_TURNS`]).
+pub enum PgTurn {
+    Shared,
+    Exclusive,
+}
+
+impl PgTurn {
+    async fn shared() -> PgTurn {
+        loop {
+            {
+                let mut turns = PG_TURNS.lock().unwrap();
+                if !turns.1 {
+                    turns.0 += 1;
+                    return PgTurn::Shared;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits for the other PostgreSQL tests of this binary to end (at most `patience`; a
+    /// test that opens a second database while holding one would otherwise wait forever).
+    async fn exclusive(patience: Duration) -> PgTurn {
+        loop {
+            {
+                let mut turns = PG_TURNS.lock().unwrap();
+                if !turns.1 {
+                    turns.1 = true;
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let deadline = tokio::time::Instant::now() + patience;
+        while PG_TURNS.lock().unwrap().0 > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        PgTurn::Exclusive
+    }
+}
+
+impl Drop for PgTurn {
+    fn drop(&mut self) {
+        let mut turns = PG_TURNS.lock().unwrap_or_else(|e| e.into_inner());
+        match self {
+            PgTurn::Shared => turns.0 = turns.0.saturating_sub(1),
+            PgTurn::Exclusive => turns.1 = false,
+        }
+    }
+}
+
 /// A fresh, empty database: (data dir, database URL or None for SQLite in the data dir).
 pub struct TestDb {
     pub dir: tempfile::TempDir,
     pub url: Option<String>,
+    /// PostgreSQL: this test's turn on the server (see [`PG_TURNS`]), given back on drop.
+    _turn: Option<PgTurn>,
 }
 
 impl TestDb {
     pub async fn new() -> TestDb {
+        let turn = match postgres_admin_url() {
+            Some(_) => Some(PgTurn::shared().await),
+            None => None,
+        };
+        TestDb::with_turn(turn).await
+    }
+
+    /// For the crash test that restarts PostgreSQL: once no other PostgreSQL test of this
+    /// binary runs, and none starts until this database is gone.
+    pub async fn new_alone_on_postgres() -> TestDb {
+        let turn = match postgres_admin_url() {
+            Some(_) => Some(PgTurn::exclusive(Duration::from_secs(120)).await),
+            None => None,
+        };
+        TestDb::with_turn(turn).await
+    }
+
+    async fn with_turn(turn: Option<PgTurn>) -> TestDb {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = match postgres_admin_url() {
             Some(admin) => Some(
@@ -49,7 +125,11 @@ impl TestDb {
             ),
             None => None,
         };
-        TestDb { dir, url }
+        TestDb {
+            dir,
+            url,
+            _turn: turn,
+        }
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -246,6 +326,7 @@ impl TestApp {
             TestDb {
                 dir: tempfile::tempdir().unwrap(),
                 url: None,
+                _turn: None,
             },
         )
     }
@@ -272,6 +353,16 @@ impl WorkerProcess {
 
     /// With extra environment variables (such as secrets the worker resolves).
     pub fn spawn_with_env(db: &TestDb, name: &str, env: &[(&str, &str)]) -> WorkerProcess {
+        WorkerProcess::spawn_with(db, name, env, 2000)
+    }
+
+    /// With extra environment variables and a lease of `lease_ms`.
+    pub fn spawn_with(
+        db: &TestDb,
+        name: &str,
+        env: &[(&str, &str)],
+        lease_ms: u64,
+    ) -> WorkerProcess {
         let log = db.data_dir().join(format!("{name}.log"));
         let out = std::fs::File::create(&log).expect("worker log file");
         let err = out.try_clone().expect("worker log file");
@@ -283,19 +374,13 @@ impl WorkerProcess {
         if let Some(url) = &db.url {
             cmd.arg("--database-url").arg(url);
         }
-        cmd.args([
-            "worker",
-            "--workers",
-            "1",
-            "--lease-ms",
-            "2000",
-            "--poll-ms",
-            "50",
-        ])
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err);
+        cmd.args(["worker", "--workers", "1", "--poll-ms", "50"])
+            .arg("--lease-ms")
+            .arg(lease_ms.to_string())
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
         let child = cmd.spawn().expect("spawn worker process");
         WorkerProcess { child, log }
     }
