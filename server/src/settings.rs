@@ -174,9 +174,17 @@ pub struct WorkerSettings {
     #[arg(long, env = "SWITCHYARD_SECRET_ENV_ALLOW", default_value = "",
         value_parser = EnvAllowList::parse)]
     pub secret_env_allow: EnvAllowList,
+    /// Most bytes of output one run's log keeps (all attempts together); past it the log says
+    /// it was cut, further output is dropped, and the run goes on.
+    #[arg(long, env = "SWITCHYARD_MAX_LOG_BYTES_PER_RUN", default_value_t = DEFAULT_MAX_LOG_BYTES_PER_RUN,
+          value_parser = clap::value_parser!(u64).range(1024..))]
+    pub max_log_bytes_per_run: u64,
     #[command(flatten)]
     pub build: BuildSettings,
 }
+
+/// A run's log keeps at most 10 MiB unless configured otherwise.
+pub const DEFAULT_MAX_LOG_BYTES_PER_RUN: u64 = 10 * 1024 * 1024;
 
 /// How `builtin:repository-build` commands are confined (README "Build isolation").
 #[derive(Debug, Clone, Args)]
@@ -230,6 +238,7 @@ impl Default for WorkerSettings {
             poll_ms: 200,
             shutdown_grace_ms: 10_000,
             secret_env_allow: EnvAllowList::default(),
+            max_log_bytes_per_run: DEFAULT_MAX_LOG_BYTES_PER_RUN,
             build: BuildSettings::default(),
         }
     }
