@@ -281,11 +281,19 @@ pub struct AuthArgs {
     /// A file holding the same JSON as `--operator-tokens`.
     #[arg(long, env = "SWITCHYARD_OPERATOR_TOKENS_FILE")]
     pub operator_tokens_file: Option<PathBuf>,
-    /// Reads (GET endpoints, the event stream, logs, pages) need a valid token too.
-    #[arg(long, env = "SWITCHYARD_PROTECT_READS", action = clap::ArgAction::Set,
+    /// Reads (GET endpoints, the event stream, logs, pages) need no token. Without it, when
+    /// tokens are configured, every read needs a valid token (any scope). No effect in open
+    /// local mode, where everything is open.
+    #[arg(long, env = "SWITCHYARD_PUBLIC_READS", action = clap::ArgAction::Set,
         num_args = 0..=1, default_value_t = false, default_missing_value = "true",
         value_parser = clap::builder::BoolishValueParser::new())]
-    pub protect_reads: bool,
+    pub public_reads: bool,
+    /// Replaced by `--public-reads` (reads are protected by default now). `true` changes
+    /// nothing; `false` is a start-up error that says to use `--public-reads`.
+    #[arg(long, env = "SWITCHYARD_PROTECT_READS", action = clap::ArgAction::Set, hide = true,
+        num_args = 0..=1, default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new())]
+    pub protect_reads: Option<bool>,
     /// Host names this server answers to besides loopback (`localhost`, 127.0.0.0/8, `[::1]`),
     /// the bound address and the public URL's host; comma-separated, ports ignored. Requests
     /// naming any other `Host` are refused (421) before any handler runs (DNS rebinding).
@@ -311,7 +319,8 @@ impl Default for AuthArgs {
         AuthArgs {
             operator_tokens: None,
             operator_tokens_file: None,
-            protect_reads: false,
+            public_reads: false,
+            protect_reads: None,
             allowed_hosts: None,
             public_url: None,
             session_ttl_ms: DEFAULT_SESSION_TTL_MS,
@@ -338,6 +347,11 @@ impl AuthArgs {
             ),
             (None, None) => (String::new(), None),
         };
+        if self.protect_reads == Some(false) && !self.public_reads {
+            anyhow::bail!(
+                "SWITCHYARD_PROTECT_READS=false (--protect-reads=false) no longer opens reads: reads need a token by default when tokens are configured; to open them, set SWITCHYARD_PUBLIC_READS=true (--public-reads) and unset SWITCHYARD_PROTECT_READS"
+            );
+        }
         let tokens = match json {
             None => OperatorTokens::default(),
             Some(json) if json.trim().is_empty() => anyhow::bail!(
@@ -386,7 +400,7 @@ impl AuthArgs {
         }
         Ok(AuthSettings {
             tokens,
-            protect_reads: self.protect_reads,
+            public_reads: self.public_reads,
             allowed_hosts,
             public_url: self.public_url.clone(),
             session_ttl: Duration::from_millis(self.session_ttl_ms),
@@ -408,12 +422,13 @@ fn parse_public_url(text: &str) -> Result<url::Url, String> {
     Ok(url)
 }
 
-/// Parsed operator tokens (hashes only), read protection, the hosts this server answers to and
-/// the sign-in sessions' lifetime.
+/// Parsed operator tokens (hashes only), whether reads are public, the hosts this server
+/// answers to and the sign-in sessions' lifetime.
 #[derive(Debug, Clone)]
 pub struct AuthSettings {
     pub tokens: OperatorTokens,
-    pub protect_reads: bool,
+    /// `--public-reads`: reads need no token even when tokens are configured.
+    pub public_reads: bool,
     /// `--allowed-hosts`.
     pub allowed_hosts: Vec<HostName>,
     /// `--public-url`: its host is allowed; https means sign-in cookies are `Secure`.
@@ -425,7 +440,7 @@ impl Default for AuthSettings {
     fn default() -> Self {
         AuthSettings {
             tokens: OperatorTokens::default(),
-            protect_reads: false,
+            public_reads: false,
             allowed_hosts: Vec::new(),
             public_url: None,
             session_ttl: Duration::from_millis(DEFAULT_SESSION_TTL_MS),
@@ -437,6 +452,11 @@ impl AuthSettings {
     /// No tokens: open local mode (everything allowed, subject `local`, loopback only).
     pub fn is_open(&self) -> bool {
         self.tokens.is_empty()
+    }
+
+    /// Whether reads need a token: tokens are configured and `--public-reads` is not given.
+    pub fn protects_reads(&self) -> bool {
+        !self.is_open() && !self.public_reads
     }
 
     /// The hosts allowed besides loopback and the bound address: `--allowed-hosts` and the
