@@ -267,6 +267,90 @@ pub struct ServeArgs {
     pub alerts: AlertSettings,
     #[command(flatten)]
     pub egress: EgressArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// What one `serve` process gives its clients at most (README "Limits"): every limit answers
+/// with a clear status (429 for one client, 503 for the whole server) and `Retry-After`.
+#[derive(Debug, Clone, Args)]
+pub struct LimitArgs {
+    /// Event streams (`GET /api/events`) one client address may hold open (IPv6: per /64);
+    /// beyond it 429 `rate_limited`.
+    #[arg(long, env = "SWITCHYARD_MAX_SSE_PER_CLIENT", default_value_t = LimitSettings::default().sse_per_client,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_sse_per_client: u32,
+    /// Event streams open in total; beyond it 503 `overloaded`.
+    #[arg(long, env = "SWITCHYARD_MAX_SSE_TOTAL", default_value_t = LimitSettings::default().sse_total,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_sse_total: u32,
+    /// Most events a reconnecting stream replays after its `Last-Event-ID`; when more were
+    /// missed, the stream starts with a `stream.truncated` event (the client must reload its
+    /// state) and replays only the newest ones.
+    #[arg(long, env = "SWITCHYARD_MAX_REPLAY_EVENTS", default_value_t = LimitSettings::default().replay_events,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_replay_events: u64,
+    /// Log follows (`GET /api/job-runs/:id/logs?follow=true`) one client address may hold
+    /// open; beyond it 429 `rate_limited`.
+    #[arg(long, env = "SWITCHYARD_MAX_LOG_FOLLOWERS_PER_CLIENT", default_value_t = LimitSettings::default().followers_per_client,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_log_followers_per_client: u32,
+    /// Log follows open in total; beyond it 503 `overloaded`.
+    #[arg(long, env = "SWITCHYARD_MAX_LOG_FOLLOWERS", default_value_t = LimitSettings::default().followers_total,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_log_followers: u32,
+    /// Largest `offset` a list accepts; deeper pages are reached with `cursor`
+    /// (`meta.nextCursor`), larger offsets get 400 `invalid_request`.
+    #[arg(long, env = "SWITCHYARD_MAX_LIST_OFFSET", default_value_t = LimitSettings::default().max_offset)]
+    pub max_list_offset: u64,
+    /// How long a request may take until its response starts, in ms (streams then go on);
+    /// beyond it 503 `timeout`.
+    #[arg(long, env = "SWITCHYARD_REQUEST_TIMEOUT_MS", default_value_t = DEFAULT_REQUEST_TIMEOUT_MS,
+          value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    pub request_timeout_ms: u64,
+}
+
+/// Requests get 30 s to start their response unless configured otherwise.
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
+
+/// The limits of [`LimitArgs`], parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitSettings {
+    pub sse_per_client: u32,
+    pub sse_total: u32,
+    pub replay_events: u64,
+    pub followers_per_client: u32,
+    pub followers_total: u32,
+    pub max_offset: u64,
+    pub request_timeout: Duration,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        LimitSettings {
+            sse_per_client: 64,
+            sse_total: 1024,
+            replay_events: 1000,
+            followers_per_client: 32,
+            followers_total: 128,
+            max_offset: 10_000,
+            request_timeout: Duration::from_millis(DEFAULT_REQUEST_TIMEOUT_MS),
+        }
+    }
+}
+
+impl LimitArgs {
+    pub fn settings(&self) -> LimitSettings {
+        LimitSettings {
+            sse_per_client: self.max_sse_per_client,
+            sse_total: self.max_sse_total,
+            replay_events: self.max_replay_events,
+            followers_per_client: self.max_log_followers_per_client,
+            followers_total: self.max_log_followers,
+            max_offset: self.max_list_offset,
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+        }
+    }
 }
 
 /// Operator tokens (api.md "Conventions"), sign-in sessions, and the hosts this server answers
@@ -600,6 +684,8 @@ pub struct Settings {
     pub alerts: AlertSettings,
     /// Where outbound calls may connect.
     pub egress: EgressPolicy,
+    /// Event streams, replays, log followers, list offsets, request time.
+    pub limits: LimitSettings,
 }
 
 impl Settings {
@@ -620,6 +706,7 @@ impl Settings {
             secret_key_file: global.secret_key_file.clone(),
             alerts: serve.alerts.clone(),
             egress: serve.egress.policy(),
+            limits: serve.limits.settings(),
         })
     }
 
@@ -638,6 +725,7 @@ impl Settings {
             secret_key_file: None,
             alerts: AlertSettings::default(),
             egress: EgressPolicy::default(),
+            limits: LimitSettings::default(),
         }
     }
 }
@@ -804,5 +892,104 @@ mod tests {
             ..AuthArgs::default()
         };
         assert_eq!(plain.load().unwrap().https_public_host(), None);
+    }
+
+    fn serve_settings(args: &[&str]) -> Result<Settings, String> {
+        let cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
+        match cli.command {
+            Command::Serve(serve) => {
+                Settings::from_serve(&cli.global, &serve).map_err(|e| e.to_string())
+            }
+            _ => unreachable!("serve only"),
+        }
+    }
+
+    #[test]
+    fn with_tokens_reads_need_one_unless_public_reads() {
+        let json = format!(r#"[{{"subject": "a", "token": "{TOKEN}", "scopes": ["admin"]}}]"#);
+        let with = |extra: &[&str]| {
+            let mut args = vec!["switchyard", "serve", "--operator-tokens", json.as_str()];
+            args.extend_from_slice(extra);
+            serve_settings(&args)
+        };
+        assert!(with(&[]).unwrap().auth.protects_reads());
+        assert!(!with(&["--public-reads"]).unwrap().auth.protects_reads());
+        assert!(
+            !with(&["--public-reads=true"])
+                .unwrap()
+                .auth
+                .protects_reads()
+        );
+        assert!(
+            with(&["--public-reads=false"])
+                .unwrap()
+                .auth
+                .protects_reads()
+        );
+        // The old switch: `true` is the default now, `false` says what to do instead.
+        assert!(with(&["--protect-reads"]).unwrap().auth.protects_reads());
+        let err = with(&["--protect-reads=false"]).unwrap_err();
+        assert!(err.contains("--public-reads"), "{err}");
+        // Open local mode stays open, whatever the switch says.
+        let open = serve_settings(&["switchyard", "serve"]).unwrap();
+        assert!(open.auth.is_open() && !open.auth.protects_reads());
+    }
+
+    #[test]
+    fn limits_have_defaults_and_flags() {
+        let defaults = serve_settings(&["switchyard", "serve"]).unwrap();
+        assert_eq!(defaults.limits, LimitSettings::default());
+        assert_eq!(defaults.limits.request_timeout, Duration::from_secs(30));
+        assert_eq!(defaults.worker.max_log_bytes_per_run, 10 * 1024 * 1024);
+        let given = serve_settings(&[
+            "switchyard",
+            "serve",
+            "--max-sse-per-client",
+            "3",
+            "--max-sse-total",
+            "30",
+            "--max-replay-events",
+            "7",
+            "--max-log-followers-per-client",
+            "2",
+            "--max-log-followers",
+            "20",
+            "--max-list-offset",
+            "500",
+            "--request-timeout-ms",
+            "1500",
+            "--max-log-bytes-per-run",
+            "2048",
+        ])
+        .unwrap();
+        assert_eq!(
+            given.limits,
+            LimitSettings {
+                sse_per_client: 3,
+                sse_total: 30,
+                replay_events: 7,
+                followers_per_client: 2,
+                followers_total: 20,
+                max_offset: 500,
+                request_timeout: Duration::from_millis(1500),
+            }
+        );
+        assert_eq!(given.worker.max_log_bytes_per_run, 2048);
+        let worker =
+            Cli::try_parse_from(["switchyard", "worker", "--max-log-bytes-per-run", "4096"])
+                .unwrap();
+        match worker.command {
+            Command::Worker(w) => assert_eq!(w.worker.max_log_bytes_per_run, 4096),
+            _ => unreachable!(),
+        }
+        for bad in [
+            &["--max-sse-total", "0"][..],
+            &["--request-timeout-ms", "5"],
+            &["--max-log-bytes-per-run", "10"],
+        ] {
+            let mut args = vec!["switchyard", "serve"];
+            args.extend_from_slice(bad);
+            assert!(serve_settings(&args).is_err(), "{bad:?}");
+        }
     }
 }

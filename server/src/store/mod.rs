@@ -1015,6 +1015,22 @@ impl Store {
             .collect())
     }
 
+    /// When more than `max` events follow event `after`: the id after which the newest `max`
+    /// of them begin (a replay capped at `max` starts there). `None` when `max` or fewer
+    /// follow. One index range read from the end.
+    pub async fn replay_start(&self, after: i64, max: u64) -> StoreResult<Option<i64>> {
+        event::Entity::find()
+            .select_only()
+            .column(event::Column::Id)
+            .filter(event::Column::Id.gt(after))
+            .order_by_desc(event::Column::Id)
+            .offset(max)
+            .limit(1)
+            .into_tuple::<i64>()
+            .one(self.conn())
+            .await
+    }
+
     pub async fn last_event_id(&self) -> StoreResult<i64> {
         Ok(event::Entity::find()
             .order_by_desc(event::Column::Id)

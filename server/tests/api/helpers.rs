@@ -272,6 +272,16 @@ impl WorkerProcess {
 
     /// With extra environment variables (such as secrets the worker resolves).
     pub fn spawn_with_env(db: &TestDb, name: &str, env: &[(&str, &str)]) -> WorkerProcess {
+        WorkerProcess::spawn_with_args(db, name, env, &[])
+    }
+
+    /// With extra environment variables and `worker` arguments.
+    pub fn spawn_with_args(
+        db: &TestDb,
+        name: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> WorkerProcess {
         let log = db.data_dir().join(format!("{name}.log"));
         let out = std::fs::File::create(&log).expect("worker log file");
         let err = out.try_clone().expect("worker log file");
@@ -292,6 +302,7 @@ impl WorkerProcess {
             "--poll-ms",
             "50",
         ])
+        .args(args)
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(out)
@@ -308,6 +319,18 @@ impl WorkerProcess {
 
     pub fn output(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A memory figure of the process from `/proc/<pid>/status` (`VmRSS`, `VmHWM`: the peak
+    /// resident size), in KiB.
+    pub fn memory_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc/{}/status", self.child.id()))
     }
 }
 

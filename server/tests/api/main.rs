@@ -8,6 +8,7 @@ mod builds;
 mod contract;
 mod egress;
 mod engine;
+mod limits;
 mod migrations;
 mod operations;
 mod pages;
