@@ -2,12 +2,13 @@
 # Installs the wasm tool chain and the browser-test tools, skipping what is present:
 # Debian's rustc-web (a wasm32 std for -Zbuild-std; rustup cannot download targets here) with
 # lld-22 (rust-lld points at it), the wasm-bindgen CLI at Cargo.lock's version, Chromium and
-# the Playwright test runner from npm (it drives Debian's Chromium; it cannot download its own).
+# the Playwright test runner from npm (it drives Debian's Chromium; it cannot download its own),
+# and brotli (the bundle is precompressed at build time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 pkgs=()
-for p in rustc-web cargo-web rust-web-src rust-web-llvm libstd-rust-web-dev lld-22 chromium; do
+for p in rustc-web cargo-web rust-web-src rust-web-llvm libstd-rust-web-dev lld-22 chromium brotli; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || pkgs+=("$p")
 done
 if [ ${#pkgs[@]} -gt 0 ]; then

@@ -13,7 +13,7 @@ pub mod wire;
 pub mod workflow_pages;
 
 use leptos::prelude::*;
-use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
+use leptos_meta::{MetaTags, Title, provide_meta_context};
 use leptos_router::{
     ParamSegment, StaticSegment,
     components::{A, Route, Router, Routes},
@@ -27,6 +27,8 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
             <head>
                 <meta charset="utf-8"/>
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
+                // Named after the bundle (a content hash once built): cached as immutable.
+                <link rel="stylesheet" id="switchyard" href=format!("/pkg/{}.css", options.output_name)/>
                 <HydrationScripts options/>
                 <MetaTags/>
             </head>
@@ -44,7 +46,6 @@ pub fn App() -> impl IntoView {
     let live = live::provide_live();
     auth_pages::provide_viewer();
     view! {
-        <Stylesheet id="switchyard" href="/pkg/switchyard.css"/>
         <Title text="Switchyard"/>
         <Router>
             <a class="skip-link" href="#main">"Skip to content"</a>

@@ -212,7 +212,7 @@ impl Application {
             .with_context(|| format!("binding {}", settings.bind))?;
         let addr = listener.local_addr()?;
         let leptos = LeptosOptions::builder()
-            .output_name("switchyard")
+            .output_name(crate::http::assets::output_name(&settings.site_root))
             .site_root(settings.site_root.to_string_lossy().to_string())
             .site_pkg_dir("pkg")
             .site_addr(addr)

@@ -1,5 +1,6 @@
 //! HTTP: the REST API under `/api`, the event stream, the OpenAPI document and the pages.
 //! Architecture invariant: handlers only extract, call the service and map the result.
+pub mod assets;
 pub mod auth;
 pub mod error;
 pub mod jobs;
@@ -340,8 +341,10 @@ pub fn router(state: AppState, max_body_bytes: usize, hosts: HostPolicy) -> Rout
     let metrics_state = state.metrics.clone();
     let metrics_page = app::metrics_page::MetricsHandle(std::sync::Arc::new(state.metrics.clone()));
     let routes = route_list();
+    let site_root = std::path::PathBuf::from(leptos_options.site_root.as_ref());
     Router::new()
         .nest("/api", api)
+        .nest("/pkg", assets::pkg_routes(&site_root))
         .leptos_routes_with_context(
             &state,
             routes,
@@ -386,6 +389,7 @@ pub fn router(state: AppState, max_body_bytes: usize, hosts: HostPolicy) -> Rout
             std::sync::Arc::new(hosts),
             check_host,
         ))
+        .layer(assets::compression())
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -342,7 +342,15 @@ pub async fn logs(
     // Subscribed before the first look at the run, so its start cannot fall in between.
     let rx = s.bus.subscribe();
     let body = follow(store, rx, run.id, start, permit);
-    Ok((StatusCode::OK, [text_plain], Body::from_stream(body)).into_response())
+    // A stream: each chunk must reach the client as it comes, so no compression on the way.
+    let streaming = [
+        text_plain,
+        (
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-cache, no-transform"),
+        ),
+    ];
+    Ok((StatusCode::OK, streaming, Body::from_stream(body)).into_response())
 }
 
 /// Lines after `after` up to and including `last`, in batches.

@@ -2,6 +2,7 @@
 //! Run against SQLite by default and against PostgreSQL with `DATABASE_URL=postgres://...`.
 mod helpers;
 
+mod assets;
 mod auth;
 mod authority;
 mod builds;
