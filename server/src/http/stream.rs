@@ -19,7 +19,7 @@ use axum::{
         sse::{Event, KeepAlive, Sse},
     },
 };
-use futures::stream;
+use futures::{StreamExt, stream};
 use serde_json::json;
 use tokio::sync::broadcast::{self, error::RecvError};
 
@@ -238,7 +238,7 @@ pub async fn events(
             }
         }
     });
-    Ok(Sse::new(stream)
+    Ok(Sse::new(stream.fuse())
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
 }
@@ -383,6 +383,8 @@ fn read_range(
             Some((Ok(chunk), next))
         }
     })
+    // Layers around the body (compression) may poll it again after its end.
+    .fuse()
 }
 
 /// A follow: what is stored after `after`, then new lines as they are stored, until the run
@@ -449,6 +451,7 @@ fn follow(
             }
         }
     })
+    .fuse()
 }
 
 /// Waits until the bus carries an event about run `run_id` (or events were missed, or

@@ -365,6 +365,20 @@ async fn logs_are_read_by_tail_and_after_and_follows_resume() {
     assert_eq!(tail_last, last);
     let (all, _) = log_part(&app, &format!("/api/job-runs/{id}/logs?tail=100000")).await;
     assert_eq!(all, whole);
+    // Compressed on the way (the compression layer polls the body once more after its end).
+    for encoding in ["gzip", "br"] {
+        let res = app
+            .client
+            .get(app.url(&format!("/api/job-runs/{id}/logs")))
+            .header(header::ACCEPT_ENCODING, encoding)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()[header::CONTENT_ENCODING], encoding);
+        let bytes = res.bytes().await.expect("the whole compressed log");
+        assert!(!bytes.is_empty());
+    }
     // Both: the last 2 of the lines after `early_last`.
     let (both, _) = log_part(
         &app,
