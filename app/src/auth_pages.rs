@@ -19,6 +19,7 @@ pub struct Viewer {
     /// The signed-in operator, if any.
     pub subject: Option<String>,
     pub scopes: Vec<String>,
+    /// Reads need a token on this server (tokens configured, no `--public-reads`).
     pub protect_reads: bool,
 }
 
@@ -128,6 +129,7 @@ pub fn SignInPage() -> impl IntoView {
                 "invalid_token" => "That token is not valid.".to_string(),
                 "missing_token" => "Enter a token.".to_string(),
                 "session_expired" => "Your session has ended: sign in again.".to_string(),
+                "sign_in" => "This server shows its jobs and runs to operators only: sign in with your token.".to_string(),
                 "rate_limited" => format!(
                     "Too many sign-in attempts from this address: try again in {} s.",
                     query.with(|q| q.get("retry_after")).unwrap_or_else(|| "60".into())

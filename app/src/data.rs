@@ -6,8 +6,9 @@ use leptos::prelude::*;
 #[cfg(feature = "ssr")]
 use crate::auth_pages::Viewer;
 use crate::wire::{
-    Dashboard, JobDetail, JobRun, JobSummary, LaunchOutcome, RunList, Service, ServiceDetail,
-    WorkflowLaunchOutcome, WorkflowPageData, WorkflowRun, WorkflowRunWithSteps, WorkflowSummary,
+    Dashboard, JobDetail, JobRun, JobSummary, LaunchOutcome, LogTail, RunList, Service,
+    ServiceDetail, WorkflowLaunchOutcome, WorkflowPageData, WorkflowRun, WorkflowRunWithSteps,
+    WorkflowSummary,
 };
 
 /// What the pages need from the server; implemented by the server's job service.
@@ -27,7 +28,8 @@ pub trait Backend: Send + Sync {
     /// Newest runs first, filtered, one keyset page.
     async fn list_runs(&self, query: crate::wire::RunQuery) -> Result<RunList, String>;
     async fn get_run(&self, id: &str) -> Result<JobRun, String>;
-    async fn run_log(&self, id: &str) -> Result<String, String>;
+    /// The last lines of a run's log (at most `lines` lines and [`LOG_TAIL_BYTES`] bytes).
+    async fn run_log_tail(&self, id: &str, lines: u64) -> Result<LogTail, String>;
     async fn cancel_run(&self, id: &str) -> Result<JobRun, String>;
     /// A new run with the same parameters; `viewer` must be allowed to give them.
     async fn retry_run(&self, viewer: &Viewer, id: &str) -> Result<JobRun, String>;
@@ -136,9 +138,20 @@ pub async fn get_run(id: String) -> Result<JobRun, ServerFnError> {
     backend()?.0.get_run(&id).await.map_err(ServerFnError::new)
 }
 
-#[server(prefix = "/_sf", endpoint = "run-log")]
-pub async fn run_log(id: String) -> Result<String, ServerFnError> {
-    backend()?.0.run_log(&id).await.map_err(ServerFnError::new)
+/// Lines of a run's log the run page shows at first (it then appends what follows).
+pub const LOG_TAIL_LINES: u64 = 1000;
+
+/// Bytes of a run's log the run page shows at most (the oldest lines go first).
+pub const LOG_TAIL_BYTES: usize = 256 * 1024;
+
+/// The end of a run's log (the run page's first view of it).
+#[server(prefix = "/_sf", endpoint = "run-log-tail")]
+pub async fn run_log_tail(id: String) -> Result<LogTail, ServerFnError> {
+    backend()?
+        .0
+        .run_log_tail(&id, LOG_TAIL_LINES)
+        .await
+        .map_err(ServerFnError::new)
 }
 
 #[server(prefix = "/_sf", endpoint = "cancel-run")]

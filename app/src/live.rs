@@ -51,6 +51,58 @@ pub fn use_live() -> Live {
     expect_context::<Live>()
 }
 
+/// Streams the text body of `GET url` into `on_chunk` as it arrives, until it ends (`Ok`) or
+/// breaks or is refused (`Err`, with the reason); `signal` aborts it.
+#[cfg(feature = "hydrate")]
+pub async fn stream_text(
+    url: &str,
+    signal: &web_sys::AbortSignal,
+    mut on_chunk: impl FnMut(String),
+) -> Result<(), String> {
+    use wasm_bindgen::JsCast;
+    use wasm_bindgen_futures::JsFuture;
+    let err = |e: wasm_bindgen::JsValue| format!("{e:?}");
+    let window = web_sys::window().ok_or("no window")?;
+    let init = web_sys::RequestInit::new();
+    init.set_signal(Some(signal));
+    let response: web_sys::Response = JsFuture::from(window.fetch_with_str_and_init(url, &init))
+        .await
+        .map_err(err)?
+        .dyn_into()
+        .map_err(err)?;
+    if !response.ok() {
+        return Err(format!("HTTP {}", response.status()));
+    }
+    let body = response.body().ok_or("no body")?;
+    let reader: web_sys::ReadableStreamDefaultReader = body
+        .get_reader()
+        .dyn_into()
+        .map_err(|_| "the body has no stream reader".to_string())?;
+    let decoder = web_sys::TextDecoder::new().map_err(err)?;
+    let options = web_sys::TextDecodeOptions::new();
+    options.set_stream(true);
+    loop {
+        let chunk = JsFuture::from(reader.read()).await.map_err(err)?;
+        let done = js_sys::Reflect::get(&chunk, &"done".into())
+            .map_err(err)?
+            .as_bool()
+            .unwrap_or(true);
+        if done {
+            return Ok(());
+        }
+        let bytes: js_sys::Uint8Array = js_sys::Reflect::get(&chunk, &"value".into())
+            .map_err(err)?
+            .dyn_into()
+            .map_err(err)?;
+        let text = decoder
+            .decode_with_js_u8_array_and_options(&bytes, &options)
+            .map_err(err)?;
+        if !text.is_empty() {
+            on_chunk(text);
+        }
+    }
+}
+
 #[cfg(feature = "hydrate")]
 mod browser {
     use super::FeedItem;
@@ -74,11 +126,16 @@ mod browser {
         "workflow.run.failed",
         "workflow.run.canceled",
         "workflow.run.updated",
+        // The replay after a reconnect was cut short: the tick below makes the pages reload.
+        "stream.truncated",
     ];
 
     fn label(data: &str) -> String {
         let v: serde_json::Value = serde_json::from_str(data).unwrap_or_default();
         let d = &v["data"];
+        if v["type"] == "stream.truncated" {
+            return "missed too many events while disconnected: reloaded".to_string();
+        }
         if let Some(run) = d.get("run").filter(|r| r.get("workflowSlug").is_some()) {
             format!(
                 "workflow {} run {} is {}",

@@ -7,7 +7,7 @@ use leptos_router::hooks::{use_navigate, use_params_map, use_query_map};
 use crate::{
     data::{
         cancel_run, fetch_job_detail, fetch_runs, get_run, job_slugs, job_summaries, launch,
-        retry_run, run_log,
+        retry_run, run_log_tail,
     },
     format::{Duration, MaybeWhen, When},
     live::use_live,
@@ -326,25 +326,27 @@ fn pretty(v: &Option<serde_json::Value>) -> String {
 }
 
 /// `/runs/jobs/:id`: one run: status, attempts, timings, parameters, result, error and the
-/// log, which follows the run while it is going; Cancel and Retry where they apply.
+/// log, which follows the run while it is going; Cancel and Retry where they apply. The log
+/// is its last lines as the server rendered them, then (once hydrated) whatever a follow of
+/// `GET /api/job-runs/:id/logs?follow=true&after=<last line>` streams, appended: no refetch.
 #[component]
 pub fn RunPage() -> impl IntoView {
     let live = use_live();
     let params = use_params_map();
     let id = move || params.read().get("id").unwrap_or_default();
-    // While the page is open, poll the log once a second (log lines are not events).
-    let (poll, set_poll) = signal(0u64);
-    Effect::new(move |_| {
-        set_interval(
-            move || set_poll.update(|n| *n += 1),
-            std::time::Duration::from_secs(1),
-        );
-    });
     let run = Resource::new(move || (live.tick.get(), id()), |(_, id)| get_run(id));
-    let log = Resource::new(
-        move || (live.tick.get(), poll.get(), id()),
-        |(_, _, id)| run_log(id),
-    );
+    let log = Resource::new(id, run_log_tail);
+    let follow = LogFollow::new();
+    // Once the log's end is loaded (in the browser), follow the log from its last line.
+    Effect::new(move |_| {
+        let Some(Ok(tail)) = log.get() else { return };
+        let ended = run
+            .get_untracked()
+            .and_then(Result::ok)
+            .is_some_and(|r| r.status.is_terminal());
+        follow.start(id(), tail.last_line_id, ended, move || log.refetch());
+    });
+    on_cleanup(move || follow.stop());
     let cancel = Action::new(|id: &String| cancel_run(id.clone()));
     let retry = Action::new(|id: &String| retry_run(id.clone()));
     let navigate = use_navigate();
@@ -400,9 +402,143 @@ pub fn RunPage() -> impl IntoView {
         </Transition>
         <h2>"Log"</h2>
         <Transition fallback=|| view! { <p>"Loading log…"</p> }>
-            <pre id="run-log">{move || Suspend::new(async move { log.await.unwrap_or_default() })}</pre>
+            {move || Suspend::new(async move {
+                let tail = log.await.unwrap_or_default();
+                let whole = format!("/api/job-runs/{}/logs", id());
+                let omitted = tail.omitted;
+                view! {
+                    <Show when=move || omitted || follow.trimmed.get()>
+                        <p id="log-omitted" class="hint">"Only the end of the log is shown: "
+                            <a href=whole.clone()>"the whole log"</a></p>
+                    </Show>
+                    <pre id="run-log">
+                        {move || (!follow.trimmed.get()).then(|| tail.text.clone())}
+                        {move || follow.appended.get()}
+                    </pre>
+                }
+            })}
         </Transition>
     }
+}
+
+/// The run page's follow of a run log: one streaming request at a time, its text appended to
+/// `appended` (at most a few times [`crate::data::LOG_TAIL_BYTES`]: the oldest text goes, and `trimmed`
+/// says so). It ends with the run; when it breaks (network, a limit's 429/503) while the run
+/// goes on, the page reloads the log's end after a pause and follows again from there.
+#[derive(Clone, Copy)]
+struct LogFollow {
+    appended: RwSignal<String>,
+    trimmed: RwSignal<bool>,
+    /// The run followed and the log line it started after; a new pair starts a new follow.
+    current: StoredValue<Option<(String, i64)>>,
+    /// Bumped by every start and stop: chunks of an older follow are ignored.
+    generation: StoredValue<u64>,
+    #[cfg(feature = "hydrate")]
+    abort: StoredValue<Option<web_sys::AbortController>, LocalStorage>,
+}
+
+impl LogFollow {
+    fn new() -> Self {
+        LogFollow {
+            appended: RwSignal::new(String::new()),
+            trimmed: RwSignal::new(false),
+            current: StoredValue::new(None),
+            generation: StoredValue::new(0),
+            #[cfg(feature = "hydrate")]
+            abort: StoredValue::new_local(None),
+        }
+    }
+
+    fn stop(&self) {
+        self.generation.update_value(|g| *g += 1);
+        #[cfg(feature = "hydrate")]
+        if let Some(Some(abort)) = self.abort.try_update_value(Option::take) {
+            abort.abort();
+        }
+    }
+
+    /// Follows run `run_id` after line `after` unless that is what it does already (or the
+    /// run has ended: then the log's end is all there is). `reload` reloads the log's end.
+    fn start(
+        self,
+        run_id: String,
+        after: i64,
+        ended: bool,
+        reload: impl Fn() + Send + Sync + 'static,
+    ) {
+        let key = Some((run_id.clone(), after));
+        if self.current.with_value(|c| *c == key) {
+            return;
+        }
+        self.stop();
+        self.current.set_value(key);
+        self.appended.set(String::new());
+        self.trimmed.set(false);
+        if !ended {
+            self.follow(run_id, after, reload);
+        }
+    }
+
+    /// Rendering on the server: nothing to follow.
+    #[cfg(not(feature = "hydrate"))]
+    fn follow(self, _run_id: String, _after: i64, _reload: impl Fn() + Send + Sync + 'static) {}
+
+    /// The streaming request (in the browser).
+    #[cfg(feature = "hydrate")]
+    fn follow(self, run_id: String, after: i64, reload: impl Fn() + Send + Sync + 'static) {
+        {
+            let generation = self.generation.get_value();
+            let Ok(abort) = web_sys::AbortController::new() else {
+                return;
+            };
+            let signal = abort.signal();
+            self.abort.set_value(Some(abort));
+            let url = format!("/api/job-runs/{run_id}/logs?follow=true&after={after}");
+            let this = self;
+            leptos::task::spawn_local(async move {
+                let current = move || this.generation.try_get_value() == Some(generation);
+                let outcome = crate::live::stream_text(&url, &signal, |chunk| {
+                    if !current() {
+                        return;
+                    }
+                    this.appended.update(|text| {
+                        text.push_str(&chunk);
+                        if text.len() > 4 * crate::data::LOG_TAIL_BYTES {
+                            let mut cut = text.len() - 2 * crate::data::LOG_TAIL_BYTES;
+                            while !text.is_char_boundary(cut) {
+                                cut += 1;
+                            }
+                            let cut = text[cut..].find('\n').map_or(cut, |i| cut + i + 1);
+                            text.drain(..cut);
+                            this.trimmed.set(true);
+                        }
+                    });
+                })
+                .await;
+                if outcome.is_err() && current() {
+                    // Broken while the run may go on: reload the end, which follows again.
+                    sleep(std::time::Duration::from_secs(5)).await;
+                    if current() {
+                        this.current.set_value(None);
+                        reload();
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// Waits in the browser (a timer; nothing blocks).
+#[cfg(feature = "hydrate")]
+async fn sleep(duration: std::time::Duration) {
+    let (tx, rx) = futures::channel::oneshot::channel::<()>();
+    set_timeout(
+        move || {
+            let _ = tx.send(());
+        },
+        duration,
+    );
+    let _ = rx.await;
 }
 
 /// `/jobs/:slug`: the definition, its versions, recent runs and the launch form generated from

@@ -167,6 +167,18 @@ pub struct JobRun {
     pub updated_at: DateTime<Utc>,
 }
 
+/// The end of a run's log, as the run page first shows it (the page then appends what a
+/// follow of the log streams after `last_line_id`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogTail {
+    pub text: String,
+    /// The id of the last line in `text` (0: none yet); lines after it are new.
+    pub last_line_id: i64,
+    /// Earlier lines exist that `text` leaves out.
+    pub omitted: bool,
+}
+
 /// `GET /api/jobs/:slug`: the definition and its most recent runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ssr", derive(ToSchema))]

@@ -52,18 +52,26 @@ async function signIn(page, token) {
   await page.click('#sign-in-submit');
 }
 
-test('sign-in sets the session shown in the header; a bad token is refused', async ({ page, request }) => {
-  // Writes need a token; reads stay open.
+test('reads need a token: a signed-out visit goes to sign-in and comes back; a bad token is refused', async ({ page, request }) => {
+  // With tokens configured, writes and reads need one (the server has no --public-reads).
   expect((await request.post('/api/jobs', { data: { slug: 'nope', name: 'n', entryPoint: 'builtin:noop' } })).status()).toBe(401);
-  await page.goto('/runs');
+  expect((await request.get('/api/jobs')).status()).toBe(401);
+  expect((await request.get('/api/events')).status()).toBe(401);
+  expect((await request.get('/api/jobs', { headers: { Authorization: `Bearer ${RUNNER_TOKEN}` } })).status()).toBe(200);
+  // A page sends the signed-out browser to the sign-in form, which says why.
+  await page.goto('/runs?status=failed');
+  await expect(page).toHaveURL(/\/sign-in\?/);
+  await expect(page.locator('#sign-in-error')).toContainText('operators only');
   await expect(page.locator('#session')).toHaveAttribute('data-mode', 'signed-out');
-  await page.click('#sign-in-link');
-  await expect(page).toHaveURL(/\/sign-in/);
   await page.fill('#token', 'wrong-token-0123456789abcdef0123456');
   await page.click('#sign-in-submit');
   await expect(page.locator('#sign-in-error')).toContainText('not valid');
 
-  await signIn(page, RUNNER_TOKEN);
+  await page.goto('/runs?status=failed');
+  await page.fill('#token', RUNNER_TOKEN);
+  await page.click('#sign-in-submit');
+  // Back where the visit started.
+  await expect(page).toHaveURL(`${base}/runs?status=failed`);
   await expect(page.locator('#session-subject')).toHaveText('runner');
   await expect(page.locator('#session-scopes')).toHaveText('jobs:run');
   await expect(page.locator('#audit-link')).toHaveCount(0);
@@ -76,10 +84,13 @@ test('sign-in sets the session shown in the header; a bad token is refused', asy
   expect(cookies.find((x) => x.name === 'switchyard_token')).toBeUndefined();
 
   await page.click('#sign-out');
+  await expect(page).toHaveURL(/\/sign-in\?/);
   await expect(page.locator('#session')).toHaveAttribute('data-mode', 'signed-out');
   // Sign-out ended the session on the server: the old cookie signs nobody in.
   await page.context().addCookies([{ ...c }]);
   await page.goto('/runs');
+  await expect(page).toHaveURL(/\/sign-in\?.*error=session_expired/);
+  await expect(page.locator('#sign-in-error')).toContainText('session has ended');
   await expect(page.locator('#session')).toHaveAttribute('data-mode', 'signed-out');
 });
 

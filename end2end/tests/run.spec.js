@@ -74,3 +74,52 @@ test('the log of a repository-build run streams while it runs', async ({ page, r
   await expect(page.locator('#run-log')).toContainText('line6', { timeout: 15000 });
   await expect(page.locator('#run-status .badge')).toHaveText('succeeded', { timeout: 15000 });
 });
+
+test('the run page appends new log lines from one follow instead of refetching the log', async ({ page, request }) => {
+  const slug = `append-build-${Date.now()}`;
+  await job(request, {
+    slug, name: 'Ticking build', entryPoint: 'builtin:repository-build',
+    defaultParameters: { command: ['sh', '-c', 'for i in 1 2 3 4 5 6 7 8; do echo tick$i; sleep 0.5; done'] },
+  });
+  const run = await start(request, slug, { repoUrl: repository() });
+  const logRequests = [];
+  page.on('request', (r) => {
+    const url = r.url();
+    if (url.includes('/logs') || url.includes('/_sf/run-log')) logRequests.push(url);
+  });
+  await openRun(page, run.id);
+  await expect(page.locator('#run-log')).toContainText('tick2', { timeout: 15000 });
+  await expect(page.locator('#run-status .badge')).toHaveText('running');
+  await expect(page.locator('#run-log')).toContainText('tick8', { timeout: 15000 });
+  await expect(page.locator('#run-status .badge')).toHaveText('succeeded', { timeout: 15000 });
+  await expect(page.locator('#run-log')).toContainText('[switchyard] succeeded');
+  // Every line once, in order.
+  const lines = (await page.locator('#run-log').innerText()).split('\n');
+  const ticks = lines.filter((l) => /^tick\d$/.test(l));
+  expect(ticks).toEqual(['tick1', 'tick2', 'tick3', 'tick4', 'tick5', 'tick6', 'tick7', 'tick8']);
+  // The page was rendered with the log's end and followed it from its last line, once; it
+  // never fetched the log again.
+  const follows = logRequests.filter((u) => /\/api\/job-runs\/[^/]+\/logs\?follow=true&after=\d+$/.test(u));
+  expect(follows).toHaveLength(1);
+  expect(logRequests).toHaveLength(1);
+});
+
+test('a long log shows its end and links to the whole log', async ({ page, request }) => {
+  const slug = `long-log-${Date.now()}`;
+  await job(request, {
+    slug, name: 'Long log', entryPoint: 'builtin:repository-build',
+    defaultParameters: { command: ['sh', '-c', 'i=0; while [ $i -lt 1500 ]; do i=$((i+1)); echo row$i; done'] },
+  });
+  const run = await start(request, slug, { repoUrl: repository() });
+  await expect.poll(async () => (await (await request.get(`/api/job-runs/${run.id}`)).json()).data.status,
+    { timeout: 20000 }).toBe('succeeded');
+  await openRun(page, run.id);
+  await expect(page.locator('#run-log')).toContainText('row1500');
+  // The end of it: the first lines are left out, and the page says so.
+  const shown = (await page.locator('#run-log').innerText()).split('\n');
+  expect(shown).toContain('row1500');
+  expect(shown).not.toContain('row1');
+  await expect(page.locator('#log-omitted a')).toHaveAttribute('href', `/api/job-runs/${run.id}/logs`);
+  const whole = (await (await request.get(`/api/job-runs/${run.id}/logs`)).text()).split('\n');
+  expect(whole).toContain('row1');
+});

@@ -555,18 +555,41 @@ impl JobService {
         Ok(self.store.list_runs(&filter).await?)
     }
 
-    /// The whole run log as text (engine lines prefixed `[switchyard]`).
-    pub async fn run_log(&self, id: &str) -> ServiceResult<String> {
+    /// The last `lines` lines of a run's log as text (engine lines prefixed `[switchyard]`),
+    /// at most `max_bytes` of them (the oldest go first), and the id of the last one.
+    pub async fn run_log_tail(
+        &self,
+        id: &str,
+        lines: u64,
+        max_bytes: usize,
+    ) -> ServiceResult<app::wire::LogTail> {
         let run = self.get_run(id).await?;
-        let mut out = String::new();
-        let mut after = 0;
-        loop {
-            let batch = self.store.read_logs(&run.id, after, 5000).await?;
-            let Some(last) = batch.last() else { break };
-            after = last.id;
-            out.extend(batch.iter().map(crate::store::format_log_line));
+        let last = self.store.last_log_id(&run.id).await?;
+        let start = self.store.log_tail_start(&run.id, 0, lines).await?;
+        let mut shown: std::collections::VecDeque<String> = Default::default();
+        let mut bytes = 0;
+        let mut omitted = start > 0;
+        let mut after = start;
+        while after < last {
+            let batch = self.store.read_logs(&run.id, after, 1000).await?;
+            let Some(newest) = batch.last() else { break };
+            after = newest.id;
+            for line in batch.iter().filter(|l| l.id <= last) {
+                let text = crate::store::format_log_line(line);
+                bytes += text.len();
+                shown.push_back(text);
+                while bytes > max_bytes {
+                    let Some(old) = shown.pop_front() else { break };
+                    bytes -= old.len();
+                    omitted = true;
+                }
+            }
         }
-        Ok(out)
+        Ok(app::wire::LogTail {
+            text: shown.into_iter().collect(),
+            last_line_id: last,
+            omitted,
+        })
     }
 
     /// Cancels a pending or running run (409 once finished). On a task of its own: a caller
@@ -946,8 +969,8 @@ impl app::data::Backend for JobService {
             .map_err(|e| e.to_string())
     }
 
-    async fn run_log(&self, id: &str) -> Result<String, String> {
-        JobService::run_log(self, id)
+    async fn run_log_tail(&self, id: &str, lines: u64) -> Result<app::wire::LogTail, String> {
+        JobService::run_log_tail(self, id, lines, app::data::LOG_TAIL_BYTES)
             .await
             .map_err(|e| e.to_string())
     }

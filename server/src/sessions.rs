@@ -136,8 +136,9 @@ impl Sessions {
     }
 }
 
-/// The rate-limit key of a client: its IPv4 address, or its IPv6 /64.
-fn rate_key(client: Option<IpAddr>) -> IpAddr {
+/// The rate-limit key of a client: its IPv4 address, or its IPv6 /64 (also the key of the
+/// connection limits, `http::limits`).
+pub(crate) fn rate_key(client: Option<IpAddr>) -> IpAddr {
     match client.map(|ip| ip.to_canonical()) {
         Some(IpAddr::V6(v6)) => {
             let s = v6.segments();

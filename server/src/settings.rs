@@ -174,9 +174,17 @@ pub struct WorkerSettings {
     #[arg(long, env = "SWITCHYARD_SECRET_ENV_ALLOW", default_value = "",
         value_parser = EnvAllowList::parse)]
     pub secret_env_allow: EnvAllowList,
+    /// Most bytes of output one run's log keeps (all attempts together); past it the log says
+    /// it was cut, further output is dropped, and the run goes on.
+    #[arg(long, env = "SWITCHYARD_MAX_LOG_BYTES_PER_RUN", default_value_t = DEFAULT_MAX_LOG_BYTES_PER_RUN,
+          value_parser = clap::value_parser!(u64).range(1024..))]
+    pub max_log_bytes_per_run: u64,
     #[command(flatten)]
     pub build: BuildSettings,
 }
+
+/// A run's log keeps at most 10 MiB unless configured otherwise.
+pub const DEFAULT_MAX_LOG_BYTES_PER_RUN: u64 = 10 * 1024 * 1024;
 
 /// How `builtin:repository-build` commands are confined (README "Build isolation").
 #[derive(Debug, Clone, Args)]
@@ -230,6 +238,7 @@ impl Default for WorkerSettings {
             poll_ms: 200,
             shutdown_grace_ms: 10_000,
             secret_env_allow: EnvAllowList::default(),
+            max_log_bytes_per_run: DEFAULT_MAX_LOG_BYTES_PER_RUN,
             build: BuildSettings::default(),
         }
     }
@@ -260,6 +269,90 @@ pub struct ServeArgs {
     pub egress: EgressArgs,
     #[command(flatten)]
     pub retention: RetentionSettings,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// What one `serve` process gives its clients at most (README "Limits"): every limit answers
+/// with a clear status (429 for one client, 503 for the whole server) and `Retry-After`.
+#[derive(Debug, Clone, Args)]
+pub struct LimitArgs {
+    /// Event streams (`GET /api/events`) one client address may hold open (IPv6: per /64);
+    /// beyond it 429 `rate_limited`.
+    #[arg(long, env = "SWITCHYARD_MAX_SSE_PER_CLIENT", default_value_t = LimitSettings::default().sse_per_client,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_sse_per_client: u32,
+    /// Event streams open in total; beyond it 503 `overloaded`.
+    #[arg(long, env = "SWITCHYARD_MAX_SSE_TOTAL", default_value_t = LimitSettings::default().sse_total,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_sse_total: u32,
+    /// Most events a reconnecting stream replays after its `Last-Event-ID`; when more were
+    /// missed, the stream starts with a `stream.truncated` event (the client must reload its
+    /// state) and replays only the newest ones.
+    #[arg(long, env = "SWITCHYARD_MAX_REPLAY_EVENTS", default_value_t = LimitSettings::default().replay_events,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_replay_events: u64,
+    /// Log follows (`GET /api/job-runs/:id/logs?follow=true`) one client address may hold
+    /// open; beyond it 429 `rate_limited`.
+    #[arg(long, env = "SWITCHYARD_MAX_LOG_FOLLOWERS_PER_CLIENT", default_value_t = LimitSettings::default().followers_per_client,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_log_followers_per_client: u32,
+    /// Log follows open in total; beyond it 503 `overloaded`.
+    #[arg(long, env = "SWITCHYARD_MAX_LOG_FOLLOWERS", default_value_t = LimitSettings::default().followers_total,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_log_followers: u32,
+    /// Largest `offset` a list accepts; deeper pages are reached with `cursor`
+    /// (`meta.nextCursor`), larger offsets get 400 `invalid_request`.
+    #[arg(long, env = "SWITCHYARD_MAX_LIST_OFFSET", default_value_t = LimitSettings::default().max_offset)]
+    pub max_list_offset: u64,
+    /// How long a request may take until its response starts, in ms (streams then go on);
+    /// beyond it 503 `timeout`.
+    #[arg(long, env = "SWITCHYARD_REQUEST_TIMEOUT_MS", default_value_t = DEFAULT_REQUEST_TIMEOUT_MS,
+          value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    pub request_timeout_ms: u64,
+}
+
+/// Requests get 30 s to start their response unless configured otherwise.
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
+
+/// The limits of [`LimitArgs`], parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitSettings {
+    pub sse_per_client: u32,
+    pub sse_total: u32,
+    pub replay_events: u64,
+    pub followers_per_client: u32,
+    pub followers_total: u32,
+    pub max_offset: u64,
+    pub request_timeout: Duration,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        LimitSettings {
+            sse_per_client: 64,
+            sse_total: 1024,
+            replay_events: 1000,
+            followers_per_client: 32,
+            followers_total: 128,
+            max_offset: 10_000,
+            request_timeout: Duration::from_millis(DEFAULT_REQUEST_TIMEOUT_MS),
+        }
+    }
+}
+
+impl LimitArgs {
+    pub fn settings(&self) -> LimitSettings {
+        LimitSettings {
+            sse_per_client: self.max_sse_per_client,
+            sse_total: self.max_sse_total,
+            replay_events: self.max_replay_events,
+            followers_per_client: self.max_log_followers_per_client,
+            followers_total: self.max_log_followers,
+            max_offset: self.max_list_offset,
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+        }
+    }
 }
 
 /// Operator tokens (api.md "Conventions"), sign-in sessions, and the hosts this server answers
@@ -274,11 +367,19 @@ pub struct AuthArgs {
     /// A file holding the same JSON as `--operator-tokens`.
     #[arg(long, env = "SWITCHYARD_OPERATOR_TOKENS_FILE")]
     pub operator_tokens_file: Option<PathBuf>,
-    /// Reads (GET endpoints, the event stream, logs, pages) need a valid token too.
-    #[arg(long, env = "SWITCHYARD_PROTECT_READS", action = clap::ArgAction::Set,
+    /// Reads (GET endpoints, the event stream, logs, pages) need no token. Without it, when
+    /// tokens are configured, every read needs a valid token (any scope). No effect in open
+    /// local mode, where everything is open.
+    #[arg(long, env = "SWITCHYARD_PUBLIC_READS", action = clap::ArgAction::Set,
         num_args = 0..=1, default_value_t = false, default_missing_value = "true",
         value_parser = clap::builder::BoolishValueParser::new())]
-    pub protect_reads: bool,
+    pub public_reads: bool,
+    /// Replaced by `--public-reads` (reads are protected by default now). `true` changes
+    /// nothing; `false` is a start-up error that says to use `--public-reads`.
+    #[arg(long, env = "SWITCHYARD_PROTECT_READS", action = clap::ArgAction::Set, hide = true,
+        num_args = 0..=1, default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new())]
+    pub protect_reads: Option<bool>,
     /// Host names this server answers to besides loopback (`localhost`, 127.0.0.0/8, `[::1]`),
     /// the bound address and the public URL's host; comma-separated, ports ignored. Requests
     /// naming any other `Host` are refused (421) before any handler runs (DNS rebinding).
@@ -304,7 +405,8 @@ impl Default for AuthArgs {
         AuthArgs {
             operator_tokens: None,
             operator_tokens_file: None,
-            protect_reads: false,
+            public_reads: false,
+            protect_reads: None,
             allowed_hosts: None,
             public_url: None,
             session_ttl_ms: DEFAULT_SESSION_TTL_MS,
@@ -331,6 +433,11 @@ impl AuthArgs {
             ),
             (None, None) => (String::new(), None),
         };
+        if self.protect_reads == Some(false) && !self.public_reads {
+            anyhow::bail!(
+                "SWITCHYARD_PROTECT_READS=false (--protect-reads=false) no longer opens reads: reads need a token by default when tokens are configured; to open them, set SWITCHYARD_PUBLIC_READS=true (--public-reads) and unset SWITCHYARD_PROTECT_READS"
+            );
+        }
         let tokens = match json {
             None => OperatorTokens::default(),
             Some(json) if json.trim().is_empty() => anyhow::bail!(
@@ -379,7 +486,7 @@ impl AuthArgs {
         }
         Ok(AuthSettings {
             tokens,
-            protect_reads: self.protect_reads,
+            public_reads: self.public_reads,
             allowed_hosts,
             public_url: self.public_url.clone(),
             session_ttl: Duration::from_millis(self.session_ttl_ms),
@@ -401,12 +508,13 @@ fn parse_public_url(text: &str) -> Result<url::Url, String> {
     Ok(url)
 }
 
-/// Parsed operator tokens (hashes only), read protection, the hosts this server answers to and
-/// the sign-in sessions' lifetime.
+/// Parsed operator tokens (hashes only), whether reads are public, the hosts this server
+/// answers to and the sign-in sessions' lifetime.
 #[derive(Debug, Clone)]
 pub struct AuthSettings {
     pub tokens: OperatorTokens,
-    pub protect_reads: bool,
+    /// `--public-reads`: reads need no token even when tokens are configured.
+    pub public_reads: bool,
     /// `--allowed-hosts`.
     pub allowed_hosts: Vec<HostName>,
     /// `--public-url`: its host is allowed; https means sign-in cookies are `Secure`.
@@ -418,7 +526,7 @@ impl Default for AuthSettings {
     fn default() -> Self {
         AuthSettings {
             tokens: OperatorTokens::default(),
-            protect_reads: false,
+            public_reads: false,
             allowed_hosts: Vec::new(),
             public_url: None,
             session_ttl: Duration::from_millis(DEFAULT_SESSION_TTL_MS),
@@ -430,6 +538,11 @@ impl AuthSettings {
     /// No tokens: open local mode (everything allowed, subject `local`, loopback only).
     pub fn is_open(&self) -> bool {
         self.tokens.is_empty()
+    }
+
+    /// Whether reads need a token: tokens are configured and `--public-reads` is not given.
+    pub fn protects_reads(&self) -> bool {
+        !self.is_open() && !self.public_reads
     }
 
     /// The hosts allowed besides loopback and the bound address: `--allowed-hosts` and the
@@ -575,6 +688,8 @@ pub struct Settings {
     pub egress: EgressPolicy,
     /// How long finished runs, events and audit entries are kept.
     pub retention: RetentionSettings,
+    /// Event streams, replays, log followers, list offsets, request time.
+    pub limits: LimitSettings,
 }
 
 impl Settings {
@@ -596,6 +711,7 @@ impl Settings {
             alerts: serve.alerts.clone(),
             egress: serve.egress.policy(),
             retention: serve.retention.clone(),
+            limits: serve.limits.settings(),
         })
     }
 
@@ -614,6 +730,7 @@ impl Settings {
             secret_key_file: None,
             alerts: AlertSettings::default(),
             egress: EgressPolicy::default(),
+            limits: LimitSettings::default(),
             retention: RetentionSettings::default(),
         }
     }
@@ -821,5 +938,104 @@ mod tests {
             ..AuthArgs::default()
         };
         assert_eq!(plain.load().unwrap().https_public_host(), None);
+    }
+
+    fn serve_settings(args: &[&str]) -> Result<Settings, String> {
+        let cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
+        match cli.command {
+            Command::Serve(serve) => {
+                Settings::from_serve(&cli.global, &serve).map_err(|e| e.to_string())
+            }
+            _ => unreachable!("serve only"),
+        }
+    }
+
+    #[test]
+    fn with_tokens_reads_need_one_unless_public_reads() {
+        let json = format!(r#"[{{"subject": "a", "token": "{TOKEN}", "scopes": ["admin"]}}]"#);
+        let with = |extra: &[&str]| {
+            let mut args = vec!["switchyard", "serve", "--operator-tokens", json.as_str()];
+            args.extend_from_slice(extra);
+            serve_settings(&args)
+        };
+        assert!(with(&[]).unwrap().auth.protects_reads());
+        assert!(!with(&["--public-reads"]).unwrap().auth.protects_reads());
+        assert!(
+            !with(&["--public-reads=true"])
+                .unwrap()
+                .auth
+                .protects_reads()
+        );
+        assert!(
+            with(&["--public-reads=false"])
+                .unwrap()
+                .auth
+                .protects_reads()
+        );
+        // The old switch: `true` is the default now, `false` says what to do instead.
+        assert!(with(&["--protect-reads"]).unwrap().auth.protects_reads());
+        let err = with(&["--protect-reads=false"]).unwrap_err();
+        assert!(err.contains("--public-reads"), "{err}");
+        // Open local mode stays open, whatever the switch says.
+        let open = serve_settings(&["switchyard", "serve"]).unwrap();
+        assert!(open.auth.is_open() && !open.auth.protects_reads());
+    }
+
+    #[test]
+    fn limits_have_defaults_and_flags() {
+        let defaults = serve_settings(&["switchyard", "serve"]).unwrap();
+        assert_eq!(defaults.limits, LimitSettings::default());
+        assert_eq!(defaults.limits.request_timeout, Duration::from_secs(30));
+        assert_eq!(defaults.worker.max_log_bytes_per_run, 10 * 1024 * 1024);
+        let given = serve_settings(&[
+            "switchyard",
+            "serve",
+            "--max-sse-per-client",
+            "3",
+            "--max-sse-total",
+            "30",
+            "--max-replay-events",
+            "7",
+            "--max-log-followers-per-client",
+            "2",
+            "--max-log-followers",
+            "20",
+            "--max-list-offset",
+            "500",
+            "--request-timeout-ms",
+            "1500",
+            "--max-log-bytes-per-run",
+            "2048",
+        ])
+        .unwrap();
+        assert_eq!(
+            given.limits,
+            LimitSettings {
+                sse_per_client: 3,
+                sse_total: 30,
+                replay_events: 7,
+                followers_per_client: 2,
+                followers_total: 20,
+                max_offset: 500,
+                request_timeout: Duration::from_millis(1500),
+            }
+        );
+        assert_eq!(given.worker.max_log_bytes_per_run, 2048);
+        let worker =
+            Cli::try_parse_from(["switchyard", "worker", "--max-log-bytes-per-run", "4096"])
+                .unwrap();
+        match worker.command {
+            Command::Worker(w) => assert_eq!(w.worker.max_log_bytes_per_run, 4096),
+            _ => unreachable!(),
+        }
+        for bad in [
+            &["--max-sse-total", "0"][..],
+            &["--request-timeout-ms", "5"],
+            &["--max-log-bytes-per-run", "10"],
+        ] {
+            let mut args = vec!["switchyard", "serve"];
+            args.extend_from_slice(bad);
+            assert!(serve_settings(&args).is_err(), "{bad:?}");
+        }
     }
 }

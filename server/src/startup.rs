@@ -249,6 +249,7 @@ impl Application {
             secrets: core.secrets.clone(),
             metrics,
             sessions: sessions.clone(),
+            limits: std::sync::Arc::new(crate::http::limits::Limits::new(settings.limits.clone())),
         };
         // Host names requests may carry: loopback, the bound address, --allowed-hosts and the
         // public URL's host.

@@ -667,8 +667,12 @@ fn hex_val(b: u8) -> Option<u8> {
 /// Paths that stay open whatever the settings: liveness, readiness, the sign-in page and its
 /// endpoints, and the site's static files (the wasm bundle, styles, icons).
 pub fn always_open(path: &str) -> bool {
-    matches!(path, "/api/health" | "/api/ready" | "/sign-in")
-        || path.starts_with("/auth/")
+    // `whoami` tells a page who is looking (nobody, when signed out): the sign-in page and the
+    // header need it before anyone signed in.
+    matches!(
+        path,
+        "/api/health" | "/api/ready" | "/sign-in" | "/_sf/whoami"
+    ) || path.starts_with("/auth/")
         || path.starts_with("/pkg/")
         || path
             .rsplit('/')

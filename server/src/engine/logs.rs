@@ -4,7 +4,10 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{handlers::LogLine, store::Store};
+use crate::{
+    handlers::{LogLine, LogRoom, LogSender},
+    store::Store,
+};
 
 /// The longest a line waits in the writer before it is stored (readers of a live log see it
 /// by then).
@@ -12,10 +15,14 @@ const WRITE_DELAY: Duration = Duration::from_millis(100);
 /// How long a batch of lines the database refuses is retried before it is dropped.
 const WRITE_RETRY_FOR: Duration = Duration::from_secs(30);
 
+/// Bytes of log lines a process holds before they are stored (the channel and the writer's
+/// buffer together); producers of output wait beyond it (`LogSender::send`).
+pub const LOG_BUFFER_BYTES: u32 = 8 * 1024 * 1024;
+
 /// Handle to the log writer task.
 #[derive(Clone)]
 pub struct LogWriter {
-    tx: mpsc::UnboundedSender<LogLine>,
+    tx: LogSender,
     flush_tx: mpsc::Sender<Request>,
 }
 
@@ -30,9 +37,18 @@ enum Request {
 
 impl LogWriter {
     pub fn spawn(store: Store) -> LogWriter {
-        let (tx, mut rx) = mpsc::unbounded_channel::<LogLine>();
+        Self::spawn_with_buffer(store, LOG_BUFFER_BYTES)
+    }
+
+    /// A writer whose producers wait once `buffer_bytes` of lines are waiting to be stored.
+    pub fn spawn_with_buffer(store: Store, buffer_bytes: u32) -> LogWriter {
+        let (raw_tx, mut rx) = mpsc::unbounded_channel::<LogLine>();
+        // The task holds the room, not a sender: the channel closes when the last sender goes.
+        let room = LogRoom::new(buffer_bytes);
+        let tx = LogSender::new(raw_tx, room.clone());
         let (flush_tx, mut flush_rx) = mpsc::channel::<Request>(64);
         tokio::spawn(async move {
+            let store = Stored { store, room };
             let mut buf: Vec<LogLine> = Vec::new();
             // When the oldest unstored line must be written: set by the first line after a
             // write, so a steady trickle of lines is still written every `WRITE_DELAY`.
@@ -70,8 +86,11 @@ impl LogWriter {
                     match r {
                         Request::Flush(w) => waiters.push(w),
                         Request::Take(run_id, reply) => {
-                            let (taken, rest) = buf.drain(..).partition(|l| l.run_id == run_id);
+                            let (mut taken, rest): (Vec<_>, Vec<_>) =
+                                buf.drain(..).partition(|l| l.run_id == run_id);
                             buf = rest;
+                            // Out of the buffer: the finish holds them now.
+                            store.room.release(taken.iter_mut());
                             let _ = reply.send(taken);
                         }
                     }
@@ -103,7 +122,7 @@ impl LogWriter {
         Vec::new()
     }
 
-    pub fn sender(&self) -> mpsc::UnboundedSender<LogLine> {
+    pub fn sender(&self) -> LogSender {
         self.tx.clone()
     }
 
@@ -116,16 +135,35 @@ impl LogWriter {
     }
 }
 
-async fn write(store: &Store, buf: &mut Vec<LogLine>) {
+/// Gives back the written lines' room when dropped.
+struct Release<'a>(&'a LogRoom, usize);
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        self.0.release_bytes(self.1);
+    }
+}
+
+/// The store, and the buffer's room to give back once lines are stored.
+struct Stored {
+    store: Store,
+    room: LogRoom,
+}
+
+async fn write(stored: &Stored, buf: &mut Vec<LogLine>) {
     if buf.is_empty() {
         return;
     }
+    let reserved: usize = buf.iter().map(|l| l.reserved as usize).sum();
     let lines: Vec<_> = buf.drain(..).map(LogLine::into_row).collect();
+    // Stored or dropped below: either way the room is given back after, so the lines being
+    // written count against the buffer too.
+    let _release = Release(&stored.room, reserved);
     // A database that restarts is away for seconds: retried for a while before lines are lost.
     let give_up = tokio::time::Instant::now() + WRITE_RETRY_FOR;
     let mut pause = Duration::from_millis(50);
     for attempt in 0.. {
-        match store.append_logs(lines.clone(), Utc::now()).await {
+        match stored.store.append_logs(lines.clone(), Utc::now()).await {
             Ok(()) => return,
             Err(e) if tokio::time::Instant::now() < give_up => {
                 tracing::warn!(error = %e, attempt, "could not store run log lines; retrying");
@@ -168,13 +206,12 @@ mod tests {
         let writer = LogWriter::spawn(store.clone());
         let tx = writer.sender();
         for i in 0..30 {
-            tx.send(LogLine {
-                run_id: "r".into(),
-                attempt: 1,
-                stream: LogStream::Stdout,
-                message: format!("line {i}"),
-            })
-            .unwrap();
+            tx.send_now(LogLine::new(
+                "r".into(),
+                1,
+                LogStream::Stdout,
+                format!("line {i}"),
+            ));
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         // 600 ms of lines, no flush: the first ones have been due for ~500 ms.
@@ -182,5 +219,41 @@ mod tests {
         assert!(!stored.is_empty(), "nothing stored while lines kept coming");
         writer.flush().await;
         assert_eq!(store.read_logs("r", 0, 100).await.unwrap().len(), 30);
+    }
+
+    /// Room taken by sent lines comes back once they are stored or taken: the buffer does not
+    /// shrink over time, and a producer of more than the buffer holds still gets it all stored.
+    #[tokio::test]
+    async fn stored_and_taken_lines_give_their_room_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(
+            Database::connect_and_migrate(dir.path(), None)
+                .await
+                .unwrap(),
+        );
+        let writer = LogWriter::spawn_with_buffer(store.clone(), 4096);
+        let tx = writer.sender();
+        // 1 MiB through a 4 KiB buffer.
+        for i in 0..1024 {
+            tx.send(LogLine::new(
+                "big".into(),
+                1,
+                LogStream::Stdout,
+                format!("{i:04}{}", "x".repeat(1019)),
+            ))
+            .await;
+        }
+        writer.flush().await;
+        assert_eq!(store.log_bytes("big").await.unwrap(), 1024 * 1024);
+        assert_eq!(tx.room().available(), 4096);
+        tx.send(LogLine::new(
+            "t".into(),
+            1,
+            LogStream::Stdout,
+            "taken".into(),
+        ))
+        .await;
+        assert_eq!(writer.take("t").await.len(), 1);
+        assert_eq!(tx.room().available(), 4096);
     }
 }

@@ -21,7 +21,9 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     egress::EgressClient,
     events::EventBus,
-    handlers::{JobError, JobRunContext, LogLine, LogSink, MetricsSink, Registry, SecretResolver},
+    handlers::{
+        JobError, JobRunContext, LogBudget, LogLine, LogSink, MetricsSink, Registry, SecretResolver,
+    },
     orchestrator::Orchestrator,
     settings::WorkerSettings,
     store::{ClaimedRun, RunClaim, Store},
@@ -359,8 +361,27 @@ impl Engine {
         }
     }
 
-    fn log_sink(&self, run: &JobRun) -> LogSink {
-        LogSink::new(run.id.clone(), run.attempt, self.inner.logs.sender())
+    /// The attempt's log. The run's cap counts what earlier attempts stored (read once, for a
+    /// later attempt only); reading it may fail, and then this attempt gets the whole cap.
+    async fn log_sink(&self, run: &JobRun) -> LogSink {
+        let cap = self.inner.settings.max_log_bytes_per_run;
+        let used = if run.attempt > 1 {
+            match self.inner.store.log_bytes(&run.id).await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(run_id = %run.id, error = %e, "could not read the size of the run's log; this attempt gets the whole cap");
+                    0
+                }
+            }
+        } else {
+            0
+        };
+        LogSink::new(
+            run.id.clone(),
+            run.attempt,
+            self.inner.logs.sender(),
+            Arc::new(LogBudget::new(cap, used)),
+        )
     }
 
     /// Number of attempts executing in this process.
@@ -464,7 +485,7 @@ impl Engine {
         let inner = &self.inner;
         let lease = LeaseDeadline::new(lease_until, inner.store.clock());
         self.run_changed(&run).await;
-        let log = self.log_sink(&run);
+        let log = self.log_sink(&run).await;
         log.info(format!(
             "attempt {} of {} started on {} ({})",
             run.attempt, run.max_attempts, inner.owner, entry_point
@@ -520,6 +541,7 @@ impl Engine {
             }
         };
         heartbeat.abort();
+        log.report_cut();
         // Nothing this attempt resolved may be stored: not in the result, the error or metrics.
         let redactor = log.redactor().clone();
         let outcome = match outcome {
@@ -803,7 +825,7 @@ impl Engine {
                 // Nothing was written: the lines go back to the log writer.
                 let sender = inner.logs.sender();
                 for line in taken {
-                    let _ = sender.send(line);
+                    sender.send_now(line);
                 }
                 tracing::error!(run_id = %run.id, error = %e, "could not record the run's outcome before its lease ended; another worker will run the attempt again")
             }

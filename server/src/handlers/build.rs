@@ -448,22 +448,25 @@ where
             line.extend_from_slice(&chunk[..take]);
             reader.consume(take);
             if complete || line.len() >= MAX_LINE_BYTES {
-                emit(&log, stream, &mut line, &count);
+                emit(&log, stream, &mut line, &count).await;
             }
         }
         if !line.is_empty() {
-            emit(&log, stream, &mut line, &count);
+            emit(&log, stream, &mut line, &count).await;
         }
     }))
 }
 
-fn emit(log: &LogSink, stream: LogStream, line: &mut Vec<u8>, count: &AtomicU64) {
-    log.line(
+/// Hands one line to the log, waiting while the log writer is behind: meanwhile the pipe is
+/// not read, so a command printing faster than the database stores blocks on its writes.
+async fn emit(log: &LogSink, stream: LogStream, line: &mut Vec<u8>, count: &AtomicU64) {
+    log.write(
         stream,
         String::from_utf8_lossy(line)
             .trim_end_matches(['\n', '\r'])
             .to_string(),
-    );
+    )
+    .await;
     line.clear();
     count.fetch_add(1, Ordering::Relaxed);
 }

@@ -253,7 +253,12 @@ pub(crate) fn test_ctx(
         max_attempts: 3,
         timeout: std::time::Duration::from_secs(60),
         cancel: tokio_util::sync::CancellationToken::new(),
-        log: LogSink::new("run-test".to_string(), 1, tx),
+        log: LogSink::new(
+            "run-test".to_string(),
+            1,
+            LogSender::unbounded(tx),
+            std::sync::Arc::new(LogBudget::unlimited()),
+        ),
         metrics: MetricsSink::default(),
         data_dir: data_dir.to_path_buf(),
         // The default policy: loopback test servers are allowed.

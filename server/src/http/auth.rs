@@ -324,11 +324,11 @@ async fn authorize_identified(
 
     let needed: Option<Option<Scope>> = match &matched {
         Some(m) => Some(Some(m.rule.scope)),
-        None if auth.protect_reads && !open && !always_open(&path) => Some(None),
+        None if auth.protects_reads() && !always_open(&path) => Some(None),
         None => None,
     };
     req.extensions_mut()
-        .insert(viewer_of(open, auth.protect_reads, &identity));
+        .insert(viewer_of(open, auth.protects_reads(), &identity));
     let Some(scope) = needed else {
         if let Identity::Valid(p) = identity {
             req.extensions_mut().insert(p);
@@ -345,7 +345,7 @@ async fn authorize_identified(
                     "this request needs a token with scope {}: send Authorization: Bearer <token>",
                     sc.as_str()
                 ),
-                None => "reads are protected on this server: send Authorization: Bearer <token>"
+                None => "reads need a token on this server (any configured token; the operator may open them with --public-reads): send Authorization: Bearer <token>"
                     .to_string(),
             },
         )),
@@ -870,7 +870,7 @@ impl utoipa::Modify for SecurityAddon {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("An operator token (SWITCHYARD_OPERATOR_TOKENS or a token file; at least 32 characters), or the pages' sign-in session cookie (switchyard_session, or __Host-switchyard_session over HTTPS: a server-side session opened by POST /auth/sign-in, never the token itself; it expires after SWITCHYARD_SESSION_TTL_MS, 12 h by default, and POST /auth/sign-out ends it). Sign-in attempts are limited per client address (429 rate_limited with Retry-After). Scopes: jobs:write, jobs:run, jobs:exec, workflows:write, workflows:run, services:write, secrets:write, secrets:use, admin (implies all). jobs:exec and secrets:use are checked from a request's content on top of the route's scope (403 forbidden naming them): jobs:exec for job definitions that execute commands and for definition-only parameters (repository-build's command, env, checkout) in workflow steps; secrets:use for secret references in a caller's run parameters, definitions carrying secret references, a changed destination of a job whose defaults carry secrets, and a service's baseUrl or headers. Listing secrets (GET /api/secrets, key names only) needs secrets:write too; GET /api/audit-logs needs admin. Other reads are open unless SWITCHYARD_PROTECT_READS=true, then any valid token. With no tokens configured the server runs in open local mode (no token needed, loopback only)."))
+                    .description(Some("An operator token (SWITCHYARD_OPERATOR_TOKENS or a token file; at least 32 characters), or the pages' sign-in session cookie (switchyard_session, or __Host-switchyard_session over HTTPS: a server-side session opened by POST /auth/sign-in, never the token itself; it expires after SWITCHYARD_SESSION_TTL_MS, 12 h by default, and POST /auth/sign-out ends it). Sign-in attempts are limited per client address (429 rate_limited with Retry-After). Scopes: jobs:write, jobs:run, jobs:exec, workflows:write, workflows:run, services:write, secrets:write, secrets:use, admin (implies all). jobs:exec and secrets:use are checked from a request's content on top of the route's scope (403 forbidden naming them): jobs:exec for job definitions that execute commands and for definition-only parameters (repository-build's command, env, checkout) in workflow steps; secrets:use for secret references in a caller's run parameters, definitions carrying secret references, a changed destination of a job whose defaults carry secrets, and a service's baseUrl or headers. Listing secrets (GET /api/secrets, key names only) needs secrets:write too; GET /api/audit-logs needs admin. Other reads need any valid token when tokens are configured, unless the server runs with SWITCHYARD_PUBLIC_READS=true (--public-reads), which opens them. With no tokens configured the server runs in open local mode (no token needed, loopback only)."))
                     .build(),
             ),
         );

@@ -4,6 +4,7 @@ pub mod assets;
 pub mod auth;
 pub mod error;
 pub mod jobs;
+pub mod limits;
 pub mod metrics;
 pub mod secrets;
 pub mod stream;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub metrics: crate::metrics::Metrics,
     /// Sign-in sessions and the sign-in rate limit.
     pub sessions: crate::sessions::Sessions,
+    /// Connection limits, list offsets and the request timeout (`http::limits`).
+    pub limits: std::sync::Arc<limits::Limits>,
 }
 
 impl AppState {
@@ -327,8 +330,14 @@ pub fn router(state: AppState, max_body_bytes: usize, hosts: HostPolicy) -> Rout
                 .put(secrets::put_secret)
                 .delete(secrets::delete_secret),
         )
-        .fallback(api_not_found);
+        .fallback(api_not_found)
+        // Lists page by cursor past the offset bound.
+        .layer(middleware::from_fn_with_state(
+            state.limits.clone(),
+            limits::bound_offset,
+        ));
     let leptos_options = state.leptos.clone();
+    let limits_state = state.limits.clone();
     let metrics_state = state.metrics.clone();
     let metrics_page = app::metrics_page::MetricsHandle(std::sync::Arc::new(state.metrics.clone()));
     let routes = route_list();
@@ -370,6 +379,11 @@ pub fn router(state: AppState, max_body_bytes: usize, hosts: HostPolicy) -> Rout
         .layer(middleware::from_fn(json_errors))
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
         .layer(CatchPanicLayer::custom(panic_response))
+        // Every request must start its response in time (streams then go on).
+        .layer(middleware::from_fn_with_state(
+            limits_state,
+            limits::request_timeout,
+        ))
         // Outermost but for tracing: a request for a foreign Host reaches nothing else.
         .layer(middleware::from_fn_with_state(
             std::sync::Arc::new(hosts),

@@ -1,21 +1,73 @@
 //! Streaming endpoints: the SSE event stream (`GET /api/events`) with replay from
-//! `Last-Event-ID`, and run logs (`GET /api/job-runs/:id/logs`, `?follow=true`).
-use std::{collections::HashMap, convert::Infallible, sync::Arc, time::Duration};
+//! `Last-Event-ID` (at most `--max-replay-events`), and run logs (`GET /api/job-runs/:id/logs`,
+//! `?tail=N`, `?after=<line id>`, `?follow=true`), streamed from the database in batches. Both
+//! kinds of long-lived connection are counted per client and in total (`http::limits`).
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::Duration,
+};
 
 use axum::{
     body::Body,
-    extract::{Path, Query, State},
-    http::{HeaderMap, StatusCode, header},
+    extract::{ConnectInfo, FromRequestParts, Path, Query, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts},
     response::{
         IntoResponse, Response,
         sse::{Event, KeepAlive, Sse},
     },
 };
 use futures::{StreamExt, stream};
-use tokio::sync::broadcast::error::RecvError;
+use serde_json::json;
+use tokio::sync::broadcast::{self, error::RecvError};
 
-use super::{AppState, error::ApiError};
-use crate::{domain::Problems, store::StoredEvent};
+use super::{
+    AppState,
+    error::ApiError,
+    limits::{ConnectionPermit, with_retry_after},
+};
+use crate::{
+    domain::Problems,
+    store::{Store, StoredEvent},
+};
+
+/// The event type of the first event of a replay that was cut short.
+pub const TRUNCATED_EVENT: &str = "stream.truncated";
+
+/// Lines read from the database per batch of a log response.
+const LOG_BATCH: u64 = 1000;
+
+/// The most lines `?tail=` asks for.
+const MAX_TAIL: u64 = 100_000;
+
+/// How often a follow looks for new lines of a running run.
+const FOLLOW_POLL: Duration = Duration::from_millis(250);
+
+/// How long a follow of a run that has not started waits for its events before it looks at
+/// the run again (a safety net: the bus wakes it when the run changes).
+const FOLLOW_IDLE_CHECK: Duration = Duration::from_secs(60);
+
+/// The response header naming the id of the last line a (non-follow) log response holds:
+/// pass it as `?after=` to read only what came since.
+pub const LAST_LINE_HEADER: &str = "switchyard-last-line-id";
+
+/// The client's address (the TCP peer), if the server recorded it.
+pub struct ClientAddr(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip()),
+        ))
+    }
+}
 
 /// A topic filter: exact types or prefixes ending in `*` (`job.run.*`).
 #[derive(Clone, Debug)]
@@ -50,13 +102,31 @@ fn sse_event(ev: &StoredEvent) -> Event {
         .data(ev.payload.to_string())
 }
 
+/// The first event of a replay cut at `max` events: the client missed more than it can be
+/// sent and must reload its state; the stream goes on from `resume_after`.
+fn truncated_event(last_id: i64, resume_after: i64, max: u64) -> Event {
+    let message = format!(
+        "more than {max} events followed event {last_id} (--max-replay-events): only the newest {max} are replayed; reload what you show, the stream goes on from event {resume_after}"
+    );
+    let data = json!({"type": TRUNCATED_EVENT, "data": {
+        "lastEventId": last_id, "resumeAfter": resume_after, "maxReplay": max, "message": message}});
+    Event::default()
+        .id(resume_after.to_string())
+        .event(TRUNCATED_EVENT)
+        .data(data.to_string())
+}
+
 /// `GET /api/events`
 #[utoipa::path(get, path = "/api/events", tag = "events", params(
         ("topics" = Option<String>, Query, description = "comma-separated types or prefixes with *, e.g. job.run.*"),
-        ("Last-Event-ID" = Option<String>, Header, description = "replay events after this id")),
-    responses((status = 200, description = "text/event-stream; data: {\"type\", \"data\"}", content_type = "text/event-stream")))]
+        ("Last-Event-ID" = Option<String>, Header, description = "replay events after this id (at most --max-replay-events of them; when more were missed the stream starts with a stream.truncated event: reload)")),
+    responses((status = 200, description = "text/event-stream; data: {\"type\", \"data\"}", content_type = "text/event-stream"),
+              (status = 400, body = app::wire::ErrorBody),
+              (status = 429, body = app::wire::ErrorBody, description = "this client holds --max-sse-per-client streams (Retry-After)"),
+              (status = 503, body = app::wire::ErrorBody, description = "the server holds --max-sse-total streams (Retry-After)")))]
 pub async fn events(
     State(s): State<AppState>,
+    ClientAddr(client): ClientAddr,
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
@@ -79,26 +149,43 @@ pub async fn events(
             }
         },
     };
+    let permit = match s.limits.streams.acquire(client) {
+        Ok(p) => p,
+        Err(e) => return Ok(with_retry_after(e)),
+    };
     let topics = Topics::parse(q.get("topics"));
     // Subscribe before reading the backlog so nothing falls between the two.
     let rx = s.bus.subscribe();
-    // Without Last-Event-ID a client gets what happens from now on.
-    let start = match last_id {
-        Some(id) => id,
-        None => s
+    let store_err = |e| ApiError::from(crate::service::ServiceError::from(e));
+    // Without Last-Event-ID a client gets what happens from now on; with one, at most the
+    // newest `replay_events` of what it missed.
+    let max = s.limits.settings.replay_events;
+    let (start, truncated) = match last_id {
+        Some(id) => match s
             .jobs
             .store()
-            .last_event_id()
+            .replay_start(id, max)
             .await
-            .map_err(|e| ApiError::from(crate::service::ServiceError::from(e)))?,
+            .map_err(store_err)?
+        {
+            Some(resume) => (resume, Some(truncated_event(id, resume, max))),
+            None => (id, None),
+        },
+        None => (
+            s.jobs.store().last_event_id().await.map_err(store_err)?,
+            None,
+        ),
     };
     struct St {
         bus: crate::events::EventBus,
-        rx: tokio::sync::broadcast::Receiver<Arc<StoredEvent>>,
+        rx: broadcast::Receiver<Arc<StoredEvent>>,
         sent: i64,
         backlog: std::collections::VecDeque<StoredEvent>,
         replaying: bool,
         topics: Topics,
+        first: Option<Event>,
+        // Held for the stream's life: its place among the open streams.
+        _permit: ConnectionPermit,
     }
     let state = St {
         bus: s.bus.clone(),
@@ -107,8 +194,13 @@ pub async fn events(
         backlog: Default::default(),
         replaying: last_id.is_some(),
         topics,
+        first: truncated,
+        _permit: permit,
     };
     let stream = stream::unfold(state, |mut st| async move {
+        if let Some(first) = st.first.take() {
+            return Some((Ok::<_, Infallible>(first), st));
+        }
         loop {
             if let Some(ev) = st.backlog.pop_front() {
                 st.sent = ev.id;
@@ -146,72 +238,238 @@ pub async fn events(
             }
         }
     });
-    Ok(Sse::new(stream)
+    Ok(Sse::new(stream.fuse())
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
 }
 
-/// `GET /api/job-runs/:id/logs`
-#[utoipa::path(get, path = "/api/job-runs/{id}/logs", tag = "runs", params(("id" = String, Path),
-        ("follow" = Option<bool>, Query, description = "stream until the run ends")),
-    responses((status = 200, description = "the run log as text", content_type = "text/plain")))]
-pub async fn logs(
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Result<Response, ApiError> {
+/// The query of a log request.
+struct LogQuery {
+    follow: bool,
+    tail: Option<u64>,
+    after: i64,
+}
+
+fn log_query(q: &HashMap<String, String>) -> Result<LogQuery, ApiError> {
+    let mut p = Problems::new();
     let follow = match q.get("follow").map(String::as_str) {
         None | Some("false") | Some("0") => false,
         Some("true") | Some("1") | Some("") => true,
         Some(_) => {
-            let mut p = Problems::new();
             p.add("/query/follow", "must be true or false");
-            return Err(ApiError::invalid_request(p));
+            false
         }
     };
-    let text_plain = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
-    if !follow {
-        return Ok((StatusCode::OK, text_plain, s.jobs.run_log(&id).await?).into_response());
-    }
-    let id = s.jobs.get_run(&id).await?.id;
-    let store = s.jobs.store().clone();
-    let jobs = s.jobs.clone();
-    let body = stream::unfold((0i64, false), move |(after, done)| {
-        let store = store.clone();
-        let jobs = jobs.clone();
-        let id = id.clone();
-        async move {
-            if done {
-                return None;
+    let tail = match q.get("tail") {
+        None => None,
+        Some(v) => match v.trim().parse::<u64>() {
+            Ok(n) if (1..=MAX_TAIL).contains(&n) => Some(n),
+            _ => {
+                p.add(
+                    "/query/tail",
+                    format!("must be a number of lines from 1 to {MAX_TAIL}"),
+                );
+                None
             }
-            let mut first = true;
-            loop {
-                if !first {
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-                first = false;
-                // Read the status before the lines: lines written before the run ended are then
-                // all visible to the read that follows.
-                let ended = matches!(jobs.get_run(&id).await, Ok(r) if r.status.is_terminal());
-                let batch = match store.read_logs(&id, after, 1000).await {
-                    Ok(b) => b,
-                    Err(_) => return None,
-                };
-                if !batch.is_empty() {
-                    let next = batch.last().map(|l| l.id).unwrap_or(after);
-                    let chunk: String = batch.iter().map(crate::store::format_log_line).collect();
-                    return Some((Ok::<_, Infallible>(chunk), (next, false)));
-                }
-                if ended {
-                    return None;
+        },
+    };
+    let after = match q.get("after") {
+        None => 0,
+        Some(v) => {
+            match v.trim().parse::<i64>() {
+                Ok(n) if n >= 0 => n,
+                _ => {
+                    p.add(
+                    "/query/after",
+                    format!("must be a line id (the {LAST_LINE_HEADER} header of an earlier response)"),
+                );
+                    0
                 }
             }
         }
-    });
+    };
+    p.finish(LogQuery {
+        follow,
+        tail,
+        after,
+    })
+    .map_err(ApiError::invalid_request)
+}
+
+/// `GET /api/job-runs/:id/logs`
+#[utoipa::path(get, path = "/api/job-runs/{id}/logs", tag = "runs", params(("id" = String, Path),
+        ("follow" = Option<bool>, Query, description = "stream until the run ends (a run that has not started is waited for, not polled)"),
+        ("tail" = Option<u64>, Query, description = "only the last N lines (1..100000), of those after `after`"),
+        ("after" = Option<i64>, Query, description = "only lines after this line id (the switchyard-last-line-id header of an earlier response)")),
+    responses((status = 200, description = "the run log as text, streamed; without follow, the switchyard-last-line-id header names its last line", content_type = "text/plain"),
+              (status = 400, body = app::wire::ErrorBody), (status = 404, body = app::wire::ErrorBody),
+              (status = 429, body = app::wire::ErrorBody, description = "this client holds --max-log-followers-per-client follows (Retry-After)"),
+              (status = 503, body = app::wire::ErrorBody, description = "the server holds --max-log-followers follows (Retry-After)")))]
+pub async fn logs(
+    State(s): State<AppState>,
+    ClientAddr(client): ClientAddr,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let query = log_query(&q)?;
+    let run = s.jobs.get_run(&id).await?;
+    let store = s.jobs.store().clone();
+    let store_err = |e| ApiError::from(crate::service::ServiceError::from(e));
+    let start = match query.tail {
+        Some(n) => store
+            .log_tail_start(&run.id, query.after, n)
+            .await
+            .map_err(store_err)?,
+        None => query.after,
+    };
+    let text_plain = (
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if !query.follow {
+        // Exactly the lines stored now: up to the newest, named in the header.
+        let last = store.last_log_id(&run.id).await.map_err(store_err)?;
+        let body = read_range(store, run.id, start, last);
+        let mut res = (StatusCode::OK, [text_plain], Body::from_stream(body)).into_response();
+        res.headers_mut()
+            .insert(LAST_LINE_HEADER, HeaderValue::from(last.max(query.after)));
+        return Ok(res);
+    }
+    let permit = match s.limits.followers.acquire(client) {
+        Ok(p) => p,
+        Err(e) => return Ok(with_retry_after(e)),
+    };
+    // Subscribed before the first look at the run, so its start cannot fall in between.
+    let rx = s.bus.subscribe();
+    let body = follow(store, rx, run.id, start, permit);
     // A stream: each chunk must reach the client as it comes, so no compression on the way.
     let streaming = [
-        (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
-        (header::CACHE_CONTROL, "no-cache, no-transform"),
+        text_plain,
+        (
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-cache, no-transform"),
+        ),
     ];
-    Ok((StatusCode::OK, streaming, Body::from_stream(body.boxed())).into_response())
+    Ok((StatusCode::OK, streaming, Body::from_stream(body)).into_response())
+}
+
+/// Lines after `after` up to and including `last`, in batches.
+fn read_range(
+    store: Store,
+    run_id: String,
+    after: i64,
+    last: i64,
+) -> impl futures::Stream<Item = Result<String, Infallible>> + Send + 'static {
+    stream::unfold(after, move |after| {
+        let store = store.clone();
+        let run_id = run_id.clone();
+        async move {
+            if after >= last {
+                return None;
+            }
+            let batch = match store.read_logs(&run_id, after, LOG_BATCH).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(run_id, error = %e, "reading a run log failed; the response ends early");
+                    return None;
+                }
+            };
+            let lines: Vec<_> = batch.iter().filter(|l| l.id <= last).collect();
+            let next = lines.last()?.id;
+            let chunk: String = lines
+                .into_iter()
+                .map(crate::store::format_log_line)
+                .collect();
+            Some((Ok(chunk), next))
+        }
+    })
+    // Layers around the body (compression) may poll it again after its end.
+    .fuse()
+}
+
+/// A follow: what is stored after `after`, then new lines as they are stored, until the run
+/// ends. A running run is looked at every `FOLLOW_POLL`; one that has not started (pending,
+/// also between attempts) is not polled: the follow waits for the run's next event on the bus.
+fn follow(
+    store: Store,
+    rx: broadcast::Receiver<Arc<StoredEvent>>,
+    run_id: String,
+    after: i64,
+    permit: ConnectionPermit,
+) -> impl futures::Stream<Item = Result<String, Infallible>> + Send + 'static {
+    struct St {
+        store: Store,
+        rx: broadcast::Receiver<Arc<StoredEvent>>,
+        run_id: String,
+        after: i64,
+        done: bool,
+        _permit: ConnectionPermit,
+    }
+    let state = St {
+        store,
+        rx,
+        run_id,
+        after,
+        done: false,
+        _permit: permit,
+    };
+    stream::unfold(state, |mut st| async move {
+        if st.done {
+            return None;
+        }
+        loop {
+            // The status before the lines: lines written before the run ended are then all
+            // visible to the read that follows.
+            let status = match st.store.get_run(&st.run_id).await {
+                Ok(Some(run)) => run.status,
+                Ok(None) => return None,
+                Err(e) => {
+                    tracing::warn!(run_id = st.run_id, error = %e, "following a run log failed; the response ends");
+                    return None;
+                }
+            };
+            let batch = match st.store.read_logs(&st.run_id, st.after, LOG_BATCH).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(run_id = st.run_id, error = %e, "following a run log failed; the response ends");
+                    return None;
+                }
+            };
+            if let Some(last) = batch.last() {
+                st.after = last.id;
+                st.done = status.is_terminal() && (batch.len() as u64) < LOG_BATCH;
+                let chunk: String = batch.iter().map(crate::store::format_log_line).collect();
+                return Some((Ok(chunk), st));
+            }
+            if status.is_terminal() {
+                return None;
+            }
+            if status == app::wire::RunStatus::Pending {
+                wait_for_run(&mut st.rx, &st.run_id).await;
+            } else {
+                tokio::time::sleep(FOLLOW_POLL).await;
+            }
+        }
+    })
+    .fuse()
+}
+
+/// Waits until the bus carries an event about run `run_id` (or events were missed, or
+/// `FOLLOW_IDLE_CHECK` passed): the only wake-ups of a follow whose run has not started.
+async fn wait_for_run(rx: &mut broadcast::Receiver<Arc<StoredEvent>>, run_id: &str) {
+    let _ = tokio::time::timeout(FOLLOW_IDLE_CHECK, async {
+        loop {
+            match rx.recv().await {
+                Ok(ev) => {
+                    if ev.payload.pointer("/data/run/id").and_then(|v| v.as_str()) == Some(run_id) {
+                        return;
+                    }
+                }
+                Err(RecvError::Lagged(_)) => return,
+                // Shutting down: the timeout ends the wait.
+                Err(RecvError::Closed) => std::future::pending::<()>().await,
+            }
+        }
+    })
+    .await;
 }

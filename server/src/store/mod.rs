@@ -977,6 +977,62 @@ impl Store {
             .collect())
     }
 
+    /// Bytes stored in a run's log (each line's message and its newline): what earlier
+    /// attempts took of the run's cap.
+    pub async fn log_bytes(&self, run_id: &str) -> StoreResult<u64> {
+        #[derive(FromQueryResult)]
+        struct Row {
+            n: Option<i64>,
+        }
+        let (backend, sql) = if self.db.is_postgres() {
+            (
+                sea_orm::DatabaseBackend::Postgres,
+                "SELECT CAST(SUM(octet_length(message) + 1) AS BIGINT) AS n FROM job_run_logs WHERE run_id = $1",
+            )
+        } else {
+            (
+                sea_orm::DatabaseBackend::Sqlite,
+                "SELECT SUM(length(CAST(message AS BLOB)) + 1) AS n FROM job_run_logs WHERE run_id = ?",
+            )
+        };
+        let stmt = sea_orm::Statement::from_sql_and_values(backend, sql, [run_id.into()]);
+        let row = Row::find_by_statement(stmt).one(self.conn()).await?;
+        Ok(row.and_then(|r| r.n).unwrap_or(0).max(0) as u64)
+    }
+
+    /// The id of a run's newest stored log line (0 when it has none).
+    pub async fn last_log_id(&self, run_id: &str) -> StoreResult<i64> {
+        Ok(job_run_log::Entity::find()
+            .select_only()
+            .column(job_run_log::Column::Id)
+            .filter(job_run_log::Column::RunId.eq(run_id))
+            .order_by_desc(job_run_log::Column::Id)
+            .into_tuple::<i64>()
+            .one(self.conn())
+            .await?
+            .unwrap_or(0))
+    }
+
+    /// Where the last `lines` lines after line `after` begin: the id to read after (`after`
+    /// itself when there are no more than `lines`). One index range read from the end.
+    pub async fn log_tail_start(&self, run_id: &str, after: i64, lines: u64) -> StoreResult<i64> {
+        if lines == 0 {
+            return self.last_log_id(run_id).await.map(|last| last.max(after));
+        }
+        Ok(job_run_log::Entity::find()
+            .select_only()
+            .column(job_run_log::Column::Id)
+            .filter(job_run_log::Column::RunId.eq(run_id))
+            .filter(job_run_log::Column::Id.gt(after))
+            .order_by_desc(job_run_log::Column::Id)
+            .offset(lines)
+            .limit(1)
+            .into_tuple::<i64>()
+            .one(self.conn())
+            .await?
+            .unwrap_or(after))
+    }
+
     // ---- events ----
 
     /// Appends events in the given order, in one statement.
@@ -1015,6 +1071,22 @@ impl Store {
                 payload: m.payload,
             })
             .collect())
+    }
+
+    /// When more than `max` events follow event `after`: the id after which the newest `max`
+    /// of them begin (a replay capped at `max` starts there). `None` when `max` or fewer
+    /// follow. One index range read from the end.
+    pub async fn replay_start(&self, after: i64, max: u64) -> StoreResult<Option<i64>> {
+        event::Entity::find()
+            .select_only()
+            .column(event::Column::Id)
+            .filter(event::Column::Id.gt(after))
+            .order_by_desc(event::Column::Id)
+            .offset(max)
+            .limit(1)
+            .into_tuple::<i64>()
+            .one(self.conn())
+            .await
     }
 
     pub async fn last_event_id(&self) -> StoreResult<i64> {

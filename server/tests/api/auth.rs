@@ -35,16 +35,20 @@ pub fn prefix(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))[..12].to_string()
 }
 
-async fn spawn_secured(protect_reads: bool) -> TestApp {
+/// Tokens configured; reads need one unless `public_reads` (`--public-reads`).
+async fn spawn_secured(public_reads: bool) -> TestApp {
     let db = TestDb::new().await;
     let mut settings = test_settings(&db);
     settings.auth = AuthSettings {
         tokens: OperatorTokens::parse(&tokens_json()).expect("token config"),
-        protect_reads,
+        public_reads,
         ..AuthSettings::default()
     };
     spawn_app_with(db, settings).await
 }
+
+const PUBLIC: bool = true;
+const PROTECTED: bool = false;
 
 pub fn no_redirects() -> reqwest::Client {
     reqwest::Client::builder()
@@ -138,7 +142,7 @@ async fn check(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_protected_endpoint_answers_401_403_and_2xx() {
-    let app = spawn_secured(false).await;
+    let app = spawn_secured(PUBLIC).await;
     let post = Method::POST;
     let patch = Method::PATCH;
 
@@ -453,7 +457,7 @@ async fn every_protected_endpoint_answers_401_403_and_2xx() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protect_reads_guards_reads_the_event_stream_and_pages() {
-    let app = spawn_secured(true).await;
+    let app = spawn_secured(PROTECTED).await;
     for path in [
         "/api/jobs",
         "/api/job-runs",
@@ -607,7 +611,7 @@ async fn open_local_mode_allows_everything_as_local_and_audits_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_audit_api_filters_and_pages() {
-    let app = spawn_secured(false).await;
+    let app = spawn_secured(PUBLIC).await;
     let job = json!({"slug": "audited", "name": "A", "entryPoint": "builtin:noop"});
     call(&app, Method::POST, "/api/jobs", Some(WRITER), Some(&job)).await;
     call(&app, Method::POST, "/api/jobs", None, Some(&job)).await;
@@ -771,7 +775,7 @@ pub async fn sign_in(app: &TestApp, token: &str, origin: Option<&str>) -> reqwes
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_cookie_csrf_and_server_functions() {
-    let app = spawn_secured(false).await;
+    let app = spawn_secured(PUBLIC).await;
     let origin = app.address.clone();
     app.client
         .post(app.url("/api/jobs"))

@@ -38,6 +38,8 @@ async fn spawn_secured() -> TestApp {
     ]);
     settings.auth = AuthSettings {
         tokens: OperatorTokens::parse(&tokens.to_string()).expect("token config"),
+        // These tests are about what writes may contain; they read without a token.
+        public_reads: true,
         ..AuthSettings::default()
     };
     spawn_app_with(db, settings).await

@@ -443,7 +443,8 @@ async fn a_build_dies_with_its_worker_process() {
 async fn dropping_a_running_build_stops_everything_it_started() {
     use server::{
         handlers::{
-            EnvSecrets, JobRunContext, LogSink, MetricsSink, NoServices, REPOSITORY_BUILD, Registry,
+            EnvSecrets, JobRunContext, LogBudget, LogSender, LogSink, MetricsSink, NoServices,
+            REPOSITORY_BUILD, Registry,
         },
         sandbox::{BuildSandbox, BuildUser},
     };
@@ -473,7 +474,12 @@ async fn dropping_a_running_build_stops_everything_it_started() {
         max_attempts: 1,
         timeout: Duration::from_secs(60),
         cancel: tokio_util::sync::CancellationToken::new(),
-        log: LogSink::new("dropped".to_string(), 1, tx),
+        log: LogSink::new(
+            "dropped".to_string(),
+            1,
+            LogSender::unbounded(tx),
+            std::sync::Arc::new(LogBudget::unlimited()),
+        ),
         metrics: MetricsSink::default(),
         data_dir: data.path().to_path_buf(),
         http: server::egress::EgressClient::build(

@@ -353,7 +353,7 @@ impl WorkerProcess {
 
     /// With extra environment variables (such as secrets the worker resolves).
     pub fn spawn_with_env(db: &TestDb, name: &str, env: &[(&str, &str)]) -> WorkerProcess {
-        WorkerProcess::spawn_with(db, name, env, 2000)
+        WorkerProcess::spawn_with_args(db, name, env, &[])
     }
 
     /// With extra environment variables and a lease of `lease_ms`.
@@ -362,6 +362,18 @@ impl WorkerProcess {
         name: &str,
         env: &[(&str, &str)],
         lease_ms: u64,
+    ) -> WorkerProcess {
+        let lease = lease_ms.to_string();
+        WorkerProcess::spawn_with_args(db, name, env, &["--lease-ms", &lease])
+    }
+
+    /// With extra environment variables and `worker` arguments (a `--lease-ms` among them
+    /// replaces the default 2000).
+    pub fn spawn_with_args(
+        db: &TestDb,
+        name: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
     ) -> WorkerProcess {
         let log = db.data_dir().join(format!("{name}.log"));
         let out = std::fs::File::create(&log).expect("worker log file");
@@ -374,9 +386,11 @@ impl WorkerProcess {
         if let Some(url) = &db.url {
             cmd.arg("--database-url").arg(url);
         }
-        cmd.args(["worker", "--workers", "1", "--poll-ms", "50"])
-            .arg("--lease-ms")
-            .arg(lease_ms.to_string())
+        cmd.args(["worker", "--workers", "1", "--poll-ms", "50"]);
+        if !args.contains(&"--lease-ms") {
+            cmd.args(["--lease-ms", "2000"]);
+        }
+        cmd.args(args)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out)
@@ -393,6 +407,18 @@ impl WorkerProcess {
 
     pub fn output(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A memory figure of the process from `/proc/<pid>/status` (`VmRSS`, `VmHWM`: the peak
+    /// resident size), in KiB.
+    pub fn memory_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc/{}/status", self.child.id()))
     }
 }
 

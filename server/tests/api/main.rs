@@ -10,6 +10,7 @@ mod contract;
 mod durability;
 mod egress;
 mod engine;
+mod limits;
 mod migrations;
 mod operations;
 mod pages;

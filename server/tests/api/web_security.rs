@@ -312,7 +312,6 @@ async fn the_session_cookie_holds_no_token_and_sign_out_revokes_it() {
 async fn an_expired_session_is_refused() {
     let app = spawn_secured_with(|auth| {
         auth.session_ttl = Duration::from_secs(1);
-        auth.protect_reads = true;
     })
     .await;
     let page = |cookie: String| {
