@@ -138,6 +138,24 @@ impl JobService {
         Ok(self.store.list_jobs().await?)
     }
 
+    /// A page of job definitions, newest first (`GET /api/jobs`).
+    pub async fn page_jobs(
+        &self,
+        filter: &crate::store::CatalogFilter,
+    ) -> ServiceResult<crate::store::Page<JobDefinition>> {
+        Ok(self.store.page_jobs(filter).await?)
+    }
+
+    /// A page of a job's versions, newest first (`GET /api/jobs/:slug/versions`).
+    pub async fn page_job_versions(
+        &self,
+        slug: &str,
+        page: &crate::store::PageRequest,
+    ) -> ServiceResult<crate::store::Page<JobDefinitionVersion>> {
+        let job = self.get_job(slug).await?;
+        Ok(self.store.page_job_versions(&job.slug, page).await?)
+    }
+
     pub async fn job_versions(&self, slug: &str) -> ServiceResult<Vec<JobDefinitionVersion>> {
         let job = self.get_job(slug).await?;
         Ok(self.store.job_versions(&job.slug).await?)

@@ -228,6 +228,35 @@ impl WorkflowService {
         Ok(self.store.list_workflows().await?)
     }
 
+    /// A page of workflow definitions, newest first (`GET /api/workflows`).
+    pub async fn page_workflows(
+        &self,
+        filter: &crate::store::CatalogFilter,
+    ) -> ServiceResult<crate::store::Page<WorkflowDefinition>> {
+        Ok(self.store.page_workflows(filter).await?)
+    }
+
+    /// A page of services, newest first (`GET /api/services`).
+    pub async fn page_services(
+        &self,
+        filter: &crate::store::CatalogFilter,
+    ) -> ServiceResult<crate::store::Page<Service>> {
+        Ok(self.store.page_services(filter).await?)
+    }
+
+    /// A page of a workflow's versions, newest first (`GET /api/workflows/:slug/versions`).
+    pub async fn page_workflow_versions(
+        &self,
+        slug: &str,
+        page: &crate::store::PageRequest,
+    ) -> ServiceResult<crate::store::Page<WorkflowDefinitionVersion>> {
+        let workflow = self.get_workflow(slug).await?;
+        Ok(self
+            .store
+            .page_workflow_versions(&workflow.slug, page)
+            .await?)
+    }
+
     pub async fn workflow_versions(
         &self,
         slug: &str,

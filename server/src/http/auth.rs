@@ -840,7 +840,7 @@ fn audit_filter(q: &HashMap<String, String>) -> Result<AuditFilter, Problems> {
     let since = time("since");
     let until = time("until");
     // The audit log pages by keyset only: `offset` is reported above as unknown.
-    let (limit, _, cursor) = super::jobs::paging(q, &mut p);
+    let (limit, _, cursor) = super::lists::paging(q, &mut p);
     p.finish(AuditFilter {
         actions: list(q.get("action")),
         subject: q

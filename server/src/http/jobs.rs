@@ -1,7 +1,7 @@
 //! Job definition and job run endpoints (api.md "Job definitions", "Job runs").
 use std::collections::HashMap;
 
-use app::wire::{JobDefinition, JobDefinitionVersion, JobRun, JobWithRuns, ListMeta, RunStatus};
+use app::wire::{JobDefinition, JobDefinitionVersion, JobRun, JobWithRuns, RunStatus};
 use axum::{
     Json,
     extract::{Extension, Path, Query, State},
@@ -13,6 +13,7 @@ use serde_json::json;
 use super::{
     AppState,
     error::{ApiError, ApiJson},
+    lists::{catalog_filter, list_page, version_paging},
 };
 use crate::{
     domain::{Problems, auth::Principal},
@@ -28,9 +29,12 @@ fn data<T: serde::Serialize>(status: StatusCode, value: T) -> Response {
 /// `GET /api/jobs`
 #[utoipa::path(get, path = "/api/jobs", tag = "jobs",
     responses((status = 200, description = "All job definitions, by slug", body = Vec<JobDefinition>)))]
-pub async fn list_jobs(State(s): State<AppState>) -> ApiResult {
-    let jobs = s.jobs.list_jobs().await?;
-    Ok(data(StatusCode::OK, jobs))
+pub async fn list_jobs(
+    State(s): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let f = catalog_filter(&q, None)?;
+    Ok(list_page(s.jobs.page_jobs(&f).await?, &f.page))
 }
 
 /// `POST /api/jobs`: create (201) or replace with the same or a higher version (200).
@@ -87,8 +91,16 @@ pub async fn delete_job(State(s): State<AppState>, Path(slug): Path<String>) -> 
 /// `GET /api/jobs/:slug/versions`
 #[utoipa::path(get, path = "/api/jobs/{slug}/versions", tag = "jobs", params(("slug" = String, Path)),
     responses((status = 200, body = Vec<JobDefinitionVersion>)))]
-pub async fn job_versions(State(s): State<AppState>, Path(slug): Path<String>) -> ApiResult {
-    Ok(data(StatusCode::OK, s.jobs.job_versions(&slug).await?))
+pub async fn job_versions(
+    State(s): State<AppState>,
+    Path(slug): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let page = version_paging(&q)?;
+    Ok(list_page(
+        s.jobs.page_job_versions(&slug, &page).await?,
+        &page,
+    ))
 }
 
 /// `POST /api/jobs/:slug/run`: 202 with the new run; a repeated idempotency key answers with
@@ -109,32 +121,7 @@ pub async fn run_job(
     Ok(data(StatusCode::ACCEPTED, run))
 }
 
-/// The paging parameters of every list (`limit`, default 20, at most 100; `offset`; `cursor`);
-/// problems go to `p`.
-pub fn paging(q: &HashMap<String, String>, p: &mut Problems) -> (u64, u64, Option<String>) {
-    let mut limit = 20;
-    let mut offset = 0;
-    let mut cursor = None;
-    if let Some(v) = q.get("limit") {
-        match v.parse::<u64>() {
-            Ok(n) if (1..=100).contains(&n) => limit = n,
-            _ => p.add("/query/limit", "must be an integer from 1 to 100"),
-        }
-    }
-    if let Some(v) = q.get("offset") {
-        match v.parse::<u64>() {
-            Ok(n) => offset = n,
-            _ => p.add("/query/offset", "must be a non-negative integer"),
-        }
-    }
-    if let Some(v) = q.get("cursor").filter(|v| !v.is_empty()) {
-        match uuid::Uuid::parse_str(v) {
-            Ok(id) => cursor = Some(id.to_string()),
-            Err(_) => p.add("/query/cursor", "must be a cursor from meta.nextCursor"),
-        }
-    }
-    (limit, offset, cursor)
-}
+pub use super::lists::paging;
 
 /// Parses list query parameters: limit, offset, cursor, status, q.
 pub fn run_filter(q: &HashMap<String, String>) -> Result<RunFilter, ApiError> {
@@ -168,17 +155,19 @@ pub fn run_filter(q: &HashMap<String, String>) -> Result<RunFilter, ApiError> {
 }
 
 fn run_page(page: crate::store::RunPage, f: &RunFilter) -> Response {
-    let meta = ListMeta {
-        limit: f.limit,
-        offset: if f.cursor.is_some() { 0 } else { f.offset },
-        total: Some(page.total),
+    let items = crate::store::Page {
+        items: page.runs,
+        total: page.total,
         next_cursor: page.next_cursor,
     };
-    (
-        StatusCode::OK,
-        Json(json!({"data": page.runs, "meta": meta})),
+    list_page(
+        items,
+        &crate::store::PageRequest {
+            limit: f.limit,
+            offset: f.offset,
+            cursor: f.cursor.clone(),
+        },
     )
-        .into_response()
 }
 
 /// `GET /api/jobs/:slug/runs`

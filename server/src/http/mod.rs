@@ -5,6 +5,7 @@ pub mod auth;
 pub mod error;
 pub mod jobs;
 pub mod limits;
+pub mod lists;
 pub mod metrics;
 pub mod secrets;
 pub mod stream;

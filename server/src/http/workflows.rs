@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use app::wire::{
-    ListMeta, Service, WorkflowDefinition, WorkflowDefinitionVersion, WorkflowRun,
+    Service, ServiceStatus, WorkflowDefinition, WorkflowDefinitionVersion, WorkflowRun,
     WorkflowRunStatus, WorkflowRunWithSteps, WorkflowWithRuns,
 };
 use axum::{
@@ -22,6 +22,7 @@ use crate::{
 use super::{
     AppState,
     error::{ApiError, ApiJson},
+    lists::{catalog_filter, list_page, version_paging},
 };
 
 type ApiResult = Result<Response, ApiError>;
@@ -33,8 +34,12 @@ fn data<T: serde::Serialize>(status: StatusCode, value: T) -> Response {
 /// `GET /api/workflows`
 #[utoipa::path(get, path = "/api/workflows", tag = "workflows",
     responses((status = 200, description = "All workflow definitions, by slug", body = Vec<WorkflowDefinition>)))]
-pub async fn list_workflows(State(s): State<AppState>) -> ApiResult {
-    Ok(data(StatusCode::OK, s.workflows().list_workflows().await?))
+pub async fn list_workflows(
+    State(s): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let f = catalog_filter(&q, None)?;
+    Ok(list_page(s.workflows().page_workflows(&f).await?, &f.page))
 }
 
 /// `POST /api/workflows`: create (201) or replace with the same or a higher version (200); a
@@ -99,18 +104,28 @@ pub async fn delete_workflow(State(s): State<AppState>, Path(slug): Path<String>
 /// `GET /api/workflows/:slug/versions`: every stored version, newest first.
 #[utoipa::path(get, path = "/api/workflows/{slug}/versions", tag = "workflows", params(("slug" = String, Path)),
     responses((status = 200, body = Vec<WorkflowDefinitionVersion>), (status = 404, body = app::wire::ErrorBody)))]
-pub async fn workflow_versions(State(s): State<AppState>, Path(slug): Path<String>) -> ApiResult {
-    Ok(data(
-        StatusCode::OK,
-        s.workflows().workflow_versions(&slug).await?,
+pub async fn workflow_versions(
+    State(s): State<AppState>,
+    Path(slug): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let page = version_paging(&q)?;
+    Ok(list_page(
+        s.workflows().page_workflow_versions(&slug, &page).await?,
+        &page,
     ))
 }
 
 /// `GET /api/services`
 #[utoipa::path(get, path = "/api/services", tag = "services",
     responses((status = 200, description = "All registered services, by slug", body = Vec<Service>)))]
-pub async fn list_services(State(s): State<AppState>) -> ApiResult {
-    Ok(data(StatusCode::OK, s.workflows().list_services().await?))
+pub async fn list_services(
+    State(s): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let statuses: Vec<&str> = ServiceStatus::ALL.iter().map(|s| s.as_str()).collect();
+    let f = catalog_filter(&q, Some((&statuses, ServiceStatus::expected())))?;
+    Ok(list_page(s.workflows().page_services(&f).await?, &f.page))
 }
 
 /// `POST /api/services`: registers a service (201). Re-posting an existing slug is a 409
@@ -161,7 +176,7 @@ pub async fn patch_service(
 
 // ---- workflow runs ----
 
-/// Parses workflow run list query parameters: limit, offset, cursor, status.
+/// Parses workflow run list query parameters: limit, offset, cursor, status, q, workflow.
 fn workflow_run_filter(q: &HashMap<String, String>) -> Result<WorkflowRunFilter, ApiError> {
     let mut p = Problems::new();
     let mut f = WorkflowRunFilter {
@@ -169,11 +184,11 @@ fn workflow_run_filter(q: &HashMap<String, String>) -> Result<WorkflowRunFilter,
         ..Default::default()
     };
     for key in q.keys() {
-        if !["limit", "offset", "cursor", "status", "workflow"].contains(&key.as_str()) {
+        if !["limit", "offset", "cursor", "status", "q", "workflow"].contains(&key.as_str()) {
             p.add(format!("/query/{key}"), "unknown query parameter");
         }
     }
-    (f.limit, f.offset, f.cursor) = super::jobs::paging(q, &mut p);
+    (f.limit, f.offset, f.cursor) = super::lists::paging(q, &mut p);
     if let Some(v) = q.get("status") {
         for part in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             match WorkflowRunStatus::parse(part) {
@@ -188,6 +203,7 @@ fn workflow_run_filter(q: &HashMap<String, String>) -> Result<WorkflowRunFilter,
             }
         }
     }
+    f.q = q.get("q").cloned();
     if let Some(v) = q.get("workflow").filter(|v| !v.is_empty()) {
         f.workflow_slug = Some(v.to_ascii_lowercase());
     }
@@ -200,13 +216,19 @@ fn run_list(
     next: Option<String>,
     f: &WorkflowRunFilter,
 ) -> Response {
-    let meta = ListMeta {
-        limit: f.limit,
-        offset: if f.cursor.is_some() { 0 } else { f.offset },
-        total: Some(total),
+    let items = crate::store::Page {
+        items: runs,
+        total,
         next_cursor: next,
     };
-    (StatusCode::OK, Json(json!({"data": runs, "meta": meta}))).into_response()
+    list_page(
+        items,
+        &crate::store::PageRequest {
+            limit: f.limit,
+            offset: f.offset,
+            cursor: f.cursor.clone(),
+        },
+    )
 }
 
 /// `POST /api/workflows/:slug/run`: 202 with the new run; a repeated idempotency key answers

@@ -7,6 +7,7 @@ mod clock;
 pub mod entities;
 mod finish;
 mod group;
+mod listing;
 mod metrics;
 mod retention;
 mod secrets;
@@ -17,6 +18,7 @@ mod workflows;
 
 pub use audit::{AuditFilter, AuditPage, AuditRecord, AuditStatus};
 pub use clock::DbClock;
+pub use listing::{CatalogFilter, Page, PageRequest};
 pub use metrics::{AlertDelivery, NewAlertDelivery, SlugStatusCount};
 pub use retention::DeletedRuns;
 pub use secrets::{PutSecretError, SealedSecret, SecretPage};
@@ -29,10 +31,8 @@ pub use workflow_runs::{
 use app::wire::{JobDefinition, JobDefinitionVersion, JobRun, RetryPolicy, RunStatus, Trigger};
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set,
-    ColumnTrait, Condition, DbErr, EntityTrait, FromQueryResult, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect,
-    sea_query::{Expr, LikeExpr},
+    ActiveValue::Set, ColumnTrait, Condition, DbErr, EntityTrait, FromQueryResult, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
 };
 use serde_json::Value;
 
@@ -270,6 +270,22 @@ impl Store {
             .map(definition_to_wire))
     }
 
+    /// A page of job definitions, newest first; `q` searches the slug and the name.
+    pub async fn page_jobs(&self, f: &CatalogFilter) -> StoreResult<Page<JobDefinition>> {
+        use job_definition::Column as C;
+        let mut cond = Condition::all();
+        if let Some(q) = listing::search_text(f.q.as_deref()) {
+            cond = cond.add(listing::matches_any(q, &[C::Slug, C::Name]));
+        }
+        Ok(
+            listing::page_of::<job_definition::Entity, _>(self.conn(), cond, C::Id, &f.page, |r| {
+                r.id.clone()
+            })
+            .await?
+            .map(definition_to_wire),
+        )
+    }
+
     pub async fn list_jobs(&self) -> StoreResult<Vec<JobDefinition>> {
         Ok(job_definition::Entity::find()
             .order_by_asc(job_definition::Column::Slug)
@@ -338,6 +354,39 @@ impl Store {
         .await?;
         txn.commit().await?;
         Ok(stored)
+    }
+
+    /// A page of a job's stored versions, newest first (the cursor is a version number).
+    pub async fn page_job_versions(
+        &self,
+        slug: &str,
+        page: &PageRequest,
+    ) -> StoreResult<Page<JobDefinitionVersion>> {
+        use job_definition_version::Column as C;
+        let page = listing::page_by::<job_definition_version::Entity, _>(
+            self.conn(),
+            Condition::all().add(C::Slug.eq(slug)),
+            C::Version,
+            page,
+            |m| m.version.to_string(),
+            |c| c.parse::<i32>().unwrap_or(i32::MAX).into(),
+        )
+        .await?;
+        Ok(Page {
+            total: page.total,
+            next_cursor: page.next_cursor,
+            items: page
+                .items
+                .into_iter()
+                .filter_map(|m| {
+                    Some(JobDefinitionVersion {
+                        version: m.version,
+                        definition: serde_json::from_value(m.definition).ok()?,
+                        created_at: m.created_at,
+                    })
+                })
+                .collect(),
+        })
     }
 
     pub async fn job_versions(&self, slug: &str) -> StoreResult<Vec<JobDefinitionVersion>> {
@@ -554,59 +603,32 @@ impl Store {
         if !f.statuses.is_empty() {
             cond = cond.add(job_run::Column::Status.is_in(f.statuses.iter().map(|s| s.as_str())));
         }
-        if let Some(q) = f.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
-            // `q` is literal text: its LIKE wildcards are escaped (with `!`, which needs no
-            // quoting in either backend's string literals).
-            let mut escaped = String::with_capacity(q.len());
-            for c in q.to_lowercase().chars() {
-                if matches!(c, '%' | '_' | '!') {
-                    escaped.push('!');
-                }
-                escaped.push(c);
-            }
-            let pattern = || LikeExpr::new(format!("%{escaped}%")).escape('!');
-            cond = cond.add(
-                Condition::any()
-                    .add(job_run::Column::Id.like(pattern()))
-                    .add(job_run::Column::JobSlug.like(pattern()))
-                    .add(sea_orm::sea_query::ExprTrait::like(
-                        Expr::expr(sea_orm::sea_query::Func::lower(Expr::col(
-                            job_run::Column::ErrorMessage,
-                        ))),
-                        pattern(),
-                    )),
-            );
+        if let Some(q) = listing::search_text(f.q.as_deref()) {
+            use job_run::Column as C;
+            let search = listing::RunSearch {
+                id: C::Id,
+                slug: C::JobSlug,
+                error: C::ErrorMessage,
+            };
+            cond = cond.add(search.condition(q));
         }
-        let total = job_run::Entity::find()
-            .filter(cond.clone())
-            .count(self.conn())
-            .await?;
-        let mut query = job_run::Entity::find().filter(cond);
-        if let Some(cursor) = &f.cursor {
-            query = query.filter(job_run::Column::Id.lt(cursor.clone()));
-        } else if f.offset > 0 {
-            query = query.offset(f.offset);
-        }
-        let rows = query
-            .order_by_desc(job_run::Column::Id)
-            .limit(f.limit + 1)
-            .all(self.conn())
-            .await?;
-        let has_more = rows.len() as u64 > f.limit;
-        let runs: Vec<JobRun> = rows
-            .into_iter()
-            .take(f.limit as usize)
-            .map(run_to_wire)
-            .collect();
-        let next_cursor = if has_more {
-            runs.last().map(|r| r.id.clone())
-        } else {
-            None
+        let page = PageRequest {
+            limit: f.limit,
+            offset: f.offset,
+            cursor: f.cursor.clone(),
         };
+        let page = listing::page_of::<job_run::Entity, _>(
+            self.conn(),
+            cond,
+            job_run::Column::Id,
+            &page,
+            |r| r.id.clone(),
+        )
+        .await?;
         Ok(RunPage {
-            runs,
-            total,
-            next_cursor,
+            total: page.total,
+            next_cursor: page.next_cursor,
+            runs: page.items.into_iter().map(run_to_wire).collect(),
         })
     }
 

@@ -13,9 +13,9 @@ use sea_orm::{
 use serde_json::Value;
 
 use super::{
-    Store, StoreResult,
+    PageRequest, Store, StoreResult,
     entities::{job_run, workflow_run, workflow_run_step},
-    run_to_wire,
+    listing, run_to_wire,
 };
 
 fn run_status(text: &str) -> WorkflowRunStatus {
@@ -117,6 +117,8 @@ pub struct RunChanges {
 pub struct WorkflowRunFilter {
     pub workflow_slug: Option<String>,
     pub statuses: Vec<WorkflowRunStatus>,
+    /// Text searched (case-insensitive substring) in the run id, workflow slug and error.
+    pub q: Option<String>,
     pub limit: u64,
     pub offset: u64,
     pub cursor: Option<String>,
@@ -588,41 +590,37 @@ impl Store {
         &self,
         f: &WorkflowRunFilter,
     ) -> StoreResult<(Vec<WorkflowRun>, u64, Option<String>)> {
+        use workflow_run::Column as C;
         let mut cond = Condition::all();
         if let Some(slug) = &f.workflow_slug {
-            cond = cond.add(workflow_run::Column::WorkflowSlug.eq(slug.clone()));
+            cond = cond.add(C::WorkflowSlug.eq(slug.clone()));
         }
         if !f.statuses.is_empty() {
-            cond =
-                cond.add(workflow_run::Column::Status.is_in(f.statuses.iter().map(|s| s.as_str())));
+            cond = cond.add(C::Status.is_in(f.statuses.iter().map(|s| s.as_str())));
         }
-        let total = workflow_run::Entity::find()
-            .filter(cond.clone())
-            .count(self.conn())
-            .await?;
-        let mut query = workflow_run::Entity::find().filter(cond);
-        if let Some(cursor) = &f.cursor {
-            query = query.filter(workflow_run::Column::Id.lt(cursor.clone()));
-        } else if f.offset > 0 {
-            query = query.offset(f.offset);
+        if let Some(q) = listing::search_text(f.q.as_deref()) {
+            let search = listing::RunSearch {
+                id: C::Id,
+                slug: C::WorkflowSlug,
+                error: C::ErrorMessage,
+            };
+            cond = cond.add(search.condition(q));
         }
-        let rows = query
-            .order_by_desc(workflow_run::Column::Id)
-            .limit(f.limit + 1)
-            .all(self.conn())
-            .await?;
-        let has_more = rows.len() as u64 > f.limit;
-        let runs: Vec<WorkflowRun> = rows
-            .into_iter()
-            .take(f.limit as usize)
-            .map(workflow_run_to_wire)
-            .collect();
-        let next = if has_more {
-            runs.last().map(|r| r.id.clone())
-        } else {
-            None
+        let page = PageRequest {
+            limit: f.limit,
+            offset: f.offset,
+            cursor: f.cursor.clone(),
         };
-        Ok((runs, total, next))
+        let page =
+            listing::page_of::<workflow_run::Entity, _>(self.conn(), cond, C::Id, &page, |r| {
+                r.id.clone()
+            })
+            .await?;
+        Ok((
+            page.items.into_iter().map(workflow_run_to_wire).collect(),
+            page.total,
+            page.next_cursor,
+        ))
     }
 
     /// Ids of runs not yet finished, oldest first (the recovery sweep reconciles them).

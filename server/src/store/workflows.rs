@@ -5,15 +5,15 @@ use app::wire::{Service, ServiceStatus, WorkflowDefinition, WorkflowDefinitionVe
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, DbErr, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, TransactionTrait,
 };
 use serde_json::Value;
 
 use super::{
-    Store, StoreResult,
+    CatalogFilter, Page, Store, StoreResult,
     entities::{job_definition, service, workflow_definition, workflow_definition_version},
-    new_id,
+    listing, new_id,
 };
 use crate::domain::{services::ServiceSpec, workflow::WorkflowSpec};
 
@@ -89,6 +89,24 @@ impl Store {
             .one(self.conn())
             .await?
             .map(workflow_to_wire))
+    }
+
+    /// A page of workflow definitions, newest first; `q` searches the slug and the name.
+    pub async fn page_workflows(&self, f: &CatalogFilter) -> StoreResult<Page<WorkflowDefinition>> {
+        use workflow_definition::Column as C;
+        let mut cond = Condition::all();
+        if let Some(q) = listing::search_text(f.q.as_deref()) {
+            cond = cond.add(listing::matches_any(q, &[C::Slug, C::Name]));
+        }
+        Ok(listing::page_of::<workflow_definition::Entity, _>(
+            self.conn(),
+            cond,
+            C::Id,
+            &f.page,
+            |r| r.id.clone(),
+        )
+        .await?
+        .map(workflow_to_wire))
     }
 
     pub async fn list_workflows(&self) -> StoreResult<Vec<WorkflowDefinition>> {
@@ -170,6 +188,39 @@ impl Store {
     }
 
     /// Every stored version, newest first.
+    /// A page of a workflow's stored versions, newest first (the cursor is a version number).
+    pub async fn page_workflow_versions(
+        &self,
+        slug: &str,
+        page: &super::PageRequest,
+    ) -> StoreResult<Page<WorkflowDefinitionVersion>> {
+        use workflow_definition_version::Column as C;
+        let page = listing::page_by::<workflow_definition_version::Entity, _>(
+            self.conn(),
+            Condition::all().add(C::Slug.eq(slug)),
+            C::Version,
+            page,
+            |m| m.version.to_string(),
+            |c| c.parse::<i32>().unwrap_or(i32::MAX).into(),
+        )
+        .await?;
+        Ok(Page {
+            total: page.total,
+            next_cursor: page.next_cursor,
+            items: page
+                .items
+                .into_iter()
+                .filter_map(|m| {
+                    Some(WorkflowDefinitionVersion {
+                        version: m.version,
+                        definition: serde_json::from_value(m.definition).ok()?,
+                        created_at: m.created_at,
+                    })
+                })
+                .collect(),
+        })
+    }
+
     pub async fn workflow_versions(
         &self,
         slug: &str,
@@ -235,6 +286,26 @@ impl Store {
             .one(self.conn())
             .await?
             .map(service_to_wire))
+    }
+
+    /// A page of services, newest first; `q` searches the slug and the display name,
+    /// `statuses` narrows to those health statuses.
+    pub async fn page_services(&self, f: &CatalogFilter) -> StoreResult<Page<Service>> {
+        use service::Column as C;
+        let mut cond = Condition::all();
+        if let Some(q) = listing::search_text(f.q.as_deref()) {
+            cond = cond.add(listing::matches_any(q, &[C::Slug, C::DisplayName]));
+        }
+        if !f.statuses.is_empty() {
+            cond = cond.add(C::Status.is_in(f.statuses.clone()));
+        }
+        Ok(
+            listing::page_of::<service::Entity, _>(self.conn(), cond, C::Id, &f.page, |r| {
+                r.id.clone()
+            })
+            .await?
+            .map(service_to_wire),
+        )
     }
 
     pub async fn list_services(&self) -> StoreResult<Vec<Service>> {

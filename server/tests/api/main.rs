@@ -11,6 +11,7 @@ mod durability;
 mod egress;
 mod engine;
 mod limits;
+mod lists;
 mod migrations;
 mod operations;
 mod pages;

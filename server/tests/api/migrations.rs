@@ -47,6 +47,7 @@ async fn migrations_go_up_down_and_up_again() {
         "m20261123_000004_workflow_runs",
         "m20261123_000005_security_observability",
         "m20261205_000006_sessions_and_seeds",
+        "m20261205_000007_run_search",
     ];
     for undone in (0..names.len()).rev() {
         if undone % 2 == 0 {
