@@ -3,16 +3,15 @@
 use std::collections::HashMap;
 
 use app::wire::{
-    ListMeta, Service, WorkflowDefinition, WorkflowDefinitionVersion, WorkflowRun,
+    CancelRequest, Data, ErrorResponse, ListMeta, Page, Service, ServiceInput, WorkflowDefinition,
+    WorkflowDefinitionInput, WorkflowDefinitionVersion, WorkflowRun, WorkflowRunRequest,
     WorkflowRunStatus, WorkflowRunWithSteps, WorkflowWithRuns,
 };
 use axum::{
     Json,
     extract::{Extension, Path, Query, State},
     http::{HeaderMap, StatusCode},
-    response::{IntoResponse, Response},
 };
-use serde_json::json;
 
 use crate::{
     domain::{Problems, auth::Principal},
@@ -20,37 +19,34 @@ use crate::{
 };
 
 use super::{
-    AppState,
+    AppState, ListReply, Reply,
     error::{ApiError, ApiJson},
+    openapi::{Paging, Search, ServiceStatusFilter, WorkflowRunStatusFilter},
+    reply,
 };
 
-type ApiResult = Result<Response, ApiError>;
-
-fn data<T: serde::Serialize>(status: StatusCode, value: T) -> Response {
-    (status, Json(json!({"data": value}))).into_response()
-}
-
-/// `GET /api/workflows`
-#[utoipa::path(get, path = "/api/workflows", tag = "workflows",
-    responses((status = 200, description = "All workflow definitions, by slug", body = Vec<WorkflowDefinition>)))]
-pub async fn list_workflows(State(s): State<AppState>) -> ApiResult {
-    Ok(data(StatusCode::OK, s.workflows().list_workflows().await?))
+/// `GET /api/workflows`: workflow definitions, by slug.
+#[utoipa::path(get, path = "/api/workflows", tag = "workflows", params(Paging, Search),
+    responses((status = 200, description = "Workflow definitions, by slug", body = Page<WorkflowDefinition>)))]
+pub async fn list_workflows(State(s): State<AppState>) -> ListReply<WorkflowDefinition> {
+    Ok(super::unpaged(s.workflows().list_workflows().await?))
 }
 
 /// `POST /api/workflows`: create (201) or replace with the same or a higher version (200); a
 /// lower version is a 409. Steps may only name jobs and services that exist.
 #[utoipa::path(post, path = "/api/workflows", tag = "workflows",
-    request_body(content = Object, description = "Workflow definition (api.md)"),
-    responses((status = 201, body = WorkflowDefinition), (status = 200, body = WorkflowDefinition, description = "replaced"),
-              (status = 400, body = app::wire::ErrorBody, description = "invalid_definition: every problem, each with a JSON pointer"),
-              (status = 409, body = app::wire::ErrorBody)))]
+    request_body(content = WorkflowDefinitionInput, description = "Workflow definition (api.md)"),
+    responses((status = 201, body = Data<WorkflowDefinition>, description = "created"),
+              (status = 200, body = Data<WorkflowDefinition>, description = "replaced (same or higher version)"),
+              (status = 400, body = ErrorResponse, description = "invalid_definition: every problem, each with a JSON pointer"),
+              (status = 409, body = ErrorResponse, description = "conflict: the stored version is higher")))]
 pub async fn create_workflow(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
     ApiJson(body): ApiJson,
-) -> ApiResult {
+) -> Reply<WorkflowDefinition> {
     let (workflow, created) = s.workflows().save_workflow(&body, &who).await?;
-    Ok(data(
+    Ok(reply(
         if created {
             StatusCode::CREATED
         } else {
@@ -62,9 +58,12 @@ pub async fn create_workflow(
 
 /// `GET /api/workflows/:slug`
 #[utoipa::path(get, path = "/api/workflows/{slug}", tag = "workflows", params(("slug" = String, Path)),
-    responses((status = 200, body = WorkflowWithRuns), (status = 404, body = app::wire::ErrorBody)))]
-pub async fn get_workflow(State(s): State<AppState>, Path(slug): Path<String>) -> ApiResult {
-    Ok(data(
+    responses((status = 200, body = Data<WorkflowWithRuns>), (status = 404, body = ErrorResponse)))]
+pub async fn get_workflow(
+    State(s): State<AppState>,
+    Path(slug): Path<String>,
+) -> Reply<WorkflowWithRuns> {
+    Ok(reply(
         StatusCode::OK,
         s.workflows().workflow_with_runs(&slug).await?,
     ))
@@ -73,16 +72,17 @@ pub async fn get_workflow(State(s): State<AppState>, Path(slug): Path<String>) -
 /// `PATCH /api/workflows/:slug`: updates the given fields; the result is validated like a
 /// full definition.
 #[utoipa::path(patch, path = "/api/workflows/{slug}", tag = "workflows", params(("slug" = String, Path)),
-    request_body(content = Object),
-    responses((status = 200, body = WorkflowDefinition), (status = 400, body = app::wire::ErrorBody),
-              (status = 404, body = app::wire::ErrorBody), (status = 409, body = app::wire::ErrorBody)))]
+    request_body(content = Object, description = "Any fields of a workflow definition (WorkflowDefinitionInput)"),
+    responses((status = 200, body = Data<WorkflowDefinition>),
+              (status = 400, body = ErrorResponse, description = "invalid_definition: every problem, each with a JSON pointer"),
+              (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse)))]
 pub async fn patch_workflow(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
     Path(slug): Path<String>,
     ApiJson(body): ApiJson,
-) -> ApiResult {
-    Ok(data(
+) -> Reply<WorkflowDefinition> {
+    Ok(reply(
         StatusCode::OK,
         s.workflows().patch_workflow(&slug, &body, &who).await?,
     ))
@@ -90,42 +90,49 @@ pub async fn patch_workflow(
 
 /// `DELETE /api/workflows/:slug`: the definition and its version history.
 #[utoipa::path(delete, path = "/api/workflows/{slug}", tag = "workflows", params(("slug" = String, Path)),
-    responses((status = 204), (status = 404, body = app::wire::ErrorBody)))]
-pub async fn delete_workflow(State(s): State<AppState>, Path(slug): Path<String>) -> ApiResult {
+    responses((status = 204, description = "deleted"), (status = 404, body = ErrorResponse),
+              (status = 409, body = ErrorResponse, description = "conflict: the workflow has unfinished runs")))]
+pub async fn delete_workflow(
+    State(s): State<AppState>,
+    Path(slug): Path<String>,
+) -> Result<StatusCode, ApiError> {
     s.workflows().delete_workflow(&slug).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `GET /api/workflows/:slug/versions`: every stored version, newest first.
 #[utoipa::path(get, path = "/api/workflows/{slug}/versions", tag = "workflows", params(("slug" = String, Path)),
-    responses((status = 200, body = Vec<WorkflowDefinitionVersion>), (status = 404, body = app::wire::ErrorBody)))]
-pub async fn workflow_versions(State(s): State<AppState>, Path(slug): Path<String>) -> ApiResult {
-    Ok(data(
+    responses((status = 200, body = Data<Vec<WorkflowDefinitionVersion>>), (status = 404, body = ErrorResponse)))]
+pub async fn workflow_versions(
+    State(s): State<AppState>,
+    Path(slug): Path<String>,
+) -> Reply<Vec<WorkflowDefinitionVersion>> {
+    Ok(reply(
         StatusCode::OK,
         s.workflows().workflow_versions(&slug).await?,
     ))
 }
 
-/// `GET /api/services`
-#[utoipa::path(get, path = "/api/services", tag = "services",
-    responses((status = 200, description = "All registered services, by slug", body = Vec<Service>)))]
-pub async fn list_services(State(s): State<AppState>) -> ApiResult {
-    Ok(data(StatusCode::OK, s.workflows().list_services().await?))
+/// `GET /api/services`: registered services, by slug.
+#[utoipa::path(get, path = "/api/services", tag = "services", params(Paging, Search, ServiceStatusFilter),
+    responses((status = 200, description = "Registered services, by slug", body = Page<Service>)))]
+pub async fn list_services(State(s): State<AppState>) -> ListReply<Service> {
+    Ok(super::unpaged(s.workflows().list_services().await?))
 }
 
 /// `POST /api/services`: registers a service (201). Re-posting an existing slug is a 409
 /// (services have no versions; change one with `PATCH`).
 #[utoipa::path(post, path = "/api/services", tag = "services",
-    request_body(content = Object, description = "{slug, displayName, kind, baseUrl, healthPath?, headers?, metadata?, status?}"),
-    responses((status = 201, body = Service),
-              (status = 400, body = app::wire::ErrorBody, description = "invalid_definition: every problem, each with a JSON pointer"),
-              (status = 409, body = app::wire::ErrorBody, description = "the slug is taken")))]
+    request_body(content = ServiceInput),
+    responses((status = 201, body = Data<Service>),
+              (status = 400, body = ErrorResponse, description = "invalid_definition: every problem, each with a JSON pointer"),
+              (status = 409, body = ErrorResponse, description = "the slug is taken")))]
 pub async fn create_service(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
     ApiJson(body): ApiJson,
-) -> ApiResult {
-    Ok(data(
+) -> Reply<Service> {
+    Ok(reply(
         StatusCode::CREATED,
         s.workflows().create_service(&body, &who).await?,
     ))
@@ -133,9 +140,9 @@ pub async fn create_service(
 
 /// `GET /api/services/:slug`
 #[utoipa::path(get, path = "/api/services/{slug}", tag = "services", params(("slug" = String, Path)),
-    responses((status = 200, body = Service), (status = 404, body = app::wire::ErrorBody)))]
-pub async fn get_service(State(s): State<AppState>, Path(slug): Path<String>) -> ApiResult {
-    Ok(data(
+    responses((status = 200, body = Data<Service>), (status = 404, body = ErrorResponse)))]
+pub async fn get_service(State(s): State<AppState>, Path(slug): Path<String>) -> Reply<Service> {
+    Ok(reply(
         StatusCode::OK,
         s.workflows().get_service(&slug).await?,
     ))
@@ -144,16 +151,17 @@ pub async fn get_service(State(s): State<AppState>, Path(slug): Path<String>) ->
 /// `PATCH /api/services/:slug`: updates the given fields (e.g. `{"status": "degraded"}`),
 /// validated like a new registration.
 #[utoipa::path(patch, path = "/api/services/{slug}", tag = "services", params(("slug" = String, Path)),
-    request_body(content = Object),
-    responses((status = 200, body = Service), (status = 400, body = app::wire::ErrorBody),
-              (status = 404, body = app::wire::ErrorBody)))]
+    request_body(content = Object, description = "Any fields of a service registration (ServiceInput)"),
+    responses((status = 200, body = Data<Service>),
+              (status = 400, body = ErrorResponse, description = "invalid_definition: every problem, each with a JSON pointer"),
+              (status = 404, body = ErrorResponse)))]
 pub async fn patch_service(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
     Path(slug): Path<String>,
     ApiJson(body): ApiJson,
-) -> ApiResult {
-    Ok(data(
+) -> Reply<Service> {
+    Ok(reply(
         StatusCode::OK,
         s.workflows().patch_service(&slug, &body, &who).await?,
     ))
@@ -199,44 +207,45 @@ fn run_list(
     total: u64,
     next: Option<String>,
     f: &WorkflowRunFilter,
-) -> Response {
+) -> Json<Page<WorkflowRun>> {
     let meta = ListMeta {
         limit: f.limit,
         offset: if f.cursor.is_some() { 0 } else { f.offset },
         total: Some(total),
         next_cursor: next,
     };
-    (StatusCode::OK, Json(json!({"data": runs, "meta": meta}))).into_response()
+    Json(Page { data: runs, meta })
 }
 
 /// `POST /api/workflows/:slug/run`: 202 with the new run; a repeated idempotency key answers
 /// with the original run.
 #[utoipa::path(post, path = "/api/workflows/{slug}/run", tag = "workflow-runs", params(("slug" = String, Path),
         ("Idempotency-Key" = Option<String>, Header)),
-    request_body(content = Object, description = "{parameters, triggeredBy?, trigger?, idempotencyKey?}"),
-    responses((status = 202, body = WorkflowRun), (status = 400, body = app::wire::ErrorBody), (status = 404, body = app::wire::ErrorBody)))]
+    request_body(content = Option<WorkflowRunRequest>, description = "Run options; an empty body runs with the defaults"),
+    responses((status = 202, body = Data<WorkflowRun>, description = "the new run (or, for a repeated idempotency key, the original one)"),
+              (status = 400, body = ErrorResponse, description = "invalid_request (the body) or invalid_parameters (the parameters against the workflow's schema): every problem, each with a JSON pointer"),
+              (status = 404, body = ErrorResponse)))]
 pub async fn run_workflow(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
     Path(slug): Path<String>,
     headers: HeaderMap,
     ApiJson(body): ApiJson,
-) -> ApiResult {
+) -> Reply<WorkflowRun> {
     let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok());
     let (run, _) = s.workflows().run_workflow(&slug, &body, key, &who).await?;
-    Ok(data(StatusCode::ACCEPTED, run))
+    Ok(reply(StatusCode::ACCEPTED, run))
 }
 
-/// `GET /api/workflows/:slug/runs`
+/// `GET /api/workflows/:slug/runs`: the workflow's runs, newest first.
 #[utoipa::path(get, path = "/api/workflows/{slug}/runs", tag = "workflow-runs", params(("slug" = String, Path),
-        ("limit" = Option<u64>, Query), ("offset" = Option<u64>, Query), ("cursor" = Option<String>, Query),
-        ("status" = Option<String>, Query, description = "comma-separated statuses")),
-    responses((status = 200, body = Vec<WorkflowRun>), (status = 404, body = app::wire::ErrorBody)))]
+        Paging, WorkflowRunStatusFilter, Search),
+    responses((status = 200, body = Page<WorkflowRun>), (status = 404, body = ErrorResponse)))]
 pub async fn workflow_runs(
     State(s): State<AppState>,
     Path(slug): Path<String>,
     Query(q): Query<HashMap<String, String>>,
-) -> ApiResult {
+) -> ListReply<WorkflowRun> {
     let f = workflow_run_filter(&q)?;
     let (runs, total, next) = s
         .workflows()
@@ -247,13 +256,12 @@ pub async fn workflow_runs(
 
 /// `GET /api/workflow-runs`: runs of every workflow (`?workflow=slug` narrows).
 #[utoipa::path(get, path = "/api/workflow-runs", tag = "workflow-runs", params(
-        ("limit" = Option<u64>, Query), ("offset" = Option<u64>, Query), ("cursor" = Option<String>, Query),
-        ("status" = Option<String>, Query, description = "comma-separated statuses"), ("workflow" = Option<String>, Query)),
-    responses((status = 200, body = Vec<WorkflowRun>)))]
+        Paging, WorkflowRunStatusFilter, Search, ("workflow" = Option<String>, Query, description = "a workflow slug")),
+    responses((status = 200, body = Page<WorkflowRun>)))]
 pub async fn all_workflow_runs(
     State(s): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
-) -> ApiResult {
+) -> ListReply<WorkflowRun> {
     let f = workflow_run_filter(&q)?;
     let (runs, total, next) = s.workflows().list_workflow_runs(None, f.clone()).await?;
     Ok(run_list(runs, total, next, &f))
@@ -261,9 +269,12 @@ pub async fn all_workflow_runs(
 
 /// `GET /api/workflow-runs/:id`
 #[utoipa::path(get, path = "/api/workflow-runs/{id}", tag = "workflow-runs", params(("id" = String, Path)),
-    responses((status = 200, body = WorkflowRun), (status = 404, body = app::wire::ErrorBody)))]
-pub async fn get_workflow_run(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    Ok(data(
+    responses((status = 200, body = Data<WorkflowRun>), (status = 404, body = ErrorResponse)))]
+pub async fn get_workflow_run(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Reply<WorkflowRun> {
+    Ok(reply(
         StatusCode::OK,
         s.workflows().get_workflow_run(&id).await?,
     ))
@@ -271,9 +282,12 @@ pub async fn get_workflow_run(State(s): State<AppState>, Path(id): Path<String>)
 
 /// `GET /api/workflow-runs/:id/steps`
 #[utoipa::path(get, path = "/api/workflow-runs/{id}/steps", tag = "workflow-runs", params(("id" = String, Path)),
-    responses((status = 200, body = WorkflowRunWithSteps), (status = 404, body = app::wire::ErrorBody)))]
-pub async fn workflow_run_steps(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    Ok(data(
+    responses((status = 200, body = Data<WorkflowRunWithSteps>), (status = 404, body = ErrorResponse)))]
+pub async fn workflow_run_steps(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Reply<WorkflowRunWithSteps> {
+    Ok(reply(
         StatusCode::OK,
         s.workflows().workflow_run_steps(&id).await?,
     ))
@@ -282,15 +296,15 @@ pub async fn workflow_run_steps(State(s): State<AppState>, Path(id): Path<String
 /// `PATCH /api/workflow-runs/:id` `{"status": "canceled"}`: cancels the run and its
 /// unfinished steps (409 once finished).
 #[utoipa::path(patch, path = "/api/workflow-runs/{id}", tag = "workflow-runs", params(("id" = String, Path)),
-    request_body(content = Object, description = "{\"status\": \"canceled\"}"),
-    responses((status = 200, body = WorkflowRun), (status = 400, body = app::wire::ErrorBody),
-              (status = 404, body = app::wire::ErrorBody), (status = 409, body = app::wire::ErrorBody)))]
+    request_body(content = CancelRequest),
+    responses((status = 200, body = Data<WorkflowRun>), (status = 404, body = ErrorResponse),
+              (status = 409, body = ErrorResponse, description = "conflict: the run has finished")))]
 pub async fn patch_workflow_run(
     State(s): State<AppState>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson,
-) -> ApiResult {
-    Ok(data(
+) -> Reply<WorkflowRun> {
+    Ok(reply(
         StatusCode::OK,
         s.workflows().patch_workflow_run(&id, &body).await?,
     ))
@@ -299,13 +313,14 @@ pub async fn patch_workflow_run(
 /// `POST /api/workflow-runs/:id/retry`: resumes a failed or canceled run from the steps that
 /// did not succeed (same run id; 409 otherwise).
 #[utoipa::path(post, path = "/api/workflow-runs/{id}/retry", tag = "workflow-runs", params(("id" = String, Path)),
-    responses((status = 202, body = WorkflowRun), (status = 404, body = app::wire::ErrorBody), (status = 409, body = app::wire::ErrorBody)))]
+    responses((status = 202, body = Data<WorkflowRun>, description = "the resumed run"), (status = 404, body = ErrorResponse),
+              (status = 409, body = ErrorResponse, description = "conflict: the run is neither failed nor canceled")))]
 pub async fn retry_workflow_run(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
     Path(id): Path<String>,
-) -> ApiResult {
-    Ok(data(
+) -> Reply<WorkflowRun> {
+    Ok(reply(
         StatusCode::ACCEPTED,
         s.workflows().retry_workflow_run(&id, &who).await?,
     ))
@@ -313,13 +328,13 @@ pub async fn retry_workflow_run(
 
 /// `POST /api/workflow-runs/:id/rerun`: a new run with the same parameters.
 #[utoipa::path(post, path = "/api/workflow-runs/{id}/rerun", tag = "workflow-runs", params(("id" = String, Path)),
-    responses((status = 202, body = WorkflowRun), (status = 404, body = app::wire::ErrorBody)))]
+    responses((status = 202, body = Data<WorkflowRun>, description = "the new run"), (status = 404, body = ErrorResponse)))]
 pub async fn rerun_workflow_run(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
     Path(id): Path<String>,
-) -> ApiResult {
-    Ok(data(
+) -> Reply<WorkflowRun> {
+    Ok(reply(
         StatusCode::ACCEPTED,
         s.workflows().rerun_workflow_run(&id, &who).await?,
     ))
