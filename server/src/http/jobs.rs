@@ -218,7 +218,10 @@ pub async fn all_runs(
     let f = run_filter(&q)?;
     let page = s
         .jobs
-        .list_runs(q.get("job").map(String::as_str), f.clone())
+        .list_runs(
+            q.get("job").map(String::as_str).filter(|j| !j.is_empty()),
+            f.clone(),
+        )
         .await?;
     Ok(run_page(page, &f))
 }

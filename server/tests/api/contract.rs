@@ -1168,6 +1168,14 @@ async fn run_lists_filter_page_and_sort() {
     assert_eq!(v["meta"]["total"], 3);
     let (status, body) = app.get_json("/api/jobs/no-such-job/runs").await;
     expect_error(status, &body, 404, "not_found");
+    // `?job=` narrows to one job; empty, it is no filter; a slug no job has is a 404.
+    let (_, v) = app.get_json("/api/job-runs?job=lst-alpha").await;
+    assert_eq!(ids(&v["data"]), alpha_desc);
+    let (status, v) = app.get_json("/api/job-runs?job=").await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["meta"]["total"], 5);
+    let (status, body) = app.get_json("/api/job-runs?job=no-such-job").await;
+    expect_error(status, &body, 404, "not_found");
 
     // `q` is a literal search: LIKE wildcards in it match only themselves.
     app.job("a_b", "builtin:noop", json!({})).await;
