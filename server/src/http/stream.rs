@@ -51,11 +51,12 @@ impl utoipa::PartialSchema for SseEvent {
         let data = string()
             .description(Some("JSON {\"type\", \"data\"}: the event's type again and its payload ({\"run\"}, {\"job\"}, {\"workflow\"} or {\"service\"})"))
             .content_media_type("application/json")
-            .extensions(Some(
-                utoipa::openapi::extensions::ExtensionsBuilder::new()
-                    .add("contentSchema", message)
-                    .build(),
-            ));
+            // `contentSchema` is JSON Schema (2019-09 and later), not an OpenAPI extension:
+            // built without the builder, which would prefix it with `x-`.
+            .extensions(Some(utoipa::openapi::extensions::Extensions::from_iter([(
+                "contentSchema",
+                message,
+            )])));
         ObjectBuilder::new()
             .property(
                 "id",

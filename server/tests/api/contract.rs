@@ -1878,6 +1878,13 @@ async fn openapi_documents_envelopes_errors_and_every_status() {
     // The event stream is documented as one, each event with its JSON payload.
     let events = &doc["paths"]["/api/events"]["get"]["responses"]["200"]["content"];
     assert!(events["text/event-stream"].is_object(), "{events}");
+    let data = &schemas["SseEvent"]["properties"]["data"];
+    assert_eq!(data["contentMediaType"], "application/json", "{data}");
+    assert_eq!(
+        data["contentSchema"]["required"],
+        json!(["type", "data"]),
+        "{data}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
