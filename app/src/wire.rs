@@ -111,7 +111,8 @@ pub struct JobDefinition {
     #[serde(rename = "type")]
     pub job_type: JobType,
     pub entry_point: String,
-    #[cfg_attr(feature = "ssr", schema(value_type = Object))]
+    /// A JSON Schema: an object, or `true` / `false`.
+    #[cfg_attr(feature = "ssr", schema(value_type = Value))]
     pub parameters_schema: Value,
     #[cfg_attr(feature = "ssr", schema(value_type = Object))]
     pub default_parameters: Value,
@@ -187,19 +188,58 @@ pub struct JobWithRuns {
     pub runs: Vec<JobRun>,
 }
 
+// ---- Envelopes: every JSON body of the API is one of these three (api.md "Conventions") ----
+//
+// The handlers return them and the OpenAPI document is derived from them (utoipa names a
+// generic instance after its argument: `Data_JobRun`, `Page_JobRun`), so the document and
+// the bytes on the wire come from one type.
+
+/// A success body: `{"data": T}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(ToSchema))]
+pub struct Data<T> {
+    pub data: T,
+}
+
+impl<T> Data<T> {
+    pub fn new(data: T) -> Self {
+        Data { data }
+    }
+}
+
+/// A list body: `{"data": [T], "meta": {limit, offset, total, nextCursor}}`, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(ToSchema))]
+pub struct Page<T> {
+    pub data: Vec<T>,
+    pub meta: ListMeta,
+}
+
+/// An error body: `{"error": {"code", "message", "details": [{"path", "message"}]}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(ToSchema))]
+pub struct ErrorResponse {
+    pub error: ErrorBody,
+}
+
 /// Paging information of a list response.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ssr", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ListMeta {
+    /// Rows asked for (`?limit=`, default 20, at most 100).
     pub limit: u64,
+    /// Rows skipped (`?offset=`; 0 when the page was asked for by `cursor`).
     pub offset: u64,
+    /// Rows matching the filters over all pages; `null` where counting is not offered.
     pub total: Option<u64>,
-    /// Pass as `?cursor=` to get the next page; stable while new rows arrive.
+    /// Pass as `?cursor=` to get the next page; stable while new rows arrive. `null` on the
+    /// last page.
     pub next_cursor: Option<String>,
 }
 
-/// One problem of a rejected request, located by a JSON pointer into the request.
+/// One problem of a rejected request, located by a JSON pointer into the request
+/// (`/steps/2/dependsOn/0`; `/query/limit` for a query parameter, `/headers/...` for a header).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ssr", derive(ToSchema))]
 pub struct ErrorDetail {
@@ -207,13 +247,36 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
-/// The error body: `{"error": {...}}`.
+/// What `error` of an [`ErrorResponse`] holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ssr", derive(ToSchema))]
 pub struct ErrorBody {
+    /// `invalid_request`, `invalid_parameters`, `invalid_definition`, `missing_token`,
+    /// `invalid_token`, `forbidden`, `not_found`, `method_not_allowed`, `conflict`,
+    /// `payload_too_large`, `unsupported_media_type`, `host_not_allowed`, `rate_limited`,
+    /// `overloaded`, `timeout`, `not_ready` or `internal_error`.
     pub code: String,
     pub message: String,
+    /// Every problem found (empty when the message says it all).
     pub details: Vec<ErrorDetail>,
+}
+
+/// `GET /api/health`: the process is up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(ToSchema))]
+pub struct Health {
+    /// Always `ok`.
+    pub status: String,
+}
+
+/// `GET /api/ready`: the database answers and migrations are applied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(ToSchema))]
+pub struct Readiness {
+    /// Always `ready`.
+    pub status: String,
+    /// `sqlite` or `postgres`.
+    pub database: String,
 }
 
 /// An event as carried by `GET /api/events` (`data:` of each SSE message).
@@ -317,7 +380,8 @@ pub struct WorkflowDefinition {
     pub name: String,
     pub version: i32,
     pub description: Option<String>,
-    #[cfg_attr(feature = "ssr", schema(value_type = Object))]
+    /// A JSON Schema: an object, or `true` / `false`.
+    #[cfg_attr(feature = "ssr", schema(value_type = Value))]
     pub parameters_schema: Value,
     #[cfg_attr(feature = "ssr", schema(value_type = Object))]
     pub default_parameters: Value,
@@ -651,4 +715,165 @@ pub struct MetricsReport {
     pub workflows: RunMetrics,
     pub queue_depth: QueueDepth,
     pub durations: DurationMetrics,
+}
+
+// ---- Request bodies, as the OpenAPI document describes them ----
+//
+// The server validates bodies itself (`server/src/domain`: every problem with its pointer),
+// so these types only document what it accepts; `null` stands for an absent field.
+
+/// `POST /api/jobs`: a job definition (api.md "Job definitions"). `id`, `createdAt` and
+/// `updatedAt` echoed back from a GET are ignored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct JobDefinitionInput {
+    /// `^[a-z0-9][a-z0-9_-]{0,99}$`, case-insensitive (stored lower-case).
+    #[cfg_attr(feature = "ssr", schema(pattern = "^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$"))]
+    pub slug: String,
+    /// 1 to 200 characters.
+    pub name: String,
+    /// Default 1; re-posting a slug with a lower version than the stored one is a 409.
+    #[cfg_attr(feature = "ssr", schema(minimum = 1))]
+    pub version: Option<i32>,
+    #[serde(rename = "type")]
+    pub job_type: Option<JobType>,
+    /// A handler compiled into the server: `builtin:noop`, `builtin:sleep`, `builtin:fail`,
+    /// `builtin:http`, `builtin:repository-ingest`, `builtin:repository-build`,
+    /// `builtin:service-call`.
+    pub entry_point: String,
+    /// A JSON Schema (an object, or `true` / `false`); default `{"type": "object"}`.
+    #[cfg_attr(feature = "ssr", schema(value_type = Value, required = false))]
+    pub parameters_schema: Option<Value>,
+    #[cfg_attr(feature = "ssr", schema(value_type = Option<Object>))]
+    pub default_parameters: Option<Value>,
+    #[cfg_attr(feature = "ssr", schema(minimum = 1000, maximum = 86400000))]
+    pub timeout_ms: Option<i64>,
+    /// `{"maxAttempts" (1..10), "strategy", "initialDelayMs", "maxDelayMs", "jitter"}`, each
+    /// optional.
+    #[cfg_attr(feature = "ssr", schema(value_type = Option<Object>))]
+    pub retry_policy: Option<Value>,
+    #[cfg_attr(feature = "ssr", schema(value_type = Option<Object>))]
+    pub metadata: Option<Value>,
+}
+
+/// `POST /api/workflows`: a workflow definition (api.md "Workflow definitions"); steps and
+/// triggers are validated as a whole (400 `invalid_definition` listing every problem).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct WorkflowDefinitionInput {
+    /// `^[a-z0-9][a-z0-9_-]{0,99}$`, case-insensitive (stored lower-case).
+    #[cfg_attr(feature = "ssr", schema(pattern = "^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$"))]
+    pub slug: String,
+    pub name: String,
+    #[cfg_attr(feature = "ssr", schema(minimum = 1))]
+    pub version: Option<i32>,
+    pub description: Option<String>,
+    #[cfg_attr(feature = "ssr", schema(value_type = Value, required = false))]
+    pub parameters_schema: Option<Value>,
+    #[cfg_attr(feature = "ssr", schema(value_type = Option<Object>))]
+    pub default_parameters: Option<Value>,
+    #[cfg_attr(feature = "ssr", schema(value_type = Option<Object>))]
+    pub metadata: Option<Value>,
+    /// `[{"id", "name"?, "type"?: "job" | "service", "dependsOn"?, "jobSlug", "parameters"?,
+    /// ...}]`: see api.md.
+    #[cfg_attr(feature = "ssr", schema(value_type = Vec<Object>))]
+    pub steps: Value,
+    /// `[{"type": "manual" | "schedule" | "event", "options"?}]`
+    #[cfg_attr(feature = "ssr", schema(value_type = Option<Vec<Object>>))]
+    pub triggers: Option<Value>,
+    /// Only `native`.
+    pub provider: Option<String>,
+}
+
+/// `POST /api/jobs/:slug/run`; an empty body runs with the defaults.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JobRunRequest {
+    /// Merged over the job's `defaultParameters`, then validated against its
+    /// `parametersSchema` (400 `invalid_parameters`).
+    #[cfg_attr(feature = "ssr", schema(value_type = Option<Object>))]
+    pub parameters: Option<Value>,
+    #[cfg_attr(feature = "ssr", schema(minimum = 1000, maximum = 86400000))]
+    pub timeout_ms: Option<i64>,
+    #[cfg_attr(feature = "ssr", schema(minimum = 1, maximum = 10))]
+    pub max_attempts: Option<i32>,
+    #[cfg_attr(feature = "ssr", schema(value_type = Option<Object>))]
+    pub context: Option<Value>,
+    /// 1 to 255 characters, not starting with `switchyard:`; a repeated key returns the
+    /// original run. Also accepted as the `Idempotency-Key` header.
+    #[cfg_attr(feature = "ssr", schema(min_length = 1, max_length = 255))]
+    pub idempotency_key: Option<String>,
+    /// Start no earlier than this many ms from now (at most 30 days).
+    #[cfg_attr(feature = "ssr", schema(minimum = 0, maximum = 2592000000_i64))]
+    pub delay_ms: Option<i64>,
+}
+
+/// `POST /api/workflows/:slug/run`; an empty body runs with the defaults.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkflowRunRequest {
+    #[cfg_attr(feature = "ssr", schema(value_type = Option<Object>))]
+    pub parameters: Option<Value>,
+    /// Who started it (1 to 255 characters; `scheduler` and `event:...` are the server's).
+    pub triggered_by: Option<String>,
+    /// `"manual"` or `{"type": "manual", ...}`: callers start manual runs only.
+    #[cfg_attr(feature = "ssr", schema(value_type = Value, required = false))]
+    pub trigger: Option<Value>,
+    /// 1 to 255 bytes, not starting with `switchyard:`; a repeated key returns the original
+    /// run. Also accepted as the `Idempotency-Key` header.
+    #[cfg_attr(feature = "ssr", schema(min_length = 1, max_length = 255))]
+    pub idempotency_key: Option<String>,
+}
+
+/// `PATCH /api/job-runs/:id` and `PATCH /api/workflow-runs/:id`: the only change a caller can
+/// make to a run is to cancel it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CancelRequest {
+    /// Only `canceled`.
+    pub status: String,
+}
+
+/// `PUT /api/secrets/:key`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SecretInput {
+    /// 1 byte to 64 KiB; stored encrypted, never shown again.
+    #[cfg_attr(feature = "ssr", schema(min_length = 1))]
+    pub value: String,
+    /// Greater than the current version (default: current + 1); not greater is a 409.
+    #[cfg_attr(feature = "ssr", schema(minimum = 1))]
+    pub version: Option<i32>,
+}
+
+/// `POST /api/services`: a service registration (api.md "Services").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceInput {
+    /// `^[a-z0-9][a-z0-9_-]{0,99}$`, case-insensitive (stored lower-case).
+    #[cfg_attr(feature = "ssr", schema(pattern = "^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$"))]
+    pub slug: String,
+    pub display_name: String,
+    /// A lower-case label, e.g. `http`.
+    #[cfg_attr(feature = "ssr", schema(pattern = "^[a-z0-9][a-z0-9_.-]{0,99}$"))]
+    pub kind: String,
+    /// An absolute http(s) URL without query or fragment.
+    #[cfg_attr(feature = "ssr", schema(format = "uri"))]
+    pub base_url: String,
+    /// Polled for the service's status.
+    #[cfg_attr(feature = "ssr", schema(pattern = "^/"))]
+    pub health_path: Option<String>,
+    /// Header name -> value or secret reference, sent with every request to the service.
+    #[cfg_attr(feature = "ssr", schema(value_type = Option<Object>))]
+    pub headers: Option<Value>,
+    #[cfg_attr(feature = "ssr", schema(value_type = Option<Object>))]
+    pub metadata: Option<Value>,
+    pub status: Option<ServiceStatus>,
 }

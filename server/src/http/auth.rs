@@ -15,7 +15,7 @@ use std::{
 
 use app::{
     auth_pages::{AuditEntry, Viewer},
-    wire::ListMeta,
+    wire::{ListMeta, Page},
 };
 use axum::{
     Json,
@@ -772,17 +772,15 @@ pub async fn sign_out(State(s): State<AppState>, req: Request) -> Response {
         ("action" = Option<String>, Query, description = "comma-separated actions, e.g. job.run,workflow.update"),
         ("subject" = Option<String>, Query),
         ("status" = Option<String>, Query, description = "comma-separated: ok, missing_token, invalid_token, forbidden, or another error code"),
-        ("since" = Option<String>, Query, description = "RFC 3339, inclusive"),
-        ("until" = Option<String>, Query, description = "RFC 3339, exclusive"),
-        ("limit" = Option<u64>, Query, description = "1..100, default 20"),
-        ("cursor" = Option<String>, Query, description = "meta.nextCursor of the previous page")),
-    responses((status = 200, body = Vec<AuditEntry>, description = "{\"data\": [entry], \"meta\": {limit, offset, total: null, nextCursor}}"),
-              (status = 400, body = app::wire::ErrorBody), (status = 401, body = app::wire::ErrorBody),
-              (status = 403, body = app::wire::ErrorBody)))]
+        ("since" = Option<chrono::DateTime<chrono::Utc>>, Query, description = "RFC 3339, inclusive"),
+        ("until" = Option<chrono::DateTime<chrono::Utc>>, Query, description = "RFC 3339, exclusive"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 100, description = "1..100, default 20"),
+        ("cursor" = Option<uuid::Uuid>, Query, description = "meta.nextCursor of the previous page")),
+    responses((status = 200, body = Page<AuditEntry>, description = "newest first; meta.total is null (the log is not counted)")))]
 pub async fn list_audit_logs(
     State(s): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Response, ApiError> {
+) -> super::ListReply<AuditEntry> {
     let f = audit_filter(&q).map_err(ApiError::invalid_request)?;
     let page = s
         .jobs
@@ -796,11 +794,10 @@ pub async fn list_audit_logs(
         total: None,
         next_cursor: page.next_cursor,
     };
-    Ok((
-        StatusCode::OK,
-        Json(json!({"data": page.entries, "meta": meta})),
-    )
-        .into_response())
+    Ok(Json(Page {
+        data: page.entries,
+        meta,
+    }))
 }
 
 fn audit_filter(q: &HashMap<String, String>) -> Result<AuditFilter, Problems> {

@@ -1,14 +1,15 @@
 //! The HTTP layer's one error type and the JSON body extractor. Every failure answers in the
-//! api.md format `{"error": {"code", "message", "details"}}`; 5xx bodies are opaque (the cause
-//! is logged, not leaked).
-use app::wire::{ErrorBody, ErrorDetail};
+//! api.md format `{"error": {"code", "message", "details"}}` (`app::wire::ErrorResponse`, the
+//! type the OpenAPI document describes); 5xx bodies are opaque (the cause is logged, not
+//! leaked).
+use app::wire::{ErrorBody, ErrorDetail, ErrorResponse};
 use axum::{
     body::Bytes,
     extract::{FromRequest, Request},
     http::{StatusCode, header},
     response::{IntoResponse, Response},
 };
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::{domain::Problems, service::ServiceError};
 
@@ -92,12 +93,14 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody {
-            code: self.code.to_string(),
-            message: self.message,
-            details: self.details,
+        let body = ErrorResponse {
+            error: ErrorBody {
+                code: self.code.to_string(),
+                message: self.message,
+                details: self.details,
+            },
         };
-        (self.status, axum::Json(json!({"error": body}))).into_response()
+        (self.status, axum::Json(body)).into_response()
     }
 }
 

@@ -1,54 +1,53 @@
 //! Job definition and job run endpoints (api.md "Job definitions", "Job runs").
 use std::collections::HashMap;
 
-use app::wire::{JobDefinition, JobDefinitionVersion, JobRun, JobWithRuns, RunStatus};
+use app::wire::{
+    CancelRequest, Data, ErrorResponse, JobDefinition, JobDefinitionInput, JobDefinitionVersion,
+    JobRun, JobRunRequest, JobWithRuns, Page, RunStatus,
+};
 use axum::{
     Json,
     extract::{Extension, Path, Query, State},
     http::{HeaderMap, StatusCode},
-    response::{IntoResponse, Response},
 };
-use serde_json::json;
 
 use super::{
-    AppState,
+    AppState, ListReply, Reply,
     error::{ApiError, ApiJson},
     lists::{catalog_filter, list_page, version_paging},
+    openapi::{Paging, RunStatusFilter, Search, VersionPaging},
+    reply,
 };
 use crate::{
     domain::{Problems, auth::Principal},
     store::RunFilter,
 };
 
-type ApiResult = Result<Response, ApiError>;
-
-fn data<T: serde::Serialize>(status: StatusCode, value: T) -> Response {
-    (status, Json(json!({"data": value}))).into_response()
-}
-
-/// `GET /api/jobs`
-#[utoipa::path(get, path = "/api/jobs", tag = "jobs",
-    responses((status = 200, description = "All job definitions, by slug", body = Vec<JobDefinition>)))]
+/// `GET /api/jobs`: job definitions, newest first; `q` searches slugs and names.
+#[utoipa::path(get, path = "/api/jobs", tag = "jobs", params(Paging, Search),
+    responses((status = 200, description = "Job definitions, newest first", body = Page<JobDefinition>)))]
 pub async fn list_jobs(
     State(s): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
-) -> ApiResult {
+) -> ListReply<JobDefinition> {
     let f = catalog_filter(&q, None)?;
     Ok(list_page(s.jobs.page_jobs(&f).await?, &f.page))
 }
 
 /// `POST /api/jobs`: create (201) or replace with the same or a higher version (200).
 #[utoipa::path(post, path = "/api/jobs", tag = "jobs",
-    request_body(content = Object, description = "Job definition (api.md)"),
-    responses((status = 201, body = JobDefinition), (status = 200, body = JobDefinition, description = "replaced"),
-              (status = 400, body = app::wire::ErrorBody), (status = 409, body = app::wire::ErrorBody)))]
+    request_body(content = JobDefinitionInput, description = "Job definition (api.md)"),
+    responses((status = 201, body = Data<JobDefinition>, description = "created"),
+              (status = 200, body = Data<JobDefinition>, description = "replaced (same or higher version)"),
+              (status = 400, body = ErrorResponse, description = "invalid_definition: every problem, each with a JSON pointer"),
+              (status = 409, body = ErrorResponse, description = "conflict: the stored version is higher")))]
 pub async fn create_job(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
     ApiJson(body): ApiJson,
-) -> ApiResult {
+) -> Reply<JobDefinition> {
     let (job, created) = s.jobs.save_job(&body, &who).await?;
-    Ok(data(
+    Ok(reply(
         if created {
             StatusCode::CREATED
         } else {
@@ -60,21 +59,24 @@ pub async fn create_job(
 
 /// `GET /api/jobs/:slug`
 #[utoipa::path(get, path = "/api/jobs/{slug}", tag = "jobs",
-    params(("slug" = String, Path)), responses((status = 200, body = JobWithRuns), (status = 404, body = app::wire::ErrorBody)))]
-pub async fn get_job(State(s): State<AppState>, Path(slug): Path<String>) -> ApiResult {
-    Ok(data(StatusCode::OK, s.jobs.job_with_runs(&slug).await?))
+    params(("slug" = String, Path)), responses((status = 200, body = Data<JobWithRuns>), (status = 404, body = ErrorResponse)))]
+pub async fn get_job(State(s): State<AppState>, Path(slug): Path<String>) -> Reply<JobWithRuns> {
+    Ok(reply(StatusCode::OK, s.jobs.job_with_runs(&slug).await?))
 }
 
 /// `PATCH /api/jobs/:slug`
 #[utoipa::path(patch, path = "/api/jobs/{slug}", tag = "jobs", params(("slug" = String, Path)),
-    request_body(content = Object), responses((status = 200, body = JobDefinition), (status = 400, body = app::wire::ErrorBody)))]
+    request_body(content = Object, description = "Any fields of a job definition (JobDefinitionInput); the result is validated like a full definition"),
+    responses((status = 200, body = Data<JobDefinition>),
+              (status = 400, body = ErrorResponse, description = "invalid_definition: every problem, each with a JSON pointer"),
+              (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse)))]
 pub async fn patch_job(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
     Path(slug): Path<String>,
     ApiJson(body): ApiJson,
-) -> ApiResult {
-    Ok(data(
+) -> Reply<JobDefinition> {
+    Ok(reply(
         StatusCode::OK,
         s.jobs.patch_job(&slug, &body, &who).await?,
     ))
@@ -82,20 +84,25 @@ pub async fn patch_job(
 
 /// `DELETE /api/jobs/:slug`
 #[utoipa::path(delete, path = "/api/jobs/{slug}", tag = "jobs", params(("slug" = String, Path)),
-    responses((status = 204), (status = 404, body = app::wire::ErrorBody), (status = 409, body = app::wire::ErrorBody)))]
-pub async fn delete_job(State(s): State<AppState>, Path(slug): Path<String>) -> ApiResult {
+    responses((status = 204, description = "deleted"), (status = 404, body = ErrorResponse),
+              (status = 409, body = ErrorResponse, description = "conflict: a workflow references the job, or it has pending or running runs")))]
+pub async fn delete_job(
+    State(s): State<AppState>,
+    Path(slug): Path<String>,
+) -> Result<StatusCode, ApiError> {
     s.jobs.delete_job(&slug).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `GET /api/jobs/:slug/versions`
-#[utoipa::path(get, path = "/api/jobs/{slug}/versions", tag = "jobs", params(("slug" = String, Path)),
-    responses((status = 200, body = Vec<JobDefinitionVersion>)))]
+#[utoipa::path(get, path = "/api/jobs/{slug}/versions", tag = "jobs", params(("slug" = String, Path), VersionPaging),
+    responses((status = 200, body = Page<JobDefinitionVersion>, description = "stored versions, newest first"),
+              (status = 404, body = ErrorResponse)))]
 pub async fn job_versions(
     State(s): State<AppState>,
     Path(slug): Path<String>,
     Query(q): Query<HashMap<String, String>>,
-) -> ApiResult {
+) -> ListReply<JobDefinitionVersion> {
     let page = version_paging(&q)?;
     Ok(list_page(
         s.jobs.page_job_versions(&slug, &page).await?,
@@ -107,18 +114,20 @@ pub async fn job_versions(
 /// the original run (also 202).
 #[utoipa::path(post, path = "/api/jobs/{slug}/run", tag = "runs", params(("slug" = String, Path),
         ("Idempotency-Key" = Option<String>, Header)),
-    request_body(content = Object, description = "{parameters, timeoutMs?, maxAttempts?, context?, idempotencyKey?, delayMs?}"),
-    responses((status = 202, body = JobRun), (status = 400, body = app::wire::ErrorBody), (status = 404, body = app::wire::ErrorBody)))]
+    request_body(content = Option<JobRunRequest>, description = "Run options; an empty body runs with the defaults"),
+    responses((status = 202, body = Data<JobRun>, description = "the new run (or, for a repeated idempotency key, the original one)"),
+              (status = 400, body = ErrorResponse, description = "invalid_request (the body) or invalid_parameters (the parameters against the job's schema): every problem, each with a JSON pointer"),
+              (status = 404, body = ErrorResponse)))]
 pub async fn run_job(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
     Path(slug): Path<String>,
     headers: HeaderMap,
     ApiJson(body): ApiJson,
-) -> ApiResult {
+) -> Reply<JobRun> {
     let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok());
     let (run, _) = s.jobs.run_job(&slug, &body, key, &who).await?;
-    Ok(data(StatusCode::ACCEPTED, run))
+    Ok(reply(StatusCode::ACCEPTED, run))
 }
 
 pub use super::lists::paging;
@@ -154,7 +163,7 @@ pub fn run_filter(q: &HashMap<String, String>) -> Result<RunFilter, ApiError> {
     p.finish(f).map_err(ApiError::invalid_request)
 }
 
-fn run_page(page: crate::store::RunPage, f: &RunFilter) -> Response {
+fn run_page(page: crate::store::RunPage, f: &RunFilter) -> Json<Page<JobRun>> {
     let items = crate::store::Page {
         items: page.runs,
         total: page.total,
@@ -170,16 +179,15 @@ fn run_page(page: crate::store::RunPage, f: &RunFilter) -> Response {
     )
 }
 
-/// `GET /api/jobs/:slug/runs`
+/// `GET /api/jobs/:slug/runs`: the job's runs, newest first.
 #[utoipa::path(get, path = "/api/jobs/{slug}/runs", tag = "runs", params(("slug" = String, Path),
-        ("limit" = Option<u64>, Query), ("offset" = Option<u64>, Query), ("cursor" = Option<String>, Query),
-        ("status" = Option<String>, Query, description = "comma-separated statuses"), ("q" = Option<String>, Query)),
-    responses((status = 200, body = Vec<JobRun>)))]
+        Paging, RunStatusFilter, Search),
+    responses((status = 200, body = Page<JobRun>), (status = 404, body = ErrorResponse)))]
 pub async fn job_runs(
     State(s): State<AppState>,
     Path(slug): Path<String>,
     Query(q): Query<HashMap<String, String>>,
-) -> ApiResult {
+) -> ListReply<JobRun> {
     let f = run_filter(&q)?;
     let page = s.jobs.list_runs(Some(&slug), f.clone()).await?;
     Ok(run_page(page, &f))
@@ -187,49 +195,54 @@ pub async fn job_runs(
 
 /// `GET /api/job-runs`: runs of every job, newest first; `?job=slug` narrows to one job.
 #[utoipa::path(get, path = "/api/job-runs", tag = "runs", params(
-        ("limit" = Option<u64>, Query), ("offset" = Option<u64>, Query), ("cursor" = Option<String>, Query),
-        ("status" = Option<String>, Query), ("q" = Option<String>, Query), ("job" = Option<String>, Query)),
-    responses((status = 200, body = Vec<JobRun>)))]
+        Paging, RunStatusFilter, Search, ("job" = Option<String>, Query, description = "a job slug: only that job's runs")),
+    responses((status = 200, body = Page<JobRun>),
+              (status = 404, body = ErrorResponse, description = "not_found: no job has the slug given as `job`")))]
 pub async fn all_runs(
     State(s): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
-) -> ApiResult {
+) -> ListReply<JobRun> {
     let f = run_filter(&q)?;
     let page = s
         .jobs
-        .list_runs(q.get("job").map(String::as_str), f.clone())
+        .list_runs(
+            q.get("job").map(String::as_str).filter(|j| !j.is_empty()),
+            f.clone(),
+        )
         .await?;
     Ok(run_page(page, &f))
 }
 
 /// `GET /api/job-runs/:id`
 #[utoipa::path(get, path = "/api/job-runs/{id}", tag = "runs", params(("id" = String, Path)),
-    responses((status = 200, body = JobRun), (status = 404, body = app::wire::ErrorBody)))]
-pub async fn get_run(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    Ok(data(StatusCode::OK, s.jobs.get_run(&id).await?))
+    responses((status = 200, body = Data<JobRun>), (status = 404, body = ErrorResponse)))]
+pub async fn get_run(State(s): State<AppState>, Path(id): Path<String>) -> Reply<JobRun> {
+    Ok(reply(StatusCode::OK, s.jobs.get_run(&id).await?))
 }
 
 /// `PATCH /api/job-runs/:id` with `{"status": "canceled"}`
 #[utoipa::path(patch, path = "/api/job-runs/{id}", tag = "runs", params(("id" = String, Path)),
-    request_body(content = Object, description = "{\"status\": \"canceled\"}"),
-    responses((status = 200, body = JobRun), (status = 409, body = app::wire::ErrorBody)))]
+    request_body(content = CancelRequest),
+    responses((status = 200, body = Data<JobRun>), (status = 404, body = ErrorResponse),
+              (status = 409, body = ErrorResponse, description = "conflict: the run has finished")))]
 pub async fn patch_run(
     State(s): State<AppState>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson,
-) -> ApiResult {
-    Ok(data(StatusCode::OK, s.jobs.patch_run(&id, &body).await?))
+) -> Reply<JobRun> {
+    Ok(reply(StatusCode::OK, s.jobs.patch_run(&id, &body).await?))
 }
 
 /// `POST /api/job-runs/:id/retry`: a new run with the same parameters.
 #[utoipa::path(post, path = "/api/job-runs/{id}/retry", tag = "runs", params(("id" = String, Path)),
-    responses((status = 202, body = JobRun), (status = 409, body = app::wire::ErrorBody)))]
+    responses((status = 202, body = Data<JobRun>, description = "the new run"), (status = 404, body = ErrorResponse),
+              (status = 409, body = ErrorResponse, description = "conflict: the run is still pending or running")))]
 pub async fn retry_run(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
     Path(id): Path<String>,
-) -> ApiResult {
-    Ok(data(
+) -> Reply<JobRun> {
+    Ok(reply(
         StatusCode::ACCEPTED,
         s.jobs.retry_run(&id, &who).await?,
     ))

@@ -3,12 +3,7 @@
 use std::collections::HashMap;
 
 use app::wire::ListMeta;
-use axum::{
-    Json,
-    http::StatusCode,
-    response::{IntoResponse, Response},
-};
-use serde_json::json;
+use axum::Json;
 
 use super::error::ApiError;
 use crate::{
@@ -118,16 +113,14 @@ pub fn version_paging(q: &HashMap<String, String>) -> Result<PageRequest, ApiErr
 
 /// A list's answer: the page's rows in `data`, and `meta` with the limit, the offset (0 when
 /// paging by cursor), the total over all pages and the next page's cursor.
-pub fn list_page<T: serde::Serialize>(page: Page<T>, req: &PageRequest) -> Response {
-    let meta = ListMeta {
-        limit: req.limit,
-        offset: if req.cursor.is_some() { 0 } else { req.offset },
-        total: Some(page.total),
-        next_cursor: page.next_cursor,
-    };
-    (
-        StatusCode::OK,
-        Json(json!({"data": page.items, "meta": meta})),
-    )
-        .into_response()
+pub fn list_page<T>(page: Page<T>, req: &PageRequest) -> Json<app::wire::Page<T>> {
+    Json(app::wire::Page {
+        data: page.items,
+        meta: ListMeta {
+            limit: req.limit,
+            offset: if req.cursor.is_some() { 0 } else { req.offset },
+            total: Some(page.total),
+            next_cursor: page.next_cursor,
+        },
+    })
 }

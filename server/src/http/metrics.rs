@@ -1,15 +1,14 @@
 //! `GET /metrics` (Prometheus text, or the page when the client prefers HTML) and
 //! `GET /api/metrics` (api.md "Operations").
+use app::wire::{Data, MetricsReport};
 use axum::{
-    Json,
     extract::{Request, State},
     http::{HeaderMap, Method, StatusCode, header},
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use serde_json::json;
 
-use super::{AppState, error::ApiError};
+use super::{AppState, Reply, error::ApiError, reply};
 use crate::metrics::Metrics;
 
 /// The content type of the Prometheus text exposition format.
@@ -17,21 +16,22 @@ pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// `GET /api/metrics`
 #[utoipa::path(get, path = "/api/metrics", tag = "operations",
-    responses((status = 200, description = "{\"data\": MetricsReport}: run counts by status, failure rates over the last hour, queue depth, duration summaries", body = app::wire::MetricsReport),
-              (status = 500, body = app::wire::ErrorBody)))]
-pub async fn api_metrics(State(s): State<AppState>) -> Response {
+    responses((status = 200, description = "run counts by status, failure rates over the last hour, queue depth, duration summaries", body = Data<MetricsReport>)))]
+pub async fn api_metrics(State(s): State<AppState>) -> Reply<MetricsReport> {
     match s.metrics.report().await {
-        Ok(report) => Json(json!({"data": report})).into_response(),
+        Ok(report) => Ok(reply(StatusCode::OK, report)),
         Err(e) => {
             tracing::error!(error = %e, "metrics: database figures unavailable");
-            ApiError::internal().into_response()
+            Err(ApiError::internal())
         }
     }
 }
 
 /// `GET /metrics` for scrapers (documented here; served by [`prometheus_unless_html`]).
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text format 0.0.4 (the /metrics page instead when the Accept header prefers text/html)", content_type = "text/plain")))]
+    responses((status = 200, description = "Prometheus text format 0.0.4; the /metrics page (HTML) instead when the Accept header prefers text/html",
+               content((String = "text/plain; version=0.0.4"), (String = "text/html"))),
+              (status = 500, description = "the figures could not be read from the database", content_type = "text/plain", body = String)))]
 pub async fn prometheus(metrics: &Metrics) -> Response {
     match metrics.prometheus_text().await {
         Ok(text) => ([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], text).into_response(),

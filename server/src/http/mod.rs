@@ -7,6 +7,7 @@ pub mod jobs;
 pub mod limits;
 pub mod lists;
 pub mod metrics;
+pub mod openapi;
 pub mod secrets;
 pub mod stream;
 pub mod workflows;
@@ -22,15 +23,13 @@ use axum::{
 };
 use leptos::prelude::LeptosOptions;
 use leptos_axum::{LeptosRoutes, generate_route_list};
-use serde_json::json;
 use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
-use utoipa::OpenApi;
 
 use crate::{
     db::Database, domain::hosts::HostPolicy, events::EventBus, service::JobService,
     workflows::WorkflowService,
 };
-use auth::SecurityAddon;
+use app::wire::{Data, ErrorResponse, Health, Page, Readiness};
 use error::ApiError;
 
 /// What every handler can reach.
@@ -64,117 +63,54 @@ impl FromRef<AppState> for LeptosOptions {
     }
 }
 
-#[derive(OpenApi)]
-#[openapi(
-    info(
-        title = "Switchyard API",
-        description = "Jobs and workflows orchestrator. Wire format of AppHub's catalog API: camelCase JSON in {\"data\": ...} envelopes; errors as {\"error\": {code, message, details}}."
-    ),
-    paths(
-        jobs::list_jobs,
-        jobs::create_job,
-        jobs::get_job,
-        jobs::patch_job,
-        jobs::delete_job,
-        jobs::job_versions,
-        jobs::run_job,
-        jobs::job_runs,
-        jobs::all_runs,
-        jobs::get_run,
-        jobs::patch_run,
-        jobs::retry_run,
-        workflows::list_workflows,
-        workflows::create_workflow,
-        workflows::get_workflow,
-        workflows::patch_workflow,
-        workflows::delete_workflow,
-        workflows::workflow_versions,
-        workflows::run_workflow,
-        workflows::workflow_runs,
-        workflows::all_workflow_runs,
-        workflows::get_workflow_run,
-        workflows::workflow_run_steps,
-        workflows::patch_workflow_run,
-        workflows::retry_workflow_run,
-        workflows::rerun_workflow_run,
-        workflows::list_services,
-        workflows::create_service,
-        workflows::get_service,
-        workflows::patch_service,
-        secrets::list_secrets,
-        secrets::put_secret,
-        secrets::get_secret,
-        secrets::delete_secret,
-        stream::events,
-        stream::logs,
-        health,
-        ready,
-        openapi_json,
-        auth::list_audit_logs,
-        metrics::api_metrics,
-        metrics::prometheus,
-    ),
-    components(schemas(
-        app::wire::JobDefinition,
-        app::wire::JobDefinitionVersion,
-        app::wire::JobRun,
-        app::wire::JobWithRuns,
-        app::wire::RetryPolicy,
-        app::wire::ListMeta,
-        app::wire::ErrorBody,
-        app::wire::ErrorDetail,
-        app::wire::EventMessage,
-        app::wire::RunStatus,
-        app::wire::JobType,
-        app::wire::Trigger,
-        app::wire::RetryStrategy,
-        app::wire::Jitter,
-        app::wire::WorkflowDefinition,
-        app::wire::WorkflowDefinitionVersion,
-        app::wire::WorkflowWithRuns,
-        app::wire::WorkflowRun,
-        app::wire::WorkflowRunStatus,
-        app::wire::WorkflowRunStep,
-        app::wire::StepRunStatus,
-        app::wire::StepAttempt,
-        app::wire::WorkflowRunWithSteps,
-        app::wire::Service,
-        app::wire::ServiceStatus,
-        app::auth_pages::AuditEntry,
-        app::wire::SecretMetadata,
-        app::wire::SecretVersionInfo,
-        app::wire::MetricsReport,
-        app::wire::RunMetrics,
-        app::wire::SlugStatusCounts,
-        app::wire::QueueDepth,
-        app::wire::DurationMetrics,
-        app::wire::DurationSummary,
-        app::wire::DurationBucket,
-    )),
-    modifiers(&SecurityAddon)
-)]
-pub struct ApiDoc;
+/// A `{"data": T}` answer with the status its handler chose (200, 201, 202). Handlers return
+/// this type, and their OpenAPI annotation names the same `Data<T>`.
+pub type Reply<T> = Result<(StatusCode, Json<Data<T>>), ApiError>;
+
+/// A `{"data": [T], "meta": ListMeta}` answer (200).
+pub type ListReply<T> = Result<Json<Page<T>>, ApiError>;
+
+/// `{"data": value}` with `status`.
+pub fn reply<T>(status: StatusCode, value: T) -> (StatusCode, Json<Data<T>>) {
+    (status, Json(Data::new(value)))
+}
 
 /// `GET /api/health`: the process is up.
-#[utoipa::path(get, path = "/api/health", tag = "operations", responses((status = 200, description = "{\"data\": {\"status\": \"ok\"}}")))]
-pub async fn health() -> Response {
-    Json(json!({"data": {"status": "ok"}})).into_response()
+#[utoipa::path(get, path = "/api/health", tag = "operations",
+    responses((status = 200, body = Data<Health>)))]
+pub async fn health() -> Reply<Health> {
+    Ok(reply(
+        StatusCode::OK,
+        Health {
+            status: "ok".into(),
+        },
+    ))
 }
 
 /// `GET /api/ready`: the database answers and migrations are applied.
 #[utoipa::path(get, path = "/api/ready", tag = "operations",
-    responses((status = 200, description = "ready"), (status = 503, body = app::wire::ErrorBody)))]
-pub async fn ready(State(s): State<AppState>) -> Response {
+    responses((status = 200, body = Data<Readiness>),
+              (status = 503, body = ErrorResponse, description = "not_ready: the database does not answer or migrations are missing; or timeout (the request timeout)")))]
+pub async fn ready(State(s): State<AppState>) -> Reply<Readiness> {
     match s.db.ready().await {
-        Ok(()) => Json(json!({"data": {"status": "ready", "database": if s.db.is_postgres() { "postgres" } else { "sqlite" }}})).into_response(),
-        Err(why) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", why).into_response(),
+        Ok(()) => Ok(reply(
+            StatusCode::OK,
+            Readiness {
+                status: "ready".into(),
+                database: if s.db.is_postgres() {
+                    "postgres"
+                } else {
+                    "sqlite"
+                }
+                .into(),
+            },
+        )),
+        Err(why) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            why,
+        )),
     }
-}
-
-/// `GET /api/openapi.json`: this API's OpenAPI 3.1 document, generated from the code.
-#[utoipa::path(get, path = "/api/openapi.json", tag = "operations", responses((status = 200, description = "OpenAPI 3.1 document")))]
-pub async fn openapi_json() -> Response {
-    Json(ApiDoc::openapi()).into_response()
 }
 
 async fn api_not_found() -> ApiError {
@@ -265,7 +201,7 @@ pub fn router(state: AppState, max_body_bytes: usize, hosts: HostPolicy) -> Rout
     let api = Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
-        .route("/openapi.json", get(openapi_json))
+        .route("/openapi.json", get(openapi::openapi_json))
         .route("/metrics", get(metrics::api_metrics))
         .route("/events", get(stream::events))
         .route("/jobs", get(jobs::list_jobs).post(jobs::create_job))

@@ -10,6 +10,7 @@ use std::{
     time::Duration,
 };
 
+use app::wire::{ErrorResponse, EventMessage};
 use axum::{
     body::Body,
     extract::{ConnectInfo, FromRequestParts, Path, Query, State},
@@ -22,6 +23,10 @@ use axum::{
 use futures::{StreamExt, stream};
 use serde_json::json;
 use tokio::sync::broadcast::{self, error::RecvError};
+use utoipa::openapi::{
+    RefOr,
+    schema::{ObjectBuilder, Schema, Type},
+};
 
 use super::{
     AppState,
@@ -32,6 +37,48 @@ use crate::{
     domain::Problems,
     store::{Store, StoredEvent},
 };
+
+/// One event of `GET /api/events` as an event-stream reader sees it: OpenAPI 3.1 describes
+/// each event of a `text/event-stream` response by its fields. `data` is an [`EventMessage`]
+/// as JSON (`contentMediaType` / `contentSchema`, generated from that type).
+pub struct SseEvent;
+
+impl utoipa::PartialSchema for SseEvent {
+    fn schema() -> RefOr<Schema> {
+        let string = || ObjectBuilder::new().schema_type(Type::String);
+        let message = serde_json::to_value(<EventMessage as utoipa::PartialSchema>::schema())
+            .unwrap_or_default();
+        let data = string()
+            .description(Some("JSON {\"type\", \"data\"}: the event's type again and its payload ({\"run\"}, {\"job\"}, {\"workflow\"} or {\"service\"})"))
+            .content_media_type("application/json")
+            // `contentSchema` is JSON Schema (2019-09 and later), not an OpenAPI extension:
+            // built without the builder, which would prefix it with `x-`.
+            .extensions(Some(utoipa::openapi::extensions::Extensions::from_iter([(
+                "contentSchema",
+                message,
+            )])));
+        ObjectBuilder::new()
+            .property(
+                "id",
+                string().description(Some(
+                    "The event's sequence number: send the last one seen as Last-Event-ID to resume after it",
+                )),
+            )
+            .property(
+                "event",
+                string().description(Some(
+                    "The event type, e.g. job.run.succeeded; stream.truncated first when a replay was cut short",
+                )),
+            )
+            .property("data", data)
+            .required("id")
+            .required("event")
+            .required("data")
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for SseEvent {}
 
 /// The event type of the first event of a replay that was cut short.
 pub const TRUNCATED_EVENT: &str = "stream.truncated";
@@ -119,11 +166,15 @@ fn truncated_event(last_id: i64, resume_after: i64, max: u64) -> Event {
 /// `GET /api/events`
 #[utoipa::path(get, path = "/api/events", tag = "events", params(
         ("topics" = Option<String>, Query, description = "comma-separated types or prefixes with *, e.g. job.run.*"),
-        ("Last-Event-ID" = Option<String>, Header, description = "replay events after this id (at most --max-replay-events of them; when more were missed the stream starts with a stream.truncated event: reload)")),
-    responses((status = 200, description = "text/event-stream; data: {\"type\", \"data\"}", content_type = "text/event-stream"),
-              (status = 400, body = app::wire::ErrorBody),
-              (status = 429, body = app::wire::ErrorBody, description = "this client holds --max-sse-per-client streams (Retry-After)"),
-              (status = 503, body = app::wire::ErrorBody, description = "the server holds --max-sse-total streams (Retry-After)")))]
+        ("Last-Event-ID" = Option<u64>, Header, description = "replay events after this id (at most --max-replay-events of them; when more were missed the stream starts with a stream.truncated event: reload)"),
+        ("lastEventId" = Option<u64>, Query, description = "the same as the Last-Event-ID header (which wins when both are given), for clients that cannot set headers")),
+    responses((status = 200, description = "A Server-Sent Events stream that lasts until the client goes away: each event has `id:` (a sequence number), `event:` (its type) and `data:` (JSON `{\"type\", \"data\"}`); comment lines keep the connection alive every 15 s",
+               content((SseEvent = "text/event-stream"))),
+              (status = 400, body = ErrorResponse, description = "invalid_request: Last-Event-ID is not a non-negative integer"),
+              (status = 429, body = ErrorResponse, description = "rate_limited: this client holds --max-sse-per-client streams (Retry-After)",
+               headers(("Retry-After" = u64, description = "seconds"))),
+              (status = 503, body = ErrorResponse, description = "overloaded: the server holds --max-sse-total streams; or timeout (the request timeout). Retry-After says when to try again",
+               headers(("Retry-After" = u64, description = "seconds")))))]
 pub async fn events(
     State(s): State<AppState>,
     ClientAddr(client): ClientAddr,
@@ -299,12 +350,17 @@ fn log_query(q: &HashMap<String, String>) -> Result<LogQuery, ApiError> {
 /// `GET /api/job-runs/:id/logs`
 #[utoipa::path(get, path = "/api/job-runs/{id}/logs", tag = "runs", params(("id" = String, Path),
         ("follow" = Option<bool>, Query, description = "stream until the run ends (a run that has not started is waited for, not polled)"),
-        ("tail" = Option<u64>, Query, description = "only the last N lines (1..100000), of those after `after`"),
-        ("after" = Option<i64>, Query, description = "only lines after this line id (the switchyard-last-line-id header of an earlier response)")),
-    responses((status = 200, description = "the run log as text, streamed; without follow, the switchyard-last-line-id header names its last line", content_type = "text/plain"),
-              (status = 400, body = app::wire::ErrorBody), (status = 404, body = app::wire::ErrorBody),
-              (status = 429, body = app::wire::ErrorBody, description = "this client holds --max-log-followers-per-client follows (Retry-After)"),
-              (status = 503, body = app::wire::ErrorBody, description = "the server holds --max-log-followers follows (Retry-After)")))]
+        ("tail" = Option<u64>, Query, minimum = 1, maximum = 100000, description = "only the last N lines (1..100000), of those after `after`"),
+        ("after" = Option<i64>, Query, minimum = 0, description = "only lines after this line id (the switchyard-last-line-id header of an earlier response)")),
+    responses((status = 200, description = "The run log as UTF-8 text, one line per log line, streamed from the database; with follow, the stream goes on until the run ends",
+               content_type = "text/plain; charset=utf-8", body = String,
+               headers(("switchyard-last-line-id" = i64, description = "without follow: the id of the last line the response holds (pass it as `after` to read what came since)"))),
+              (status = 400, body = ErrorResponse, description = "invalid_request: follow, tail or after is malformed"),
+              (status = 404, body = ErrorResponse),
+              (status = 429, body = ErrorResponse, description = "rate_limited: this client holds --max-log-followers-per-client follows (Retry-After)",
+               headers(("Retry-After" = u64, description = "seconds"))),
+              (status = 503, body = ErrorResponse, description = "overloaded: the server holds --max-log-followers follows; or timeout (the request timeout). Retry-After says when to try again",
+               headers(("Retry-After" = u64, description = "seconds")))))]
 pub async fn logs(
     State(s): State<AppState>,
     ClientAddr(client): ClientAddr,

@@ -3,16 +3,15 @@
 use std::collections::HashMap;
 
 use app::wire::{
-    Service, ServiceStatus, WorkflowDefinition, WorkflowDefinitionVersion, WorkflowRun,
-    WorkflowRunStatus, WorkflowRunWithSteps, WorkflowWithRuns,
+    CancelRequest, Data, ErrorResponse, Page, Service, ServiceInput, ServiceStatus,
+    WorkflowDefinition, WorkflowDefinitionInput, WorkflowDefinitionVersion, WorkflowRun,
+    WorkflowRunRequest, WorkflowRunStatus, WorkflowRunWithSteps, WorkflowWithRuns,
 };
 use axum::{
     Json,
     extract::{Extension, Path, Query, State},
     http::{HeaderMap, StatusCode},
-    response::{IntoResponse, Response},
 };
-use serde_json::json;
 
 use crate::{
     domain::{Problems, auth::Principal},
@@ -20,24 +19,20 @@ use crate::{
 };
 
 use super::{
-    AppState,
+    AppState, ListReply, Reply,
     error::{ApiError, ApiJson},
     lists::{catalog_filter, list_page, version_paging},
+    openapi::{Paging, Search, ServiceStatusFilter, VersionPaging, WorkflowRunStatusFilter},
+    reply,
 };
 
-type ApiResult = Result<Response, ApiError>;
-
-fn data<T: serde::Serialize>(status: StatusCode, value: T) -> Response {
-    (status, Json(json!({"data": value}))).into_response()
-}
-
-/// `GET /api/workflows`
-#[utoipa::path(get, path = "/api/workflows", tag = "workflows",
-    responses((status = 200, description = "All workflow definitions, by slug", body = Vec<WorkflowDefinition>)))]
+/// `GET /api/workflows`: workflow definitions, newest first; `q` searches slugs and names.
+#[utoipa::path(get, path = "/api/workflows", tag = "workflows", params(Paging, Search),
+    responses((status = 200, description = "Workflow definitions, newest first", body = Page<WorkflowDefinition>)))]
 pub async fn list_workflows(
     State(s): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
-) -> ApiResult {
+) -> ListReply<WorkflowDefinition> {
     let f = catalog_filter(&q, None)?;
     Ok(list_page(s.workflows().page_workflows(&f).await?, &f.page))
 }
@@ -45,17 +40,18 @@ pub async fn list_workflows(
 /// `POST /api/workflows`: create (201) or replace with the same or a higher version (200); a
 /// lower version is a 409. Steps may only name jobs and services that exist.
 #[utoipa::path(post, path = "/api/workflows", tag = "workflows",
-    request_body(content = Object, description = "Workflow definition (api.md)"),
-    responses((status = 201, body = WorkflowDefinition), (status = 200, body = WorkflowDefinition, description = "replaced"),
-              (status = 400, body = app::wire::ErrorBody, description = "invalid_definition: every problem, each with a JSON pointer"),
-              (status = 409, body = app::wire::ErrorBody)))]
+    request_body(content = WorkflowDefinitionInput, description = "Workflow definition (api.md)"),
+    responses((status = 201, body = Data<WorkflowDefinition>, description = "created"),
+              (status = 200, body = Data<WorkflowDefinition>, description = "replaced (same or higher version)"),
+              (status = 400, body = ErrorResponse, description = "invalid_definition: every problem, each with a JSON pointer"),
+              (status = 409, body = ErrorResponse, description = "conflict: the stored version is higher")))]
 pub async fn create_workflow(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
     ApiJson(body): ApiJson,
-) -> ApiResult {
+) -> Reply<WorkflowDefinition> {
     let (workflow, created) = s.workflows().save_workflow(&body, &who).await?;
-    Ok(data(
+    Ok(reply(
         if created {
             StatusCode::CREATED
         } else {
@@ -67,9 +63,12 @@ pub async fn create_workflow(
 
 /// `GET /api/workflows/:slug`
 #[utoipa::path(get, path = "/api/workflows/{slug}", tag = "workflows", params(("slug" = String, Path)),
-    responses((status = 200, body = WorkflowWithRuns), (status = 404, body = app::wire::ErrorBody)))]
-pub async fn get_workflow(State(s): State<AppState>, Path(slug): Path<String>) -> ApiResult {
-    Ok(data(
+    responses((status = 200, body = Data<WorkflowWithRuns>), (status = 404, body = ErrorResponse)))]
+pub async fn get_workflow(
+    State(s): State<AppState>,
+    Path(slug): Path<String>,
+) -> Reply<WorkflowWithRuns> {
+    Ok(reply(
         StatusCode::OK,
         s.workflows().workflow_with_runs(&slug).await?,
     ))
@@ -78,16 +77,17 @@ pub async fn get_workflow(State(s): State<AppState>, Path(slug): Path<String>) -
 /// `PATCH /api/workflows/:slug`: updates the given fields; the result is validated like a
 /// full definition.
 #[utoipa::path(patch, path = "/api/workflows/{slug}", tag = "workflows", params(("slug" = String, Path)),
-    request_body(content = Object),
-    responses((status = 200, body = WorkflowDefinition), (status = 400, body = app::wire::ErrorBody),
-              (status = 404, body = app::wire::ErrorBody), (status = 409, body = app::wire::ErrorBody)))]
+    request_body(content = Object, description = "Any fields of a workflow definition (WorkflowDefinitionInput)"),
+    responses((status = 200, body = Data<WorkflowDefinition>),
+              (status = 400, body = ErrorResponse, description = "invalid_definition: every problem, each with a JSON pointer"),
+              (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse)))]
 pub async fn patch_workflow(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
     Path(slug): Path<String>,
     ApiJson(body): ApiJson,
-) -> ApiResult {
-    Ok(data(
+) -> Reply<WorkflowDefinition> {
+    Ok(reply(
         StatusCode::OK,
         s.workflows().patch_workflow(&slug, &body, &who).await?,
     ))
@@ -95,20 +95,24 @@ pub async fn patch_workflow(
 
 /// `DELETE /api/workflows/:slug`: the definition and its version history.
 #[utoipa::path(delete, path = "/api/workflows/{slug}", tag = "workflows", params(("slug" = String, Path)),
-    responses((status = 204), (status = 404, body = app::wire::ErrorBody)))]
-pub async fn delete_workflow(State(s): State<AppState>, Path(slug): Path<String>) -> ApiResult {
+    responses((status = 204, description = "deleted"), (status = 404, body = ErrorResponse),
+              (status = 409, body = ErrorResponse, description = "conflict: the workflow has unfinished runs")))]
+pub async fn delete_workflow(
+    State(s): State<AppState>,
+    Path(slug): Path<String>,
+) -> Result<StatusCode, ApiError> {
     s.workflows().delete_workflow(&slug).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `GET /api/workflows/:slug/versions`: every stored version, newest first.
-#[utoipa::path(get, path = "/api/workflows/{slug}/versions", tag = "workflows", params(("slug" = String, Path)),
-    responses((status = 200, body = Vec<WorkflowDefinitionVersion>), (status = 404, body = app::wire::ErrorBody)))]
+#[utoipa::path(get, path = "/api/workflows/{slug}/versions", tag = "workflows", params(("slug" = String, Path), VersionPaging),
+    responses((status = 200, body = Page<WorkflowDefinitionVersion>), (status = 404, body = ErrorResponse)))]
 pub async fn workflow_versions(
     State(s): State<AppState>,
     Path(slug): Path<String>,
     Query(q): Query<HashMap<String, String>>,
-) -> ApiResult {
+) -> ListReply<WorkflowDefinitionVersion> {
     let page = version_paging(&q)?;
     Ok(list_page(
         s.workflows().page_workflow_versions(&slug, &page).await?,
@@ -116,13 +120,14 @@ pub async fn workflow_versions(
     ))
 }
 
-/// `GET /api/services`
-#[utoipa::path(get, path = "/api/services", tag = "services",
-    responses((status = 200, description = "All registered services, by slug", body = Vec<Service>)))]
+/// `GET /api/services`: registered services, newest first; `q` searches slugs and display
+/// names, `status` narrows to health statuses.
+#[utoipa::path(get, path = "/api/services", tag = "services", params(Paging, Search, ServiceStatusFilter),
+    responses((status = 200, description = "Registered services, newest first", body = Page<Service>)))]
 pub async fn list_services(
     State(s): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
-) -> ApiResult {
+) -> ListReply<Service> {
     let statuses: Vec<&str> = ServiceStatus::ALL.iter().map(|s| s.as_str()).collect();
     let f = catalog_filter(&q, Some((&statuses, ServiceStatus::expected())))?;
     Ok(list_page(s.workflows().page_services(&f).await?, &f.page))
@@ -131,16 +136,16 @@ pub async fn list_services(
 /// `POST /api/services`: registers a service (201). Re-posting an existing slug is a 409
 /// (services have no versions; change one with `PATCH`).
 #[utoipa::path(post, path = "/api/services", tag = "services",
-    request_body(content = Object, description = "{slug, displayName, kind, baseUrl, healthPath?, headers?, metadata?, status?}"),
-    responses((status = 201, body = Service),
-              (status = 400, body = app::wire::ErrorBody, description = "invalid_definition: every problem, each with a JSON pointer"),
-              (status = 409, body = app::wire::ErrorBody, description = "the slug is taken")))]
+    request_body(content = ServiceInput),
+    responses((status = 201, body = Data<Service>),
+              (status = 400, body = ErrorResponse, description = "invalid_definition: every problem, each with a JSON pointer"),
+              (status = 409, body = ErrorResponse, description = "the slug is taken")))]
 pub async fn create_service(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
     ApiJson(body): ApiJson,
-) -> ApiResult {
-    Ok(data(
+) -> Reply<Service> {
+    Ok(reply(
         StatusCode::CREATED,
         s.workflows().create_service(&body, &who).await?,
     ))
@@ -148,9 +153,9 @@ pub async fn create_service(
 
 /// `GET /api/services/:slug`
 #[utoipa::path(get, path = "/api/services/{slug}", tag = "services", params(("slug" = String, Path)),
-    responses((status = 200, body = Service), (status = 404, body = app::wire::ErrorBody)))]
-pub async fn get_service(State(s): State<AppState>, Path(slug): Path<String>) -> ApiResult {
-    Ok(data(
+    responses((status = 200, body = Data<Service>), (status = 404, body = ErrorResponse)))]
+pub async fn get_service(State(s): State<AppState>, Path(slug): Path<String>) -> Reply<Service> {
+    Ok(reply(
         StatusCode::OK,
         s.workflows().get_service(&slug).await?,
     ))
@@ -159,16 +164,17 @@ pub async fn get_service(State(s): State<AppState>, Path(slug): Path<String>) ->
 /// `PATCH /api/services/:slug`: updates the given fields (e.g. `{"status": "degraded"}`),
 /// validated like a new registration.
 #[utoipa::path(patch, path = "/api/services/{slug}", tag = "services", params(("slug" = String, Path)),
-    request_body(content = Object),
-    responses((status = 200, body = Service), (status = 400, body = app::wire::ErrorBody),
-              (status = 404, body = app::wire::ErrorBody)))]
+    request_body(content = Object, description = "Any fields of a service registration (ServiceInput)"),
+    responses((status = 200, body = Data<Service>),
+              (status = 400, body = ErrorResponse, description = "invalid_definition: every problem, each with a JSON pointer"),
+              (status = 404, body = ErrorResponse)))]
 pub async fn patch_service(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
     Path(slug): Path<String>,
     ApiJson(body): ApiJson,
-) -> ApiResult {
-    Ok(data(
+) -> Reply<Service> {
+    Ok(reply(
         StatusCode::OK,
         s.workflows().patch_service(&slug, &body, &who).await?,
     ))
@@ -176,7 +182,7 @@ pub async fn patch_service(
 
 // ---- workflow runs ----
 
-/// Parses workflow run list query parameters: limit, offset, cursor, status, q, workflow.
+/// Parses workflow run list query parameters: limit, offset, cursor, status.
 fn workflow_run_filter(q: &HashMap<String, String>) -> Result<WorkflowRunFilter, ApiError> {
     let mut p = Problems::new();
     let mut f = WorkflowRunFilter {
@@ -215,7 +221,7 @@ fn run_list(
     total: u64,
     next: Option<String>,
     f: &WorkflowRunFilter,
-) -> Response {
+) -> Json<Page<WorkflowRun>> {
     let items = crate::store::Page {
         items: runs,
         total,
@@ -235,30 +241,31 @@ fn run_list(
 /// with the original run.
 #[utoipa::path(post, path = "/api/workflows/{slug}/run", tag = "workflow-runs", params(("slug" = String, Path),
         ("Idempotency-Key" = Option<String>, Header)),
-    request_body(content = Object, description = "{parameters, triggeredBy?, trigger?, idempotencyKey?}"),
-    responses((status = 202, body = WorkflowRun), (status = 400, body = app::wire::ErrorBody), (status = 404, body = app::wire::ErrorBody)))]
+    request_body(content = Option<WorkflowRunRequest>, description = "Run options; an empty body runs with the defaults"),
+    responses((status = 202, body = Data<WorkflowRun>, description = "the new run (or, for a repeated idempotency key, the original one)"),
+              (status = 400, body = ErrorResponse, description = "invalid_request (the body) or invalid_parameters (the parameters against the workflow's schema): every problem, each with a JSON pointer"),
+              (status = 404, body = ErrorResponse)))]
 pub async fn run_workflow(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
     Path(slug): Path<String>,
     headers: HeaderMap,
     ApiJson(body): ApiJson,
-) -> ApiResult {
+) -> Reply<WorkflowRun> {
     let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok());
     let (run, _) = s.workflows().run_workflow(&slug, &body, key, &who).await?;
-    Ok(data(StatusCode::ACCEPTED, run))
+    Ok(reply(StatusCode::ACCEPTED, run))
 }
 
-/// `GET /api/workflows/:slug/runs`
+/// `GET /api/workflows/:slug/runs`: the workflow's runs, newest first.
 #[utoipa::path(get, path = "/api/workflows/{slug}/runs", tag = "workflow-runs", params(("slug" = String, Path),
-        ("limit" = Option<u64>, Query), ("offset" = Option<u64>, Query), ("cursor" = Option<String>, Query),
-        ("status" = Option<String>, Query, description = "comma-separated statuses")),
-    responses((status = 200, body = Vec<WorkflowRun>), (status = 404, body = app::wire::ErrorBody)))]
+        Paging, WorkflowRunStatusFilter, Search),
+    responses((status = 200, body = Page<WorkflowRun>), (status = 404, body = ErrorResponse)))]
 pub async fn workflow_runs(
     State(s): State<AppState>,
     Path(slug): Path<String>,
     Query(q): Query<HashMap<String, String>>,
-) -> ApiResult {
+) -> ListReply<WorkflowRun> {
     let f = workflow_run_filter(&q)?;
     let (runs, total, next) = s
         .workflows()
@@ -269,13 +276,12 @@ pub async fn workflow_runs(
 
 /// `GET /api/workflow-runs`: runs of every workflow (`?workflow=slug` narrows).
 #[utoipa::path(get, path = "/api/workflow-runs", tag = "workflow-runs", params(
-        ("limit" = Option<u64>, Query), ("offset" = Option<u64>, Query), ("cursor" = Option<String>, Query),
-        ("status" = Option<String>, Query, description = "comma-separated statuses"), ("workflow" = Option<String>, Query)),
-    responses((status = 200, body = Vec<WorkflowRun>)))]
+        Paging, WorkflowRunStatusFilter, Search, ("workflow" = Option<String>, Query, description = "a workflow slug")),
+    responses((status = 200, body = Page<WorkflowRun>)))]
 pub async fn all_workflow_runs(
     State(s): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
-) -> ApiResult {
+) -> ListReply<WorkflowRun> {
     let f = workflow_run_filter(&q)?;
     let (runs, total, next) = s.workflows().list_workflow_runs(None, f.clone()).await?;
     Ok(run_list(runs, total, next, &f))
@@ -283,9 +289,12 @@ pub async fn all_workflow_runs(
 
 /// `GET /api/workflow-runs/:id`
 #[utoipa::path(get, path = "/api/workflow-runs/{id}", tag = "workflow-runs", params(("id" = String, Path)),
-    responses((status = 200, body = WorkflowRun), (status = 404, body = app::wire::ErrorBody)))]
-pub async fn get_workflow_run(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    Ok(data(
+    responses((status = 200, body = Data<WorkflowRun>), (status = 404, body = ErrorResponse)))]
+pub async fn get_workflow_run(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Reply<WorkflowRun> {
+    Ok(reply(
         StatusCode::OK,
         s.workflows().get_workflow_run(&id).await?,
     ))
@@ -293,9 +302,12 @@ pub async fn get_workflow_run(State(s): State<AppState>, Path(id): Path<String>)
 
 /// `GET /api/workflow-runs/:id/steps`
 #[utoipa::path(get, path = "/api/workflow-runs/{id}/steps", tag = "workflow-runs", params(("id" = String, Path)),
-    responses((status = 200, body = WorkflowRunWithSteps), (status = 404, body = app::wire::ErrorBody)))]
-pub async fn workflow_run_steps(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    Ok(data(
+    responses((status = 200, body = Data<WorkflowRunWithSteps>), (status = 404, body = ErrorResponse)))]
+pub async fn workflow_run_steps(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Reply<WorkflowRunWithSteps> {
+    Ok(reply(
         StatusCode::OK,
         s.workflows().workflow_run_steps(&id).await?,
     ))
@@ -304,15 +316,15 @@ pub async fn workflow_run_steps(State(s): State<AppState>, Path(id): Path<String
 /// `PATCH /api/workflow-runs/:id` `{"status": "canceled"}`: cancels the run and its
 /// unfinished steps (409 once finished).
 #[utoipa::path(patch, path = "/api/workflow-runs/{id}", tag = "workflow-runs", params(("id" = String, Path)),
-    request_body(content = Object, description = "{\"status\": \"canceled\"}"),
-    responses((status = 200, body = WorkflowRun), (status = 400, body = app::wire::ErrorBody),
-              (status = 404, body = app::wire::ErrorBody), (status = 409, body = app::wire::ErrorBody)))]
+    request_body(content = CancelRequest),
+    responses((status = 200, body = Data<WorkflowRun>), (status = 404, body = ErrorResponse),
+              (status = 409, body = ErrorResponse, description = "conflict: the run has finished")))]
 pub async fn patch_workflow_run(
     State(s): State<AppState>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson,
-) -> ApiResult {
-    Ok(data(
+) -> Reply<WorkflowRun> {
+    Ok(reply(
         StatusCode::OK,
         s.workflows().patch_workflow_run(&id, &body).await?,
     ))
@@ -321,13 +333,14 @@ pub async fn patch_workflow_run(
 /// `POST /api/workflow-runs/:id/retry`: resumes a failed or canceled run from the steps that
 /// did not succeed (same run id; 409 otherwise).
 #[utoipa::path(post, path = "/api/workflow-runs/{id}/retry", tag = "workflow-runs", params(("id" = String, Path)),
-    responses((status = 202, body = WorkflowRun), (status = 404, body = app::wire::ErrorBody), (status = 409, body = app::wire::ErrorBody)))]
+    responses((status = 202, body = Data<WorkflowRun>, description = "the resumed run"), (status = 404, body = ErrorResponse),
+              (status = 409, body = ErrorResponse, description = "conflict: the run is neither failed nor canceled")))]
 pub async fn retry_workflow_run(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
     Path(id): Path<String>,
-) -> ApiResult {
-    Ok(data(
+) -> Reply<WorkflowRun> {
+    Ok(reply(
         StatusCode::ACCEPTED,
         s.workflows().retry_workflow_run(&id, &who).await?,
     ))
@@ -335,13 +348,13 @@ pub async fn retry_workflow_run(
 
 /// `POST /api/workflow-runs/:id/rerun`: a new run with the same parameters.
 #[utoipa::path(post, path = "/api/workflow-runs/{id}/rerun", tag = "workflow-runs", params(("id" = String, Path)),
-    responses((status = 202, body = WorkflowRun), (status = 404, body = app::wire::ErrorBody)))]
+    responses((status = 202, body = Data<WorkflowRun>, description = "the new run"), (status = 404, body = ErrorResponse)))]
 pub async fn rerun_workflow_run(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
     Path(id): Path<String>,
-) -> ApiResult {
-    Ok(data(
+) -> Reply<WorkflowRun> {
+    Ok(reply(
         StatusCode::ACCEPTED,
         s.workflows().rerun_workflow_run(&id, &who).await?,
     ))

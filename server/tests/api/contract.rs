@@ -1168,6 +1168,14 @@ async fn run_lists_filter_page_and_sort() {
     assert_eq!(v["meta"]["total"], 3);
     let (status, body) = app.get_json("/api/jobs/no-such-job/runs").await;
     expect_error(status, &body, 404, "not_found");
+    // `?job=` narrows to one job; empty, it is no filter; a slug no job has is a 404.
+    let (_, v) = app.get_json("/api/job-runs?job=lst-alpha").await;
+    assert_eq!(ids(&v["data"]), alpha_desc);
+    let (status, v) = app.get_json("/api/job-runs?job=").await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["meta"]["total"], 5);
+    let (status, body) = app.get_json("/api/job-runs?job=no-such-job").await;
+    expect_error(status, &body, 404, "not_found");
 
     // `q` is a literal search: LIKE wildcards in it match only themselves.
     app.job("a_b", "builtin:noop", json!({})).await;
@@ -1726,6 +1734,158 @@ async fn health_ready_and_openapi() {
     assert_eq!(
         schemas["JobType"]["enum"],
         json!(["batch", "service-triggered", "manual"])
+    );
+}
+
+/// Follows `$ref`s (`#/components/...`) until a value that is not one.
+fn resolve<'a>(doc: &'a Value, mut v: &'a Value) -> &'a Value {
+    while let Some(r) = v.get("$ref").and_then(Value::as_str) {
+        let pointer = r.strip_prefix('#').expect("a local $ref");
+        v = doc
+            .pointer(pointer)
+            .unwrap_or_else(|| panic!("dangling $ref {r}"));
+    }
+    v
+}
+
+/// The name of the component schema a response's JSON body refers to.
+fn json_schema_name(doc: &Value, response: &Value) -> Option<String> {
+    let schema = &resolve(doc, response)["content"]["application/json"]["schema"];
+    schema["$ref"]
+        .as_str()
+        .and_then(|r| r.strip_prefix("#/components/schemas/"))
+        .map(str::to_string)
+}
+
+/// The list operations of api.md: each answers `{"data": [...], "meta": ListMeta}`.
+const LIST_OPERATIONS: &[&str] = &[
+    "/api/jobs",
+    "/api/jobs/{slug}/versions",
+    "/api/jobs/{slug}/runs",
+    "/api/job-runs",
+    "/api/workflows",
+    "/api/workflows/{slug}/versions",
+    "/api/workflows/{slug}/runs",
+    "/api/workflow-runs",
+    "/api/services",
+    "/api/secrets",
+    "/api/audit-logs",
+];
+
+/// The OpenAPI document describes what the server sends: envelopes on successes, the error
+/// body on every error, and on every operation the statuses of the layers in front of its
+/// handler (schemathesis checks the same against a real server in `make test-contract`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_documents_envelopes_errors_and_every_status() {
+    let app = spawn_app().await;
+    let (status, doc) = app.get_json("/api/openapi.json").await;
+    assert_eq!(status, 200);
+    let schemas = &doc["components"]["schemas"];
+
+    // The error body is {"error": {code, message, details: [{path, message}]}}.
+    let error = &schemas["ErrorResponse"];
+    assert_eq!(error["required"], json!(["error"]), "{error}");
+    let body = resolve(&doc, &error["properties"]["error"]);
+    assert_eq!(
+        body["required"],
+        json!(["code", "message", "details"]),
+        "{body}"
+    );
+    let detail = resolve(&doc, &body["properties"]["details"]["items"]);
+    assert_eq!(detail["required"], json!(["path", "message"]), "{detail}");
+    // ... and it is what an error really looks like.
+    let (status, err) = app.get_json("/api/jobs/no-such-job").await;
+    assert_eq!(status, 404);
+    assert_keys(&err, &["error"]);
+    assert_keys(&err["error"], &["code", "message", "details"]);
+
+    let mut operations = 0;
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("path item") {
+            operations += 1;
+            let what = format!("{} {path}", method.to_uppercase());
+            let responses = op["responses"].as_object().expect("responses");
+            let has = |status: &str| responses.contains_key(status);
+            let api = path.starts_with("/api/");
+            let mut want = vec!["421", "500", "503"];
+            if api {
+                want.push("400");
+            }
+            if path.contains('{') {
+                want.push("404");
+            }
+            if op.get("requestBody").is_some() {
+                want.extend(["413", "415"]);
+            }
+            if !["/api/health", "/api/ready"].contains(&path.as_str()) {
+                want.push(if api { "401" } else { "303" });
+            }
+            if method != "get" {
+                want.push("403");
+            }
+            for status in want {
+                assert!(has(status), "{what} does not document {status}");
+            }
+            // Every JSON error is the error body.
+            for (status, response) in responses {
+                let is_error = status.starts_with('4') || status.starts_with('5');
+                if is_error && resolve(&doc, response)["content"]["application/json"].is_object() {
+                    assert_eq!(
+                        json_schema_name(&doc, response).as_deref(),
+                        Some("ErrorResponse"),
+                        "{what} {status}"
+                    );
+                }
+            }
+            // Successes with a JSON body are envelopes: lists `{"data": [..], "meta"}`,
+            // everything else `{"data": ..}` (but the document itself).
+            for (status, response) in responses.iter().filter(|(s, _)| s.starts_with('2')) {
+                let Some(name) = json_schema_name(&doc, response) else {
+                    continue;
+                };
+                let schema = &schemas[&name];
+                if method == "get" && LIST_OPERATIONS.contains(&path.as_str()) {
+                    assert!(name.starts_with("Page_"), "{what} {status}: {name}");
+                    assert_eq!(schema["required"], json!(["data", "meta"]), "{what}");
+                    assert_eq!(schema["properties"]["data"]["type"], "array", "{what}");
+                    assert_eq!(
+                        schema["properties"]["meta"]["$ref"], "#/components/schemas/ListMeta",
+                        "{what}"
+                    );
+                } else {
+                    assert!(name.starts_with("Data_"), "{what} {status}: {name}");
+                    assert_eq!(schema["required"], json!(["data"]), "{what}");
+                }
+            }
+        }
+    }
+    assert!(operations >= 42, "{operations} operations");
+    // Reads that need a token when tokens are configured say so.
+    assert_eq!(
+        doc["paths"]["/api/jobs"]["get"]["security"],
+        json!([{"bearer": []}])
+    );
+    assert!(doc["paths"]["/api/health"]["get"]["security"].is_null());
+    // The lists document their paging and search parameters.
+    for path in LIST_OPERATIONS {
+        let names: Vec<&str> = doc["paths"][path]["get"]["parameters"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{path} has no parameters"))
+            .iter()
+            .filter(|p| p["in"] == "query")
+            .filter_map(|p| p["name"].as_str())
+            .collect();
+        assert!(names.contains(&"limit"), "{path}: {names:?}");
+    }
+    // The event stream is documented as one, each event with its JSON payload.
+    let events = &doc["paths"]["/api/events"]["get"]["responses"]["200"]["content"];
+    assert!(events["text/event-stream"].is_object(), "{events}");
+    let data = &schemas["SseEvent"]["properties"]["data"];
+    assert_eq!(data["contentMediaType"], "application/json", "{data}");
+    assert_eq!(
+        data["contentSchema"]["required"],
+        json!(["type", "data"]),
+        "{data}"
     );
 }
 
