@@ -3,6 +3,7 @@
 pub mod assets;
 pub mod auth;
 pub mod error;
+pub mod input;
 pub mod jobs;
 pub mod limits;
 pub mod metrics;
@@ -335,7 +336,9 @@ pub fn router(state: AppState, max_body_bytes: usize, hosts: HostPolicy) -> Rout
         .layer(middleware::from_fn_with_state(
             state.limits.clone(),
             limits::bound_offset,
-        ));
+        ))
+        // U+0000 in a path parameter or the query: a 400 before any handler reads it.
+        .layer(middleware::from_fn(input::refuse_nul));
     let leptos_options = state.leptos.clone();
     let limits_state = state.limits.clone();
     let metrics_state = state.metrics.clone();
