@@ -5,11 +5,23 @@
 //!   (`/path/<name>`, `/query/<name>`), before any handler reads it. JSON bodies are checked by
 //!   `ApiJson` (`error.rs`); the pages' server functions by the `Backend` of `service.rs`. The
 //!   rule is `domain::problems` (`check_text`, `check_json`).
+//! - A body left unread ends its connection openly: see [`close_unless_body_read`].
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::Poll,
+};
+
 use axum::{
+    body::{Body, Bytes, HttpBody},
     extract::{MatchedPath, OriginalUri, Request},
+    http::{HeaderValue, Version, header},
     middleware::Next,
     response::{IntoResponse, Response},
 };
+use futures::StreamExt;
 
 use super::error::ApiError;
 use crate::domain::{
@@ -37,6 +49,35 @@ pub async fn refuse_nul(req: Request, next: Next) -> Response {
     } else {
         ApiError::invalid_request(p).into_response()
     }
+}
+
+/// hyper answers a request whose body was not read to its end (an early refusal: 401, 404,
+/// 405, 413, 415, a U+0000 refusal, an endpoint that takes no body) and then closes the
+/// connection unless the rest of the body had already arrived, without saying so: a client
+/// reusing that connection loses its next request (a broken pipe). So such an answer says so
+/// itself, `Connection: close` (HTTP/1), and the client opens a new connection instead.
+pub async fn close_unless_body_read(req: Request, next: Next) -> Response {
+    let http1 = req.version() <= Version::HTTP_11;
+    if !http1 || req.body().is_end_stream() {
+        return next.run(req).await;
+    }
+    let read = Arc::new(AtomicBool::new(false));
+    let (parts, body) = req.into_parts();
+    let end = read.clone();
+    let tracked = body
+        .into_data_stream()
+        .chain(futures::stream::poll_fn(move |_| {
+            end.store(true, Ordering::Release);
+            Poll::<Option<Result<Bytes, axum::Error>>>::Ready(None)
+        }));
+    let mut res = next
+        .run(Request::from_parts(parts, Body::from_stream(tracked)))
+        .await;
+    if !read.load(Ordering::Acquire) {
+        res.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    res
 }
 
 /// Every parameter of the route `pattern` (`/api/jobs/{slug}`) whose segment of `path` holds

@@ -392,6 +392,9 @@ pub fn router(state: AppState, max_body_bytes: usize, hosts: HostPolicy) -> Rout
             std::sync::Arc::new(hosts),
             check_host,
         ))
+        // Around every answer, early refusals included: one that leaves the request's body
+        // unread ends its connection openly (`Connection: close`).
+        .layer(middleware::from_fn(input::close_unless_body_read))
         .layer(assets::compression())
         .layer(TraceLayer::new_for_http())
         .with_state(state)

@@ -16,10 +16,20 @@ use serde_json::{Value, json};
 use crate::helpers::{TestApp, spawn_app_with, test_settings};
 
 /// Requests per run: a few seconds on either database.
-const REQUESTS: usize = 2500;
+const REQUESTS: usize = 1500;
 /// Requests in flight at once.
 const CONCURRENCY: usize = 4;
 const SEED: u64 = 0x5717_c4a2_d000_0015;
+
+/// The seed and the number of requests; `FUZZ_SEED` and `FUZZ_REQUESTS` explore further
+/// (the suite runs the fixed ones).
+fn plan() -> (u64, usize) {
+    let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse().ok());
+    (
+        env("FUZZ_SEED").unwrap_or(SEED),
+        env("FUZZ_REQUESTS").unwrap_or(REQUESTS as u64) as usize,
+    )
+}
 
 /// SplitMix64: small, deterministic across platforms and crate versions.
 struct Rng(u64);
@@ -382,12 +392,36 @@ const CONTENT_TYPES: &[Option<&str>] = &[
     None,
 ];
 
+/// Headers the handlers read, with values they do not expect.
+const HEADERS: &[(&str, &str)] = &[
+    ("idempotency-key", ""),
+    ("idempotency-key", "switchyard:schedule:x"),
+    ("idempotency-key", "k1"),
+    ("last-event-id", "0"),
+    ("last-event-id", "-1"),
+    ("last-event-id", "abc"),
+    ("last-event-id", "99999999999999999999999"),
+    ("accept", "text/html"),
+    ("accept", "text/plain"),
+    ("accept", "*/*;q=nope"),
+    ("accept-encoding", "br, gzip"),
+    ("accept-encoding", "identity;q=0"),
+    ("if-none-match", "\"x\""),
+    ("range", "bytes=5-1"),
+    ("cookie", "switchyard_session=nope"),
+    ("authorization", "Bearer nope"),
+    ("authorization", "Basic Zm9vOmJhcg=="),
+    ("origin", "http://evil.example"),
+    ("x-forwarded-proto", "https"),
+];
+
 /// One request to send.
 #[derive(Debug, Clone)]
 struct Req {
     method: Method,
     path: String,
     content_type: Option<&'static str>,
+    headers: Vec<(&'static str, String)>,
     body: Option<Vec<u8>>,
 }
 
@@ -468,10 +502,19 @@ fn generate(rng: &mut Rng, names: &Names) -> Req {
         Some(_) => *rng.pick(CONTENT_TYPES),
         None => None,
     };
+    let mut headers = Vec::new();
+    if rng.chance(20) {
+        let (name, value) = *rng.pick(HEADERS);
+        headers.push((name, value.to_string()));
+    }
+    if rng.chance(2) {
+        headers.push(("idempotency-key", "k".repeat(300)));
+    }
     Req {
         method: Method::from_bytes(method.as_bytes()).unwrap(),
         path,
         content_type,
+        headers,
         body,
     }
 }
@@ -483,6 +526,9 @@ async fn check(client: &reqwest::Client, base: &str, req: &Req) -> Result<u16, S
         .timeout(Duration::from_secs(20));
     if let Some(ct) = req.content_type {
         builder = builder.header(header::CONTENT_TYPE, ct);
+    }
+    for (name, value) in &req.headers {
+        builder = builder.header(*name, value);
     }
     if let Some(body) = &req.body {
         builder = builder.body(body.clone());
@@ -511,6 +557,7 @@ async fn check(client: &reqwest::Client, base: &str, req: &Req) -> Result<u16, S
         // An event stream or a log follow: the headers came; hang up.
         return Ok(status.as_u16());
     }
+    let encoded = res.headers().contains_key(header::CONTENT_ENCODING);
     let body = tokio::time::timeout(Duration::from_secs(20), res.bytes())
         .await
         .map_err(|_| "the body never ended".to_string())?
@@ -521,6 +568,10 @@ async fn check(client: &reqwest::Client, base: &str, req: &Req) -> Result<u16, S
                 "{status} is not JSON ({content_type:?}): {}",
                 String::from_utf8_lossy(&body)
             ));
+        }
+        if encoded {
+            // Asked for with `Accept-Encoding`: compressed (this client does not inflate).
+            return Ok(status.as_u16());
         }
         let v: Value = serde_json::from_slice(&body)
             .map_err(|e| format!("{status}: body is not JSON ({e}): {body:?}"))?;
@@ -612,8 +663,9 @@ async fn fuzz_every_route_no_5xx_and_json_errors() {
     let app = spawn_app_with(db, settings).await;
     let names = fixtures(&app).await;
 
-    let mut rng = Rng(SEED);
-    let requests: Vec<Req> = (0..REQUESTS).map(|_| generate(&mut rng, &names)).collect();
+    let (seed, count) = plan();
+    let mut rng = Rng(seed);
+    let requests: Vec<Req> = (0..count).map(|_| generate(&mut rng, &names)).collect();
     let started = std::time::Instant::now();
     let client = app.client.clone();
     let base = app.address.clone();
@@ -639,17 +691,18 @@ async fn fuzz_every_route_no_5xx_and_json_errors() {
                     .as_ref()
                     .map(|b| String::from_utf8_lossy(&b[..b.len().min(300)]).into_owned());
                 failures.push(format!(
-                    "#{i} {} {} (content-type {:?}) body {:?}\n    -> {why}",
+                    "#{i} {} {} (content-type {:?}, headers {:?}) body {:?}\n    -> {why}",
                     req.method,
                     &req.path[..req.path.len().min(300)],
                     req.content_type,
+                    req.headers,
                     body
                 ));
             }
         }
     }
     eprintln!(
-        "fuzz: {REQUESTS} requests in {:?} on {}; answers by status: {by_status:?}",
+        "fuzz: {count} requests (seed {seed:#x}) in {:?} on {}; answers by status: {by_status:?}",
         started.elapsed(),
         if app.db.is_postgres() {
             "PostgreSQL"
@@ -659,7 +712,7 @@ async fn fuzz_every_route_no_5xx_and_json_errors() {
     );
     assert!(
         failures.is_empty(),
-        "{} of {REQUESTS} requests failed:\n{}",
+        "{} of {count} requests failed:\n{}",
         failures.len(),
         failures.join("\n")
     );
@@ -671,5 +724,84 @@ async fn fuzz_every_route_no_5xx_and_json_errors() {
             by_status.contains_key(&ok),
             "no {ok} answer: the fuzz never got that far: {by_status:?}"
         );
+    }
+}
+
+/// Reads one HTTP/1.1 response (head and a `Content-Length` body) from `conn`: the head.
+async fn read_response(conn: &mut tokio::net::TcpStream) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if got.len() >= end + 4 + length {
+                return Some(head);
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// hyper closes a connection after answering a request whose body was not read (unless all of
+/// it had arrived), so such an answer must say `Connection: close`, else a client reusing the
+/// connection loses its next request (the fuzz saw that as a broken pipe). An answer that read
+/// the body keeps the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unread_body_ends_its_connection_openly() {
+    use tokio::io::AsyncWriteExt;
+    let app = crate::helpers::spawn_app().await;
+    let authority = app.address.trim_start_matches("http://").to_string();
+    let job = r#"{"slug": "keep", "name": "K", "entryPoint": "builtin:noop"}"#;
+    for (method, path, body, kept) in [
+        ("DELETE", "/api/jobs/%00", "{}", false),
+        ("DELETE", "/api/health", "{}", false),
+        ("POST", "/api/nope", "{}", false),
+        ("GET", "/api/jobs?limit=%00", "{}", false),
+        ("POST", "/api/jobs", job, true),
+        ("GET", "/api/health", "", true),
+    ] {
+        let what = format!("{method} {path} {body:?}");
+        let mut conn = tokio::net::TcpStream::connect(&authority).await.unwrap();
+        conn.set_nodelay(true).unwrap();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        conn.write_all(head.as_bytes()).await.unwrap();
+        // The body comes later, as it may from any client: the server may answer first.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let _ = conn.write_all(body.as_bytes()).await;
+        let first = read_response(&mut conn)
+            .await
+            .unwrap_or_else(|| panic!("{what}: no answer"));
+        let closes = first.lines().any(|l| l == "connection: close");
+        if kept {
+            assert!(!closes, "{what}: {first}");
+            let again = format!("GET /api/health HTTP/1.1\r\nHost: {authority}\r\n\r\n");
+            conn.write_all(again.as_bytes()).await.unwrap();
+            let second = read_response(&mut conn).await;
+            assert!(
+                second.is_some_and(|h| h.starts_with("http/1.1 200")),
+                "{what}: the connection was kept for the next request"
+            );
+        } else {
+            assert!(
+                closes,
+                "{what}: the answer says the connection ends: {first}"
+            );
+        }
     }
 }
