@@ -106,6 +106,40 @@ pub fn check_json(base: &str, value: &serde_json::Value, p: &mut Problems) {
     }
 }
 
+/// What a handler produced (a log line, a result, an error), with each U+0000 replaced by
+/// U+FFFD (the replacement character), so it can be stored: a run's output is not refused,
+/// it is what happened.
+pub fn replace_nul(s: String) -> String {
+    if has_nul(&s) {
+        s.replace('\0', "\u{fffd}")
+    } else {
+        s
+    }
+}
+
+/// [`replace_nul`] applied in place to every string and key of a JSON document.
+pub fn replace_nul_json(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    let mut stack = vec![value];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::String(s) if has_nul(s) => *s = replace_nul(std::mem::take(s)),
+            Value::Array(items) => stack.extend(items.iter_mut()),
+            Value::Object(map) => {
+                if map.keys().any(|k| has_nul(k)) {
+                    let members = std::mem::take(map);
+                    *map = members
+                        .into_iter()
+                        .map(|(k, v)| (replace_nul(k), v))
+                        .collect();
+                }
+                stack.extend(map.values_mut());
+            }
+            _ => {}
+        }
+    }
+}
+
 /// `s` with each U+0000 written `%00`, for records that keep what a refused request named
 /// (audit entries), so they can still be stored.
 pub fn escape_nul(s: &str) -> String {
@@ -203,6 +237,18 @@ mod tests {
         assert_eq!(
             escape_nul_json(json!({"k\u{0}": ["\u{0}", 1], "ok": "x"})),
             json!({"k%00": ["%00", 1], "ok": "x"})
+        );
+    }
+
+    #[test]
+    fn output_is_kept_with_a_replacement_character() {
+        assert_eq!(replace_nul("a\u{0}b".into()), "a\u{fffd}b");
+        assert_eq!(replace_nul("clean".into()), "clean");
+        let mut v = json!({"k\u{0}": ["\u{0}", {"x": "y\u{0}"}], "n": 1});
+        replace_nul_json(&mut v);
+        assert_eq!(
+            v,
+            json!({"k\u{fffd}": ["\u{fffd}", {"x": "y\u{fffd}"}], "n": 1})
         );
     }
 

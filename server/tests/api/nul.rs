@@ -564,3 +564,63 @@ async fn audit_entries_and_sign_in_survive_nul() {
     find("secret.write", "invalid_request");
     find("auth.sign_in", "invalid_token");
 }
+
+/// What a run produces is not refused, it happened: U+0000 in a handler's result (a remote
+/// service's answer) or in a build's output is stored as U+FFFD, so the run finishes (on
+/// PostgreSQL its finish could otherwise never be written, and the run failed as "worker lost"
+/// once its lease ended) and its log keeps the line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runs_output_holding_nul_is_stored_with_a_replacement_character() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf).await;
+                let body = r#"{"a\u0000": "x\u0000y"}"#;
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    let app = spawn_app().await;
+    app.job(
+        "fetch",
+        "builtin:http",
+        json!({"defaultParameters": {"method": "GET", "url": format!("http://{addr}/")},
+            "retryPolicy": {"maxAttempts": 1}}),
+    )
+    .await;
+    let id = app.run("fetch", json!({})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let done = app.wait_terminal(&id).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let result = done["result"].to_string();
+    assert!(
+        result.contains('\u{fffd}') && !result.contains("\\u0000"),
+        "{result}"
+    );
+
+    let source = tempfile::tempdir().expect("temp dir");
+    crate::builds::make_repository(source.path());
+    crate::builds::build_job(
+        &app,
+        "nul-output",
+        json!({"command": crate::builds::shell("printf 'before\\000after\\n'; printf 'next\\n'")}),
+        json!({}),
+    )
+    .await;
+    let id = crate::builds::run_build(&app, "nul-output", source.path()).await;
+    let done = app.wait_terminal(&id).await;
+    let log = app.logs(&id).await;
+    assert_eq!(done["status"], "succeeded", "{done}\n{log}");
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(lines.contains(&"before\u{fffd}after"), "{log}");
+    assert!(lines.contains(&"next"), "{log}");
+}
