@@ -206,10 +206,11 @@ fn hostile_value(rng: &mut Rng) -> Value {
 fn nested(depth: usize) -> Value {
     let mut v = json!("leaf");
     for i in 0..depth {
+        // Built by hand: `json!` with an expression serializes it again, recursively.
         v = if i % 2 == 0 {
-            json!([v])
+            Value::Array(vec![v])
         } else {
-            json!({ "d": v })
+            Value::Object([("d".to_string(), v)].into_iter().collect())
         };
     }
     v
