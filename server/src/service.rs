@@ -873,6 +873,7 @@ impl app::data::Backend for JobService {
     }
 
     async fn service_detail(&self, slug: &str) -> Result<app::wire::ServiceDetail, String> {
+        storable(&[("slug", slug)])?;
         let workflows = self.workflow_service();
         let service = workflows
             .get_service(slug)
@@ -964,6 +965,12 @@ impl app::data::Backend for JobService {
     }
 
     async fn list_runs(&self, q: app::wire::RunQuery) -> Result<app::wire::RunList, String> {
+        let text = |v: &Option<String>| v.clone().unwrap_or_default();
+        storable(&[
+            ("job", &text(&q.job)),
+            ("q", &text(&q.q)),
+            ("cursor", &text(&q.cursor)),
+        ])?;
         let filter = RunFilter {
             statuses: q.status.into_iter().collect(),
             q: q.q,
@@ -982,30 +989,35 @@ impl app::data::Backend for JobService {
     }
 
     async fn get_run(&self, id: &str) -> Result<JobRun, String> {
+        storable(&[("id", id)])?;
         JobService::get_run(self, id)
             .await
             .map_err(|e| e.to_string())
     }
 
     async fn run_log_tail(&self, id: &str, lines: u64) -> Result<app::wire::LogTail, String> {
+        storable(&[("id", id)])?;
         JobService::run_log_tail(self, id, lines, app::data::LOG_TAIL_BYTES)
             .await
             .map_err(|e| e.to_string())
     }
 
     async fn cancel_run(&self, id: &str) -> Result<JobRun, String> {
+        storable(&[("id", id)])?;
         JobService::cancel_run(self, id)
             .await
             .map_err(|e| e.to_string())
     }
 
     async fn retry_run(&self, viewer: &Viewer, id: &str) -> Result<JobRun, String> {
+        storable(&[("id", id)])?;
         JobService::retry_run(self, id, &principal_of(viewer))
             .await
             .map_err(|e| e.to_string())
     }
 
     async fn job_detail(&self, slug: &str) -> Result<app::wire::JobDetail, String> {
+        storable(&[("slug", slug)])?;
         let job = self.get_job(slug).await.map_err(|e| e.to_string())?;
         let versions = self
             .store
@@ -1021,6 +1033,13 @@ impl app::data::Backend for JobService {
         slug: &str,
         parameters: serde_json::Value,
     ) -> Result<app::wire::LaunchOutcome, String> {
+        storable(&[("slug", slug)])?;
+        if let Err(problems) = storable_parameters(&parameters) {
+            return Ok(app::wire::LaunchOutcome {
+                run: None,
+                problems,
+            });
+        }
         // The form shows the job's defaults and sends them back: only what the operator
         // changed is theirs (a definition-only value left as shown is not an override).
         let parameters = match self.definition_for_run(slug).await {
@@ -1048,6 +1067,7 @@ impl app::data::Backend for JobService {
     }
 
     async fn workflow_detail(&self, slug: &str) -> Result<app::wire::WorkflowPageData, String> {
+        storable(&[("slug", slug)])?;
         let workflows = self.workflow_service();
         let with_runs = workflows
             .workflow_with_runs(slug)
@@ -1089,6 +1109,7 @@ impl app::data::Backend for JobService {
     }
 
     async fn workflow_run(&self, id: &str) -> Result<app::wire::WorkflowRunWithSteps, String> {
+        storable(&[("id", id)])?;
         self.workflow_service()
             .workflow_run_steps(id)
             .await
@@ -1101,6 +1122,13 @@ impl app::data::Backend for JobService {
         slug: &str,
         parameters: serde_json::Value,
     ) -> Result<app::wire::WorkflowLaunchOutcome, String> {
+        storable(&[("slug", slug)])?;
+        if let Err(problems) = storable_parameters(&parameters) {
+            return Ok(app::wire::WorkflowLaunchOutcome {
+                run: None,
+                problems,
+            });
+        }
         let body = serde_json::json!({ "parameters": parameters });
         match self
             .workflow_service()
@@ -1122,6 +1150,7 @@ impl app::data::Backend for JobService {
     }
 
     async fn cancel_workflow_run(&self, id: &str) -> Result<app::wire::WorkflowRun, String> {
+        storable(&[("id", id)])?;
         self.workflow_service()
             .patch_workflow_run(id, &serde_json::json!({ "status": "canceled" }))
             .await
@@ -1133,6 +1162,7 @@ impl app::data::Backend for JobService {
         viewer: &Viewer,
         id: &str,
     ) -> Result<app::wire::WorkflowRun, String> {
+        storable(&[("id", id)])?;
         self.workflow_service()
             .retry_workflow_run(id, &principal_of(viewer))
             .await
@@ -1144,6 +1174,7 @@ impl app::data::Backend for JobService {
         viewer: &Viewer,
         id: &str,
     ) -> Result<app::wire::WorkflowRun, String> {
+        storable(&[("id", id)])?;
         self.workflow_service()
             .rerun_workflow_run(id, &principal_of(viewer))
             .await
@@ -1154,6 +1185,13 @@ impl app::data::Backend for JobService {
         &self,
         query: app::auth_pages::AuditQuery,
     ) -> Result<app::auth_pages::AuditList, String> {
+        let text = |v: &Option<String>| v.clone().unwrap_or_default();
+        storable(&[
+            ("action", &query.actions.join(",")),
+            ("subject", &text(&query.subject)),
+            ("status", &query.statuses.join(",")),
+            ("cursor", &text(&query.cursor)),
+        ])?;
         let page = self
             .store()
             .list_audit_logs(&crate::store::AuditFilter {
@@ -1172,6 +1210,29 @@ impl app::data::Backend for JobService {
             next_cursor: page.next_cursor,
         })
     }
+}
+
+/// Page input (a server function's arguments) holding U+0000, which no database stores or
+/// matches, is refused before any query sees it, naming the fields (the REST API refuses it
+/// in `http::input` and `ApiJson`).
+fn storable(fields: &[(&str, &str)]) -> Result<(), String> {
+    let refused: Vec<String> = fields
+        .iter()
+        .filter(|(_, value)| crate::domain::problems::has_nul(value))
+        .map(|(name, _)| format!("{name} {}", crate::domain::problems::NUL_MESSAGE))
+        .collect();
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("invalid input: {}", refused.join("; ")))
+    }
+}
+
+/// A launch form's parameters holding U+0000: one problem for each such string or key.
+fn storable_parameters(parameters: &serde_json::Value) -> Result<(), Vec<app::wire::ErrorDetail>> {
+    let mut p = Problems::new();
+    crate::domain::problems::check_json("/parameters", parameters, &mut p);
+    p.finish(()).map_err(Problems::into_vec)
 }
 
 /// The principal behind a page's server-function call, as the auth middleware saw it.

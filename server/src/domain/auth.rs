@@ -173,7 +173,11 @@ impl OperatorTokens {
                 }
             }
             let subject = match obj.get("subject").and_then(Value::as_str).map(str::trim) {
-                Some(s) if !s.is_empty() => s.to_string(),
+                Some(s) if !s.is_empty() => {
+                    // Audited and stored with each session: it must be storable.
+                    super::problems::check_text(&at("/subject"), s, &mut p);
+                    s.to_string()
+                }
                 _ => {
                     p.add(at("/subject"), "required: a non-empty string");
                     String::new()
@@ -638,7 +642,9 @@ pub fn rule_for(method: &str, path: &str) -> Option<Matched> {
     })
 }
 
-fn percent_decode(s: &str) -> String {
+/// Percent-decodes a path segment (`%XX` escapes; invalid ones stay as written; bytes that
+/// are not UTF-8 become U+FFFD).
+pub fn percent_decode(s: &str) -> String {
     url_decode(s.as_bytes())
 }
 

@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    domain::problems::{replace_nul, replace_nul_json},
     egress::EgressClient,
     events::EventBus,
     handlers::{
@@ -543,19 +544,25 @@ impl Engine {
         heartbeat.abort();
         log.report_cut();
         // Nothing this attempt resolved may be stored: not in the result, the error or metrics.
+        // Nor U+0000 (a remote service may answer with it), which no database stores: it
+        // becomes U+FFFD, else the finish could never be written.
         let redactor = log.redactor().clone();
         let outcome = match outcome {
             Ok(mut result) => {
                 redactor.redact_value(&mut result);
+                replace_nul_json(&mut result);
                 Ok(result)
             }
-            Err(JobError::Retryable(msg)) => Err(JobError::Retryable(redactor.redact(&msg))),
-            Err(JobError::Fatal(msg)) => Err(JobError::Fatal(redactor.redact(&msg))),
+            Err(JobError::Retryable(msg)) => {
+                Err(JobError::Retryable(replace_nul(redactor.redact(&msg))))
+            }
+            Err(JobError::Fatal(msg)) => Err(JobError::Fatal(replace_nul(redactor.redact(&msg)))),
             Err(JobError::Canceled) => Err(JobError::Canceled),
         };
         let stop = reason.lock().ok().and_then(|r| *r);
         let mut metrics = Value::Object(metrics.snapshot());
         redactor.redact_value(&mut metrics);
+        replace_nul_json(&mut metrics);
         let metrics = if metrics.as_object().is_some_and(|m| m.is_empty()) {
             None
         } else {

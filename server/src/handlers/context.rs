@@ -52,7 +52,10 @@ pub struct LogLine {
 }
 
 impl LogLine {
+    /// A line of the run's log. U+0000 in `message` (a process may print any byte) becomes
+    /// U+FFFD: no database stores it.
     pub fn new(run_id: String, attempt: i32, stream: LogStream, message: String) -> Self {
+        let message = crate::domain::problems::replace_nul(message);
         LogLine {
             run_id,
             attempt,

@@ -36,6 +36,7 @@ use crate::{
             token_hash_prefix,
         },
         hosts::HostName,
+        problems::{escape_nul, escape_nul_json},
     },
     sessions::{SECURE_SESSION_COOKIE, SESSION_COOKIE},
     settings::AuthSettings,
@@ -206,15 +207,17 @@ impl AuditBase {
             obj.insert("method".into(), json!(self.method));
             obj.insert("path".into(), json!(self.path));
         }
+        // A refused request is recorded as it named things (a path parameter is decoded):
+        // U+0000, which no database stores, is written `%00`.
         let record = AuditRecord {
-            subject,
+            subject: subject.map(|s| escape_nul(&s)),
             token_hash_prefix: hash,
             action: action.to_string(),
-            resource,
+            resource: resource.map(|r| escape_nul(&r)),
             status: status.to_string(),
             status_code: Some(i32::from(code.as_u16())),
             ip: self.ip.clone(),
-            details,
+            details: escape_nul_json(details),
         };
         if let Err(e) = self.store.insert_audit_log(record).await {
             tracing::error!(error = %e, action, "could not write the audit log");
@@ -616,6 +619,8 @@ pub async fn sign_in(State(s): State<AppState>, req: Request) -> Response {
         .await
         .unwrap_or_else(|_| Bytes::new());
     let form: HashMap<String, String> = url::form_urlencoded::parse(&bytes).into_owned().collect();
+    // Neither field reaches the database as written, so U+0000 cannot either: `next` only
+    // through `safe_next` (no control characters), the token only as its hash.
     let next = safe_next(form.get("next").map(String::as_str));
     let token = form
         .get("token")

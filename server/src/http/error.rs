@@ -11,7 +11,10 @@ use axum::{
 };
 use serde_json::Value;
 
-use crate::{domain::Problems, service::ServiceError};
+use crate::{
+    domain::{Problems, problems},
+    service::ServiceError,
+};
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -132,7 +135,8 @@ impl From<ServiceError> for ApiError {
 }
 
 /// A JSON request body. An empty body reads as `null` (endpoints where a body is optional
-/// treat that as "no options"); anything else must be `application/json` and parse.
+/// treat that as "no options"); anything else must be `application/json`, parse, and hold no
+/// U+0000 in any string or key (a 400 `invalid_request` naming each by JSON pointer).
 pub struct ApiJson(pub Value);
 
 impl<S: Send + Sync> FromRequest<S> for ApiJson {
@@ -171,7 +175,7 @@ impl<S: Send + Sync> FromRequest<S> for ApiJson {
                 "the body must be JSON with Content-Type: application/json",
             ));
         }
-        serde_json::from_slice(&bytes).map(ApiJson).map_err(|e| {
+        let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
             let mut p = Problems::new();
             p.add(
                 "",
@@ -187,6 +191,11 @@ impl<S: Send + Sync> FromRequest<S> for ApiJson {
                 "malformed JSON",
                 p,
             )
-        })
+        })?;
+        // No database stores U+0000 (see `domain::problems::NUL_MESSAGE`): every string and
+        // key holding it is refused here, before any use case sees the body.
+        let mut p = Problems::new();
+        problems::check_json("", &value, &mut p);
+        p.finish(ApiJson(value)).map_err(ApiError::invalid_request)
     }
 }

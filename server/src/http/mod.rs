@@ -3,6 +3,7 @@
 pub mod assets;
 pub mod auth;
 pub mod error;
+pub mod input;
 pub mod jobs;
 pub mod limits;
 pub mod lists;
@@ -272,7 +273,9 @@ pub fn router(state: AppState, max_body_bytes: usize, hosts: HostPolicy) -> Rout
         .layer(middleware::from_fn_with_state(
             state.limits.clone(),
             limits::bound_offset,
-        ));
+        ))
+        // U+0000 in a path parameter or the query: a 400 before any handler reads it.
+        .layer(middleware::from_fn(input::refuse_nul));
     let leptos_options = state.leptos.clone();
     let limits_state = state.limits.clone();
     let metrics_state = state.metrics.clone();
@@ -326,6 +329,9 @@ pub fn router(state: AppState, max_body_bytes: usize, hosts: HostPolicy) -> Rout
             std::sync::Arc::new(hosts),
             check_host,
         ))
+        // Around every answer, early refusals included: one that leaves the request's body
+        // unread ends its connection openly (`Connection: close`).
+        .layer(middleware::from_fn(input::close_unless_body_read))
         .layer(assets::compression())
         .layer(TraceLayer::new_for_http())
         .with_state(state)
