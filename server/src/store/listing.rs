@@ -73,31 +73,66 @@ pub fn matches_any<C: ColumnTrait>(q: &str, columns: &[C]) -> Condition {
     })
 }
 
-/// The run lists' search (job runs and workflow runs alike): the run id by prefix (the
-/// primary key answers it), the slug and the error message by case-insensitive substring
-/// (PostgreSQL answers those from the trigram indexes of migration m20261205_000007; SQLite
-/// compares the rows).
-pub struct RunSearch<C> {
-    pub id: C,
-    pub slug: C,
-    pub error: C,
+/// The run lists' search (job runs and workflow runs alike) of a `q` parameter (none when
+/// blank): the run id by prefix (the primary key answers it), the slug and the error message
+/// by case-insensitive substring (PostgreSQL answers those from the trigram indexes of
+/// migration m20261205_000007; SQLite compares the rows).
+pub fn run_search<C: ColumnTrait>(q: Option<&str>, id: C, slug: C, error: C) -> Condition {
+    let Some(q) = search_text(q).map(str::to_lowercase) else {
+        return Condition::all();
+    };
+    let mut any = Condition::any();
+    if q.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+        // Ids are lower-case hex and dashes: every id starting with `q` sorts between `q` and
+        // `q` + "z", in binary order and in any locale's.
+        any = any.add(
+            Condition::all()
+                .add(id.gte(q.clone()))
+                .add(id.lt(format!("{q}z"))),
+        );
+    }
+    any.add(matches_any(&q, &[slug, error]))
 }
 
-impl<C: ColumnTrait> RunSearch<C> {
-    pub fn condition(&self, q: &str) -> Condition {
-        let q = q.to_lowercase();
-        let mut any = Condition::any();
-        if !q.is_empty() && q.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
-            // Ids are lower-case hex and dashes: every id starting with `q` sorts between `q`
-            // and `q` + "z", in binary order and in any locale's.
-            any = any.add(
-                Condition::all()
-                    .add(self.id.gte(q.clone()))
-                    .add(self.id.lt(format!("{q}z"))),
-            );
+impl PageRequest {
+    pub fn new(limit: u64, offset: u64, cursor: Option<String>) -> Self {
+        PageRequest {
+            limit,
+            offset,
+            cursor,
         }
-        any.add(matches_any(&q, &[self.slug, self.error]))
     }
+}
+
+/// A page of one definition's stored versions, newest first; the cursor is a version number
+/// (the versions below it). `to_wire` gives none for a row it cannot read.
+pub async fn page_versions<E, C, V>(
+    conn: &C,
+    (slug_column, version_column): (E::Column, E::Column),
+    slug: &str,
+    page: &PageRequest,
+    version_of: impl Fn(&E::Model) -> i32,
+    to_wire: impl Fn(E::Model) -> Option<V>,
+) -> StoreResult<Page<V>>
+where
+    E: EntityTrait,
+    E::Model: Sync,
+    C: ConnectionTrait,
+{
+    let page = page_by::<E, C>(
+        conn,
+        Condition::all().add(slug_column.eq(slug)),
+        version_column,
+        page,
+        |m| version_of(m).to_string(),
+        |c| c.parse::<i32>().unwrap_or(i32::MAX).into(),
+    )
+    .await?;
+    Ok(Page {
+        items: page.items.into_iter().filter_map(to_wire).collect(),
+        total: page.total,
+        next_cursor: page.next_cursor,
+    })
 }
 
 /// One page of `E`'s rows matching `cond`, newest first by `id`, with the exact total.

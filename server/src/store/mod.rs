@@ -362,31 +362,16 @@ impl Store {
         slug: &str,
         page: &PageRequest,
     ) -> StoreResult<Page<JobDefinitionVersion>> {
-        use job_definition_version::Column as C;
-        let page = listing::page_by::<job_definition_version::Entity, _>(
+        use job_definition_version::{Column as C, Entity};
+        listing::page_versions::<Entity, _, _>(
             self.conn(),
-            Condition::all().add(C::Slug.eq(slug)),
-            C::Version,
+            (C::Slug, C::Version),
+            slug,
             page,
-            |m| m.version.to_string(),
-            |c| c.parse::<i32>().unwrap_or(i32::MAX).into(),
+            |m| m.version,
+            job_version_to_wire,
         )
-        .await?;
-        Ok(Page {
-            total: page.total,
-            next_cursor: page.next_cursor,
-            items: page
-                .items
-                .into_iter()
-                .filter_map(|m| {
-                    Some(JobDefinitionVersion {
-                        version: m.version,
-                        definition: serde_json::from_value(m.definition).ok()?,
-                        created_at: m.created_at,
-                    })
-                })
-                .collect(),
-        })
+        .await
     }
 
     pub async fn job_versions(&self, slug: &str) -> StoreResult<Vec<JobDefinitionVersion>> {
@@ -396,13 +381,7 @@ impl Store {
             .all(self.conn())
             .await?
             .into_iter()
-            .filter_map(|m| {
-                Some(JobDefinitionVersion {
-                    version: m.version,
-                    definition: serde_json::from_value(m.definition).ok()?,
-                    created_at: m.created_at,
-                })
-            })
+            .filter_map(job_version_to_wire)
             .collect())
     }
 
@@ -603,20 +582,14 @@ impl Store {
         if !f.statuses.is_empty() {
             cond = cond.add(job_run::Column::Status.is_in(f.statuses.iter().map(|s| s.as_str())));
         }
-        if let Some(q) = listing::search_text(f.q.as_deref()) {
-            use job_run::Column as C;
-            let search = listing::RunSearch {
-                id: C::Id,
-                slug: C::JobSlug,
-                error: C::ErrorMessage,
-            };
-            cond = cond.add(search.condition(q));
-        }
-        let page = PageRequest {
-            limit: f.limit,
-            offset: f.offset,
-            cursor: f.cursor.clone(),
-        };
+        use job_run::Column as C;
+        cond = cond.add(listing::run_search(
+            f.q.as_deref(),
+            C::Id,
+            C::JobSlug,
+            C::ErrorMessage,
+        ));
+        let page = PageRequest::new(f.limit, f.offset, f.cursor.clone());
         let page = listing::page_of::<job_run::Entity, _>(
             self.conn(),
             cond,
@@ -1190,6 +1163,15 @@ pub fn format_log_line(l: &StoredLogLine) -> String {
 }
 
 /// A new time-ordered id (UUIDv7): newest-first ordering by id is creation order.
+/// A stored job version; none when its snapshot cannot be read.
+fn job_version_to_wire(m: job_definition_version::Model) -> Option<JobDefinitionVersion> {
+    Some(JobDefinitionVersion {
+        version: m.version,
+        definition: serde_json::from_value(m.definition).ok()?,
+        created_at: m.created_at,
+    })
+}
+
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }

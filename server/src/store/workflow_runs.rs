@@ -598,19 +598,13 @@ impl Store {
         if !f.statuses.is_empty() {
             cond = cond.add(C::Status.is_in(f.statuses.iter().map(|s| s.as_str())));
         }
-        if let Some(q) = listing::search_text(f.q.as_deref()) {
-            let search = listing::RunSearch {
-                id: C::Id,
-                slug: C::WorkflowSlug,
-                error: C::ErrorMessage,
-            };
-            cond = cond.add(search.condition(q));
-        }
-        let page = PageRequest {
-            limit: f.limit,
-            offset: f.offset,
-            cursor: f.cursor.clone(),
-        };
+        cond = cond.add(listing::run_search(
+            f.q.as_deref(),
+            C::Id,
+            C::WorkflowSlug,
+            C::ErrorMessage,
+        ));
+        let page = PageRequest::new(f.limit, f.offset, f.cursor.clone());
         let page =
             listing::page_of::<workflow_run::Entity, _>(self.conn(), cond, C::Id, &page, |r| {
                 r.id.clone()

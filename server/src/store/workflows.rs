@@ -80,6 +80,17 @@ fn service_to_wire(m: service::Model) -> Service {
     }
 }
 
+/// A stored workflow version; none when its snapshot cannot be read.
+fn workflow_version_to_wire(
+    m: workflow_definition_version::Model,
+) -> Option<WorkflowDefinitionVersion> {
+    Some(WorkflowDefinitionVersion {
+        version: m.version,
+        definition: serde_json::from_value(m.definition).ok()?,
+        created_at: m.created_at,
+    })
+}
+
 impl Store {
     // ---- workflow definitions ----
 
@@ -194,31 +205,16 @@ impl Store {
         slug: &str,
         page: &super::PageRequest,
     ) -> StoreResult<Page<WorkflowDefinitionVersion>> {
-        use workflow_definition_version::Column as C;
-        let page = listing::page_by::<workflow_definition_version::Entity, _>(
+        use workflow_definition_version::{Column as C, Entity};
+        listing::page_versions::<Entity, _, _>(
             self.conn(),
-            Condition::all().add(C::Slug.eq(slug)),
-            C::Version,
+            (C::Slug, C::Version),
+            slug,
             page,
-            |m| m.version.to_string(),
-            |c| c.parse::<i32>().unwrap_or(i32::MAX).into(),
+            |m| m.version,
+            workflow_version_to_wire,
         )
-        .await?;
-        Ok(Page {
-            total: page.total,
-            next_cursor: page.next_cursor,
-            items: page
-                .items
-                .into_iter()
-                .filter_map(|m| {
-                    Some(WorkflowDefinitionVersion {
-                        version: m.version,
-                        definition: serde_json::from_value(m.definition).ok()?,
-                        created_at: m.created_at,
-                    })
-                })
-                .collect(),
-        })
+        .await
     }
 
     pub async fn workflow_versions(
@@ -231,13 +227,7 @@ impl Store {
             .all(self.conn())
             .await?
             .into_iter()
-            .filter_map(|m| {
-                Some(WorkflowDefinitionVersion {
-                    version: m.version,
-                    definition: serde_json::from_value(m.definition).ok()?,
-                    created_at: m.created_at,
-                })
-            })
+            .filter_map(workflow_version_to_wire)
             .collect())
     }
 
