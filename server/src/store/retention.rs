@@ -6,7 +6,7 @@
 use app::wire::{RunStatus, WorkflowRunStatus};
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
     QuerySelect, Statement, TransactionTrait, sea_query::Query,
 };
 
@@ -91,32 +91,46 @@ impl Store {
     /// Finished job runs of no workflow run beyond the newest `keep` of their job, up to
     /// `limit` of them.
     pub async fn job_runs_beyond(&self, keep: u64, limit: u64) -> StoreResult<Vec<String>> {
-        let over: Vec<String> = job_run::Entity::find()
+        use job_run::Column as C;
+        let finished = Condition::all()
+            .add(C::Status.is_in(finished_job_statuses()))
+            .add(C::WorkflowRunId.is_null());
+        self.finished_beyond::<job_run::Entity>(C::JobDefinitionId, C::Id, finished, keep, limit)
+            .await
+    }
+
+    /// Ids of `E`'s rows matching `finished` beyond the newest `keep` (by `id`) of each
+    /// `group`, up to `limit` of them: the groups over `keep` in one grouped query, then each
+    /// group's surplus.
+    async fn finished_beyond<E: EntityTrait>(
+        &self,
+        group: E::Column,
+        id: E::Column,
+        finished: Condition,
+        keep: u64,
+        limit: u64,
+    ) -> StoreResult<Vec<String>> {
+        let over: Vec<String> = E::find()
             .select_only()
-            .column(job_run::Column::JobDefinitionId)
-            .filter(job_run::Column::Status.is_in(finished_job_statuses()))
-            .filter(job_run::Column::WorkflowRunId.is_null())
-            .group_by(job_run::Column::JobDefinitionId)
-            .having(sea_orm::sea_query::ExprTrait::gt(
-                count_of(job_run::Column::Id),
-                keep as i64,
-            ))
+            .column(group)
+            .filter(finished.clone())
+            .group_by(group)
+            .having(sea_orm::sea_query::ExprTrait::gt(count_of(id), keep as i64))
             .into_tuple()
             .all(self.conn())
             .await?;
         let mut ids = Vec::new();
-        for definition in over {
+        for value in over {
             let left = limit.saturating_sub(ids.len() as u64);
             if left == 0 {
                 break;
             }
-            let more: Vec<String> = job_run::Entity::find()
+            let more: Vec<String> = E::find()
                 .select_only()
-                .column(job_run::Column::Id)
-                .filter(job_run::Column::JobDefinitionId.eq(definition))
-                .filter(job_run::Column::Status.is_in(finished_job_statuses()))
-                .filter(job_run::Column::WorkflowRunId.is_null())
-                .order_by_desc(job_run::Column::Id)
+                .column(id)
+                .filter(group.eq(value))
+                .filter(finished.clone())
+                .order_by_desc(id)
                 .offset(keep)
                 .limit(left)
                 .into_tuple()
@@ -198,38 +212,16 @@ impl Store {
 
     /// Finished workflow runs beyond the newest `keep` of their workflow, up to `limit`.
     pub async fn workflow_runs_beyond(&self, keep: u64, limit: u64) -> StoreResult<Vec<String>> {
-        let over: Vec<String> = workflow_run::Entity::find()
-            .select_only()
-            .column(workflow_run::Column::WorkflowDefinitionId)
-            .filter(workflow_run::Column::Status.is_in(finished_workflow_statuses()))
-            .group_by(workflow_run::Column::WorkflowDefinitionId)
-            .having(sea_orm::sea_query::ExprTrait::gt(
-                count_of(workflow_run::Column::Id),
-                keep as i64,
-            ))
-            .into_tuple()
-            .all(self.conn())
-            .await?;
-        let mut ids = Vec::new();
-        for definition in over {
-            let left = limit.saturating_sub(ids.len() as u64);
-            if left == 0 {
-                break;
-            }
-            let more: Vec<String> = workflow_run::Entity::find()
-                .select_only()
-                .column(workflow_run::Column::Id)
-                .filter(workflow_run::Column::WorkflowDefinitionId.eq(definition))
-                .filter(workflow_run::Column::Status.is_in(finished_workflow_statuses()))
-                .order_by_desc(workflow_run::Column::Id)
-                .offset(keep)
-                .limit(left)
-                .into_tuple()
-                .all(self.conn())
-                .await?;
-            ids.extend(more);
-        }
-        Ok(ids)
+        use workflow_run::Column as C;
+        let finished = Condition::all().add(C::Status.is_in(finished_workflow_statuses()));
+        self.finished_beyond::<workflow_run::Entity>(
+            C::WorkflowDefinitionId,
+            C::Id,
+            finished,
+            keep,
+            limit,
+        )
+        .await
     }
 
     /// Deletes finished workflow runs among `ids` with their steps, their steps' job runs and
