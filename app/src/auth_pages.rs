@@ -1,15 +1,14 @@
 //! Operator sign-in on the pages: who is viewing (`Viewer`, set per request by the server's
 //! auth middleware), the header badge, the `/sign-in` page (a plain HTML form posting to
 //! `/auth/sign-in`, which works without wasm), permission reasons for buttons, and the `/audit`
-//! page with its wire types.
+//! page (its wire types are in the `wire` crate).
 use chrono::{DateTime, Utc};
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_query_map;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-#[cfg(feature = "ssr")]
-use utoipa::ToSchema;
+pub use wire::{AuditEntry, AuditList, AuditQuery};
 
 /// Who is looking at a page, as the server's auth middleware saw the request.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -96,23 +95,7 @@ pub fn SessionBadge() -> impl IntoView {
     }
 }
 
-/// Where to send the browser after signing in: `next` when it is a path on this site, else
-/// `/`. A path starts with `/`, not with `//` or `/\` (both name another host), and has no
-/// backslash, control character or whitespace anywhere: browsers drop tabs and newlines from
-/// URLs and read `\` as `/`, so `/\t/evil.test` would become `//evil.test`.
-pub fn safe_next(next: Option<&str>) -> String {
-    match next {
-        Some(n)
-            if n.starts_with('/')
-                && !n.starts_with("//")
-                && !n.contains('\\')
-                && !n.chars().any(|c| c.is_control() || c.is_whitespace()) =>
-        {
-            n.to_string()
-        }
-        _ => "/".to_string(),
-    }
-}
+pub use domain::auth::safe_next;
 
 /// `/sign-in`: a token field posting to `/auth/sign-in` (HTML form, no script needed).
 #[component]
@@ -146,62 +129,6 @@ pub fn SignInPage() -> impl IntoView {
             <button id="sign-in-submit" type="submit">"Sign in"</button>
         </form>
     }
-}
-
-/// One audit log entry (api.md "Operations": `GET /api/audit-logs`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(ToSchema))]
-#[serde(rename_all = "camelCase")]
-pub struct AuditEntry {
-    pub id: String,
-    /// The token's subject, `local` in open local mode, `null` when no valid token was given.
-    pub subject: Option<String>,
-    /// First 12 hex characters of the SHA-256 of the presented token (never the token).
-    pub token_hash_prefix: Option<String>,
-    /// e.g. `job.run`, `workflow.update`, `secret.write`, `auth.sign_in`.
-    pub action: String,
-    /// e.g. `jobs/build-app`, `workflow-runs/<id>`.
-    pub resource: Option<String>,
-    /// `ok`, or the error code (`missing_token`, `invalid_token`, `forbidden`, `conflict`, ...).
-    pub status: String,
-    pub status_code: Option<i32>,
-    pub ip: Option<String>,
-    #[cfg_attr(feature = "ssr", schema(value_type = Object))]
-    pub details: Value,
-    pub created_at: DateTime<Utc>,
-}
-
-/// Filters of the audit list; every field optional.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct AuditQuery {
-    pub actions: Vec<String>,
-    pub subject: Option<String>,
-    pub statuses: Vec<String>,
-    pub since: Option<DateTime<Utc>>,
-    pub until: Option<DateTime<Utc>>,
-    pub cursor: Option<String>,
-    pub limit: u64,
-}
-
-/// One page of audit entries, newest first.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AuditList {
-    pub entries: Vec<AuditEntry>,
-    pub next_cursor: Option<String>,
-}
-
-/// Audit entries per page on `/audit`.
-pub const AUDIT_PER_PAGE: u64 = 50;
-
-/// A comma-separated filter as its values (used by the server function's body, on the server).
-#[cfg(feature = "ssr")]
-fn list(v: Option<String>) -> Vec<String> {
-    v.unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(String::from)
-        .collect()
 }
 
 /// One page of the audit log for `/audit` (admin only: the server's auth table says so).

@@ -34,6 +34,8 @@ use chrono::{DateTime, Utc};
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use domain::graph::{back_edges, longest_path_layers};
+
 use crate::format::duration;
 
 /// Width of a step box.
@@ -281,71 +283,6 @@ pub fn layout(nodes: &[DagNode]) -> Layout {
         nodes: placed,
         edges: placed_edges,
     }
-}
-
-/// The edges a depth-first search (roots and children in input order) meets while their target
-/// is still on the stack; reversing them leaves an acyclic graph. Self-loops count as back
-/// edges. Iterative, so a long chain cannot overflow the stack.
-fn back_edges(n: usize, edges: &[(usize, usize)]) -> Vec<bool> {
-    let mut out: Vec<Vec<usize>> = vec![Vec::new(); n];
-    for (e, &(u, _)) in edges.iter().enumerate() {
-        out[u].push(e);
-    }
-    // 0: not seen, 1: on the stack, 2: done.
-    let mut state = vec![0u8; n];
-    let mut back = vec![false; edges.len()];
-    for root in 0..n {
-        if state[root] != 0 {
-            continue;
-        }
-        state[root] = 1;
-        let mut stack = vec![(root, 0usize)];
-        while let Some(top) = stack.last_mut() {
-            let (u, i) = *top;
-            match out[u].get(i) {
-                Some(&e) => {
-                    top.1 += 1;
-                    let v = edges[e].1;
-                    match state[v] {
-                        0 => {
-                            state[v] = 1;
-                            stack.push((v, 0));
-                        }
-                        1 => back[e] = true,
-                        _ => {}
-                    }
-                }
-                None => {
-                    state[u] = 2;
-                    stack.pop();
-                }
-            }
-        }
-    }
-    back
-}
-
-/// Each vertex's layer: the length of the longest path reaching it (Kahn's algorithm). On an
-/// acyclic graph every vertex is reached; should one not be, it keeps what it got so far.
-fn longest_path_layers(n: usize, edges: impl Iterator<Item = (usize, usize)>) -> Vec<usize> {
-    let mut out: Vec<Vec<usize>> = vec![Vec::new(); n];
-    let mut indegree = vec![0usize; n];
-    for (a, b) in edges {
-        out[a].push(b);
-        indegree[b] += 1;
-    }
-    let mut layer = vec![0usize; n];
-    let mut queue: VecDeque<usize> = (0..n).filter(|&v| indegree[v] == 0).collect();
-    while let Some(a) = queue.pop_front() {
-        for &b in &out[a] {
-            layer[b] = layer[b].max(layer[a] + 1);
-            indegree[b] -= 1;
-            if indegree[b] == 0 {
-                queue.push_back(b);
-            }
-        }
-    }
-    layer
 }
 
 /// `pos[v]` = index of `v` in its layer, for the given layers.

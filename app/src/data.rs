@@ -5,7 +5,7 @@ use leptos::prelude::*;
 
 #[cfg(feature = "ssr")]
 use crate::auth_pages::Viewer;
-use crate::wire::{
+use wire::{
     Dashboard, JobDetail, JobRun, JobSummary, LaunchOutcome, LogTail, RunList, Service,
     ServiceDetail, WorkflowLaunchOutcome, WorkflowPageData, WorkflowRun, WorkflowRunWithSteps,
     WorkflowSummary,
@@ -26,7 +26,7 @@ pub trait Backend: Send + Sync {
     /// Every job's slug, sorted (for the run list's job filter).
     async fn job_slugs(&self) -> Result<Vec<String>, String>;
     /// Newest runs first, filtered, one keyset page.
-    async fn list_runs(&self, query: crate::wire::RunQuery) -> Result<RunList, String>;
+    async fn list_runs(&self, query: wire::RunQuery) -> Result<RunList, String>;
     async fn get_run(&self, id: &str) -> Result<JobRun, String>;
     /// The last lines of a run's log (at most `lines` lines and [`LOG_TAIL_BYTES`] bytes).
     async fn run_log_tail(&self, id: &str, lines: u64) -> Result<LogTail, String>;
@@ -115,11 +115,11 @@ pub async fn fetch_runs(
     let status = match some(status) {
         None => None,
         Some(s) => Some(
-            crate::wire::RunStatus::parse(&s)
+            wire::RunStatus::parse(&s)
                 .ok_or_else(|| ServerFnError::new(format!("unknown status {s}")))?,
         ),
     };
-    let query = crate::wire::RunQuery {
+    let query = wire::RunQuery {
         status,
         job: some(job),
         q: some(q),

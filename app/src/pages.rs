@@ -4,16 +4,11 @@ use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::{use_navigate, use_params_map, use_query_map};
 
-use crate::{
-    data::{
+use wire::{JobType, RunStatus};
+use crate::{data::{
         cancel_run, fetch_job_detail, fetch_runs, get_run, job_slugs, job_summaries, launch,
         retry_run, run_log_tail,
-    },
-    format::{Duration, MaybeWhen, When},
-    live::use_live,
-    schema_form::SchemaForm,
-    wire::{JobType, RunStatus},
-};
+    }, format::{Duration, MaybeWhen, When}, live::use_live, schema_form::SchemaForm};
 
 /// A run status as a coloured badge (one colour per state everywhere).
 #[component]
@@ -304,7 +299,7 @@ pub fn short_id(id: &str) -> String {
 }
 
 /// A retry policy in words.
-fn retry_text(p: &crate::wire::RetryPolicy) -> String {
+fn retry_text(p: &wire::RetryPolicy) -> String {
     if p.max_attempts <= 1 {
         return "no retries (1 attempt)".into();
     }

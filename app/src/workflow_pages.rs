@@ -6,18 +6,11 @@ use leptos_meta::Title;
 use leptos_router::hooks::{use_navigate, use_params_map};
 use serde_json::Value;
 
-use crate::{
-    dag::{DagNode, DagSvg, Gantt, GanttBar},
-    data::{
+use wire::{StepAttempt, StepRunStatus, WorkflowRun, WorkflowRunStatus, WorkflowRunStep};
+use crate::{dag::{DagNode, DagSvg, Gantt, GanttBar}, data::{
         cancel_workflow_run, fetch_workflow_detail, fetch_workflow_run, fetch_workflow_runs,
         launch_workflow, rerun_workflow_run, retry_workflow_run,
-    },
-    format::{Duration, MaybeWhen, When},
-    live::use_live,
-    pages::short_id,
-    schema_form::SchemaForm,
-    wire::{StepAttempt, StepRunStatus, WorkflowRun, WorkflowRunStatus, WorkflowRunStep},
-};
+    }, format::{Duration, MaybeWhen, When}, live::use_live, pages::short_id, schema_form::SchemaForm};
 
 /// A workflow run's status as a coloured badge (same colours as job runs).
 #[component]

@@ -80,7 +80,7 @@ impl Alerts {
         let Some(run) = self.store.get_workflow_run(run_id).await? else {
             return Ok(());
         };
-        let (app::wire::WorkflowRunStatus::Failed, Some(ended)) = (run.status, run.completed_at)
+        let (wire::WorkflowRunStatus::Failed, Some(ended)) = (run.status, run.completed_at)
         else {
             return Ok(());
         };

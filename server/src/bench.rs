@@ -761,11 +761,11 @@ mod tests {
         assert_eq!(steps[9]["id"], "s9");
         assert_eq!(steps[9]["dependsOn"], json!(["s8"]));
         assert!(steps.iter().all(|s| s["jobSlug"] == "bench-noop"));
-        assert!(crate::domain::workflow::parse_workflow_spec(&w, &BenchJobs).is_ok());
+        assert!(domain::workflow::parse_workflow_spec(&w, &BenchJobs).is_ok());
     }
 
     struct BenchJobs;
-    impl crate::domain::workflow::Catalog for BenchJobs {
+    impl domain::workflow::Catalog for BenchJobs {
         fn job_exists(&self, slug: &str) -> bool {
             slug == "bench-noop"
         }
@@ -785,7 +785,7 @@ mod tests {
         assert_eq!(steps[51]["id"], "end");
         assert_eq!(steps[51]["dependsOn"].as_array().unwrap().len(), 50);
         assert_eq!(steps[51]["dependsOn"][49], "m49");
-        assert!(crate::domain::workflow::parse_workflow_spec(&w, &BenchJobs).is_ok());
+        assert!(domain::workflow::parse_workflow_spec(&w, &BenchJobs).is_ok());
     }
 
     #[test]

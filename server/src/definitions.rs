@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use app::wire::JobDefinition;
+use wire::JobDefinition;
 use serde_json::Value;
 
 use crate::{

@@ -8,7 +8,7 @@
 //! streams an endless body is classified from its first 64 KiB.
 use std::{collections::HashMap, time::Duration};
 
-use app::wire::{Service, ServiceStatus};
+use wire::{Service, ServiceStatus};
 use chrono::Utc;
 use serde_json::{Value, json};
 use tokio::time::Instant;

@@ -20,7 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use app::wire::{
+use wire::{
     DurationBucket, DurationMetrics, DurationSummary, MetricsReport, QueueDepth, RunMetrics,
     RunStatus, SlugStatusCounts, WorkflowRunStatus,
 };

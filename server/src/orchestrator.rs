@@ -21,16 +21,14 @@ use std::{
     sync::Arc,
 };
 
-use app::wire::{
+use wire::{
     JobDefinition, JobRun, RunStatus, StepAttempt, StepRunStatus, Trigger, WorkflowDefinition,
     WorkflowRun, WorkflowRunStatus, WorkflowRunStep, WorkflowRunWithSteps,
 };
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
-use crate::{
-    definitions::DefinitionCache,
-    domain::{
+use domain::{
         Problems,
         jobs::{
             compile_parameters_schema, is_server_key, merge_parameters, server_key_problem,
@@ -39,19 +37,14 @@ use crate::{
         problems::pointer_segment,
         template::{Scope, render},
         workflow::{OnFailure, StepAction, StepSpec, StepStatus, WorkflowSpec},
-    },
-    engine::{
+    };
+use crate::{definitions::DefinitionCache, engine::{
         LocalSlots, as_accepted, publish_run,
         queue::{Queue, RunTask, WorkerWaker},
-    },
-    events::EventBus,
-    handlers,
-    service::{ServiceError, ServiceResult},
-    store::{
+    }, events::EventBus, handlers, service::{ServiceError, ServiceResult}, store::{
         ClaimedRun, InsertedWorkflowRun, NewWorkflowRun, RunChanges, StepJobRun, Store,
         WorkflowRunFilter, WorkflowRunState, new_id,
-    },
-};
+    }};
 
 /// The job that executes service steps (seeded at first start).
 pub const SERVICE_CALL_JOB: &str = "service-call";
@@ -512,8 +505,8 @@ pub fn plan(
         .map(|(i, s)| (s.step_id.clone(), i))
         .collect();
     let workflow = WorkflowSpec {
-        slug: crate::domain::jobs::Slug::parse(&run.workflow_slug)
-            .unwrap_or_else(|_| crate::domain::jobs::Slug::parse("workflow").expect("valid")),
+        slug: domain::jobs::Slug::parse(&run.workflow_slug)
+            .unwrap_or_else(|_| domain::jobs::Slug::parse("workflow").expect("valid")),
         name: String::new(),
         version: run.workflow_version,
         description: None,
@@ -752,7 +745,7 @@ fn templated_definition_only(parameters: &Value, entry_point: &str) -> Result<()
             continue;
         }
         if let Some(value) = parameters.get(*key)
-            && !crate::domain::template::references(value).is_empty()
+            && !domain::template::references(value).is_empty()
         {
             return Err(format!(
                 "its parameter {key} is definition-only for {entry_point} and may not come from a template"
@@ -772,7 +765,7 @@ fn start_step(
     jobs: &HashMap<String, JobDefinition>,
     now: DateTime<Utc>,
 ) -> Result<(Value, StepJobRun), (Option<Value>, String)> {
-    let render_errors = |errors: Vec<crate::domain::template::RenderError>| {
+    let render_errors = |errors: Vec<domain::template::RenderError>| {
         errors
             .iter()
             .map(|e| e.to_string())
@@ -818,7 +811,7 @@ fn start_step(
     let parameters = merge_parameters(&job.default_parameters, &parameters);
     // Secret references are checked as the strings they will resolve to.
     let (checked, reference_problems) =
-        crate::domain::secrets::with_placeholders(&parameters, "/parameters");
+        domain::secrets::with_placeholders(&parameters, "/parameters");
     let mut problems = match compile_parameters_schema(&job.parameters_schema) {
         Ok(v) => validate_parameters(&v, &checked),
         Err(m) => {
@@ -850,7 +843,7 @@ fn start_step(
         .clone()
         .unwrap_or_else(|| match &spec.action {
             StepAction::Job(_) => job.retry_policy.clone(),
-            StepAction::Service(_) => app::wire::RetryPolicy::default(),
+            StepAction::Service(_) => wire::RetryPolicy::default(),
         });
     let id = new_id();
     let job_run = JobRun {
@@ -1018,11 +1011,11 @@ impl Orchestrator {
         workflow: &WorkflowDefinition,
         body: &Value,
         header_key: Option<&str>,
-        who: &crate::domain::auth::Principal,
+        who: &domain::auth::Principal,
     ) -> ServiceResult<(WorkflowRun, bool)> {
         let req =
             parse_workflow_run_request(body, header_key).map_err(ServiceError::InvalidRequest)?;
-        crate::domain::authority::check_workflow_run_parameters(&req.parameters, who)
+        domain::authority::check_workflow_run_parameters(&req.parameters, who)
             .map_err(crate::service::refused_definition)?;
         self.start_request(workflow, req).await
     }
@@ -1483,7 +1476,7 @@ mod tests {
 
     struct Everything;
 
-    impl crate::domain::workflow::Catalog for Everything {
+    impl domain::workflow::Catalog for Everything {
         fn job_exists(&self, _: &str) -> bool {
             true
         }
@@ -1495,7 +1488,7 @@ mod tests {
     /// Steps as the API stores them: validated and normalized.
     fn spec(steps: Value) -> Vec<StepSpec> {
         let doc = json!({"slug": "wf", "name": "Wf", "steps": steps});
-        crate::domain::workflow::parse_workflow_spec(&doc, &Everything)
+        domain::workflow::parse_workflow_spec(&doc, &Everything)
             .expect("valid steps")
             .steps
     }
@@ -1759,7 +1752,7 @@ mod tests {
         );
         let key = format!(
             "{}schedule:v1:0:2026-12-05T00:00:00+00:00",
-            crate::domain::jobs::SERVER_KEY_PREFIX
+            domain::jobs::SERVER_KEY_PREFIX
         );
         assert_eq!(
             paths(json!({"idempotencyKey": key}), None),

@@ -13,23 +13,18 @@ use aes_gcm::{
     Aes256Gcm, Key, KeyInit, Nonce,
     aead::{Aead, AeadCore, OsRng, Payload},
 };
-use app::wire::SecretMetadata;
+use wire::SecretMetadata;
 use base64::{Engine as _, engine::general_purpose};
 use chrono::Utc;
 use serde_json::{Map, Value, json};
 
-use crate::{
-    domain::{
+use domain::{
         secrets::{check_key, parse_put},
         workflow::SecretSource,
-    },
-    handlers::{
+    };
+use crate::{handlers::{
         JobError, ResolvedSecret, SecretRequest, SecretResolver, ServiceDirectory, env_secret,
-    },
-    service::{ServiceError, ServiceResult},
-    settings::SecretKeyText,
-    store::{AuditRecord, PutSecretError, SecretPage, Store},
-};
+    }, service::{ServiceError, ServiceResult}, settings::SecretKeyText, store::{AuditRecord, PutSecretError, SecretPage, Store}};
 
 /// The key file's name inside the data directory.
 pub const KEY_FILE: &str = "secret.key";
@@ -525,7 +520,7 @@ impl ServiceCredentials {
 
 #[async_trait::async_trait]
 impl ServiceDirectory for ServiceCredentials {
-    async fn service(&self, slug: &str) -> Result<Option<app::wire::Service>, String> {
+    async fn service(&self, slug: &str) -> Result<Option<wire::Service>, String> {
         let Some((mut service, stored)) = self
             .store
             .get_service_with_headers(slug)
@@ -545,13 +540,13 @@ impl ServiceDirectory for ServiceCredentials {
 pub struct EngineSecrets {
     secrets: SecretService,
     /// The environment variables `env` references may read.
-    env_allow: crate::domain::secrets::EnvAllowList,
+    env_allow: domain::secrets::EnvAllowList,
 }
 
 impl EngineSecrets {
     pub fn new(
         secrets: SecretService,
-        env_allow: crate::domain::secrets::EnvAllowList,
+        env_allow: domain::secrets::EnvAllowList,
     ) -> EngineSecrets {
         EngineSecrets { secrets, env_allow }
     }

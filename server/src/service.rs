@@ -2,16 +2,12 @@
 //! queries). Handlers call these and map the result; nothing here knows HTTP.
 use std::{sync::Arc, time::Duration};
 
-use app::{
-    auth_pages::Viewer,
-    wire::{JobDefinition, JobDefinitionVersion, JobRun, JobWithRuns, RunStatus, Trigger},
-};
+use wire::{JobDefinition, JobDefinitionVersion, JobRun, JobWithRuns, RunStatus, Trigger};
+use app::{auth_pages::Viewer};
 use chrono::Utc;
 use serde_json::{Value, json};
 
-use crate::{
-    definitions::DefinitionCache,
-    domain::{
+use domain::{
         Problems,
         auth::Principal,
         authority::{self, JobShape, Refusal},
@@ -19,15 +15,11 @@ use crate::{
             Slug, compile_parameters_schema, merge_parameters, parse_job_spec, parse_run_request,
             validate_parameters,
         },
-    },
-    engine::{
+    };
+use crate::{definitions::DefinitionCache, engine::{
         Engine, LocalSlots, StopReason, as_accepted, publish_run,
         queue::{Queue, RunTask, WorkerWaker},
-    },
-    events::EventBus,
-    handlers::{self, Registry},
-    store::{ClaimedRun, Inserted, NewRun, RunFilter, RunPage, Store, new_id},
-};
+    }, events::EventBus, handlers::{self, Registry}, store::{ClaimedRun, Inserted, NewRun, RunFilter, RunPage, Store, new_id}};
 
 /// What went wrong in a use case.
 #[derive(Debug, thiserror::Error)]
@@ -289,7 +281,7 @@ impl JobService {
 
     /// Every job with its last run status and success rate (finished runs that succeeded),
     /// from one grouped query over the runs.
-    pub async fn job_summaries(&self) -> ServiceResult<Vec<app::wire::JobSummary>> {
+    pub async fn job_summaries(&self) -> ServiceResult<Vec<wire::JobSummary>> {
         let stats = self.store.run_stats_by_job().await?;
         let mut out = Vec::new();
         for job in self.store.list_jobs().await? {
@@ -307,7 +299,7 @@ impl JobService {
                     last = Some((&st.newest_run_id, st.status));
                 }
             }
-            out.push(app::wire::JobSummary {
+            out.push(wire::JobSummary {
                 job,
                 last_run_status: last.map(|(_, status)| status),
                 success_rate: (finished > 0).then(|| succeeded as f64 / finished as f64),
@@ -319,7 +311,7 @@ impl JobService {
 
     /// The dashboard: runs of the last 24 hours by status and by hour (counted by the
     /// database), and the latest failures.
-    pub async fn dashboard(&self) -> ServiceResult<app::wire::Dashboard> {
+    pub async fn dashboard(&self) -> ServiceResult<wire::Dashboard> {
         use chrono::{DurationRound, TimeDelta};
         let now = Utc::now();
         let first_hour = (now - TimeDelta::hours(23))
@@ -347,7 +339,7 @@ impl JobService {
             limit: 5,
             ..Default::default()
         };
-        Ok(app::wire::Dashboard {
+        Ok(wire::Dashboard {
             counts: by_status(&counts),
             hourly: hourly
                 .iter()
@@ -380,7 +372,7 @@ impl JobService {
         let parameters = merge_parameters(&job.default_parameters, &req.parameters);
         // Secret references are checked as the strings they will resolve to.
         let (checked, reference_problems) =
-            crate::domain::secrets::with_placeholders(&parameters, "/parameters");
+            domain::secrets::with_placeholders(&parameters, "/parameters");
         let mut problems = match self.validator(&job) {
             Ok(validator) => validate_parameters(&validator, &checked),
             Err(message) => {
@@ -580,7 +572,7 @@ impl JobService {
         id: &str,
         lines: u64,
         max_bytes: usize,
-    ) -> ServiceResult<app::wire::LogTail> {
+    ) -> ServiceResult<wire::LogTail> {
         let run = self.get_run(id).await?;
         let last = self.store.last_log_id(&run.id).await?;
         let start = self.store.log_tail_start(&run.id, 0, lines).await?;
@@ -603,7 +595,7 @@ impl JobService {
                 }
             }
         }
-        Ok(app::wire::LogTail {
+        Ok(wire::LogTail {
             text: shown.into_iter().collect(),
             last_line_id: last,
             omitted,
@@ -663,7 +655,7 @@ impl JobService {
 
     /// Applies a PATCH to a run: only `{"status": "canceled"}` is supported.
     pub async fn patch_run(&self, id: &str, body: &Value) -> ServiceResult<JobRun> {
-        let p = crate::domain::jobs::cancel_patch_problems(body);
+        let p = domain::jobs::cancel_patch_problems(body);
         if !p.is_empty() {
             // Existence first: a PATCH on an unknown run is a 404 whatever the body.
             self.get_run(id).await?;
@@ -772,7 +764,7 @@ pub(crate) fn refused_definition(r: Refusal) -> ServiceError {
 /// Who may write this job definition over `existing` (see `domain::authority`).
 fn check_job_write(
     existing: Option<&JobDefinition>,
-    spec: &crate::domain::jobs::JobSpec,
+    spec: &domain::jobs::JobSpec,
     who: &Principal,
 ) -> ServiceResult<()> {
     let old = existing.map(|e| JobShape {
@@ -857,13 +849,13 @@ fn default_definitions() -> Vec<Value> {
 
 #[async_trait::async_trait]
 impl app::data::Backend for JobService {
-    async fn job_summaries(&self) -> Result<Vec<app::wire::JobSummary>, String> {
+    async fn job_summaries(&self) -> Result<Vec<wire::JobSummary>, String> {
         JobService::job_summaries(self)
             .await
             .map_err(|e| e.to_string())
     }
 
-    async fn services(&self) -> Result<Vec<app::wire::Service>, String> {
+    async fn services(&self) -> Result<Vec<wire::Service>, String> {
         let services = self
             .workflow_service()
             .list_services()
@@ -872,7 +864,7 @@ impl app::data::Backend for JobService {
         Ok(services)
     }
 
-    async fn service_detail(&self, slug: &str) -> Result<app::wire::ServiceDetail, String> {
+    async fn service_detail(&self, slug: &str) -> Result<wire::ServiceDetail, String> {
         storable(&[("slug", slug)])?;
         let workflows = self.workflow_service();
         let service = workflows
@@ -892,14 +884,14 @@ impl app::data::Backend for JobService {
                 })
             })
             .collect();
-        Ok(app::wire::ServiceDetail {
+        Ok(wire::ServiceDetail {
             service,
             workflows: users,
         })
     }
 
-    async fn workflow_summaries(&self) -> Result<Vec<app::wire::WorkflowSummary>, String> {
-        use app::wire::WorkflowRunStatus;
+    async fn workflow_summaries(&self) -> Result<Vec<wire::WorkflowSummary>, String> {
+        use wire::WorkflowRunStatus;
         let stats = self
             .store
             .workflow_run_stats()
@@ -913,7 +905,7 @@ impl app::data::Backend for JobService {
                 *entry = st.newest_run_id.as_str();
             }
         }
-        let last_runs: std::collections::HashMap<String, app::wire::WorkflowRun> = self
+        let last_runs: std::collections::HashMap<String, wire::WorkflowRun> = self
             .store
             .workflow_runs_by_ids(newest.values().map(|id| id.to_string()).collect())
             .await
@@ -940,7 +932,7 @@ impl app::data::Backend for JobService {
                     }
                 }
                 let last = last_runs.get(&workflow.slug);
-                app::wire::WorkflowSummary {
+                wire::WorkflowSummary {
                     last_run_status: last.map(|r| r.status),
                     last_run_at: last.map(|r| r.created_at),
                     runs,
@@ -964,7 +956,7 @@ impl app::data::Backend for JobService {
         Ok(slugs)
     }
 
-    async fn list_runs(&self, q: app::wire::RunQuery) -> Result<app::wire::RunList, String> {
+    async fn list_runs(&self, q: wire::RunQuery) -> Result<wire::RunList, String> {
         let text = |v: &Option<String>| v.clone().unwrap_or_default();
         storable(&[
             ("job", &text(&q.job)),
@@ -981,7 +973,7 @@ impl app::data::Backend for JobService {
         let page = JobService::list_runs(self, q.job.as_deref(), filter)
             .await
             .map_err(|e| e.to_string())?;
-        Ok(app::wire::RunList {
+        Ok(wire::RunList {
             runs: page.runs,
             total: page.total,
             next_cursor: page.next_cursor,
@@ -995,7 +987,7 @@ impl app::data::Backend for JobService {
             .map_err(|e| e.to_string())
     }
 
-    async fn run_log_tail(&self, id: &str, lines: u64) -> Result<app::wire::LogTail, String> {
+    async fn run_log_tail(&self, id: &str, lines: u64) -> Result<wire::LogTail, String> {
         storable(&[("id", id)])?;
         JobService::run_log_tail(self, id, lines, app::data::LOG_TAIL_BYTES)
             .await
@@ -1016,7 +1008,7 @@ impl app::data::Backend for JobService {
             .map_err(|e| e.to_string())
     }
 
-    async fn job_detail(&self, slug: &str) -> Result<app::wire::JobDetail, String> {
+    async fn job_detail(&self, slug: &str) -> Result<wire::JobDetail, String> {
         storable(&[("slug", slug)])?;
         let job = self.get_job(slug).await.map_err(|e| e.to_string())?;
         let versions = self
@@ -1024,7 +1016,7 @@ impl app::data::Backend for JobService {
             .job_versions(&job.slug)
             .await
             .map_err(|e| e.to_string())?;
-        Ok(app::wire::JobDetail { job, versions })
+        Ok(wire::JobDetail { job, versions })
     }
 
     async fn launch(
@@ -1032,10 +1024,10 @@ impl app::data::Backend for JobService {
         viewer: &Viewer,
         slug: &str,
         parameters: serde_json::Value,
-    ) -> Result<app::wire::LaunchOutcome, String> {
+    ) -> Result<wire::LaunchOutcome, String> {
         storable(&[("slug", slug)])?;
         if let Err(problems) = storable_parameters(&parameters) {
-            return Ok(app::wire::LaunchOutcome {
+            return Ok(wire::LaunchOutcome {
                 run: None,
                 problems,
             });
@@ -1048,12 +1040,12 @@ impl app::data::Backend for JobService {
         };
         let body = serde_json::json!({ "parameters": parameters });
         match self.run_job(slug, &body, None, &principal_of(viewer)).await {
-            Ok((run, _)) => Ok(app::wire::LaunchOutcome {
+            Ok((run, _)) => Ok(wire::LaunchOutcome {
                 run: Some(run),
                 problems: Vec::new(),
             }),
             Err(ServiceError::InvalidParameters(p) | ServiceError::InvalidRequest(p)) => {
-                Ok(app::wire::LaunchOutcome {
+                Ok(wire::LaunchOutcome {
                     run: None,
                     problems: p.into_vec(),
                 })
@@ -1062,11 +1054,11 @@ impl app::data::Backend for JobService {
         }
     }
 
-    async fn dashboard(&self) -> Result<app::wire::Dashboard, String> {
+    async fn dashboard(&self) -> Result<wire::Dashboard, String> {
         JobService::dashboard(self).await.map_err(|e| e.to_string())
     }
 
-    async fn workflow_detail(&self, slug: &str) -> Result<app::wire::WorkflowPageData, String> {
+    async fn workflow_detail(&self, slug: &str) -> Result<wire::WorkflowPageData, String> {
         storable(&[("slug", slug)])?;
         let workflows = self.workflow_service();
         let with_runs = workflows
@@ -1087,7 +1079,7 @@ impl app::data::Backend for JobService {
             ),
             None => None,
         };
-        Ok(app::wire::WorkflowPageData {
+        Ok(wire::WorkflowPageData {
             workflow: with_runs.workflow,
             versions,
             runs: with_runs.runs,
@@ -1095,7 +1087,7 @@ impl app::data::Backend for JobService {
         })
     }
 
-    async fn workflow_runs(&self) -> Result<Vec<app::wire::WorkflowRun>, String> {
+    async fn workflow_runs(&self) -> Result<Vec<wire::WorkflowRun>, String> {
         let filter = crate::store::WorkflowRunFilter {
             limit: 25,
             ..Default::default()
@@ -1108,7 +1100,7 @@ impl app::data::Backend for JobService {
         Ok(runs)
     }
 
-    async fn workflow_run(&self, id: &str) -> Result<app::wire::WorkflowRunWithSteps, String> {
+    async fn workflow_run(&self, id: &str) -> Result<wire::WorkflowRunWithSteps, String> {
         storable(&[("id", id)])?;
         self.workflow_service()
             .workflow_run_steps(id)
@@ -1121,10 +1113,10 @@ impl app::data::Backend for JobService {
         viewer: &Viewer,
         slug: &str,
         parameters: serde_json::Value,
-    ) -> Result<app::wire::WorkflowLaunchOutcome, String> {
+    ) -> Result<wire::WorkflowLaunchOutcome, String> {
         storable(&[("slug", slug)])?;
         if let Err(problems) = storable_parameters(&parameters) {
-            return Ok(app::wire::WorkflowLaunchOutcome {
+            return Ok(wire::WorkflowLaunchOutcome {
                 run: None,
                 problems,
             });
@@ -1135,12 +1127,12 @@ impl app::data::Backend for JobService {
             .run_workflow(slug, &body, None, &principal_of(viewer))
             .await
         {
-            Ok((run, _)) => Ok(app::wire::WorkflowLaunchOutcome {
+            Ok((run, _)) => Ok(wire::WorkflowLaunchOutcome {
                 run: Some(run),
                 problems: Vec::new(),
             }),
             Err(ServiceError::InvalidParameters(p) | ServiceError::InvalidRequest(p)) => {
-                Ok(app::wire::WorkflowLaunchOutcome {
+                Ok(wire::WorkflowLaunchOutcome {
                     run: None,
                     problems: p.into_vec(),
                 })
@@ -1149,7 +1141,7 @@ impl app::data::Backend for JobService {
         }
     }
 
-    async fn cancel_workflow_run(&self, id: &str) -> Result<app::wire::WorkflowRun, String> {
+    async fn cancel_workflow_run(&self, id: &str) -> Result<wire::WorkflowRun, String> {
         storable(&[("id", id)])?;
         self.workflow_service()
             .patch_workflow_run(id, &serde_json::json!({ "status": "canceled" }))
@@ -1161,7 +1153,7 @@ impl app::data::Backend for JobService {
         &self,
         viewer: &Viewer,
         id: &str,
-    ) -> Result<app::wire::WorkflowRun, String> {
+    ) -> Result<wire::WorkflowRun, String> {
         storable(&[("id", id)])?;
         self.workflow_service()
             .retry_workflow_run(id, &principal_of(viewer))
@@ -1173,7 +1165,7 @@ impl app::data::Backend for JobService {
         &self,
         viewer: &Viewer,
         id: &str,
-    ) -> Result<app::wire::WorkflowRun, String> {
+    ) -> Result<wire::WorkflowRun, String> {
         storable(&[("id", id)])?;
         self.workflow_service()
             .rerun_workflow_run(id, &principal_of(viewer))
@@ -1183,8 +1175,8 @@ impl app::data::Backend for JobService {
 
     async fn audit_logs(
         &self,
-        query: app::auth_pages::AuditQuery,
-    ) -> Result<app::auth_pages::AuditList, String> {
+        query: wire::AuditQuery,
+    ) -> Result<wire::AuditList, String> {
         let text = |v: &Option<String>| v.clone().unwrap_or_default();
         storable(&[
             ("action", &query.actions.join(",")),
@@ -1205,7 +1197,7 @@ impl app::data::Backend for JobService {
             })
             .await
             .map_err(|e| e.to_string())?;
-        Ok(app::auth_pages::AuditList {
+        Ok(wire::AuditList {
             entries: page.entries,
             next_cursor: page.next_cursor,
         })
@@ -1218,8 +1210,8 @@ impl app::data::Backend for JobService {
 fn storable(fields: &[(&str, &str)]) -> Result<(), String> {
     let refused: Vec<String> = fields
         .iter()
-        .filter(|(_, value)| crate::domain::problems::has_nul(value))
-        .map(|(name, _)| format!("{name} {}", crate::domain::problems::NUL_MESSAGE))
+        .filter(|(_, value)| domain::problems::has_nul(value))
+        .map(|(name, _)| format!("{name} {}", domain::problems::NUL_MESSAGE))
         .collect();
     if refused.is_empty() {
         Ok(())
@@ -1229,9 +1221,9 @@ fn storable(fields: &[(&str, &str)]) -> Result<(), String> {
 }
 
 /// A launch form's parameters holding U+0000: one problem for each such string or key.
-fn storable_parameters(parameters: &serde_json::Value) -> Result<(), Vec<app::wire::ErrorDetail>> {
+fn storable_parameters(parameters: &serde_json::Value) -> Result<(), Vec<wire::ErrorDetail>> {
     let mut p = Problems::new();
-    crate::domain::problems::check_json("/parameters", parameters, &mut p);
+    domain::problems::check_json("/parameters", parameters, &mut p);
     p.finish(()).map_err(Problems::into_vec)
 }
 
@@ -1248,7 +1240,7 @@ fn principal_of(viewer: &Viewer) -> Principal {
         scopes: viewer
             .scopes
             .iter()
-            .filter_map(|s| crate::domain::auth::Scope::parse(s))
+            .filter_map(|s| domain::auth::Scope::parse(s))
             .collect(),
         token_hash_prefix: None,
     }

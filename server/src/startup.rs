@@ -7,24 +7,11 @@ use leptos::prelude::LeptosOptions;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::{
-    db::Database,
-    domain::hosts::HostPolicy,
-    egress::{EgressClient, EgressPolicy, Redirects},
-    engine::{
+use domain::hosts::HostPolicy;
+use crate::{db::Database, egress::{EgressClient, EgressPolicy, Redirects}, engine::{
         Engine, StopReason,
         queue::{Queue, WorkerWaker},
-    },
-    events::EventBus,
-    handlers::Registry,
-    http::{AppState, router},
-    sandbox::BuildSandbox,
-    secrets::{EngineSecrets, SecretCipher, SecretService, ServiceCredentials},
-    service::JobService,
-    sessions::Sessions,
-    settings::{SecretKeyText, Settings, WorkerSettings},
-    store::Store,
-};
+    }, events::EventBus, handlers::Registry, http::{AppState, router}, sandbox::BuildSandbox, secrets::{EngineSecrets, SecretCipher, SecretService, ServiceCredentials}, service::JobService, sessions::Sessions, settings::{SecretKeyText, Settings, WorkerSettings}, store::Store};
 
 /// The parts shared by `serve` and `worker`.
 struct Core {
@@ -124,7 +111,7 @@ async fn start_core(
         && let Err(e) = service
             .save_job(
                 &crate::orchestrator::service_call_definition(),
-                &crate::domain::auth::Principal::internal("system:seed"),
+                &domain::auth::Principal::internal("system:seed"),
             )
             .await
     {

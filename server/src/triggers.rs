@@ -21,18 +21,14 @@
 //! refuses them from callers): no caller can pre-empt or impersonate a fire.
 use std::time::Duration;
 
-use app::wire::WorkflowDefinition;
+use wire::WorkflowDefinition;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::{
-    domain::jobs::SERVER_KEY_PREFIX,
-    domain::workflow::{TriggerSpec, parse_cron},
-    events::EventBus,
-    orchestrator::{EVENT_TRIGGERED_BY, SCHEDULE_TRIGGERED_BY, WorkflowRunRequest},
-    workflows::WorkflowService,
-};
+use domain::jobs::SERVER_KEY_PREFIX;
+use domain::workflow::{TriggerSpec, parse_cron};
+use crate::{events::EventBus, orchestrator::{EVENT_TRIGGERED_BY, SCHEDULE_TRIGGERED_BY, WorkflowRunRequest}, workflows::WorkflowService};
 
 /// How often the definitions are re-read even without a change event.
 const REFRESH: Duration = Duration::from_secs(30);

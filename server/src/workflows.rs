@@ -2,29 +2,22 @@
 //! a catalog of the jobs and services that exist), store, publish. Nothing here knows HTTP.
 use std::collections::HashSet;
 
-use app::wire::{
+use wire::{
     Service, WorkflowDefinition, WorkflowDefinitionVersion, WorkflowRun, WorkflowRunWithSteps,
     WorkflowWithRuns,
 };
 use chrono::Utc;
 use serde_json::{Map, Value, json};
 
-use crate::{
-    domain::{
+use domain::{
         Problems,
         auth::Principal,
         authority::{self, MASKED, StepJob},
         jobs::Slug,
         services::parse_service_spec,
         workflow::{Catalog, StepAction, WorkflowSpec, parse_workflow_spec},
-    },
-    events::EventBus,
-    handlers,
-    orchestrator::Orchestrator,
-    secrets::ServiceCredentials,
-    service::{ServiceError, ServiceResult, refused_definition},
-    store::{Store, WorkflowRunFilter},
-};
+    };
+use crate::{events::EventBus, handlers, orchestrator::Orchestrator, secrets::ServiceCredentials, service::{ServiceError, ServiceResult, refused_definition}, store::{Store, WorkflowRunFilter}};
 
 /// The jobs and services that exist, read once per validation.
 struct DbCatalog {
@@ -154,7 +147,7 @@ impl WorkflowService {
 
     /// Applies a PATCH: only `{"status": "canceled"}` is supported.
     pub async fn patch_workflow_run(&self, id: &str, body: &Value) -> ServiceResult<WorkflowRun> {
-        let p = crate::domain::jobs::cancel_patch_problems(body);
+        let p = domain::jobs::cancel_patch_problems(body);
         if !p.is_empty() {
             self.orchestrator.get(id).await?;
             return Err(ServiceError::InvalidRequest(p));
@@ -305,7 +298,7 @@ impl WorkflowService {
         spec: &WorkflowSpec,
         who: &Principal,
     ) -> ServiceResult<()> {
-        let jobs: std::collections::HashMap<String, app::wire::JobDefinition> = self
+        let jobs: std::collections::HashMap<String, wire::JobDefinition> = self
             .store
             .list_jobs()
             .await?
@@ -425,7 +418,7 @@ impl WorkflowService {
                 p.add(
                     format!(
                         "/headers/{}",
-                        crate::domain::problems::pointer_segment(name)
+                        domain::problems::pointer_segment(name)
                     ),
                     format!("{MASKED} is how stored values are shown; give the value itself"),
                 );
@@ -486,7 +479,7 @@ impl WorkflowService {
                 p.add(
                     format!(
                         "/headers/{}",
-                        crate::domain::problems::pointer_segment(name)
+                        domain::problems::pointer_segment(name)
                     ),
                     format!("{MASKED} keeps a stored value, and this service has no header {name}"),
                 );

@@ -13,22 +13,15 @@ use std::{
     time::Duration,
 };
 
-use app::wire::{JobRun, RunStatus};
+use wire::{JobRun, RunStatus};
 use chrono::Utc;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::{
-    domain::problems::{replace_nul, replace_nul_json},
-    egress::EgressClient,
-    events::EventBus,
-    handlers::{
+use domain::problems::{replace_nul, replace_nul_json};
+use crate::{egress::EgressClient, events::EventBus, handlers::{
         JobError, JobRunContext, LogBudget, LogLine, LogSink, MetricsSink, Registry, SecretResolver,
-    },
-    orchestrator::Orchestrator,
-    settings::WorkerSettings,
-    store::{ClaimedRun, RunClaim, Store},
-};
+    }, orchestrator::Orchestrator, settings::WorkerSettings, store::{ClaimedRun, RunClaim, Store}};
 use logs::LogWriter;
 use queue::{Queue, RunTask, WorkerWaker};
 
@@ -721,7 +714,7 @@ impl Engine {
         &self,
         run: &JobRun,
         lease: &LeaseDeadline,
-        policy: &app::wire::RetryPolicy,
+        policy: &wire::RetryPolicy,
         msg: String,
         final_status: RunStatus,
         metrics: Option<Value>,
@@ -729,7 +722,7 @@ impl Engine {
     ) {
         let inner = &self.inner;
         if run.attempt < run.max_attempts {
-            let delay = crate::domain::retry::next_delay(policy, run.attempt, &mut rand::rng());
+            let delay = domain::retry::next_delay(policy, run.attempt, &mut rand::rng());
             log.info(format!(
                 "attempt {} failed: {msg}; retrying in {} ms",
                 run.attempt,

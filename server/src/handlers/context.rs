@@ -14,7 +14,7 @@ use std::{
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::domain::{
+use domain::{
     secrets::{EnvAllowList, Redactor},
     workflow::{SecretHeader, SecretRef, SecretSource},
 };
@@ -55,7 +55,7 @@ impl LogLine {
     /// A line of the run's log. U+0000 in `message` (a process may print any byte) becomes
     /// U+FFFD: no database stores it.
     pub fn new(run_id: String, attempt: i32, stream: LogStream, message: String) -> Self {
-        let message = crate::domain::problems::replace_nul(message);
+        let message = domain::problems::replace_nul(message);
         LogLine {
             run_id,
             attempt,
@@ -441,7 +441,7 @@ pub trait JobHandler: Send + Sync {
 #[async_trait::async_trait]
 pub trait ServiceDirectory: Send + Sync {
     /// The registered service, `None` when there is none by that slug.
-    async fn service(&self, slug: &str) -> Result<Option<app::wire::Service>, String>;
+    async fn service(&self, slug: &str) -> Result<Option<wire::Service>, String>;
 }
 
 /// One secret to resolve, and for whom (the audit log records it).
@@ -558,7 +558,7 @@ impl JobRunContext {
     /// Replaces every `{"secret": ...}` reference in `parameters` by its value (the stored
     /// run keeps the references). A malformed reference is a fatal error naming its pointer.
     pub async fn resolve_parameters(&mut self) -> Result<(), JobError> {
-        let found = crate::domain::secrets::references(&self.parameters).map_err(|p| {
+        let found = domain::secrets::references(&self.parameters).map_err(|p| {
             let listed: Vec<String> = p
                 .iter()
                 .map(|d| format!("{}: {}", d.path, d.message))
@@ -584,7 +584,7 @@ pub struct NoServices;
 
 #[async_trait::async_trait]
 impl ServiceDirectory for NoServices {
-    async fn service(&self, _slug: &str) -> Result<Option<app::wire::Service>, String> {
+    async fn service(&self, _slug: &str) -> Result<Option<wire::Service>, String> {
         Ok(None)
     }
 }

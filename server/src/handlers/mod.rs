@@ -84,8 +84,8 @@ impl Registry {
 /// workflow step: the handler confines it to `<data-dir>/checkouts` anyway). `builtin:http`
 /// and service calls send requests whose destination a caller must not move while the job's
 /// defaults carry secrets.
-pub fn rules(entry_point: &str) -> crate::domain::authority::EntryPointRules {
-    use crate::domain::authority::EntryPointRules;
+pub fn rules(entry_point: &str) -> domain::authority::EntryPointRules {
+    use domain::authority::EntryPointRules;
     match entry_point {
         REPOSITORY_BUILD => EntryPointRules {
             definition_only: &["command", "env", "checkout"],
@@ -202,7 +202,7 @@ pub(crate) fn check_string_map(
             for (name, value) in map {
                 let at = pointer(&parent, name);
                 if value.get("secret").is_some_and(Value::is_object) {
-                    if let Err(p) = crate::domain::secrets::references(value) {
+                    if let Err(p) = domain::secrets::references(value) {
                         for d in p.into_vec() {
                             problems.push((format!("{at}{}", d.path), d.message));
                         }
@@ -269,7 +269,7 @@ pub(crate) fn test_ctx(
         .expect("http client"),
         services: std::sync::Arc::new(NoServices),
         secrets: std::sync::Arc::new(EnvSecrets(
-            crate::domain::secrets::EnvAllowList::parse("PATH,HOME").unwrap_or_default(),
+            domain::secrets::EnvAllowList::parse("PATH,HOME").unwrap_or_default(),
         )),
     };
     (ctx, rx)

@@ -17,7 +17,7 @@
 //!   status outside 2xx/3xx fails the step.
 use std::time::Instant;
 
-use app::wire::ServiceStatus;
+use wire::ServiceStatus;
 use reqwest::{
     Method, Url,
     header::{HeaderMap, HeaderName, HeaderValue},
@@ -157,7 +157,7 @@ impl ServiceCall {
             Value::String(s) => s.clone(),
             Value::Object(reference) if reference.contains_key("secret") => {
                 let at = format!("header '{name}'");
-                let found = crate::domain::secrets::references(value)
+                let found = domain::secrets::references(value)
                     .map_err(|_| JobError::Fatal(format!("{at}: invalid secret reference")))?;
                 let Some((_, reference)) = found.into_iter().next() else {
                     return Err(JobError::Fatal(format!("{at}: invalid secret reference")));

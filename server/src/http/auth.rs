@@ -13,10 +13,9 @@ use std::{
     net::{IpAddr, SocketAddr},
 };
 
-use app::{
-    auth_pages::{AuditEntry, Viewer},
-    wire::{ListMeta, Page},
-};
+use wire::{ListMeta, Page};
+use app::auth_pages::Viewer;
+use wire::AuditEntry;
 use axum::{
     Json,
     body::{Body, Bytes},
@@ -28,8 +27,7 @@ use axum::{
 use serde_json::{Value, json};
 
 use super::{AppState, error::ApiError};
-use crate::{
-    domain::{
+use domain::{
         Problems,
         auth::{
             Matched, Principal, Scope, always_open, rule_for, safe_next, same_origin,
@@ -37,11 +35,8 @@ use crate::{
         },
         hosts::HostName,
         problems::{escape_nul, escape_nul_json},
-    },
-    sessions::{SECURE_SESSION_COOKIE, SESSION_COOKIE},
-    settings::AuthSettings,
-    store::{AuditFilter, AuditRecord, Store},
-};
+    };
+use crate::{sessions::{SECURE_SESSION_COOKIE, SESSION_COOKIE}, settings::AuthSettings, store::{AuditFilter, AuditRecord, Store}};
 
 /// Largest body buffered to name an audited resource (the body limit still applies after).
 const BUFFER_LIMIT: usize = 16 * 1024 * 1024;
@@ -876,7 +871,7 @@ impl utoipa::Modify for SecurityAddon {
                     .build(),
             ),
         );
-        for rule in crate::domain::auth::RULES {
+        for rule in domain::auth::RULES {
             let Some(item) = openapi.paths.paths.get_mut(rule.pattern) else {
                 continue;
             };

@@ -1,8 +1,8 @@
 //! The HTTP layer's one error type and the JSON body extractor. Every failure answers in the
-//! api.md format `{"error": {"code", "message", "details"}}` (`app::wire::ErrorResponse`, the
+//! api.md format `{"error": {"code", "message", "details"}}` (`wire::ErrorResponse`, the
 //! type the OpenAPI document describes); 5xx bodies are opaque (the cause is logged, not
 //! leaked).
-use app::wire::{ErrorBody, ErrorDetail, ErrorResponse};
+use wire::{ErrorBody, ErrorDetail, ErrorResponse};
 use axum::{
     body::Bytes,
     extract::{FromRequest, Request},
@@ -11,10 +11,8 @@ use axum::{
 };
 use serde_json::Value;
 
-use crate::{
-    domain::{Problems, problems},
-    service::ServiceError,
-};
+use domain::{Problems, problems};
+use crate::{service::ServiceError};
 
 #[derive(Debug)]
 pub struct ApiError {

@@ -1,7 +1,7 @@
 //! Job definition and job run endpoints (api.md "Job definitions", "Job runs").
 use std::collections::HashMap;
 
-use app::wire::{
+use wire::{
     CancelRequest, Data, ErrorResponse, JobDefinition, JobDefinitionInput, JobDefinitionVersion,
     JobRun, JobRunRequest, JobWithRuns, Page, RunStatus,
 };
@@ -18,10 +18,8 @@ use super::{
     openapi::{Paging, RunStatusFilter, Search, VersionPaging},
     reply,
 };
-use crate::{
-    domain::{Problems, auth::Principal},
-    store::RunFilter,
-};
+use domain::{Problems, auth::Principal};
+use crate::{store::RunFilter};
 
 /// `GET /api/jobs`: job definitions, newest first; `q` searches slugs and names.
 #[utoipa::path(get, path = "/api/jobs", tag = "jobs", params(Paging, Search),

@@ -1,6 +1,6 @@
 //! `GET /metrics` (Prometheus text, or the page when the client prefers HTML) and
 //! `GET /api/metrics` (api.md "Operations").
-use app::wire::{Data, MetricsReport};
+use wire::{Data, MetricsReport};
 use axum::{
     extract::{Request, State},
     http::{HeaderMap, Method, StatusCode, header},

@@ -26,11 +26,9 @@ use leptos::prelude::LeptosOptions;
 use leptos_axum::{LeptosRoutes, generate_route_list};
 use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
 
-use crate::{
-    db::Database, domain::hosts::HostPolicy, events::EventBus, service::JobService,
-    workflows::WorkflowService,
-};
-use app::wire::{Data, ErrorResponse, Health, Page, Readiness};
+use domain::hosts::HostPolicy;
+use crate::{db::Database, events::EventBus, service::JobService, workflows::WorkflowService};
+use wire::{Data, ErrorResponse, Health, Page, Readiness};
 use error::ApiError;
 
 /// What every handler can reach.

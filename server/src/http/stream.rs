@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use app::wire::{ErrorResponse, EventMessage};
+use wire::{ErrorResponse, EventMessage};
 use axum::{
     body::Body,
     extract::{ConnectInfo, FromRequestParts, Path, Query, State},
@@ -33,10 +33,8 @@ use super::{
     error::ApiError,
     limits::{ConnectionPermit, with_retry_after},
 };
-use crate::{
-    domain::Problems,
-    store::{Store, StoredEvent},
-};
+use domain::Problems;
+use crate::{store::{Store, StoredEvent}};
 
 /// One event of `GET /api/events` as an event-stream reader sees it: OpenAPI 3.1 describes
 /// each event of a `text/event-stream` response by its fields. `data` is an [`EventMessage`]
@@ -500,7 +498,7 @@ fn follow(
             if status.is_terminal() {
                 return None;
             }
-            if status == app::wire::RunStatus::Pending {
+            if status == wire::RunStatus::Pending {
                 wait_for_run(&mut st.rx, &st.run_id).await;
             } else {
                 tokio::time::sleep(FOLLOW_POLL).await;

@@ -2,7 +2,7 @@
 //! "Services").
 use std::collections::HashMap;
 
-use app::wire::{
+use wire::{
     CancelRequest, Data, ErrorResponse, Page, Service, ServiceInput, ServiceStatus,
     WorkflowDefinition, WorkflowDefinitionInput, WorkflowDefinitionVersion, WorkflowRun,
     WorkflowRunRequest, WorkflowRunStatus, WorkflowRunWithSteps, WorkflowWithRuns,
@@ -13,10 +13,8 @@ use axum::{
     http::{HeaderMap, StatusCode},
 };
 
-use crate::{
-    domain::{Problems, auth::Principal},
-    store::WorkflowRunFilter,
-};
+use domain::{Problems, auth::Principal};
+use crate::{store::WorkflowRunFilter};
 
 use super::{
     AppState, ListReply, Reply,

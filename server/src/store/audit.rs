@@ -1,6 +1,6 @@
 //! The audit log: one row per write, manual run, cancel, retry, secret write and secret
 //! resolution, and per rejected request. Rows are only ever inserted.
-use app::auth_pages::AuditEntry;
+use wire::AuditEntry;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect,

@@ -2,7 +2,7 @@
 //! last log lines, in one commit. Finishes that happen at the same moment share that commit
 //! (group commit, see `group.rs`): on PostgreSQL one statement updates every run of the group
 //! and stores all their lines; on SQLite one transaction does.
-use app::wire::{JobRun, RunStatus};
+use wire::{JobRun, RunStatus};
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, Statement, TransactionTrait,
@@ -230,7 +230,7 @@ mod tests {
             run_to_wire,
         },
     };
-    use app::wire::RunStatus;
+    use wire::RunStatus;
 
     fn running(id: &str, owner: &str) -> job_run::Model {
         let now = Utc::now();

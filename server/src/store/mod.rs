@@ -28,7 +28,7 @@ pub use workflow_runs::{
     WorkflowRunState,
 };
 
-use app::wire::{JobDefinition, JobDefinitionVersion, JobRun, RetryPolicy, RunStatus, Trigger};
+use wire::{JobDefinition, JobDefinitionVersion, JobRun, RetryPolicy, RunStatus, Trigger};
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, DbErr, EntityTrait, FromQueryResult, PaginatorTrait,
@@ -36,7 +36,8 @@ use sea_orm::{
 };
 use serde_json::Value;
 
-use crate::{db::Database, domain::jobs::JobSpec};
+use domain::jobs::JobSpec;
+use crate::{db::Database};
 use entities::{event, job_definition, job_definition_version, job_run, job_run_log};
 
 pub type StoreResult<T> = Result<T, DbErr>;
@@ -123,7 +124,7 @@ pub fn definition_to_wire(m: job_definition::Model) -> JobDefinition {
         slug: m.slug,
         name: m.name,
         version: m.version,
-        job_type: app::wire::JobType::parse(&m.job_type).unwrap_or(app::wire::JobType::Batch),
+        job_type: wire::JobType::parse(&m.job_type).unwrap_or(wire::JobType::Batch),
         entry_point: m.entry_point,
         parameters_schema: m.parameters_schema,
         default_parameters: m.default_parameters,

@@ -4,7 +4,7 @@
 //! here, inside the transaction.
 use std::collections::HashMap;
 
-use app::wire::{SecretMetadata, SecretVersionInfo};
+use wire::{SecretMetadata, SecretVersionInfo};
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,

@@ -2,7 +2,7 @@
 //! writes every change in one transaction whose first statement bumps the run's `revision`
 //! only if nobody changed the run meanwhile: concurrent reconciliations of one run (two steps
 //! finishing in two processes) serialize, and the loser reads again and re-decides.
-use app::wire::{JobRun, StepRunStatus, WorkflowRun, WorkflowRunStatus, WorkflowRunStep};
+use wire::{JobRun, StepRunStatus, WorkflowRun, WorkflowRunStatus, WorkflowRunStep};
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set,

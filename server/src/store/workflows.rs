@@ -1,7 +1,7 @@
 //! Workflow definitions (with version history) and the service registry.
 use std::collections::HashSet;
 
-use app::wire::{Service, ServiceStatus, WorkflowDefinition, WorkflowDefinitionVersion};
+use wire::{Service, ServiceStatus, WorkflowDefinition, WorkflowDefinitionVersion};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -15,7 +15,7 @@ use super::{
     entities::{job_definition, service, workflow_definition, workflow_definition_version},
     listing, new_id,
 };
-use crate::domain::{services::ServiceSpec, workflow::WorkflowSpec};
+use domain::{services::ServiceSpec, workflow::WorkflowSpec};
 
 fn workflow_to_wire(m: workflow_definition::Model) -> WorkflowDefinition {
     WorkflowDefinition {
@@ -45,7 +45,7 @@ fn masked_headers(stored: &Value) -> Value {
                     let shown = if value.get("secret").is_some_and(Value::is_object) {
                         value.clone()
                     } else {
-                        Value::String(crate::domain::authority::MASKED.to_string())
+                        Value::String(domain::authority::MASKED.to_string())
                     };
                     (name.clone(), shown)
                 })
@@ -388,7 +388,7 @@ impl Store {
     pub async fn record_service_health(
         &self,
         id: &str,
-        status: app::wire::ServiceStatus,
+        status: wire::ServiceStatus,
         error: Option<String>,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<Service>> {

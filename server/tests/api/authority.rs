@@ -689,7 +689,7 @@ async fn env_references_read_only_allow_listed_variables() {
     let db = TestDb::new().await;
     let mut settings = test_settings(&db);
     settings.worker.secret_env_allow =
-        server::domain::secrets::EnvAllowList::parse("PATH").expect("allow list");
+        domain::secrets::EnvAllowList::parse("PATH").expect("allow list");
     let app = spawn_app_with(db, settings).await;
     app.job("echo", "builtin:noop", json!({})).await;
     let env_ref =

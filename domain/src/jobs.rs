@@ -1,6 +1,6 @@
 //! Job definitions and run requests: parsed once from JSON into checked domain values, with
 //! every problem reported at once.
-use app::wire::{Jitter, JobType, RetryPolicy, RetryStrategy, Trigger};
+use crate::values::{Jitter, JobType, RetryPolicy, RetryStrategy, Trigger};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 

@@ -701,9 +701,23 @@ pub fn same_origin(origin_or_referer: &str, host: &str) -> bool {
     }
 }
 
-/// Where to send the browser after signing in: a same-origin path only (see
-/// `app::auth_pages::safe_next`, shared with the `/sign-in` page).
-pub use app::auth_pages::safe_next;
+/// Where to send the browser after signing in: `next` when it is a path on this site, else
+/// `/`. A path starts with `/`, not with `//` or `/\` (both name another host), and has no
+/// backslash, control character or whitespace anywhere: browsers drop tabs and newlines from
+/// URLs and read `\` as `/`, so `/\t/evil.test` would become `//evil.test`.
+pub fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.contains('\\')
+                && !n.chars().any(|c| c.is_control() || c.is_whitespace()) =>
+        {
+            n.to_string()
+        }
+        _ => "/".to_string(),
+    }
+}
 
 #[cfg(test)]
 mod tests {

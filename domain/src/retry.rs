@@ -1,7 +1,7 @@
 //! Delay before the next attempt of a run, from its retry policy.
 use std::time::Duration;
 
-use app::wire::{Jitter, RetryPolicy, RetryStrategy};
+use crate::values::{Jitter, RetryPolicy, RetryStrategy};
 use rand::Rng;
 
 /// Delay before attempt `failed_attempt + 1`, given that attempt `failed_attempt` (1-based)

@@ -4,104 +4,19 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-#[cfg(feature = "ssr")]
+#[cfg(feature = "openapi")]
 use utoipa::ToSchema;
 
-macro_rules! wire_enum {
-    ($(#[$m:meta])* $name:ident { $($variant:ident = $text:tt),+ $(,)? }) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-        #[cfg_attr(feature = "ssr", derive(ToSchema))]
-        pub enum $name { $(#[serde(rename = $text)] $variant),+ }
-
-        impl $name {
-            /// Every value, in declaration order.
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-            /// The value as written on the wire and stored in the database.
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-            /// Parses the wire spelling (exact, lower-case).
-            pub fn parse(text: &str) -> Option<Self> {
-                match text { $($text => Some($name::$variant),)+ _ => None }
-            }
-            /// The accepted spellings, for error messages.
-            pub fn expected() -> String {
-                [$($text),+].join(", ")
-            }
-        }
-
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
-}
-
-wire_enum!(
-    /// What kind of job a definition describes.
-    JobType { Batch = "batch", ServiceTriggered = "service-triggered", Manual = "manual" }
-);
-wire_enum!(
-    /// Life-cycle state of a job run.
-    RunStatus {
-        Pending = "pending",
-        Running = "running",
-        Succeeded = "succeeded",
-        Failed = "failed",
-        Canceled = "canceled",
-        Expired = "expired",
-    }
-);
-wire_enum!(
-    /// What started a run.
-    Trigger { Manual = "manual", Workflow = "workflow", Schedule = "schedule", Event = "event" }
-);
-wire_enum!(
-    /// How the delay between attempts grows.
-    RetryStrategy { None = "none", Fixed = "fixed", Exponential = "exponential" }
-);
-wire_enum!(
-    /// Randomisation applied to a retry delay.
-    Jitter { None = "none", Full = "full", Equal = "equal" }
-);
-
-impl RunStatus {
-    /// A run in a terminal state never changes again (except by a retry, which makes a new run).
-    pub fn is_terminal(self) -> bool {
-        !matches!(self, RunStatus::Pending | RunStatus::Running)
-    }
-}
-
-/// Retry policy of a job definition (every field present on the wire).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(ToSchema))]
-#[serde(rename_all = "camelCase")]
-pub struct RetryPolicy {
-    /// 1..10; 1 means no retry.
-    pub max_attempts: u32,
-    pub strategy: RetryStrategy,
-    pub initial_delay_ms: u64,
-    pub max_delay_ms: u64,
-    pub jitter: Jitter,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            max_attempts: 1,
-            strategy: RetryStrategy::None,
-            initial_delay_ms: 1000,
-            max_delay_ms: 60_000,
-            jitter: Jitter::None,
-        }
-    }
-}
+// The domain's value types are part of the contract: defined once, in the domain crate.
+pub use domain::problems::ErrorDetail;
+pub use domain::values::{
+    JobType, Jitter, RetryPolicy, RetryStrategy, RunStatus, ServiceStatus, StepRunStatus, Trigger,
+    WorkflowRunStatus,
+};
 
 /// A job definition as returned by the API.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct JobDefinition {
     pub id: String,
@@ -112,13 +27,13 @@ pub struct JobDefinition {
     pub job_type: JobType,
     pub entry_point: String,
     /// A JSON Schema: an object, or `true` / `false`.
-    #[cfg_attr(feature = "ssr", schema(value_type = Value))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Value))]
     pub parameters_schema: Value,
-    #[cfg_attr(feature = "ssr", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub default_parameters: Value,
     pub timeout_ms: i64,
     pub retry_policy: RetryPolicy,
-    #[cfg_attr(feature = "ssr", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub metadata: Value,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -126,7 +41,7 @@ pub struct JobDefinition {
 
 /// One stored version of a job definition.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct JobDefinitionVersion {
     pub version: i32,
@@ -136,7 +51,7 @@ pub struct JobDefinitionVersion {
 
 /// A job run (one logical run; `attempt` counts its executions).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct JobRun {
     pub id: String,
@@ -144,15 +59,15 @@ pub struct JobRun {
     pub job_slug: String,
     pub job_version: i32,
     pub status: RunStatus,
-    #[cfg_attr(feature = "ssr", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub parameters: Value,
-    #[cfg_attr(feature = "ssr", schema(value_type = Option<Object>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub result: Option<Value>,
     pub error_message: Option<String>,
     pub logs_url: String,
-    #[cfg_attr(feature = "ssr", schema(value_type = Option<Object>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub metrics: Option<Value>,
-    #[cfg_attr(feature = "ssr", schema(value_type = Option<Object>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub context: Option<Value>,
     pub timeout_ms: i64,
     pub attempt: i32,
@@ -182,7 +97,7 @@ pub struct LogTail {
 
 /// `GET /api/jobs/:slug`: the definition and its most recent runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct JobWithRuns {
     pub job: JobDefinition,
     pub runs: Vec<JobRun>,
@@ -196,7 +111,7 @@ pub struct JobWithRuns {
 
 /// A success body: `{"data": T}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct Data<T> {
     pub data: T,
 }
@@ -209,7 +124,7 @@ impl<T> Data<T> {
 
 /// A list body: `{"data": [T], "meta": {limit, offset, total, nextCursor}}`, newest first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct Page<T> {
     pub data: Vec<T>,
     pub meta: ListMeta,
@@ -217,14 +132,14 @@ pub struct Page<T> {
 
 /// An error body: `{"error": {"code", "message", "details": [{"path", "message"}]}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct ErrorResponse {
     pub error: ErrorBody,
 }
 
 /// Paging information of a list response.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ListMeta {
     /// Rows asked for (`?limit=`, default 20, at most 100).
@@ -238,18 +153,9 @@ pub struct ListMeta {
     pub next_cursor: Option<String>,
 }
 
-/// One problem of a rejected request, located by a JSON pointer into the request
-/// (`/steps/2/dependsOn/0`; `/query/limit` for a query parameter, `/headers/...` for a header).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(ToSchema))]
-pub struct ErrorDetail {
-    pub path: String,
-    pub message: String,
-}
-
 /// What `error` of an [`ErrorResponse`] holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct ErrorBody {
     /// `invalid_request`, `invalid_parameters`, `invalid_definition`, `missing_token`,
     /// `invalid_token`, `forbidden`, `not_found`, `method_not_allowed`, `conflict`,
@@ -263,7 +169,7 @@ pub struct ErrorBody {
 
 /// `GET /api/health`: the process is up.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct Health {
     /// Always `ok`.
     pub status: String,
@@ -271,7 +177,7 @@ pub struct Health {
 
 /// `GET /api/ready`: the database answers and migrations are applied.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct Readiness {
     /// Always `ready`.
     pub status: String,
@@ -281,17 +187,17 @@ pub struct Readiness {
 
 /// An event as carried by `GET /api/events` (`data:` of each SSE message).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct EventMessage {
     #[serde(rename = "type")]
     pub event_type: String,
-    #[cfg_attr(feature = "ssr", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub data: Value,
 }
 
 /// A job definition with its run statistics, for the catalog page.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct JobSummary {
     pub job: JobDefinition,
@@ -358,21 +264,11 @@ pub struct RunList {
     pub next_cursor: Option<String>,
 }
 
-wire_enum!(
-    /// Health of a registered service, kept current by polling its `healthPath`.
-    ServiceStatus {
-        Healthy = "healthy",
-        Degraded = "degraded",
-        Unhealthy = "unhealthy",
-        Unknown = "unknown",
-    }
-);
-
 /// A workflow definition as returned by the API (api.md "Workflow definitions"). `steps` and
 /// `triggers` are the validated documents in their normalized form (every optional field
 /// present, `null` when unset).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct WorkflowDefinition {
     pub id: String,
@@ -381,17 +277,17 @@ pub struct WorkflowDefinition {
     pub version: i32,
     pub description: Option<String>,
     /// A JSON Schema: an object, or `true` / `false`.
-    #[cfg_attr(feature = "ssr", schema(value_type = Value))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Value))]
     pub parameters_schema: Value,
-    #[cfg_attr(feature = "ssr", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub default_parameters: Value,
-    #[cfg_attr(feature = "ssr", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub metadata: Value,
     /// `[{"id", "name", "type": "job" | "service", "dependsOn", ...}]`
-    #[cfg_attr(feature = "ssr", schema(value_type = Vec<Object>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
     pub steps: Value,
     /// `[{"type": "manual" | "schedule" | "event", "options"?}]`
-    #[cfg_attr(feature = "ssr", schema(value_type = Vec<Object>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
     pub triggers: Value,
     /// Always `native`.
     pub provider: String,
@@ -401,7 +297,7 @@ pub struct WorkflowDefinition {
 
 /// One stored version of a workflow definition.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct WorkflowDefinitionVersion {
     pub version: i32,
@@ -411,7 +307,7 @@ pub struct WorkflowDefinitionVersion {
 
 /// `GET /api/workflows/:slug`: the definition and its most recent runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct WorkflowWithRuns {
     pub workflow: WorkflowDefinition,
     pub runs: Vec<WorkflowRun>,
@@ -419,7 +315,7 @@ pub struct WorkflowWithRuns {
 
 /// A registered service (api.md "Services").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Service {
     pub id: String,
@@ -432,9 +328,9 @@ pub struct Service {
     /// Starts with `/`; `null`: not polled.
     pub health_path: Option<String>,
     /// Header name -> value, sent with every request to the service.
-    #[cfg_attr(feature = "ssr", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub headers: Value,
-    #[cfg_attr(feature = "ssr", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub metadata: Value,
     pub status: ServiceStatus,
     pub last_checked_at: Option<DateTime<Utc>>,
@@ -443,47 +339,9 @@ pub struct Service {
     pub updated_at: DateTime<Utc>,
 }
 
-wire_enum!(
-    /// Life-cycle state of a workflow run.
-    WorkflowRunStatus {
-        Pending = "pending",
-        Running = "running",
-        Succeeded = "succeeded",
-        Failed = "failed",
-        Canceled = "canceled",
-    }
-);
-
-impl WorkflowRunStatus {
-    pub fn is_terminal(self) -> bool {
-        !matches!(
-            self,
-            WorkflowRunStatus::Pending | WorkflowRunStatus::Running
-        )
-    }
-}
-
-wire_enum!(
-    /// Life-cycle state of one step of a workflow run.
-    StepRunStatus {
-        Pending = "pending",
-        Running = "running",
-        Succeeded = "succeeded",
-        Failed = "failed",
-        Skipped = "skipped",
-        Canceled = "canceled",
-    }
-);
-
-impl StepRunStatus {
-    pub fn is_terminal(self) -> bool {
-        !matches!(self, StepRunStatus::Pending | StepRunStatus::Running)
-    }
-}
-
 /// A workflow run (api.md "Workflow runs").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct WorkflowRun {
     pub id: String,
@@ -491,20 +349,20 @@ pub struct WorkflowRun {
     pub workflow_slug: String,
     pub workflow_version: i32,
     pub status: WorkflowRunStatus,
-    #[cfg_attr(feature = "ssr", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub parameters: Value,
     /// `{"steps": {"<id>": {"status", "jobRunId", "result"}}, "shared": {}}`
-    #[cfg_attr(feature = "ssr", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub context: Value,
     pub error_message: Option<String>,
     pub current_step_id: Option<String>,
     pub current_step_index: Option<i32>,
     /// `{"totalSteps", "completedSteps"}` (completed: steps in a terminal state).
-    #[cfg_attr(feature = "ssr", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub metrics: Value,
     pub triggered_by: Option<String>,
     /// `{"type": "manual" | "schedule" | "event" | "rerun", ...}`
-    #[cfg_attr(feature = "ssr", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub trigger: Value,
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
@@ -515,7 +373,7 @@ pub struct WorkflowRun {
 
 /// One attempt of a step, for the timeline.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct StepAttempt {
     pub attempt: i32,
@@ -528,7 +386,7 @@ pub struct StepAttempt {
 
 /// One step of a workflow run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct WorkflowRunStep {
     pub id: String,
@@ -539,14 +397,14 @@ pub struct WorkflowRunStep {
     pub attempt: i32,
     pub job_run_id: Option<String>,
     /// The rendered parameters (job steps) or request (service steps).
-    #[cfg_attr(feature = "ssr", schema(value_type = Option<Object>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub input: Option<Value>,
-    #[cfg_attr(feature = "ssr", schema(value_type = Option<Object>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub output: Option<Value>,
     pub error_message: Option<String>,
     pub logs_url: Option<String>,
     /// `{"attempts": [StepAttempt], ...}` plus what the step's handler reported.
-    #[cfg_attr(feature = "ssr", schema(value_type = Option<Object>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub metrics: Option<Value>,
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
@@ -556,7 +414,7 @@ pub struct WorkflowRunStep {
 
 /// `GET /api/workflow-runs/:id/steps`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct WorkflowRunWithSteps {
     pub run: WorkflowRun,
     pub steps: Vec<WorkflowRunStep>,
@@ -605,7 +463,7 @@ pub struct ServiceDetail {
 
 /// A secret's metadata as the API shows it (`/api/secrets`): never its value.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SecretMetadata {
     pub key: String,
@@ -619,7 +477,7 @@ pub struct SecretMetadata {
 
 /// One stored version of a secret (its value stays encrypted in the database).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SecretVersionInfo {
     pub version: i32,
@@ -630,7 +488,7 @@ pub struct SecretVersionInfo {
 
 /// Runs of one job or workflow, by status (every status present, 0 when none).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SlugStatusCounts {
     pub slug: String,
@@ -640,7 +498,7 @@ pub struct SlugStatusCounts {
 
 /// Run figures of all jobs or all workflows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct RunMetrics {
     /// Every stored run.
@@ -662,7 +520,7 @@ pub struct RunMetrics {
 /// Pending job runs: `due` may start now, `delayed` wait for their `scheduledAt` (a retry's
 /// backoff or a `delayMs`); `running` are executing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct QueueDepth {
     pub due: u64,
@@ -672,7 +530,7 @@ pub struct QueueDepth {
 
 /// One histogram bucket: observations above the previous bound up to `leMs` (`null`: +Inf).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DurationBucket {
     pub le_ms: Option<f64>,
@@ -681,7 +539,7 @@ pub struct DurationBucket {
 
 /// A duration distribution; percentiles are estimated from the buckets (linear within one).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DurationSummary {
     pub count: u64,
@@ -695,7 +553,7 @@ pub struct DurationSummary {
 
 /// Durations observed by this server since `since` (from the event bus, all processes' runs).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DurationMetrics {
     pub since: DateTime<Utc>,
@@ -707,7 +565,7 @@ pub struct DurationMetrics {
 
 /// `GET /api/metrics`: the figures of `GET /metrics` as JSON.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct MetricsReport {
     pub generated_at: DateTime<Utc>,
@@ -725,16 +583,16 @@ pub struct MetricsReport {
 /// `POST /api/jobs`: a job definition (api.md "Job definitions"). `id`, `createdAt` and
 /// `updatedAt` echoed back from a GET are ignored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct JobDefinitionInput {
     /// `^[a-z0-9][a-z0-9_-]{0,99}$`, case-insensitive (stored lower-case).
-    #[cfg_attr(feature = "ssr", schema(pattern = "^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$"))]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$"))]
     pub slug: String,
     /// 1 to 200 characters.
     pub name: String,
     /// Default 1; re-posting a slug with a lower version than the stored one is a 409.
-    #[cfg_attr(feature = "ssr", schema(minimum = 1))]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub version: Option<i32>,
     #[serde(rename = "type")]
     pub job_type: Option<JobType>,
@@ -743,45 +601,45 @@ pub struct JobDefinitionInput {
     /// `builtin:service-call`.
     pub entry_point: String,
     /// A JSON Schema (an object, or `true` / `false`); default `{"type": "object"}`.
-    #[cfg_attr(feature = "ssr", schema(value_type = Value, required = false))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Value, required = false))]
     pub parameters_schema: Option<Value>,
-    #[cfg_attr(feature = "ssr", schema(value_type = Option<Object>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub default_parameters: Option<Value>,
-    #[cfg_attr(feature = "ssr", schema(minimum = 1000, maximum = 86400000))]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1000, maximum = 86400000))]
     pub timeout_ms: Option<i64>,
     /// `{"maxAttempts" (1..10), "strategy", "initialDelayMs", "maxDelayMs", "jitter"}`, each
     /// optional.
-    #[cfg_attr(feature = "ssr", schema(value_type = Option<Object>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub retry_policy: Option<Value>,
-    #[cfg_attr(feature = "ssr", schema(value_type = Option<Object>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub metadata: Option<Value>,
 }
 
 /// `POST /api/workflows`: a workflow definition (api.md "Workflow definitions"); steps and
 /// triggers are validated as a whole (400 `invalid_definition` listing every problem).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct WorkflowDefinitionInput {
     /// `^[a-z0-9][a-z0-9_-]{0,99}$`, case-insensitive (stored lower-case).
-    #[cfg_attr(feature = "ssr", schema(pattern = "^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$"))]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$"))]
     pub slug: String,
     pub name: String,
-    #[cfg_attr(feature = "ssr", schema(minimum = 1))]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub version: Option<i32>,
     pub description: Option<String>,
-    #[cfg_attr(feature = "ssr", schema(value_type = Value, required = false))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Value, required = false))]
     pub parameters_schema: Option<Value>,
-    #[cfg_attr(feature = "ssr", schema(value_type = Option<Object>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub default_parameters: Option<Value>,
-    #[cfg_attr(feature = "ssr", schema(value_type = Option<Object>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub metadata: Option<Value>,
     /// `[{"id", "name"?, "type"?: "job" | "service", "dependsOn"?, "jobSlug", "parameters"?,
     /// ...}]`: see api.md.
-    #[cfg_attr(feature = "ssr", schema(value_type = Vec<Object>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
     pub steps: Value,
     /// `[{"type": "manual" | "schedule" | "event", "options"?}]`
-    #[cfg_attr(feature = "ssr", schema(value_type = Option<Vec<Object>>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<Object>>))]
     pub triggers: Option<Value>,
     /// Only `native`.
     pub provider: Option<String>,
@@ -789,50 +647,50 @@ pub struct WorkflowDefinitionInput {
 
 /// `POST /api/jobs/:slug/run`; an empty body runs with the defaults.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct JobRunRequest {
     /// Merged over the job's `defaultParameters`, then validated against its
     /// `parametersSchema` (400 `invalid_parameters`).
-    #[cfg_attr(feature = "ssr", schema(value_type = Option<Object>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub parameters: Option<Value>,
-    #[cfg_attr(feature = "ssr", schema(minimum = 1000, maximum = 86400000))]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1000, maximum = 86400000))]
     pub timeout_ms: Option<i64>,
-    #[cfg_attr(feature = "ssr", schema(minimum = 1, maximum = 10))]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10))]
     pub max_attempts: Option<i32>,
-    #[cfg_attr(feature = "ssr", schema(value_type = Option<Object>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub context: Option<Value>,
     /// 1 to 255 characters, not starting with `switchyard:`; a repeated key returns the
     /// original run. Also accepted as the `Idempotency-Key` header.
-    #[cfg_attr(feature = "ssr", schema(min_length = 1, max_length = 255))]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 255))]
     pub idempotency_key: Option<String>,
     /// Start no earlier than this many ms from now (at most 30 days).
-    #[cfg_attr(feature = "ssr", schema(minimum = 0, maximum = 2592000000_i64))]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 2592000000_i64))]
     pub delay_ms: Option<i64>,
 }
 
 /// `POST /api/workflows/:slug/run`; an empty body runs with the defaults.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkflowRunRequest {
-    #[cfg_attr(feature = "ssr", schema(value_type = Option<Object>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub parameters: Option<Value>,
     /// Who started it (1 to 255 characters; `scheduler` and `event:...` are the server's).
     pub triggered_by: Option<String>,
     /// `"manual"` or `{"type": "manual", ...}`: callers start manual runs only.
-    #[cfg_attr(feature = "ssr", schema(value_type = Value, required = false))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Value, required = false))]
     pub trigger: Option<Value>,
     /// 1 to 255 bytes, not starting with `switchyard:`; a repeated key returns the original
     /// run. Also accepted as the `Idempotency-Key` header.
-    #[cfg_attr(feature = "ssr", schema(min_length = 1, max_length = 255))]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 255))]
     pub idempotency_key: Option<String>,
 }
 
 /// `PATCH /api/job-runs/:id` and `PATCH /api/workflow-runs/:id`: the only change a caller can
 /// make to a run is to cancel it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CancelRequest {
     /// Only `canceled`.
@@ -841,39 +699,95 @@ pub struct CancelRequest {
 
 /// `PUT /api/secrets/:key`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SecretInput {
     /// 1 byte to 64 KiB; stored encrypted, never shown again.
-    #[cfg_attr(feature = "ssr", schema(min_length = 1))]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
     pub value: String,
     /// Greater than the current version (default: current + 1); not greater is a 409.
-    #[cfg_attr(feature = "ssr", schema(minimum = 1))]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub version: Option<i32>,
 }
 
 /// `POST /api/services`: a service registration (api.md "Services").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(ToSchema))]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceInput {
     /// `^[a-z0-9][a-z0-9_-]{0,99}$`, case-insensitive (stored lower-case).
-    #[cfg_attr(feature = "ssr", schema(pattern = "^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$"))]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$"))]
     pub slug: String,
     pub display_name: String,
     /// A lower-case label, e.g. `http`.
-    #[cfg_attr(feature = "ssr", schema(pattern = "^[a-z0-9][a-z0-9_.-]{0,99}$"))]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z0-9][a-z0-9_.-]{0,99}$"))]
     pub kind: String,
     /// An absolute http(s) URL without query or fragment.
-    #[cfg_attr(feature = "ssr", schema(format = "uri"))]
+    #[cfg_attr(feature = "openapi", schema(format = "uri"))]
     pub base_url: String,
     /// Polled for the service's status.
-    #[cfg_attr(feature = "ssr", schema(pattern = "^/"))]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^/"))]
     pub health_path: Option<String>,
     /// Header name -> value or secret reference, sent with every request to the service.
-    #[cfg_attr(feature = "ssr", schema(value_type = Option<Object>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub headers: Option<Value>,
-    #[cfg_attr(feature = "ssr", schema(value_type = Option<Object>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub metadata: Option<Value>,
     pub status: Option<ServiceStatus>,
+}
+
+/// One audit log entry (api.md "Operations": `GET /api/audit-logs`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEntry {
+    pub id: String,
+    /// The token's subject, `local` in open local mode, `null` when no valid token was given.
+    pub subject: Option<String>,
+    /// First 12 hex characters of the SHA-256 of the presented token (never the token).
+    pub token_hash_prefix: Option<String>,
+    /// e.g. `job.run`, `workflow.update`, `secret.write`, `auth.sign_in`.
+    pub action: String,
+    /// e.g. `jobs/build-app`, `workflow-runs/<id>`.
+    pub resource: Option<String>,
+    /// `ok`, or the error code (`missing_token`, `invalid_token`, `forbidden`, `conflict`, ...).
+    pub status: String,
+    pub status_code: Option<i32>,
+    pub ip: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub details: Value,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Filters of the audit list; every field optional.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AuditQuery {
+    pub actions: Vec<String>,
+    pub subject: Option<String>,
+    pub statuses: Vec<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub cursor: Option<String>,
+    pub limit: u64,
+}
+
+/// One page of audit entries, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditList {
+    pub entries: Vec<AuditEntry>,
+    pub next_cursor: Option<String>,
+}
+
+/// Audit entries per page on `/audit`.
+pub const AUDIT_PER_PAGE: u64 = 50;
+
+/// A comma-separated filter as its values (used by the server function's body, on the server).
+#[cfg(feature = "openapi")]
+fn list(v: Option<String>) -> Vec<String> {
+    v.unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
 }

@@ -1,6 +1,6 @@
 //! Service registry entries (api.md "Services"): parsed once from JSON into a checked
 //! [`ServiceSpec`], with every problem reported at once.
-use app::wire::ServiceStatus;
+use crate::values::ServiceStatus;
 use serde_json::{Map, Value};
 
 use super::{

@@ -1,6 +1,17 @@
 //! Collects every problem of a request, each located by a JSON pointer, so a client sees all
 //! of them at once.
-use app::wire::ErrorDetail;
+use serde::{Deserialize, Serialize};
+#[cfg(feature = "openapi")]
+use utoipa::ToSchema;
+
+/// One problem of a rejected request, located by a JSON pointer into the request
+/// (`/steps/2/dependsOn/0`; `/query/limit` for a query parameter, `/headers/...` for a header).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ErrorDetail {
+    pub path: String,
+    pub message: String,
+}
 
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Problems(Vec<ErrorDetail>);

@@ -3,9 +3,9 @@
 //! questions the orchestrator and the DAG drawing ask of a valid one.
 //!
 //! Edges point from a step to what it depends on: in messages `a -> b` reads "a depends on b".
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use app::wire::RetryPolicy;
+use crate::values::RetryPolicy;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -16,6 +16,7 @@ use super::jobs::{
 };
 use super::problems::{Problems, pointer_segment};
 use super::template;
+use crate::graph::Graph;
 
 /// Most steps one workflow may have.
 pub const MAX_STEPS: usize = 500;
@@ -1168,139 +1169,24 @@ fn is_event_pattern(s: &str) -> bool {
         })
 }
 
-/// Steps as numbered nodes; `deps[i]` lists (step i depends on, position in its `dependsOn`).
-struct Graph {
-    deps: Vec<Vec<(usize, usize)>>,
-    dependents: Vec<Vec<usize>>,
-}
-
-impl Graph {
-    fn new(deps: Vec<Vec<(usize, usize)>>) -> Graph {
-        let mut dependents = vec![Vec::new(); deps.len()];
-        for (i, edges) in deps.iter().enumerate() {
-            for &(j, _) in edges {
-                dependents[j].push(i);
-            }
-        }
-        Graph { deps, dependents }
+/// The dependency graph of `steps` (see [`Graph`]); unknown ids are left out.
+fn graph_of(steps: &[StepSpec]) -> Graph {
+    let mut index = HashMap::new();
+    for (i, s) in steps.iter().enumerate() {
+        index.entry(s.id.as_str()).or_insert(i);
     }
-
-    fn of(steps: &[StepSpec]) -> Graph {
-        let mut index = HashMap::new();
-        for (i, s) in steps.iter().enumerate() {
-            index.entry(s.id.as_str()).or_insert(i);
-        }
-        Graph::new(
-            steps
-                .iter()
-                .map(|s| {
-                    s.depends_on
-                        .iter()
-                        .enumerate()
-                        .filter_map(|(k, d)| index.get(d.as_str()).map(|&j| (j, k)))
-                        .collect()
-                })
-                .collect(),
-        )
-    }
-
-    /// Nodes reachable from `start` along `next` (not `start` itself unless on a cycle).
-    fn reach(&self, start: usize, next: impl Fn(usize) -> Vec<usize>) -> Vec<bool> {
-        let mut seen = vec![false; self.deps.len()];
-        let mut queue: VecDeque<usize> = next(start).into();
-        while let Some(n) = queue.pop_front() {
-            if !seen[n] {
-                seen[n] = true;
-                queue.extend(next(n));
-            }
-        }
-        seen
-    }
-
-    fn ancestors(&self, i: usize) -> Vec<bool> {
-        self.reach(i, |n| self.deps[n].iter().map(|&(j, _)| j).collect())
-    }
-
-    fn descendants(&self, i: usize) -> Vec<bool> {
-        self.reach(i, |n| self.dependents[n].clone())
-    }
-
-    /// The shortest cycle through `s`, as edges (from, position in from's `dependsOn`).
-    fn shortest_cycle_through(&self, s: usize) -> Option<Vec<(usize, usize)>> {
-        let mut parent: Vec<Option<(usize, usize)>> = vec![None; self.deps.len()];
-        let mut seen = vec![false; self.deps.len()];
-        let mut queue = VecDeque::from([s]);
-        seen[s] = true;
-        while let Some(u) = queue.pop_front() {
-            for &(v, k) in &self.deps[u] {
-                if v == s {
-                    let mut edges = vec![(u, k)];
-                    let mut n = u;
-                    while let Some((from, k)) = parent[n] {
-                        edges.push((from, k));
-                        n = from;
-                    }
-                    edges.reverse();
-                    return Some(edges);
-                }
-                if !seen[v] {
-                    seen[v] = true;
-                    parent[v] = Some((u, k));
-                    queue.push_back(v);
-                }
-            }
-        }
-        None
-    }
-
-    /// One cycle through every step on a cycle (each cycle starting at its first step not
-    /// already on a reported one), in definition order.
-    fn cycles(&self) -> Vec<Vec<(usize, usize)>> {
-        let mut covered = vec![false; self.deps.len()];
-        let mut found = Vec::new();
-        for s in 0..self.deps.len() {
-            if covered[s] {
-                continue;
-            }
-            if let Some(cycle) = self.shortest_cycle_through(s) {
-                for &(n, _) in &cycle {
-                    covered[n] = true;
-                }
-                found.push(cycle);
-            }
-        }
-        found
-    }
-
-    /// Kahn's algorithm, lowest index first among the ready; steps on cycles are left out.
-    fn topological(&self) -> Vec<usize> {
-        let mut missing: Vec<usize> = self.deps.iter().map(Vec::len).collect();
-        let mut ready: BTreeSet<usize> = (0..missing.len()).filter(|&i| missing[i] == 0).collect();
-        let mut order = Vec::with_capacity(missing.len());
-        while let Some(n) = ready.pop_first() {
-            order.push(n);
-            for &d in &self.dependents[n] {
-                missing[d] -= 1;
-                if missing[d] == 0 {
-                    ready.insert(d);
-                }
-            }
-        }
-        order
-    }
-
-    /// Each step's layer: the longest path (in edges) from a step without dependencies.
-    fn layers(&self) -> Vec<usize> {
-        let mut layer = vec![0; self.deps.len()];
-        for n in self.topological() {
-            layer[n] = self.deps[n]
-                .iter()
-                .map(|&(j, _)| layer[j] + 1)
-                .max()
-                .unwrap_or(0);
-        }
-        layer
-    }
+    Graph::new(
+        steps
+            .iter()
+            .map(|s| {
+                s.depends_on
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(k, d)| index.get(d.as_str()).map(|&j| (j, k)))
+                    .collect()
+            })
+            .collect(),
+    )
 }
 
 impl WorkflowSpec {
@@ -1324,7 +1210,7 @@ impl WorkflowSpec {
     /// Every step `id` depends on, directly or transitively, in definition order.
     pub fn ancestors(&self, id: &str) -> Vec<&str> {
         match self.index_of(id) {
-            Some(i) => self.ids(&Graph::of(&self.steps).ancestors(i)),
+            Some(i) => self.ids(&graph_of(&self.steps).ancestors(i)),
             None => Vec::new(),
         }
     }
@@ -1332,7 +1218,7 @@ impl WorkflowSpec {
     /// Every step that depends on `id`, directly or transitively, in definition order.
     pub fn descendants(&self, id: &str) -> Vec<&str> {
         match self.index_of(id) {
-            Some(i) => self.ids(&Graph::of(&self.steps).descendants(i)),
+            Some(i) => self.ids(&graph_of(&self.steps).descendants(i)),
             None => Vec::new(),
         }
     }
@@ -1340,7 +1226,7 @@ impl WorkflowSpec {
     /// Every step after the steps it depends on; among steps whose dependencies are met,
     /// definition order.
     pub fn topological_order(&self) -> Vec<&str> {
-        Graph::of(&self.steps)
+        graph_of(&self.steps)
             .topological()
             .into_iter()
             .map(|i| self.steps[i].id.as_str())
@@ -1373,7 +1259,7 @@ impl WorkflowSpec {
         let Some(i) = self.index_of(failed) else {
             return Vec::new();
         };
-        let graph = Graph::of(&self.steps);
+        let graph = graph_of(&self.steps);
         let below = graph.descendants(i);
         graph
             .topological()
@@ -1387,7 +1273,7 @@ impl WorkflowSpec {
     /// Steps by layer (a step's layer is the longest dependency path from a step without
     /// dependencies), each layer in definition order: the columns of the DAG drawing.
     pub fn layers(&self) -> Vec<Vec<&str>> {
-        let layer = Graph::of(&self.steps).layers();
+        let layer = graph_of(&self.steps).layers();
         let mut out: Vec<Vec<&str>> = vec![Vec::new(); layer.iter().max().map_or(0, |m| m + 1)];
         for (step, &l) in self.steps.iter().zip(&layer) {
             out[l].push(step.id.as_str());
@@ -1399,7 +1285,7 @@ impl WorkflowSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use app::wire::RetryStrategy;
+    use crate::values::RetryStrategy;
     use serde_json::json;
 
     struct Known;
