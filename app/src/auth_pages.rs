@@ -2,42 +2,26 @@
 //! auth middleware), the header badge, the `/sign-in` page (a plain HTML form posting to
 //! `/auth/sign-in`, which works without wasm), permission reasons for buttons, and the `/audit`
 //! page (its wire types are in the `wire` crate).
-use chrono::{DateTime, Utc};
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_query_map;
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
 pub use wire::{AuditEntry, AuditList, AuditQuery};
 
-/// Who is looking at a page, as the server's auth middleware saw the request.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct Viewer {
-    /// No operator tokens are configured: everything is allowed (subject `local`).
-    pub open: bool,
-    /// The signed-in operator, if any.
-    pub subject: Option<String>,
-    pub scopes: Vec<String>,
-    /// Reads need a token on this server (tokens configured, no `--public-reads`).
-    pub protect_reads: bool,
+/// Audit entries per page on `/audit`.
+pub const AUDIT_PER_PAGE: u64 = 50;
+
+/// A comma-separated filter as its values (used by the server function's body, on the server).
+#[cfg(feature = "ssr")]
+fn list(v: Option<String>) -> Vec<String> {
+    v.unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
 }
 
-impl Viewer {
-    pub fn allows(&self, scope: &str) -> bool {
-        self.open || self.scopes.iter().any(|s| s == "admin" || s == scope)
-    }
-
-    /// Why a button needing `scope` is disabled, or `None` when the viewer may use it.
-    pub fn denied(&self, scope: &str) -> Option<String> {
-        if self.allows(scope) {
-            None
-        } else if self.subject.is_none() {
-            Some(format!("sign in with a token that has scope {scope}"))
-        } else {
-            Some(format!("needs scope {scope}"))
-        }
-    }
-}
+pub use wire::Viewer;
 
 /// The viewer of the current request (the server puts it into the request's extensions).
 #[server(prefix = "/_sf", endpoint = "whoami")]

@@ -4,7 +4,7 @@
 use leptos::prelude::*;
 
 #[cfg(feature = "ssr")]
-use crate::auth_pages::Viewer;
+use wire::Viewer;
 use wire::{
     Dashboard, JobDetail, JobRun, JobSummary, LaunchOutcome, LogTail, RunList, Service,
     ServiceDetail, WorkflowLaunchOutcome, WorkflowPageData, WorkflowRun, WorkflowRunWithSteps,
@@ -62,10 +62,7 @@ pub trait Backend: Send + Sync {
     /// A new run with the same parameters, as `viewer`.
     async fn rerun_workflow_run(&self, viewer: &Viewer, id: &str) -> Result<WorkflowRun, String>;
     /// `/audit`: one page of the audit log, newest first.
-    async fn audit_logs(
-        &self,
-        query: crate::auth_pages::AuditQuery,
-    ) -> Result<crate::auth_pages::AuditList, String>;
+    async fn audit_logs(&self, query: wire::AuditQuery) -> Result<wire::AuditList, String>;
 }
 
 /// The backend as put into the Leptos context.

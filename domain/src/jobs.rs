@@ -409,6 +409,21 @@ pub struct RunRequest {
     pub trigger: Trigger,
 }
 
+impl RunRequest {
+    /// A manual run with `parameters` and every option at its default (the launch form).
+    pub fn manual(parameters: Value) -> RunRequest {
+        RunRequest {
+            parameters,
+            timeout_ms: None,
+            max_attempts: None,
+            context: None,
+            idempotency_key: None,
+            delay_ms: 0,
+            trigger: Trigger::Manual,
+        }
+    }
+}
+
 /// Parses `POST /api/jobs/:slug/run`. An empty body means "run with the defaults".
 pub fn parse_run_request(body: &Value, header_key: Option<&str>) -> Result<RunRequest, Problems> {
     let mut p = Problems::new();

@@ -1,30 +1,27 @@
-//! Switchyard server: API, event stream, engine, workers and CLI. See ARCHITECTURE.md.
+//! Switchyard server: HTTP API and pages, storage, the engine and the composition root. See
+//! ARCHITECTURE.md for the code map.
 pub mod alerts;
+pub mod application;
 pub mod bench;
 pub mod cli;
 pub mod db;
-pub mod definitions;
 pub mod detach;
-pub mod domain;
 pub mod egress;
 pub mod engine;
+pub mod entrypoints;
 pub mod events;
-pub mod handlers;
 pub mod health;
 pub mod http;
 pub mod metrics;
-pub mod orchestrator;
 pub mod retention;
 pub mod sandbox;
 pub mod secrets;
-pub mod service;
 pub mod sessions;
 pub mod settings;
 pub mod startup;
 pub mod store;
 pub mod supervisor;
 pub mod triggers;
-pub mod workflows;
 
 pub use settings::Settings;
 pub use startup::Application;

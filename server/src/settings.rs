@@ -4,8 +4,8 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::egress::EgressPolicy;
 use domain::{auth::OperatorTokens, hosts::HostName, secrets::EnvAllowList};
-use crate::{egress::EgressPolicy};
 
 /// Switchyard: jobs and workflows orchestrator in one binary.
 #[derive(Debug, Parser)]

@@ -7,11 +7,30 @@ use leptos::prelude::LeptosOptions;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use domain::hosts::HostPolicy;
-use crate::{db::Database, egress::{EgressClient, EgressPolicy, Redirects}, engine::{
+use crate::application::{
+    JobService,
+    launcher::RunLauncher,
+    orchestrator::Orchestrator,
+    secrets::{EngineSecrets, SecretService, ServiceCredentials},
+};
+use crate::entrypoints::Registry;
+use crate::events::Event;
+use crate::{
+    db::Database,
+    egress::{EgressClient, EgressPolicy, Redirects},
+    engine::{
         Engine, StopReason,
         queue::{Queue, WorkerWaker},
-    }, events::EventBus, handlers::Registry, http::{AppState, router}, sandbox::BuildSandbox, secrets::{EngineSecrets, SecretCipher, SecretService, ServiceCredentials}, service::JobService, sessions::Sessions, settings::{SecretKeyText, Settings, WorkerSettings}, store::Store};
+    },
+    events::EventBus,
+    http::{AppState, router},
+    sandbox::BuildSandbox,
+    secrets::SecretCipher,
+    sessions::Sessions,
+    settings::{SecretKeyText, Settings, WorkerSettings},
+    store::Store,
+};
+use domain::hosts::HostPolicy;
 
 /// The parts shared by `serve` and `worker`.
 struct Core {
@@ -89,13 +108,26 @@ async fn start_core(
             http.clone(),
         )
     });
-    let service = JobService::new(
-        store,
+    // The engine reports steps' transitions to the orchestrator (`engine::RunObserver`); the
+    // launcher starts runs on the engine's idle workers: built in this order, no cycle.
+    let launcher = RunLauncher::new(
+        store.clone(),
         bus.clone(),
         queue,
         waker.clone(),
+        engine.clone(),
+    );
+    let orchestrator = Orchestrator::new(store.clone(), bus.clone(), launcher.clone());
+    if let Some(engine) = &engine {
+        engine.observe(Arc::new(orchestrator.clone()));
+    }
+    let service = JobService::new(
+        store,
+        bus.clone(),
         registry,
         engine.clone(),
+        launcher,
+        orchestrator,
         credentials.clone(),
     );
     service
@@ -105,12 +137,12 @@ async fn start_core(
     // The job workflow service steps execute as.
     if service
         .store()
-        .get_job(crate::orchestrator::SERVICE_CALL_JOB)
+        .get_job(crate::application::orchestrator::SERVICE_CALL_JOB)
         .await?
         .is_none()
         && let Err(e) = service
             .save_job(
-                &crate::orchestrator::service_call_definition(),
+                &crate::application::seeds::service_call_definition(),
                 &domain::auth::Principal::internal("system:seed"),
             )
             .await
@@ -155,8 +187,8 @@ async fn follow_bus(engine: Engine, stop: CancellationToken) {
         match ev {
             Ok(ev) => match ev.event_type.as_str() {
                 "job.run.canceled" => {
-                    if let Some(id) = ev.payload.pointer("/data/run/id").and_then(|v| v.as_str()) {
-                        engine.stop_run(id, StopReason::Canceled);
+                    if let Some(Event::JobRun(run)) = Event::decode(&ev) {
+                        engine.stop_run(&run.id, StopReason::Canceled);
                     }
                 }
                 "job.run.pending" => engine.waker().wake(),

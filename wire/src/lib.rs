@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 // The domain's value types are part of the contract: defined once, in the domain crate.
 pub use domain::problems::ErrorDetail;
 pub use domain::values::{
-    JobType, Jitter, RetryPolicy, RetryStrategy, RunStatus, ServiceStatus, StepRunStatus, Trigger,
+    Jitter, JobType, RetryPolicy, RetryStrategy, RunStatus, ServiceStatus, StepRunStatus, Trigger,
     WorkflowRunStatus,
 };
 
@@ -587,7 +587,10 @@ pub struct MetricsReport {
 #[serde(rename_all = "camelCase")]
 pub struct JobDefinitionInput {
     /// `^[a-z0-9][a-z0-9_-]{0,99}$`, case-insensitive (stored lower-case).
-    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
+    )]
     pub slug: String,
     /// 1 to 200 characters.
     pub name: String,
@@ -622,7 +625,10 @@ pub struct JobDefinitionInput {
 #[serde(rename_all = "camelCase")]
 pub struct WorkflowDefinitionInput {
     /// `^[a-z0-9][a-z0-9_-]{0,99}$`, case-insensitive (stored lower-case).
-    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
+    )]
     pub slug: String,
     pub name: String,
     #[cfg_attr(feature = "openapi", schema(minimum = 1))]
@@ -716,7 +722,10 @@ pub struct SecretInput {
 #[serde(rename_all = "camelCase")]
 pub struct ServiceInput {
     /// `^[a-z0-9][a-z0-9_-]{0,99}$`, case-insensitive (stored lower-case).
-    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
+    )]
     pub slug: String,
     pub display_name: String,
     /// A lower-case label, e.g. `http`.
@@ -778,16 +787,57 @@ pub struct AuditList {
     pub next_cursor: Option<String>,
 }
 
-/// Audit entries per page on `/audit`.
-pub const AUDIT_PER_PAGE: u64 = 50;
+/// What kind of failure a page's data request met (`application::error::AppError::kind`):
+/// the pages say "not found", list the problems, explain a conflict or a refusal, or say the
+/// server is unavailable; database text never reaches them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    NotFound,
+    Invalid,
+    Conflict,
+    Forbidden,
+    Unavailable,
+}
 
-/// A comma-separated filter as its values (used by the server function's body, on the server).
-#[cfg(feature = "openapi")]
-fn list(v: Option<String>) -> Vec<String> {
-    v.unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(String::from)
-        .collect()
+/// A page's data request failed: the kind and a message fit to show.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl std::fmt::Display for PageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Who is looking at a page, as the server's auth middleware saw the request.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Viewer {
+    /// No operator tokens are configured: everything is allowed (subject `local`).
+    pub open: bool,
+    /// The signed-in operator, if any.
+    pub subject: Option<String>,
+    pub scopes: Vec<String>,
+    /// Reads need a token on this server (tokens configured, no `--public-reads`).
+    pub protect_reads: bool,
+}
+
+impl Viewer {
+    pub fn allows(&self, scope: &str) -> bool {
+        self.open || self.scopes.iter().any(|s| s == "admin" || s == scope)
+    }
+
+    /// Why a button needing `scope` is disabled, or `None` when the viewer may use it.
+    pub fn denied(&self, scope: &str) -> Option<String> {
+        if self.allows(scope) {
+            None
+        } else if self.subject.is_none() {
+            Some(format!("sign in with a token that has scope {scope}"))
+        } else {
+            Some(format!("needs scope {scope}"))
+        }
+    }
 }

@@ -13,15 +13,22 @@ use std::{
     time::Duration,
 };
 
-use wire::{JobRun, RunStatus};
 use chrono::Utc;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
+use wire::{JobRun, RunStatus};
 
+use crate::entrypoints::{
+    JobError, JobRunContext, LogBudget, LogLine, LogSink, MetricsSink, Registry, SecretResolver,
+};
+use crate::events::Event;
+use crate::{
+    egress::EgressClient,
+    events::EventBus,
+    settings::WorkerSettings,
+    store::{ClaimedRun, RunClaim, Store},
+};
 use domain::problems::{replace_nul, replace_nul_json};
-use crate::{egress::EgressClient, events::EventBus, handlers::{
-        JobError, JobRunContext, LogBudget, LogLine, LogSink, MetricsSink, Registry, SecretResolver,
-    }, orchestrator::Orchestrator, settings::WorkerSettings, store::{ClaimedRun, RunClaim, Store}};
 use logs::LogWriter;
 use queue::{Queue, RunTask, WorkerWaker};
 
@@ -85,13 +92,20 @@ impl InFlight {
     }
 }
 
-/// How long a started step's workflow run waits before it is reconciled to show the step running.
-const STARTED_STEP_NUDGE_DELAY: Duration = Duration::from_millis(50);
-
 /// Publishes `job.run.<status>` with the run.
 pub async fn publish_run(bus: &EventBus, run: &JobRun) {
-    let event_type = format!("job.run.{}", run.status.as_str());
-    bus.publish(&event_type, json!({"run": run})).await;
+    bus.publish(Event::JobRun(run.clone())).await;
+}
+
+/// What the engine reports to the layer above it: a workflow step's job run changed, and the
+/// recovery sweep's tick. The application's orchestrator implements it (it moves workflow
+/// runs on); the engine only knows this trait, so it depends on nothing above it.
+#[async_trait::async_trait]
+pub trait RunObserver: Send + Sync {
+    /// `run`, a workflow step's job run (`workflow_run_id` is set), has a new state.
+    async fn step_run_changed(&self, run: &JobRun);
+    /// The reaper's periodic recovery sweep: bring every unfinished run up to date.
+    async fn sweep(&self);
 }
 
 /// Shared by every worker of the process.
@@ -112,11 +126,12 @@ struct EngineInner {
     data_dir: PathBuf,
     http: EgressClient,
     inflight: Mutex<HashMap<String, InFlight>>,
-    orchestrator: Orchestrator,
+    /// Told about workflow steps' transitions (set once at start-up, see [`Engine::observe`]).
+    observer: std::sync::OnceLock<Arc<dyn RunObserver>>,
     /// Resolves secret references at execution time (and audit-logs each resolution).
     secrets: Arc<dyn SecretResolver>,
     /// Registered services with their credentials opened (service steps).
-    services: Arc<dyn crate::handlers::ServiceDirectory>,
+    services: Arc<dyn crate::entrypoints::ServiceDirectory>,
     /// Attempts started by [`Engine::try_run_locally`] that have not returned yet.
     local_running: std::sync::atomic::AtomicUsize,
     /// False once shutdown began: no more local starts.
@@ -213,13 +228,11 @@ impl Engine {
         settings: WorkerSettings,
         data_dir: PathBuf,
         secrets: Arc<dyn SecretResolver>,
-        services: Arc<dyn crate::handlers::ServiceDirectory>,
+        services: Arc<dyn crate::entrypoints::ServiceDirectory>,
         http: EgressClient,
     ) -> Engine {
         let logs = LogWriter::spawn(store.clone());
-        let orchestrator =
-            Orchestrator::new(store.clone(), bus.clone(), queue.clone(), waker.clone());
-        let engine = Engine {
+        Engine {
             inner: Arc::new(EngineInner {
                 store,
                 bus,
@@ -232,23 +245,27 @@ impl Engine {
                 data_dir,
                 http,
                 inflight: Mutex::new(HashMap::new()),
-                orchestrator,
+                observer: std::sync::OnceLock::new(),
                 secrets,
                 services,
                 local_running: Default::default(),
                 accepting: std::sync::atomic::AtomicBool::new(true),
             }),
-        };
-        // Weak: the orchestrator lives inside the engine.
-        let weak = Arc::downgrade(&engine.inner);
-        engine
-            .inner
-            .orchestrator
-            .set_local_dispatch(Arc::new(move |want: usize| {
-                weak.upgrade()
-                    .map_or_else(LocalSlots::none, |inner| Engine { inner }.reserve(want))
-            }));
-        engine
+        }
+    }
+
+    /// Sets who hears about workflow steps' transitions and the sweep (once, at start-up).
+    pub fn observe(&self, observer: Arc<dyn RunObserver>) {
+        if self.inner.observer.set(observer).is_err() {
+            tracing::warn!("the engine's run observer was set twice; the first one stays");
+        }
+    }
+
+    /// The recovery sweep of the layer above (workflow runs), on the reaper's tick.
+    pub async fn sweep_observed(&self) {
+        if let Some(observer) = self.inner.observer.get() {
+            observer.sweep().await;
+        }
     }
 
     /// Reserves up to `want` of this process's worker slots (fewer attempts in flight than
@@ -327,31 +344,14 @@ impl Engine {
         &self.inner.bus
     }
 
-    pub fn orchestrator(&self) -> &Orchestrator {
-        &self.inner.orchestrator
-    }
-
-    /// Publishes a run's new state; a workflow step's run also moves its workflow run on
-    /// (started steps, results, the next ready steps), in the background of whichever process
-    /// ran it (`Orchestrator::nudge`).
+    /// Publishes a run's new state; a workflow step's run is also reported to the observer
+    /// (which moves its workflow run on, in the background of whichever process ran it).
     pub async fn run_changed(&self, run: &JobRun) {
         publish_run(&self.inner.bus, run).await;
-        let Some(workflow_run_id) = &run.workflow_run_id else {
-            return;
-        };
-        if run.status == RunStatus::Pending && run.attempt > 1 {
-            // A failed attempt's error lives on the job run only until the next claim: record
-            // it in the step's attempt history now (retries are rare; no hurry elsewhere).
-            if let Err(e) = self.inner.orchestrator.reconcile(workflow_run_id).await {
-                tracing::warn!(workflow_run_id, error = %e, "could not advance the workflow run; the recovery sweep will");
-            }
-        } else if run.status == RunStatus::Running {
-            // Shown as running a moment later, unless it is done by then (one reconcile).
-            self.inner
-                .orchestrator
-                .nudge_soon(workflow_run_id, STARTED_STEP_NUDGE_DELAY);
-        } else {
-            self.inner.orchestrator.nudge(workflow_run_id);
+        if run.workflow_run_id.is_some()
+            && let Some(observer) = self.inner.observer.get()
+        {
+            observer.step_run_changed(run).await;
         }
     }
 

@@ -13,9 +13,7 @@ use std::{
     net::{IpAddr, SocketAddr},
 };
 
-use wire::{ListMeta, Page};
 use app::auth_pages::Viewer;
-use wire::AuditEntry;
 use axum::{
     Json,
     body::{Body, Bytes},
@@ -25,18 +23,23 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde_json::{Value, json};
+use wire::AuditEntry;
+use wire::{ListMeta, Page};
 
 use super::{AppState, error::ApiError};
+use crate::{
+    sessions::{SECURE_SESSION_COOKIE, SESSION_COOKIE},
+    settings::AuthSettings,
+    store::{AuditFilter, AuditRecord, Store},
+};
 use domain::{
-        Problems,
-        auth::{
-            Matched, Principal, Scope, always_open, rule_for, safe_next, same_origin,
-            token_hash_prefix,
-        },
-        hosts::HostName,
-        problems::{escape_nul, escape_nul_json},
-    };
-use crate::{sessions::{SECURE_SESSION_COOKIE, SESSION_COOKIE}, settings::AuthSettings, store::{AuditFilter, AuditRecord, Store}};
+    Problems,
+    auth::{
+        Matched, Principal, Scope, always_open, rule_for, safe_next, same_origin, token_hash_prefix,
+    },
+    hosts::HostName,
+    problems::{escape_nul, escape_nul_json},
+};
 
 /// Largest body buffered to name an audited resource (the body limit still applies after).
 const BUFFER_LIMIT: usize = 16 * 1024 * 1024;
@@ -787,7 +790,7 @@ pub async fn list_audit_logs(
         .store()
         .list_audit_logs(&f)
         .await
-        .map_err(|e| ApiError::from(crate::service::ServiceError::from(e)))?;
+        .map_err(|e| ApiError::from(crate::application::AppError::from(e)))?;
     let meta = ListMeta {
         limit: f.limit,
         offset: 0,

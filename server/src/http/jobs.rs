@@ -1,14 +1,14 @@
 //! Job definition and job run endpoints (api.md "Job definitions", "Job runs").
 use std::collections::HashMap;
 
-use wire::{
-    CancelRequest, Data, ErrorResponse, JobDefinition, JobDefinitionInput, JobDefinitionVersion,
-    JobRun, JobRunRequest, JobWithRuns, Page, RunStatus,
-};
 use axum::{
     Json,
     extract::{Extension, Path, Query, State},
     http::{HeaderMap, StatusCode},
+};
+use wire::{
+    CancelRequest, Data, ErrorResponse, JobDefinition, JobDefinitionInput, JobDefinitionVersion,
+    JobRun, JobRunRequest, JobWithRuns, Page, RunStatus,
 };
 
 use super::{
@@ -18,8 +18,9 @@ use super::{
     openapi::{Paging, RunStatusFilter, Search, VersionPaging},
     reply,
 };
+use crate::application::runs::RunJob;
+use crate::store::RunFilter;
 use domain::{Problems, auth::Principal};
-use crate::{store::RunFilter};
 
 /// `GET /api/jobs`: job definitions, newest first; `q` searches slugs and names.
 #[utoipa::path(get, path = "/api/jobs", tag = "jobs", params(Paging, Search),
@@ -124,7 +125,15 @@ pub async fn run_job(
     ApiJson(body): ApiJson,
 ) -> Reply<JobRun> {
     let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok());
-    let (run, _) = s.jobs.run_job(&slug, &body, key, &who).await?;
+    let request = match domain::jobs::parse_run_request(&body, key) {
+        Ok(request) => request,
+        Err(problems) => {
+            // Existence first: a run of an unknown job is a 404 whatever the body.
+            s.jobs.get_job(&slug).await?;
+            return Err(ApiError::invalid_request(problems));
+        }
+    };
+    let (run, _) = s.jobs.run_job(RunJob { slug, request }, &who).await?;
     Ok(reply(StatusCode::ACCEPTED, run))
 }
 

@@ -18,8 +18,8 @@ use axum::{
 };
 
 use super::error::ApiError;
+use crate::settings::LimitSettings;
 use domain::Problems;
-use crate::{settings::LimitSettings};
 
 /// Seconds a refused client is told to wait (`Retry-After`).
 pub const RETRY_AFTER_S: u64 = 5;

@@ -2,12 +2,12 @@
 //! `{"data": [...], "meta": {...}}` answer.
 use std::collections::HashMap;
 
-use wire::ListMeta;
 use axum::Json;
+use wire::ListMeta;
 
 use super::error::ApiError;
+use crate::store::{CatalogFilter, Page, PageRequest};
 use domain::Problems;
-use crate::{store::{CatalogFilter, Page, PageRequest}};
 
 /// The paging parameters of every list (`limit`, default 20, at most 100; `offset`; `cursor`);
 /// problems go to `p`.

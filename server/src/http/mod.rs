@@ -26,10 +26,12 @@ use leptos::prelude::LeptosOptions;
 use leptos_axum::{LeptosRoutes, generate_route_list};
 use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
 
+use crate::application::JobService;
+use crate::application::workflows::WorkflowService;
+use crate::{db::Database, events::EventBus};
 use domain::hosts::HostPolicy;
-use crate::{db::Database, events::EventBus, service::JobService, workflows::WorkflowService};
-use wire::{Data, ErrorResponse, Health, Page, Readiness};
 use error::ApiError;
+use wire::{Data, ErrorResponse, Health, Page, Readiness};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -41,7 +43,7 @@ pub struct AppState {
     /// Operator tokens (hashes) and read protection, for the auth middleware.
     pub auth: std::sync::Arc<crate::settings::AuthSettings>,
     /// The secret store (`/api/secrets`).
-    pub secrets: crate::secrets::SecretService,
+    pub secrets: crate::application::secrets::SecretService,
     pub metrics: crate::metrics::Metrics,
     /// Sign-in sessions and the sign-in rate limit.
     pub sessions: crate::sessions::Sessions,

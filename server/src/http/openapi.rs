@@ -5,7 +5,6 @@
 //! panic or a database error). Handlers document only their own answers; the response bodies
 //! are the envelope types of `app::wire` (`Data<T>`, `Page<T>`, `ErrorResponse`) that the
 //! handlers return, so the document cannot drift from the bytes.
-use wire::ErrorResponse;
 use axum::Json;
 use utoipa::{
     IntoParams, Modify, OpenApi, ToSchema,
@@ -18,6 +17,7 @@ use utoipa::{
         security::SecurityRequirement,
     },
 };
+use wire::ErrorResponse;
 
 use super::{auth, auth::SecurityAddon, jobs, metrics, secrets, stream, workflows};
 use domain::auth::{always_open, rule_for};

@@ -1,12 +1,12 @@
 //! Secret store endpoints (api.md "Secrets"). Responses carry metadata only, never a value.
 use std::collections::HashMap;
 
-use wire::{Data, ErrorResponse, ListMeta, Page, SecretInput, SecretMetadata};
 use axum::{
     Json,
     extract::{Path, Query, State},
     http::StatusCode,
 };
+use wire::{Data, ErrorResponse, ListMeta, Page, SecretInput, SecretMetadata};
 
 use super::{
     AppState, ListReply, Reply,

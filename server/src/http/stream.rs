@@ -10,7 +10,6 @@ use std::{
     time::Duration,
 };
 
-use wire::{ErrorResponse, EventMessage};
 use axum::{
     body::Body,
     extract::{ConnectInfo, FromRequestParts, Path, Query, State},
@@ -27,14 +26,18 @@ use utoipa::openapi::{
     RefOr,
     schema::{ObjectBuilder, Schema, Type},
 };
+use wire::{ErrorResponse, EventMessage};
 
 use super::{
     AppState,
     error::ApiError,
     limits::{ConnectionPermit, with_retry_after},
 };
+use crate::{
+    events,
+    store::{Store, StoredEvent},
+};
 use domain::Problems;
-use crate::{store::{Store, StoredEvent}};
 
 /// One event of `GET /api/events` as an event-stream reader sees it: OpenAPI 3.1 describes
 /// each event of a `text/event-stream` response by its fields. `data` is an [`EventMessage`]
@@ -205,7 +208,7 @@ pub async fn events(
     let topics = Topics::parse(q.get("topics"));
     // Subscribe before reading the backlog so nothing falls between the two.
     let rx = s.bus.subscribe();
-    let store_err = |e| ApiError::from(crate::service::ServiceError::from(e));
+    let store_err = |e| ApiError::from(crate::application::AppError::from(e));
     // Without Last-Event-ID a client gets what happens from now on; with one, at most the
     // newest `replay_events` of what it missed.
     let max = s.limits.settings.replay_events;
@@ -368,7 +371,7 @@ pub async fn logs(
     let query = log_query(&q)?;
     let run = s.jobs.get_run(&id).await?;
     let store = s.jobs.store().clone();
-    let store_err = |e| ApiError::from(crate::service::ServiceError::from(e));
+    let store_err = |e| ApiError::from(crate::application::AppError::from(e));
     let start = match query.tail {
         Some(n) => store
             .log_tail_start(&run.id, query.after, n)
@@ -515,7 +518,11 @@ async fn wait_for_run(rx: &mut broadcast::Receiver<Arc<StoredEvent>>, run_id: &s
         loop {
             match rx.recv().await {
                 Ok(ev) => {
-                    if ev.payload.pointer("/data/run/id").and_then(|v| v.as_str()) == Some(run_id) {
+                    if events::Event::decode(&ev)
+                        .as_ref()
+                        .and_then(events::Event::run_id)
+                        == Some(run_id)
+                    {
                         return;
                     }
                 }

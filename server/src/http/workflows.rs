@@ -2,19 +2,20 @@
 //! "Services").
 use std::collections::HashMap;
 
-use wire::{
-    CancelRequest, Data, ErrorResponse, Page, Service, ServiceInput, ServiceStatus,
-    WorkflowDefinition, WorkflowDefinitionInput, WorkflowDefinitionVersion, WorkflowRun,
-    WorkflowRunRequest, WorkflowRunStatus, WorkflowRunWithSteps, WorkflowWithRuns,
-};
 use axum::{
     Json,
     extract::{Extension, Path, Query, State},
     http::{HeaderMap, StatusCode},
 };
+use wire::{
+    CancelRequest, Data, ErrorResponse, Page, Service, ServiceInput, ServiceStatus,
+    WorkflowDefinition, WorkflowDefinitionInput, WorkflowDefinitionVersion, WorkflowRun,
+    WorkflowRunRequest, WorkflowRunStatus, WorkflowRunWithSteps, WorkflowWithRuns,
+};
 
+use crate::application::{orchestrator::parse_workflow_run_request, workflows::StartWorkflowRun};
+use crate::store::WorkflowRunFilter;
 use domain::{Problems, auth::Principal};
-use crate::{store::WorkflowRunFilter};
 
 use super::{
     AppState, ListReply, Reply,
@@ -251,7 +252,18 @@ pub async fn run_workflow(
     ApiJson(body): ApiJson,
 ) -> Reply<WorkflowRun> {
     let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok());
-    let (run, _) = s.workflows().run_workflow(&slug, &body, key, &who).await?;
+    let service = s.workflows();
+    let request = match parse_workflow_run_request(&body, key) {
+        Ok(request) => request,
+        Err(problems) => {
+            // Existence first: a run of an unknown workflow is a 404 whatever the body.
+            service.get_workflow(&slug).await?;
+            return Err(ApiError::invalid_request(problems));
+        }
+    };
+    let (run, _) = service
+        .run_workflow(StartWorkflowRun { slug, request }, &who)
+        .await?;
     Ok(reply(StatusCode::ACCEPTED, run))
 }
 

@@ -1,11 +1,11 @@
 //! The audit log: one row per write, manual run, cancel, retry, secret write and secret
 //! resolution, and per rejected request. Rows are only ever inserted.
-use wire::AuditEntry;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 use serde_json::Value;
+use wire::AuditEntry;
 
 use super::{Store, StoreResult, entities::audit_log, new_id};
 

@@ -2,13 +2,13 @@
 //! last log lines, in one commit. Finishes that happen at the same moment share that commit
 //! (group commit, see `group.rs`): on PostgreSQL one statement updates every run of the group
 //! and stores all their lines; on SQLite one transaction does.
-use wire::{JobRun, RunStatus};
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, Statement, TransactionTrait,
     sea_query::Expr,
 };
 use serde_json::{Value, json};
+use wire::{JobRun, RunStatus};
 
 use super::{
     Store, StoreResult,

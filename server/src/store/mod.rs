@@ -24,20 +24,19 @@ pub use retention::DeletedRuns;
 pub use secrets::{PutSecretError, SealedSecret, SecretPage};
 pub use sessions::SessionRecord;
 pub use workflow_runs::{
-    InsertedWorkflowRun, NewWorkflowRun, RunChanges, StepJobRun, WorkflowRunFilter,
-    WorkflowRunState,
+    InsertedWorkflowRun, NewWorkflowRun, RunChanges, WorkflowRunFilter, WorkflowRunState,
 };
 
-use wire::{JobDefinition, JobDefinitionVersion, JobRun, RetryPolicy, RunStatus, Trigger};
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, DbErr, EntityTrait, FromQueryResult, PaginatorTrait,
     QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
 };
 use serde_json::Value;
+use wire::{JobDefinition, JobDefinitionVersion, JobRun, RetryPolicy, RunStatus, Trigger};
 
+use crate::db::Database;
 use domain::jobs::JobSpec;
-use crate::{db::Database};
 use entities::{event, job_definition, job_definition_version, job_run, job_run_log};
 
 pub type StoreResult<T> = Result<T, DbErr>;
@@ -165,22 +164,53 @@ fn run_to_wire(m: job_run::Model) -> JobRun {
     }
 }
 
-/// Fields of a new run.
+/// A new run (built by `application::launcher::new_run`): its row as the API shows it, and
+/// what only the engine reads. A workflow step's run is inserted with its step change, in the
+/// same transaction ([`RunChanges::job_runs`]).
 #[derive(Debug, Clone)]
 pub struct NewRun {
-    pub id: String,
-    pub definition: JobDefinition,
-    pub parameters: Value,
-    pub context: Option<Value>,
-    pub timeout_ms: i64,
-    pub max_attempts: i32,
+    pub run: JobRun,
+    pub entry_point: String,
     pub retry_policy: RetryPolicy,
-    pub trigger: Trigger,
     pub idempotency_key: Option<String>,
-    pub scheduled_at: DateTime<Utc>,
-    pub now: DateTime<Utc>,
-    /// Stored claimed by a worker of this process, which executes it next.
+    /// Stored claimed by a worker of this process, which executes it next (`run` then says
+    /// `running`, started at the claim).
     pub claim: Option<RunClaim>,
+}
+
+/// The `job_runs` row of a new run, the one way one is written.
+pub(crate) fn new_run_model(new: &NewRun) -> job_run::Model {
+    let r = &new.run;
+    job_run::Model {
+        id: r.id.clone(),
+        job_definition_id: r.job_definition_id.clone(),
+        job_slug: r.job_slug.clone(),
+        job_version: r.job_version,
+        entry_point: new.entry_point.clone(),
+        status: r.status.as_str().to_string(),
+        parameters: r.parameters.clone(),
+        result: None,
+        error_message: None,
+        metrics: None,
+        context: r.context.clone(),
+        timeout_ms: r.timeout_ms,
+        attempt: r.attempt,
+        max_attempts: r.max_attempts,
+        retry_policy: serde_json::to_value(&new.retry_policy).unwrap_or(Value::Null),
+        trigger: r.trigger.as_str().to_string(),
+        workflow_run_id: r.workflow_run_id.clone(),
+        workflow_step_id: r.workflow_step_id.clone(),
+        idempotency_key: new.idempotency_key.clone(),
+        duration_ms: None,
+        scheduled_at: r.scheduled_at,
+        started_at: r.started_at,
+        completed_at: None,
+        created_at: r.created_at,
+        updated_at: r.updated_at,
+        lease_owner: new.claim.as_ref().map(|c| c.owner.clone()),
+        lease_expires_at: new.claim.as_ref().map(|c| c.lease_until),
+        dispatched_at: None,
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -414,52 +444,13 @@ impl Store {
 
     /// Inserts a run; with an idempotency key already used for this job, returns that run.
     pub async fn insert_run(&self, new: NewRun) -> StoreResult<Inserted> {
+        let definition_id = new.run.job_definition_id.clone();
         if let Some(key) = &new.idempotency_key
-            && let Some(existing) = self
-                .find_by_idempotency_key(&new.definition.id, key)
-                .await?
+            && let Some(existing) = self.find_by_idempotency_key(&definition_id, key).await?
         {
             return Ok(Inserted::Existing(existing));
         }
-        let (status, started_at, lease_owner, lease_expires_at) = match &new.claim {
-            Some(c) => (
-                RunStatus::Running,
-                Some(c.at),
-                Some(c.owner.clone()),
-                Some(c.lease_until),
-            ),
-            None => (RunStatus::Pending, None, None, None),
-        };
-        let model = job_run::Model {
-            id: new.id.clone(),
-            job_definition_id: new.definition.id.clone(),
-            job_slug: new.definition.slug.clone(),
-            job_version: new.definition.version,
-            entry_point: new.definition.entry_point.clone(),
-            status: status.as_str().to_string(),
-            parameters: new.parameters,
-            result: None,
-            error_message: None,
-            metrics: None,
-            context: new.context,
-            timeout_ms: new.timeout_ms,
-            attempt: 1,
-            max_attempts: new.max_attempts,
-            retry_policy: serde_json::to_value(&new.retry_policy).unwrap_or(Value::Null),
-            trigger: new.trigger.as_str().to_string(),
-            workflow_run_id: None,
-            workflow_step_id: None,
-            idempotency_key: new.idempotency_key.clone(),
-            duration_ms: None,
-            scheduled_at: new.scheduled_at,
-            started_at,
-            completed_at: None,
-            created_at: new.now,
-            updated_at: new.now,
-            lease_owner,
-            lease_expires_at,
-            dispatched_at: None,
-        };
+        let model = new_run_model(&new);
         let active: job_run::ActiveModel = model.clone().into();
         // Without a key nothing can collide: concurrent new runs share one INSERT and commit.
         let inserted = if new.idempotency_key.is_none() {
@@ -475,9 +466,8 @@ impl Store {
             Err(e) => {
                 // A concurrent request with the same key won the unique index: answer with its run.
                 if let Some(key) = &new.idempotency_key
-                    && let Some(existing) = self
-                        .find_by_idempotency_key(&new.definition.id, key)
-                        .await?
+                    && let Some(existing) =
+                        self.find_by_idempotency_key(&definition_id, key).await?
                 {
                     return Ok(Inserted::Existing(existing));
                 }

@@ -2,7 +2,6 @@
 //! writes every change in one transaction whose first statement bumps the run's `revision`
 //! only if nobody changed the run meanwhile: concurrent reconciliations of one run (two steps
 //! finishing in two processes) serialize, and the loser reads again and re-decides.
-use wire::{JobRun, StepRunStatus, WorkflowRun, WorkflowRunStatus, WorkflowRunStep};
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set,
@@ -11,6 +10,7 @@ use sea_orm::{
     sea_query::{Expr, ExprTrait},
 };
 use serde_json::Value;
+use wire::{JobRun, StepRunStatus, WorkflowRun, WorkflowRunStatus, WorkflowRunStep};
 
 use super::{
     PageRequest, Store, StoreResult,
@@ -93,23 +93,12 @@ pub struct NewWorkflowRun {
     pub steps: Vec<WorkflowRunStep>,
 }
 
-/// A job run a step starts (inserted with the step change, in the same transaction).
-#[derive(Debug, Clone)]
-pub struct StepJobRun {
-    pub run: JobRun,
-    pub entry_point: String,
-    pub retry_policy: Value,
-    /// Stored claimed by a worker of this process, which executes it next (`run` then says
-    /// `running`, started at the claim).
-    pub claim: Option<super::RunClaim>,
-}
-
 /// The changes of one reconciliation.
 #[derive(Debug, Clone, Default)]
 pub struct RunChanges {
     pub run: Option<WorkflowRun>,
     pub steps: Vec<WorkflowRunStep>,
-    pub job_runs: Vec<StepJobRun>,
+    pub job_runs: Vec<super::NewRun>,
 }
 
 /// Filter and paging of workflow run lists.
@@ -179,38 +168,8 @@ fn step_model(s: &WorkflowRunStep, position: i32) -> workflow_run_step::ActiveMo
     }
 }
 
-fn job_run_model(j: &StepJobRun) -> job_run::ActiveModel {
-    let r = &j.run;
-    job_run::ActiveModel {
-        id: Set(r.id.clone()),
-        job_definition_id: Set(r.job_definition_id.clone()),
-        job_slug: Set(r.job_slug.clone()),
-        job_version: Set(r.job_version),
-        entry_point: Set(j.entry_point.clone()),
-        status: Set(r.status.as_str().to_string()),
-        parameters: Set(r.parameters.clone()),
-        result: Set(None),
-        error_message: Set(None),
-        metrics: Set(None),
-        context: Set(r.context.clone()),
-        timeout_ms: Set(r.timeout_ms),
-        attempt: Set(r.attempt),
-        max_attempts: Set(r.max_attempts),
-        retry_policy: Set(j.retry_policy.clone()),
-        trigger: Set(r.trigger.as_str().to_string()),
-        workflow_run_id: Set(r.workflow_run_id.clone()),
-        workflow_step_id: Set(r.workflow_step_id.clone()),
-        idempotency_key: Set(None),
-        duration_ms: Set(None),
-        scheduled_at: Set(r.scheduled_at),
-        started_at: Set(r.started_at),
-        completed_at: Set(None),
-        created_at: Set(r.created_at),
-        updated_at: Set(r.updated_at),
-        lease_owner: Set(j.claim.as_ref().map(|c| c.owner.clone())),
-        lease_expires_at: Set(j.claim.as_ref().map(|c| c.lease_until)),
-        dispatched_at: Set(None),
-    }
+fn job_run_model(new: &super::NewRun) -> job_run::ActiveModel {
+    super::new_run_model(new).into()
 }
 
 impl Store {

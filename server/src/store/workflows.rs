@@ -1,7 +1,6 @@
 //! Workflow definitions (with version history) and the service registry.
 use std::collections::HashSet;
 
-use wire::{Service, ServiceStatus, WorkflowDefinition, WorkflowDefinitionVersion};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -9,6 +8,7 @@ use sea_orm::{
     QueryOrder, QuerySelect, TransactionTrait,
 };
 use serde_json::Value;
+use wire::{Service, ServiceStatus, WorkflowDefinition, WorkflowDefinitionVersion};
 
 use super::{
     CatalogFilter, Page, Store, StoreResult,

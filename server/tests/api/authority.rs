@@ -7,9 +7,10 @@ use std::{
     time::Duration,
 };
 
+use domain::auth::OperatorTokens;
 use reqwest::Method;
 use serde_json::{Value, json};
-use server::{domain::auth::OperatorTokens, settings::AuthSettings};
+use server::settings::AuthSettings;
 
 use crate::helpers::{TestApp, TestDb, spawn_app, spawn_app_with, test_settings};
 

@@ -17,15 +17,15 @@
 //!   status outside 2xx/3xx fails the step.
 use std::time::Instant;
 
-use wire::ServiceStatus;
 use reqwest::{
     Method, Url,
     header::{HeaderMap, HeaderName, HeaderValue},
 };
 use serde_json::{Map, Value, json};
+use wire::ServiceStatus;
 
 use super::{
-    JobError, JobHandler, JobResult, JobRunContext, Problem, SERVICE_CALL, checked_params, field,
+    EntryPoint, JobError, JobResult, JobRunContext, Problem, SERVICE_CALL, checked_params, field,
     http::{body_value, error_chain, is_json, read_capped, response_headers},
 };
 
@@ -170,7 +170,45 @@ impl ServiceCall {
 }
 
 #[async_trait::async_trait]
-impl JobHandler for ServiceCall {
+impl EntryPoint for ServiceCall {
+    fn name(&self) -> &'static str {
+        SERVICE_CALL
+    }
+
+    /// Its destination (the service) must not move while the job's defaults carry secrets.
+    fn rules(&self) -> domain::authority::EntryPointRules {
+        domain::authority::EntryPointRules {
+            destinations: &["serviceSlug"],
+            ..Default::default()
+        }
+    }
+
+    /// The job service steps execute as, seeded at every start when missing. Its retry policy
+    /// is the default of service steps: five attempts with exponential backoff, so a step
+    /// that requires a healthy service waits about half a minute for it.
+    fn default_definition(&self) -> Option<Value> {
+        Some(serde_json::json!({
+            "slug": "service-call", "name": "Service call", "version": 1, "type": "service-triggered",
+            "entryPoint": SERVICE_CALL,
+            "parametersSchema": {"type": "object", "required": ["serviceSlug", "request"], "properties": {
+                "serviceSlug": {"type": "string", "description": "A registered service"},
+                "request": {"type": "object", "required": ["method", "path"], "properties": {
+                    "method": {"type": "string"}, "path": {"type": "string"},
+                    "query": {"type": "object"}, "headers": {"type": "object"}, "body": {}}},
+                "requireHealthy": {"type": "boolean"}, "allowDegraded": {"type": "boolean"},
+                "captureResponse": {"type": "boolean"}}},
+            "defaultParameters": {"requireHealthy": false, "allowDegraded": false, "captureResponse": false},
+            "timeoutMs": 30000,
+            "retryPolicy": {"maxAttempts": 5, "strategy": "exponential", "initialDelayMs": 1000,
+                "maxDelayMs": 15000, "jitter": "equal"},
+            "metadata": {"tags": ["service"], "seeded": true}
+        }))
+    }
+
+    fn check(&self, params: &Map<String, Value>, problems: &mut Vec<Problem>) {
+        check(params, problems)
+    }
+
     async fn execute(&self, ctx: JobRunContext) -> JobResult {
         let params = checked_params(SERVICE_CALL, &ctx.parameters)?;
         let slug = field(params, "serviceSlug")

@@ -31,7 +31,7 @@ use tokio::{
 use tokio_util::task::AbortOnDropHandle;
 
 use super::{
-    JobError, JobHandler, JobResult, JobRunContext, LogSink, LogStream, Problem, REPOSITORY_BUILD,
+    EntryPoint, JobError, JobResult, JobRunContext, LogSink, LogStream, Problem, REPOSITORY_BUILD,
     check_string, check_string_map, checked_params, field,
     repository::{checkouts_root, ingest, lock_shared},
 };
@@ -89,7 +89,43 @@ pub(super) fn check(params: &Map<String, Value>, problems: &mut Vec<Problem>) {
 }
 
 #[async_trait::async_trait]
-impl JobHandler for Build {
+impl EntryPoint for Build {
+    fn name(&self) -> &'static str {
+        REPOSITORY_BUILD
+    }
+
+    /// It executes commands: its program, environment and working directory come from
+    /// definitions only (the working directory may come from a template in a workflow step:
+    /// the handler confines it to `<data-dir>/checkouts` anyway).
+    fn rules(&self) -> domain::authority::EntryPointRules {
+        domain::authority::EntryPointRules {
+            definition_only: &["command", "env", "checkout"],
+            templatable: &["checkout"],
+            executes_commands: true,
+            destinations: &[],
+        }
+    }
+
+    /// Callers choose the repository; the definition chooses what runs (definition-only
+    /// command, env and checkout: change them with a token holding jobs:exec).
+    fn default_definition(&self) -> Option<serde_json::Value> {
+        Some(serde_json::json!({
+            "slug": "repository-build", "name": "Repository build", "version": 1, "type": "batch",
+            "entryPoint": "builtin:repository-build",
+            "parametersSchema": {"type": "object", "required": ["repoUrl"], "properties": {
+                "repoUrl": {"type": "string", "description": "Local path, file:// or http(s) URL of the git repository to build"},
+                "ref": {"type": "string", "description": "Branch, tag or commit (default: the remote's HEAD)"}}},
+            "defaultParameters": {"command": ["make"]}, "timeoutMs": 1800000,
+            "retryPolicy": {"maxAttempts": 1, "strategy": "none"},
+            "metadata": {"tags": ["build"], "seeded": true,
+                "description": "Ingests repoUrl into <data-dir>/checkouts and runs `make` there as the build user; the command and environment are the definition's"}
+        }))
+    }
+
+    fn check(&self, params: &Map<String, Value>, problems: &mut Vec<Problem>) {
+        check(params, problems)
+    }
+
     async fn execute(&self, ctx: JobRunContext) -> JobResult {
         let params = checked_params(REPOSITORY_BUILD, &ctx.parameters)?;
         let argv: Vec<String> = field(params, "command")
@@ -484,7 +520,7 @@ async fn drain(pumps: [Option<AbortOnDropHandle<()>>; 2]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::handlers::{drain_log, test_ctx};
+    use crate::entrypoints::{drain_log, test_ctx};
 
     fn build() -> Build {
         Build {

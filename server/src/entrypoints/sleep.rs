@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 
 use super::{
-    JobError, JobHandler, JobResult, JobRunContext, Problem, SLEEP, checked_params, field,
+    EntryPoint, JobError, JobResult, JobRunContext, Problem, SLEEP, checked_params, field,
 };
 
 pub(super) struct Sleep;
@@ -23,7 +23,15 @@ pub(super) fn check(params: &Map<String, Value>, problems: &mut Vec<Problem>) {
 }
 
 #[async_trait::async_trait]
-impl JobHandler for Sleep {
+impl EntryPoint for Sleep {
+    fn name(&self) -> &'static str {
+        SLEEP
+    }
+
+    fn check(&self, params: &Map<String, Value>, problems: &mut Vec<Problem>) {
+        check(params, problems)
+    }
+
     async fn execute(&self, ctx: JobRunContext) -> JobResult {
         let params = checked_params(SLEEP, &ctx.parameters)?;
         let duration_ms = field(params, "durationMs")
@@ -40,7 +48,7 @@ impl JobHandler for Sleep {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::handlers::test_ctx;
+    use crate::entrypoints::test_ctx;
     use std::time::Instant;
 
     #[tokio::test]

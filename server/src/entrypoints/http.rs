@@ -14,7 +14,7 @@ use reqwest::{
 use serde_json::{Map, Value, json};
 
 use super::{
-    HTTP, JobError, JobHandler, JobResult, JobRunContext, Problem, check_string_map,
+    EntryPoint, HTTP, JobError, JobResult, JobRunContext, Problem, check_string_map,
     checked_params, field, redact_url,
 };
 
@@ -65,7 +65,24 @@ fn parse_url(url: &str) -> Option<Url> {
 }
 
 #[async_trait::async_trait]
-impl JobHandler for Http {
+impl EntryPoint for Http {
+    fn name(&self) -> &'static str {
+        HTTP
+    }
+
+    /// It sends requests whose destination a caller must not move while the job's defaults
+    /// carry secrets.
+    fn rules(&self) -> domain::authority::EntryPointRules {
+        domain::authority::EntryPointRules {
+            destinations: &["url"],
+            ..Default::default()
+        }
+    }
+
+    fn check(&self, params: &Map<String, Value>, problems: &mut Vec<Problem>) {
+        check(params, problems)
+    }
+
     async fn execute(&self, ctx: JobRunContext) -> JobResult {
         let params = checked_params(HTTP, &ctx.parameters)?;
         let (Some(method), Some(url)) = (
@@ -243,7 +260,7 @@ pub(super) fn error_chain(error: reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::handlers::{drain_log, test_ctx};
+    use crate::entrypoints::{drain_log, test_ctx};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// Serves one canned HTTP response on loopback and returns its base URL.

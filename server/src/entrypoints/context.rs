@@ -431,9 +431,40 @@ pub enum JobError {
 /// What an attempt produced: a JSON result or an error.
 pub type JobResult = Result<Value, JobError>;
 
-/// A job entry point compiled into the server.
+/// A job entry point compiled into the server: everything the registry, the API and the seeds
+/// know of it comes from its implementation of this trait.
 #[async_trait::async_trait]
-pub trait JobHandler: Send + Sync {
+pub trait EntryPoint: Send + Sync {
+    /// Its name in definitions' `entryPoint` (`builtin:noop`, ...).
+    fn name(&self) -> &'static str;
+
+    /// What callers and definition authors may set: definition-only parameters, destinations
+    /// (see `domain::authority`).
+    fn rules(&self) -> domain::authority::EntryPointRules {
+        domain::authority::EntryPointRules::default()
+    }
+
+    /// The static check of an object of parameters (presence and types only), on top of the
+    /// job's own JSON schema.
+    fn check(&self, _params: &serde_json::Map<String, Value>, _problems: &mut Vec<super::Problem>) {
+    }
+
+    /// Every problem of `params`: they must be an object that passes [`EntryPoint::check`].
+    fn problems(&self, params: &Value) -> Vec<super::Problem> {
+        let Some(object) = params.as_object() else {
+            return vec![(String::new(), "parameters must be an object".to_string())];
+        };
+        let mut problems = Vec::new();
+        self.check(object, &mut problems);
+        problems
+    }
+
+    /// The job definition seeded for it once in the life of a database, if any.
+    fn default_definition(&self) -> Option<Value> {
+        None
+    }
+
+    /// Runs one attempt.
     async fn execute(&self, ctx: JobRunContext) -> JobResult;
 }
 
@@ -471,7 +502,7 @@ pub trait SecretResolver: Send + Sync {
 }
 
 /// Resolves `source: "env"` from the process environment (the variables `0` allows); `store`
-/// needs the secret store (`crate::secrets::EngineSecrets`, which also audit-logs). For handler
+/// needs the secret store (`application::secrets::EngineSecrets`, which also audit-logs). For handler
 /// unit tests.
 pub struct EnvSecrets(pub EnvAllowList);
 

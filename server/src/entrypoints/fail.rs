@@ -3,7 +3,7 @@
 use serde_json::{Map, Value, json};
 
 use super::{
-    FAIL, JobError, JobHandler, JobResult, JobRunContext, Problem, check_string, checked_params,
+    EntryPoint, FAIL, JobError, JobResult, JobRunContext, Problem, check_string, checked_params,
     field,
 };
 
@@ -22,7 +22,15 @@ pub(super) fn check(params: &Map<String, Value>, problems: &mut Vec<Problem>) {
 }
 
 #[async_trait::async_trait]
-impl JobHandler for Fail {
+impl EntryPoint for Fail {
+    fn name(&self) -> &'static str {
+        FAIL
+    }
+
+    fn check(&self, params: &Map<String, Value>, problems: &mut Vec<Problem>) {
+        check(params, problems)
+    }
+
     async fn execute(&self, ctx: JobRunContext) -> JobResult {
         let params = checked_params(FAIL, &ctx.parameters)?;
         ctx.log
@@ -43,7 +51,7 @@ impl JobHandler for Fail {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::handlers::test_ctx;
+    use crate::entrypoints::test_ctx;
 
     #[tokio::test]
     async fn fails_until_the_given_attempt() {
@@ -70,7 +78,7 @@ mod tests {
                 "builtin:fail failed as asked".to_string()
             ))
         );
-        let lines = crate::handlers::drain_log(&mut rx);
+        let lines = crate::entrypoints::drain_log(&mut rx);
         assert!(lines.iter().any(|l| l.message.contains("attempt 1 of 3")));
     }
 }

@@ -31,7 +31,7 @@ use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    JobError, JobHandler, JobResult, JobRunContext, LogSink, Problem, REPOSITORY_INGEST,
+    EntryPoint, JobError, JobResult, JobRunContext, LogSink, Problem, REPOSITORY_INGEST,
     check_string, checked_params, field, redact_url,
 };
 use crate::sandbox::{BuildSandbox, CHECKOUTS_DIR};
@@ -68,7 +68,28 @@ pub(super) fn check(params: &Map<String, Value>, problems: &mut Vec<Problem>) {
 }
 
 #[async_trait::async_trait]
-impl JobHandler for Ingest {
+impl EntryPoint for Ingest {
+    fn name(&self) -> &'static str {
+        REPOSITORY_INGEST
+    }
+
+    fn default_definition(&self) -> Option<serde_json::Value> {
+        Some(serde_json::json!({
+            "slug": "repository-ingest", "name": "Repository ingestion", "version": 1, "type": "batch",
+            "entryPoint": "builtin:repository-ingest",
+            "parametersSchema": {"type": "object", "required": ["repoUrl"], "properties": {
+                "repoUrl": {"type": "string", "description": "Local path, file:// or http(s) URL of a git repository"},
+                "ref": {"type": "string", "description": "Branch, tag or commit (default: the remote's HEAD)"}}},
+            "defaultParameters": {}, "timeoutMs": 600000,
+            "retryPolicy": {"maxAttempts": 3, "strategy": "exponential", "initialDelayMs": 1000, "maxDelayMs": 60000, "jitter": "full"},
+            "metadata": {"tags": ["ingest"], "seeded": true}
+        }))
+    }
+
+    fn check(&self, params: &Map<String, Value>, problems: &mut Vec<Problem>) {
+        check(params, problems)
+    }
+
     async fn execute(&self, ctx: JobRunContext) -> JobResult {
         let params = checked_params(REPOSITORY_INGEST, &ctx.parameters)?;
         let repo_url = field(params, "repoUrl")
@@ -614,11 +635,11 @@ fn is_manifest(entry: &git2::TreeEntry<'_>) -> bool {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::handlers::{drain_log, test_ctx};
+    use crate::entrypoints::{drain_log, test_ctx};
     use git2::{IndexAddOption, Oid, Signature};
 
     /// Writes `files` into the repository at `dir` (creating it) and commits them.
-    pub(in crate::handlers) fn commit_files(
+    pub(in crate::entrypoints) fn commit_files(
         dir: &Path,
         files: &[(&str, &str)],
         message: &str,

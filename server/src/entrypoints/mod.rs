@@ -24,17 +24,17 @@ pub const REPOSITORY_INGEST: &str = "builtin:repository-ingest";
 pub const REPOSITORY_BUILD: &str = "builtin:repository-build";
 pub const SERVICE_CALL: &str = "builtin:service-call";
 
-/// The handlers the engine can run, by entry point name.
+/// The entry points the engine can run, by name.
 #[derive(Clone)]
 pub struct Registry {
-    handlers: HashMap<&'static str, Arc<dyn JobHandler>>,
+    entry_points: HashMap<&'static str, Arc<dyn EntryPoint>>,
 }
 
 impl Registry {
-    /// A registry with no handlers (tests register fakes into it).
+    /// A registry with no entry points (tests register fakes into it).
     pub fn empty() -> Registry {
         Registry {
-            handlers: HashMap::new(),
+            entry_points: HashMap::new(),
         }
     }
 
@@ -42,95 +42,79 @@ impl Registry {
     /// confined by `sandbox`.
     pub fn builtin(sandbox: Arc<crate::sandbox::BuildSandbox>) -> Registry {
         let mut registry = Registry::empty();
-        registry.register(NOOP, Arc::new(noop::Noop));
-        registry.register(SLEEP, Arc::new(sleep::Sleep));
-        registry.register(FAIL, Arc::new(fail::Fail));
-        registry.register(HTTP, Arc::new(http::Http));
-        registry.register(
-            REPOSITORY_INGEST,
-            Arc::new(repository::Ingest {
-                sandbox: sandbox.clone(),
-            }),
-        );
-        registry.register(REPOSITORY_BUILD, Arc::new(build::Build { sandbox }));
-        registry.register(SERVICE_CALL, Arc::new(service_call::ServiceCall));
+        registry.register(Arc::new(noop::Noop));
+        registry.register(Arc::new(sleep::Sleep));
+        registry.register(Arc::new(fail::Fail));
+        registry.register(Arc::new(http::Http));
+        registry.register(Arc::new(repository::Ingest {
+            sandbox: sandbox.clone(),
+        }));
+        registry.register(Arc::new(build::Build { sandbox }));
+        registry.register(Arc::new(service_call::ServiceCall));
         registry
     }
 
-    /// Adds or replaces the handler for `entry_point`.
-    pub fn register(&mut self, entry_point: &'static str, handler: Arc<dyn JobHandler>) {
-        self.handlers.insert(entry_point, handler);
+    /// Adds or replaces the entry point of its name.
+    pub fn register(&mut self, entry_point: Arc<dyn EntryPoint>) {
+        self.entry_points.insert(entry_point.name(), entry_point);
     }
 
-    pub fn get(&self, entry_point: &str) -> Option<Arc<dyn JobHandler>> {
-        self.handlers.get(entry_point).cloned()
+    pub fn get(&self, entry_point: &str) -> Option<Arc<dyn EntryPoint>> {
+        self.entry_points.get(entry_point).cloned()
     }
 
     /// Registered entry point names, sorted.
     pub fn names(&self) -> Vec<&'static str> {
-        let mut names: Vec<&'static str> = self.handlers.keys().copied().collect();
+        let mut names: Vec<&'static str> = self.entry_points.keys().copied().collect();
         names.sort_unstable();
         names
     }
 
     pub fn contains(&self, entry_point: &str) -> bool {
-        self.handlers.contains_key(entry_point)
+        self.entry_points.contains_key(entry_point)
+    }
+
+    /// The default definitions of the entry points that have one, by entry point name.
+    pub fn default_definitions(&self) -> Vec<(&'static str, Value)> {
+        let mut out: Vec<(&'static str, Value)> = self
+            .entry_points
+            .values()
+            .filter_map(|e| Some((e.name(), e.default_definition()?)))
+            .collect();
+        out.sort_by_key(|(name, _)| *name);
+        out
     }
 }
 
-/// What each entry point lets callers and definition authors set (see `domain::authority`).
-/// `builtin:repository-build` executes commands: its program, environment and working
-/// directory come from definitions only (the working directory may come from a template in a
-/// workflow step: the handler confines it to `<data-dir>/checkouts` anyway). `builtin:http`
-/// and service calls send requests whose destination a caller must not move while the job's
-/// defaults carry secrets.
+/// The built-in entry points as the API's static checks see them (nothing here executes: the
+/// sandbox is never used).
+fn catalog() -> &'static Registry {
+    static CATALOG: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
+    CATALOG.get_or_init(|| Registry::builtin(Arc::new(crate::sandbox::BuildSandbox::unconfined())))
+}
+
+/// What `entry_point` lets callers and definition authors set (see `domain::authority` and
+/// each entry point's [`EntryPoint::rules`]); an unknown one has no special rules.
 pub fn rules(entry_point: &str) -> domain::authority::EntryPointRules {
-    use domain::authority::EntryPointRules;
-    match entry_point {
-        REPOSITORY_BUILD => EntryPointRules {
-            definition_only: &["command", "env", "checkout"],
-            templatable: &["checkout"],
-            executes_commands: true,
-            destinations: &[],
-        },
-        HTTP => EntryPointRules {
-            destinations: &["url"],
-            ..EntryPointRules::default()
-        },
-        SERVICE_CALL => EntryPointRules {
-            destinations: &["serviceSlug"],
-            ..EntryPointRules::default()
-        },
-        _ => EntryPointRules::default(),
-    }
+    catalog()
+        .get(entry_point)
+        .map(|e| e.rules())
+        .unwrap_or_default()
 }
 
 /// One problem with a run's parameters: (JSON pointer relative to the parameters object, message).
 pub type Problem = (String, String);
 
-/// One entry point's parameter check.
-type ParamCheck = fn(&Map<String, Value>, &mut Vec<Problem>);
-
 /// Static checks of what a built-in entry point needs from its parameters (presence and types
 /// only), on top of the job's own JSON schema. Empty when the parameters are usable.
 pub fn parameter_problems(entry_point: &str, params: &Value) -> Vec<Problem> {
-    let check: ParamCheck = match entry_point {
-        // noop echoes whatever it gets, objects or not.
-        NOOP => return Vec::new(),
-        SLEEP => sleep::check,
-        FAIL => fail::check,
-        HTTP => http::check,
-        REPOSITORY_INGEST => repository::check,
-        REPOSITORY_BUILD => build::check,
-        SERVICE_CALL => service_call::check,
-        other => return vec![(String::new(), format!("unknown entry point '{other}'"))],
-    };
-    let Some(object) = params.as_object() else {
-        return vec![(String::new(), "parameters must be an object".to_string())];
-    };
-    let mut problems = Vec::new();
-    check(object, &mut problems);
-    problems
+    match catalog().get(entry_point) {
+        Some(e) => e.problems(params),
+        None => vec![(
+            String::new(),
+            format!("unknown entry point '{entry_point}'"),
+        )],
+    }
 }
 
 /// The parameters as an object, or a fatal error listing every problem: the engine may run

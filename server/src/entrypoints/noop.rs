@@ -1,11 +1,20 @@
 //! `builtin:noop`: succeeds at once with its parameters as the result; the smallest possible job,
 //! for smoke tests and wiring checks.
-use super::{JobHandler, JobResult, JobRunContext};
+use super::{EntryPoint, JobResult, JobRunContext};
 
 pub(super) struct Noop;
 
 #[async_trait::async_trait]
-impl JobHandler for Noop {
+impl EntryPoint for Noop {
+    fn name(&self) -> &'static str {
+        super::NOOP
+    }
+
+    /// Echoes whatever it gets, objects or not.
+    fn problems(&self, _params: &serde_json::Value) -> Vec<super::Problem> {
+        Vec::new()
+    }
+
     async fn execute(&self, ctx: JobRunContext) -> JobResult {
         Ok(ctx.parameters)
     }
@@ -14,7 +23,7 @@ impl JobHandler for Noop {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::handlers::test_ctx;
+    use crate::entrypoints::test_ctx;
     use serde_json::json;
 
     #[tokio::test]

@@ -10,8 +10,8 @@ use std::{
 };
 
 use wire::JobDefinition;
-use serde_json::Value;
 
+use crate::events::Event;
 use crate::{
     events::EventBus,
     store::{Store, StoreResult, StoredEvent},
@@ -28,10 +28,10 @@ pub struct DefinitionCache {
 
 /// The slug a `job.definition.updated` event names (None: unknown, forget every entry).
 fn changed_slug(ev: &StoredEvent) -> Option<String> {
-    ev.payload
-        .pointer("/data/job/slug")
-        .and_then(Value::as_str)
-        .map(str::to_string)
+    match Event::decode(ev)? {
+        Event::JobDefinition { job, .. } => Some(job.slug),
+        _ => None,
+    }
 }
 
 impl DefinitionCache {
@@ -94,19 +94,31 @@ mod tests {
     use serde_json::json;
 
     use super::changed_slug;
-    use crate::{events::envelope, store::StoredEvent};
+    use crate::{
+        events::{Event, envelope},
+        store::StoredEvent,
+    };
 
     /// The event as the bus stores it names the changed job (an event it could not read would
     /// empty the whole cache).
     #[test]
     fn a_definition_event_names_its_job() {
+        let job: wire::JobDefinition = serde_json::from_value(json!({
+            "id": "j1", "slug": "nightly", "name": "Nightly", "version": 2, "type": "batch",
+            "entryPoint": "builtin:noop", "parametersSchema": {}, "defaultParameters": {},
+            "timeoutMs": 1000, "retryPolicy": {"maxAttempts": 1, "strategy": "none",
+            "initialDelayMs": 1000, "maxDelayMs": 1000, "jitter": "none"}, "metadata": {},
+            "createdAt": "2026-12-05T00:00:00Z", "updatedAt": "2026-12-05T00:00:00Z"
+        }))
+        .expect("a job definition");
+        let event = Event::JobDefinition {
+            job,
+            deleted: false,
+        };
         let ev = StoredEvent {
             id: 1,
-            event_type: "job.definition.updated".into(),
-            payload: envelope(
-                "job.definition.updated",
-                json!({"job": {"slug": "nightly", "version": 2}}),
-            ),
+            event_type: event.event_type(),
+            payload: envelope(&event.event_type(), event.data()),
         };
         assert_eq!(changed_slug(&ev).as_deref(), Some("nightly"));
     }
