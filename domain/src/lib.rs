@@ -5,9 +5,12 @@
 //!
 //! Without the default `rules` feature only what the pages need compiles (the graph, the value
 //! types, problems, templates): that part builds for wasm32 too.
+pub mod audit;
 pub mod auth;
 pub mod graph;
 pub mod hosts;
+pub mod listing;
+pub mod logs;
 pub mod problems;
 pub mod retry;
 pub mod template;

@@ -22,10 +22,9 @@ use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use wire::{JobDefinition, JobRun, Service, WorkflowDefinition, WorkflowRun, WorkflowRunStatus};
 
-use crate::{
-    db::Pool,
-    store::{Store, StoredEvent},
-};
+/// An event as stored and as the bus carries it (type, id, the `{"type", "data"}` payload).
+pub use crate::store::StoredEvent;
+use crate::{db::Pool, store::Store};
 
 /// How long the reader waits for a missing id before skipping it.
 const GAP_GRACE: Duration = Duration::from_secs(2);
@@ -212,6 +211,17 @@ impl EventBus {
         if self.writer.send(WriterMsg::Flush(tx)).await.is_ok() {
             let _ = rx.await;
         }
+    }
+
+    /// The id of the newest stored event (0 when there is none).
+    pub async fn last_event_id(&self) -> Result<i64, sea_orm::DbErr> {
+        self.store.last_event_id().await
+    }
+
+    /// When more than `max` events follow event `after`: the id after which the newest `max`
+    /// of them begin. `None` when `max` or fewer follow.
+    pub async fn replay_start(&self, after: i64, max: u64) -> Result<Option<i64>, sea_orm::DbErr> {
+        self.store.replay_start(after, max).await
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<StoredEvent>> {

@@ -60,6 +60,16 @@ impl JobService {
         }
     }
 
+    /// Runs' logs, over the same store.
+    pub fn logs(&self) -> super::logs::RunLogs {
+        super::logs::RunLogs::new(self.store.clone())
+    }
+
+    /// The audit log, over the same store.
+    pub fn audit(&self) -> super::audit::AuditLog {
+        super::audit::AuditLog::new(self.store.clone())
+    }
+
     pub fn store(&self) -> &Store {
         &self.store
     }

@@ -13,6 +13,7 @@ use std::{
     net::{IpAddr, SocketAddr},
 };
 
+use crate::application::audit::AuditLog;
 use app::auth_pages::Viewer;
 use axum::{
     Json,
@@ -22,6 +23,7 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
+use domain::{audit::AuditRecord, listing::AuditFilter};
 use serde_json::{Value, json};
 use wire::AuditEntry;
 use wire::{ListMeta, Page};
@@ -30,7 +32,6 @@ use super::{AppState, error::ApiError};
 use crate::{
     sessions::{SECURE_SESSION_COOKIE, SESSION_COOKIE},
     settings::AuthSettings,
-    store::{AuditFilter, AuditRecord, Store},
 };
 use domain::{
     Problems,
@@ -182,7 +183,7 @@ async fn identify(s: &AppState, cred: Option<&Credential>) -> Result<Identity, A
 
 /// What an audit entry of this request says besides its outcome.
 struct AuditBase {
-    store: Store,
+    audit: AuditLog,
     ip: Option<String>,
     method: String,
     path: String,
@@ -217,7 +218,7 @@ impl AuditBase {
             ip: self.ip.clone(),
             details: escape_nul_json(details),
         };
-        if let Err(e) = self.store.insert_audit_log(record).await {
+        if let Err(e) = self.audit.record(record).await {
             tracing::error!(error = %e, action, "could not write the audit log");
         }
     }
@@ -274,7 +275,7 @@ async fn authorize_identified(
     let method = req.method().clone();
     let matched = rule_for(method.as_str(), &path);
     let base = AuditBase {
-        store: s.jobs.store().clone(),
+        audit: s.jobs.audit(),
         ip: client_ip(&req),
         method: method.to_string(),
         path: path.clone(),
@@ -625,7 +626,7 @@ pub async fn sign_in(State(s): State<AppState>, req: Request) -> Response {
         .map(|t| t.trim().to_string())
         .unwrap_or_default();
     let base = AuditBase {
-        store: s.jobs.store().clone(),
+        audit: s.jobs.audit(),
         ip: peer.map(|ip| ip.to_string()),
         method: "POST".into(),
         path: "/auth/sign-in".into(),
@@ -745,7 +746,7 @@ pub async fn sign_out(State(s): State<AppState>, req: Request) -> Response {
     };
     let principal = req.extensions().get::<Principal>().cloned();
     let base = AuditBase {
-        store: s.jobs.store().clone(),
+        audit: s.jobs.audit(),
         ip: client_ip(&req),
         method: "POST".into(),
         path: "/auth/sign-out".into(),
@@ -785,12 +786,7 @@ pub async fn list_audit_logs(
     Query(q): Query<HashMap<String, String>>,
 ) -> super::ListReply<AuditEntry> {
     let f = audit_filter(&q).map_err(ApiError::invalid_request)?;
-    let page = s
-        .jobs
-        .store()
-        .list_audit_logs(&f)
-        .await
-        .map_err(|e| ApiError::from(crate::application::AppError::from(e)))?;
+    let page = s.jobs.audit().page(&f).await?;
     let meta = ListMeta {
         limit: f.limit,
         offset: 0,

@@ -19,7 +19,7 @@ use super::{
     reply,
 };
 use crate::application::runs::RunJob;
-use crate::store::RunFilter;
+use domain::listing::RunFilter;
 use domain::{Problems, auth::Principal};
 
 /// `GET /api/jobs`: job definitions, newest first; `q` searches slugs and names.
@@ -170,15 +170,15 @@ pub fn run_filter(q: &HashMap<String, String>) -> Result<RunFilter, ApiError> {
     p.finish(f).map_err(ApiError::invalid_request)
 }
 
-fn run_page(page: crate::store::RunPage, f: &RunFilter) -> Json<Page<JobRun>> {
-    let items = crate::store::Page {
+fn run_page(page: domain::listing::RunPage<JobRun>, f: &RunFilter) -> Json<Page<JobRun>> {
+    let items = domain::listing::Page {
         items: page.runs,
         total: page.total,
         next_cursor: page.next_cursor,
     };
     list_page(
         items,
-        &crate::store::PageRequest {
+        &domain::listing::PageRequest {
             limit: f.limit,
             offset: f.offset,
             cursor: f.cursor.clone(),

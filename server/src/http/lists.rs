@@ -6,8 +6,8 @@ use axum::Json;
 use wire::ListMeta;
 
 use super::error::ApiError;
-use crate::store::{CatalogFilter, Page, PageRequest};
 use domain::Problems;
+use domain::listing::{CatalogFilter, Page, PageRequest};
 
 /// The paging parameters of every list (`limit`, default 20, at most 100; `offset`; `cursor`);
 /// problems go to `p`.

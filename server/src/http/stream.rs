@@ -34,10 +34,11 @@ use super::{
     limits::{ConnectionPermit, with_retry_after},
 };
 use crate::{
-    events,
-    store::{Store, StoredEvent},
+    application::logs::RunLogs,
+    events::{self, StoredEvent},
 };
 use domain::Problems;
+use domain::logs::LogLine;
 
 /// One event of `GET /api/events` as an event-stream reader sees it: OpenAPI 3.1 describes
 /// each event of a `text/event-stream` response by its fields. `data` is an [`EventMessage`]
@@ -213,20 +214,11 @@ pub async fn events(
     // newest `replay_events` of what it missed.
     let max = s.limits.settings.replay_events;
     let (start, truncated) = match last_id {
-        Some(id) => match s
-            .jobs
-            .store()
-            .replay_start(id, max)
-            .await
-            .map_err(store_err)?
-        {
+        Some(id) => match s.bus.replay_start(id, max).await.map_err(store_err)? {
             Some(resume) => (resume, Some(truncated_event(id, resume, max))),
             None => (id, None),
         },
-        None => (
-            s.jobs.store().last_event_id().await.map_err(store_err)?,
-            None,
-        ),
+        None => (s.bus.last_event_id().await.map_err(store_err)?, None),
     };
     struct St {
         bus: crate::events::EventBus,
@@ -370,13 +362,9 @@ pub async fn logs(
 ) -> Result<Response, ApiError> {
     let query = log_query(&q)?;
     let run = s.jobs.get_run(&id).await?;
-    let store = s.jobs.store().clone();
-    let store_err = |e| ApiError::from(crate::application::AppError::from(e));
+    let store = s.jobs.logs();
     let start = match query.tail {
-        Some(n) => store
-            .log_tail_start(&run.id, query.after, n)
-            .await
-            .map_err(store_err)?,
+        Some(n) => store.tail_start(&run.id, query.after, n).await?,
         None => query.after,
     };
     let text_plain = (
@@ -385,7 +373,7 @@ pub async fn logs(
     );
     if !query.follow {
         // Exactly the lines stored now: up to the newest, named in the header.
-        let last = store.last_log_id(&run.id).await.map_err(store_err)?;
+        let last = store.last_id(&run.id).await?;
         let body = read_range(store, run.id, start, last);
         let mut res = (StatusCode::OK, [text_plain], Body::from_stream(body)).into_response();
         res.headers_mut()
@@ -412,7 +400,7 @@ pub async fn logs(
 
 /// Lines after `after` up to and including `last`, in batches.
 fn read_range(
-    store: Store,
+    store: RunLogs,
     run_id: String,
     after: i64,
     last: i64,
@@ -424,7 +412,7 @@ fn read_range(
             if after >= last {
                 return None;
             }
-            let batch = match store.read_logs(&run_id, after, LOG_BATCH).await {
+            let batch = match store.read(&run_id, after, LOG_BATCH).await {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(run_id, error = %e, "reading a run log failed; the response ends early");
@@ -435,7 +423,7 @@ fn read_range(
             let next = lines.last()?.id;
             let chunk: String = lines
                 .into_iter()
-                .map(crate::store::format_log_line)
+                .map(LogLine::text)
                 .collect();
             Some((Ok(chunk), next))
         }
@@ -448,14 +436,14 @@ fn read_range(
 /// ends. A running run is looked at every `FOLLOW_POLL`; one that has not started (pending,
 /// also between attempts) is not polled: the follow waits for the run's next event on the bus.
 fn follow(
-    store: Store,
+    store: RunLogs,
     rx: broadcast::Receiver<Arc<StoredEvent>>,
     run_id: String,
     after: i64,
     permit: ConnectionPermit,
 ) -> impl futures::Stream<Item = Result<String, Infallible>> + Send + 'static {
     struct St {
-        store: Store,
+        store: RunLogs,
         rx: broadcast::Receiver<Arc<StoredEvent>>,
         run_id: String,
         after: i64,
@@ -477,15 +465,15 @@ fn follow(
         loop {
             // The status before the lines: lines written before the run ended are then all
             // visible to the read that follows.
-            let status = match st.store.get_run(&st.run_id).await {
-                Ok(Some(run)) => run.status,
+            let status = match st.store.status(&st.run_id).await {
+                Ok(Some(status)) => status,
                 Ok(None) => return None,
                 Err(e) => {
                     tracing::warn!(run_id = st.run_id, error = %e, "following a run log failed; the response ends");
                     return None;
                 }
             };
-            let batch = match st.store.read_logs(&st.run_id, st.after, LOG_BATCH).await {
+            let batch = match st.store.read(&st.run_id, st.after, LOG_BATCH).await {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(run_id = st.run_id, error = %e, "following a run log failed; the response ends");
@@ -495,7 +483,7 @@ fn follow(
             if let Some(last) = batch.last() {
                 st.after = last.id;
                 st.done = status.is_terminal() && (batch.len() as u64) < LOG_BATCH;
-                let chunk: String = batch.iter().map(crate::store::format_log_line).collect();
+                let chunk: String = batch.iter().map(LogLine::text).collect();
                 return Some((Ok(chunk), st));
             }
             if status.is_terminal() {

@@ -14,7 +14,7 @@ use wire::{
 };
 
 use crate::application::{orchestrator::parse_workflow_run_request, workflows::StartWorkflowRun};
-use crate::store::WorkflowRunFilter;
+use domain::listing::WorkflowRunFilter;
 use domain::{Problems, auth::Principal};
 
 use super::{
@@ -221,14 +221,14 @@ fn run_list(
     next: Option<String>,
     f: &WorkflowRunFilter,
 ) -> Json<Page<WorkflowRun>> {
-    let items = crate::store::Page {
+    let items = domain::listing::Page {
         items: runs,
         total,
         next_cursor: next,
     };
     list_page(
         items,
-        &crate::store::PageRequest {
+        &domain::listing::PageRequest {
             limit: f.limit,
             offset: f.offset,
             cursor: f.cursor.clone(),

@@ -7,43 +7,7 @@ use sea_orm::{
 };
 
 use super::StoreResult;
-
-/// Which page of a list: `limit` rows after `offset` rows, or after the row whose id is
-/// `cursor` (then `offset` is ignored).
-#[derive(Debug, Clone, Default)]
-pub struct PageRequest {
-    pub limit: u64,
-    pub offset: u64,
-    pub cursor: Option<String>,
-}
-
-/// One page of a list, the rows matching over all pages, and the cursor of the next page.
-#[derive(Debug, Clone)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    pub total: u64,
-    pub next_cursor: Option<String>,
-}
-
-impl<T> Page<T> {
-    pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
-        Page {
-            items: self.items.into_iter().map(f).collect(),
-            total: self.total,
-            next_cursor: self.next_cursor,
-        }
-    }
-}
-
-/// Filter and paging of the catalog lists (job definitions, workflows, services).
-#[derive(Debug, Clone, Default)]
-pub struct CatalogFilter {
-    /// Text searched (case-insensitive substring) in the slug and the name.
-    pub q: Option<String>,
-    /// Services only: their health statuses.
-    pub statuses: Vec<String>,
-    pub page: PageRequest,
-}
+pub use domain::listing::{CatalogFilter, Page, PageRequest};
 
 /// `q` (trimmed; none when blank) as a LIKE pattern matching it anywhere, its own wildcards
 /// taken literally (escaped with `!`, which needs no quoting in either backend's literals).
@@ -92,16 +56,6 @@ pub fn run_search<C: ColumnTrait>(q: Option<&str>, id: C, slug: C, error: C) -> 
         );
     }
     any.add(matches_any(&q, &[slug, error]))
-}
-
-impl PageRequest {
-    pub fn new(limit: u64, offset: u64, cursor: Option<String>) -> Self {
-        PageRequest {
-            limit,
-            offset,
-            cursor,
-        }
-    }
 }
 
 /// A page of one definition's stored versions, newest first; the cursor is a version number

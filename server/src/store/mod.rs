@@ -16,16 +16,14 @@ mod sessions;
 mod workflow_runs;
 mod workflows;
 
-pub use audit::{AuditFilter, AuditPage, AuditRecord, AuditStatus};
+pub use audit::{AuditPage, AuditRecord, AuditStatus};
 pub use clock::DbClock;
 pub use listing::{CatalogFilter, Page, PageRequest};
 pub use metrics::{AlertDelivery, NewAlertDelivery, SlugStatusCount};
 pub use retention::DeletedRuns;
 pub use secrets::{PutSecretError, SealedSecret, SecretPage};
 pub use sessions::SessionRecord;
-pub use workflow_runs::{
-    InsertedWorkflowRun, NewWorkflowRun, RunChanges, WorkflowRunFilter, WorkflowRunState,
-};
+pub use workflow_runs::{InsertedWorkflowRun, NewWorkflowRun, RunChanges, WorkflowRunState};
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
@@ -41,25 +39,10 @@ use entities::{event, job_definition, job_definition_version, job_run, job_run_l
 
 pub type StoreResult<T> = Result<T, DbErr>;
 
-/// Filter and paging for run lists.
-#[derive(Debug, Clone, Default)]
-pub struct RunFilter {
-    pub job_definition_id: Option<String>,
-    pub statuses: Vec<RunStatus>,
-    pub q: Option<String>,
-    pub limit: u64,
-    pub offset: u64,
-    /// Keyset cursor: the id of the last run of the previous page.
-    pub cursor: Option<String>,
-}
+pub use domain::listing::{AuditFilter, RunFilter, WorkflowRunFilter};
 
-/// A page of runs.
-#[derive(Debug, Clone)]
-pub struct RunPage {
-    pub runs: Vec<JobRun>,
-    pub total: u64,
-    pub next_cursor: Option<String>,
-}
+/// A page of job runs.
+pub type RunPage = domain::listing::RunPage<JobRun>;
 
 /// What the executor needs to run one attempt.
 #[derive(Debug, Clone)]
@@ -97,14 +80,7 @@ pub struct StoredEvent {
     pub payload: Value,
 }
 
-/// One line of a run log.
-#[derive(Debug, Clone)]
-pub struct StoredLogLine {
-    pub id: i64,
-    pub attempt: i32,
-    pub stream: String,
-    pub message: String,
-}
+pub use domain::logs::LogLine as StoredLogLine;
 
 /// The outcome of inserting a run with an idempotency key.
 pub enum Inserted {
@@ -1147,10 +1123,7 @@ fn log_models(
 
 /// One log line as text: engine lines are marked, process output is verbatim.
 pub fn format_log_line(l: &StoredLogLine) -> String {
-    match l.stream.as_str() {
-        "system" => format!("[switchyard] {}\n", l.message),
-        _ => format!("{}\n", l.message),
-    }
+    l.text()
 }
 
 /// A new time-ordered id (UUIDv7): newest-first ordering by id is creation order.

@@ -13,7 +13,7 @@ use serde_json::Value;
 use wire::{JobRun, StepRunStatus, WorkflowRun, WorkflowRunStatus, WorkflowRunStep};
 
 use super::{
-    PageRequest, Store, StoreResult,
+    PageRequest, Store, StoreResult, WorkflowRunFilter,
     entities::{job_run, workflow_run, workflow_run_step},
     listing, run_to_wire,
 };
@@ -99,18 +99,6 @@ pub struct RunChanges {
     pub run: Option<WorkflowRun>,
     pub steps: Vec<WorkflowRunStep>,
     pub job_runs: Vec<super::NewRun>,
-}
-
-/// Filter and paging of workflow run lists.
-#[derive(Debug, Clone, Default)]
-pub struct WorkflowRunFilter {
-    pub workflow_slug: Option<String>,
-    pub statuses: Vec<WorkflowRunStatus>,
-    /// Text searched (case-insensitive substring) in the run id, workflow slug and error.
-    pub q: Option<String>,
-    pub limit: u64,
-    pub offset: u64,
-    pub cursor: Option<String>,
 }
 
 /// Per (workflow slug, status): the number of runs and the newest run id (ids are UUIDv7, so
