@@ -144,7 +144,7 @@ pub async fn fetch_audit_logs(
         .0
         .audit_logs(query)
         .await
-        .map_err(ServerFnError::new)
+        .map_err(crate::data::failed)
 }
 
 const AUDIT_FILTERS: [&str; 3] = ["action", "subject", "status"];

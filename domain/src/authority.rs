@@ -24,7 +24,7 @@ use super::{
     secrets, template,
 };
 
-/// What an entry point lets callers and authors set (the registry's `handlers::rules`).
+/// What an entry point lets callers and authors set (each entry point's `EntryPoint::rules`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EntryPointRules {
     /// Parameters only a definition sets: job defaults, or a workflow step written with

@@ -4,7 +4,11 @@ use crate::values::{Jitter, JobType, RetryPolicy, RetryStrategy, Trigger};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::{Problems, problems::pointer_segment};
+use super::{
+    Problems,
+    problems::pointer_segment,
+    requests::{idempotency_key, parameters_field, request_object},
+};
 
 pub const MIN_TIMEOUT_MS: i64 = 1_000;
 pub const MAX_TIMEOUT_MS: i64 = 86_400_000;
@@ -427,60 +431,18 @@ impl RunRequest {
 /// Parses `POST /api/jobs/:slug/run`. An empty body means "run with the defaults".
 pub fn parse_run_request(body: &Value, header_key: Option<&str>) -> Result<RunRequest, Problems> {
     let mut p = Problems::new();
-    let empty = Map::new();
-    let obj = match body {
-        Value::Null => &empty,
-        Value::Object(o) => o,
-        _ => {
-            p.add("", "the body must be a JSON object");
-            return Err(p);
-        }
-    };
-    for key in obj.keys() {
-        if ![
-            "parameters",
-            "timeoutMs",
-            "maxAttempts",
-            "context",
-            "idempotencyKey",
-            "delayMs",
-        ]
-        .contains(&key.as_str())
-        {
-            p.add(format!("/{}", pointer_segment(key)), "unknown field");
-        }
-    }
-    let parameters = match obj.get("parameters") {
-        None | Some(Value::Null) => Value::Object(Map::new()),
-        Some(v @ Value::Object(_)) => v.clone(),
-        Some(_) => {
-            p.add("/parameters", "must be an object");
-            Value::Null
-        }
-    };
-    let timeout_ms = obj
-        .get("timeoutMs")
-        .filter(|v| !v.is_null())
-        .and_then(|v| match v.as_i64() {
-            Some(n) if (MIN_TIMEOUT_MS..=MAX_TIMEOUT_MS).contains(&n) => Some(n),
-            _ => {
-                p.add(
-                    "/timeoutMs",
-                    format!("must be an integer from {MIN_TIMEOUT_MS} to {MAX_TIMEOUT_MS}"),
-                );
-                None
-            }
-        });
-    let max_attempts = obj
-        .get("maxAttempts")
-        .filter(|v| !v.is_null())
-        .and_then(|v| match v.as_i64() {
-            Some(n) if (1..=10).contains(&n) => Some(n as i32),
-            _ => {
-                p.add("/maxAttempts", "must be an integer from 1 to 10");
-                None
-            }
-        });
+    let known = [
+        "parameters",
+        "timeoutMs",
+        "maxAttempts",
+        "context",
+        "idempotencyKey",
+        "delayMs",
+    ];
+    let obj = request_object(body, &known, &mut p)?;
+    let parameters = parameters_field(obj, &mut p).unwrap_or(Value::Null);
+    let timeout_ms = int_field(obj, "timeoutMs", MIN_TIMEOUT_MS, MAX_TIMEOUT_MS, &mut p);
+    let max_attempts = int_field(obj, "maxAttempts", 1, 10, &mut p).map(|n| n as i32);
     let context = match obj.get("context") {
         None | Some(Value::Null) => None,
         Some(v @ Value::Object(_)) => Some(v.clone()),
@@ -489,46 +451,8 @@ pub fn parse_run_request(body: &Value, header_key: Option<&str>) -> Result<RunRe
             None
         }
     };
-    let body_key = match obj.get("idempotencyKey") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) if !s.is_empty() && s.len() <= 255 => Some(s.clone()),
-        Some(_) => {
-            p.add("/idempotencyKey", "must be a string of 1 to 255 characters");
-            None
-        }
-    };
-    let idempotency_key = match (body_key, header_key) {
-        (Some(k), _) => Some(k),
-        (None, Some(h)) if !h.is_empty() && h.len() <= 255 => Some(h.to_string()),
-        (None, Some(_)) => {
-            p.add(
-                "/idempotencyKey",
-                "the Idempotency-Key header must have 1 to 255 characters",
-            );
-            None
-        }
-        (None, None) => None,
-    };
-    let idempotency_key = match idempotency_key {
-        Some(k) if is_server_key(&k) => {
-            p.add("/idempotencyKey", server_key_problem());
-            None
-        }
-        k => k,
-    };
-    let delay_ms = match obj.get("delayMs") {
-        None | Some(Value::Null) => 0,
-        Some(v) => match v.as_i64() {
-            Some(n) if (0..=MAX_DELAY_MS).contains(&n) => n,
-            _ => {
-                p.add(
-                    "/delayMs",
-                    format!("must be an integer from 0 to {MAX_DELAY_MS}"),
-                );
-                0
-            }
-        },
-    };
+    let idempotency_key = idempotency_key(obj, header_key, &mut p);
+    let delay_ms = int_field(obj, "delayMs", 0, MAX_DELAY_MS, &mut p).unwrap_or(0);
     p.finish(RunRequest {
         parameters,
         timeout_ms,
@@ -538,6 +462,27 @@ pub fn parse_run_request(body: &Value, header_key: Option<&str>) -> Result<RunRe
         delay_ms,
         trigger: Trigger::Manual,
     })
+}
+
+/// An optional integer field from `min` to `max` (absent or `null`: None).
+fn int_field(
+    obj: &Map<String, Value>,
+    key: &str,
+    min: i64,
+    max: i64,
+    p: &mut Problems,
+) -> Option<i64> {
+    let v = obj.get(key).filter(|v| !v.is_null())?;
+    match v.as_i64() {
+        Some(n) if (min..=max).contains(&n) => Some(n),
+        _ => {
+            p.add(
+                format!("/{key}"),
+                format!("must be an integer from {min} to {max}"),
+            );
+            None
+        }
+    }
 }
 
 /// Deep-merges `overrides` over `defaults`: objects merge key by key, anything else replaces.

@@ -21,6 +21,8 @@ pub mod authority;
 #[cfg(feature = "rules")]
 pub mod jobs;
 #[cfg(feature = "rules")]
+pub mod requests;
+#[cfg(feature = "rules")]
 pub mod secrets;
 #[cfg(feature = "rules")]
 pub mod services;

@@ -577,7 +577,7 @@ pub struct MetricsReport {
 
 // ---- Request bodies, as the OpenAPI document describes them ----
 //
-// The server validates bodies itself (`server/src/domain`: every problem with its pointer),
+// The server validates bodies itself (the `domain` crate: every problem with its pointer),
 // so these types only document what it accepts; `null` stands for an absent field.
 
 /// `POST /api/jobs`: a job definition (api.md "Job definitions"). `id`, `createdAt` and

@@ -6,6 +6,8 @@ use wire::JobRun;
 use crate::store::RunFilter;
 use domain::{Problems, auth::Principal};
 
+use wire::{ErrorKind, PageError};
+
 use super::{
     AppError, JobService,
     orchestrator::WorkflowRunRequest,
@@ -15,32 +17,27 @@ use super::{
 
 #[async_trait::async_trait]
 impl app::data::Backend for JobService {
-    async fn job_summaries(&self) -> Result<Vec<wire::JobSummary>, String> {
-        JobService::job_summaries(self)
-            .await
-            .map_err(|e| e.to_string())
+    async fn job_summaries(&self) -> Result<Vec<wire::JobSummary>, PageError> {
+        JobService::job_summaries(self).await.map_err(page_error)
     }
 
-    async fn services(&self) -> Result<Vec<wire::Service>, String> {
+    async fn services(&self) -> Result<Vec<wire::Service>, PageError> {
         let services = self
             .workflow_service()
             .list_services()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(page_error)?;
         Ok(services)
     }
 
-    async fn service_detail(&self, slug: &str) -> Result<wire::ServiceDetail, String> {
+    async fn service_detail(&self, slug: &str) -> Result<wire::ServiceDetail, PageError> {
         storable(&[("slug", slug)])?;
         let workflows = self.workflow_service();
-        let service = workflows
-            .get_service(slug)
-            .await
-            .map_err(|e| e.to_string())?;
+        let service = workflows.get_service(slug).await.map_err(page_error)?;
         let users = workflows
             .list_workflows()
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(page_error)?
             .into_iter()
             .filter(|w| {
                 w.steps.as_array().is_some_and(|steps| {
@@ -56,13 +53,9 @@ impl app::data::Backend for JobService {
         })
     }
 
-    async fn workflow_summaries(&self) -> Result<Vec<wire::WorkflowSummary>, String> {
+    async fn workflow_summaries(&self) -> Result<Vec<wire::WorkflowSummary>, PageError> {
         use wire::WorkflowRunStatus;
-        let stats = self
-            .store
-            .workflow_run_stats()
-            .await
-            .map_err(|e| e.to_string())?;
+        let stats = self.store.workflow_run_stats().await.map_err(page_error)?;
         // The newest run of each workflow: the greatest newest id over its statuses.
         let mut newest: std::collections::HashMap<&str, &str> = Default::default();
         for st in &stats {
@@ -75,7 +68,7 @@ impl app::data::Backend for JobService {
             .store
             .workflow_runs_by_ids(newest.values().map(|id| id.to_string()).collect())
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(page_error)?
             .into_iter()
             .map(|r| (r.workflow_slug.clone(), r))
             .collect();
@@ -83,7 +76,7 @@ impl app::data::Backend for JobService {
             .workflow_service()
             .list_workflows()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(page_error)?;
         Ok(list
             .into_iter()
             .map(|workflow| {
@@ -110,11 +103,11 @@ impl app::data::Backend for JobService {
             .collect())
     }
 
-    async fn job_slugs(&self) -> Result<Vec<String>, String> {
+    async fn job_slugs(&self) -> Result<Vec<String>, PageError> {
         let mut slugs: Vec<String> = self
             .list_jobs()
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(page_error)?
             .into_iter()
             .map(|j| j.slug)
             .collect();
@@ -122,7 +115,7 @@ impl app::data::Backend for JobService {
         Ok(slugs)
     }
 
-    async fn list_runs(&self, q: wire::RunQuery) -> Result<wire::RunList, String> {
+    async fn list_runs(&self, q: wire::RunQuery) -> Result<wire::RunList, PageError> {
         let text = |v: &Option<String>| v.clone().unwrap_or_default();
         storable(&[
             ("job", &text(&q.job)),
@@ -138,7 +131,7 @@ impl app::data::Backend for JobService {
         };
         let page = JobService::list_runs(self, q.job.as_deref(), filter)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(page_error)?;
         Ok(wire::RunList {
             runs: page.runs,
             total: page.total,
@@ -146,42 +139,38 @@ impl app::data::Backend for JobService {
         })
     }
 
-    async fn get_run(&self, id: &str) -> Result<JobRun, String> {
+    async fn get_run(&self, id: &str) -> Result<JobRun, PageError> {
         storable(&[("id", id)])?;
-        JobService::get_run(self, id)
-            .await
-            .map_err(|e| e.to_string())
+        JobService::get_run(self, id).await.map_err(page_error)
     }
 
-    async fn run_log_tail(&self, id: &str, lines: u64) -> Result<wire::LogTail, String> {
+    async fn run_log_tail(&self, id: &str, lines: u64) -> Result<wire::LogTail, PageError> {
         storable(&[("id", id)])?;
         JobService::run_log_tail(self, id, lines, app::data::LOG_TAIL_BYTES)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(page_error)
     }
 
-    async fn cancel_run(&self, id: &str) -> Result<JobRun, String> {
+    async fn cancel_run(&self, id: &str) -> Result<JobRun, PageError> {
         storable(&[("id", id)])?;
-        JobService::cancel_run(self, id)
-            .await
-            .map_err(|e| e.to_string())
+        JobService::cancel_run(self, id).await.map_err(page_error)
     }
 
-    async fn retry_run(&self, viewer: &Viewer, id: &str) -> Result<JobRun, String> {
+    async fn retry_run(&self, viewer: &Viewer, id: &str) -> Result<JobRun, PageError> {
         storable(&[("id", id)])?;
         JobService::retry_run(self, id, &principal_of(viewer))
             .await
-            .map_err(|e| e.to_string())
+            .map_err(page_error)
     }
 
-    async fn job_detail(&self, slug: &str) -> Result<wire::JobDetail, String> {
+    async fn job_detail(&self, slug: &str) -> Result<wire::JobDetail, PageError> {
         storable(&[("slug", slug)])?;
-        let job = self.get_job(slug).await.map_err(|e| e.to_string())?;
+        let job = self.get_job(slug).await.map_err(page_error)?;
         let versions = self
             .store
             .job_versions(&job.slug)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(page_error)?;
         Ok(wire::JobDetail { job, versions })
     }
 
@@ -190,7 +179,7 @@ impl app::data::Backend for JobService {
         viewer: &Viewer,
         slug: &str,
         parameters: serde_json::Value,
-    ) -> Result<wire::LaunchOutcome, String> {
+    ) -> Result<wire::LaunchOutcome, PageError> {
         storable(&[("slug", slug)])?;
         if let Err(problems) = storable_parameters(&parameters) {
             return Ok(wire::LaunchOutcome {
@@ -219,31 +208,31 @@ impl app::data::Backend for JobService {
                     problems: p.into_vec(),
                 })
             }
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(page_error(e)),
         }
     }
 
-    async fn dashboard(&self) -> Result<wire::Dashboard, String> {
-        JobService::dashboard(self).await.map_err(|e| e.to_string())
+    async fn dashboard(&self) -> Result<wire::Dashboard, PageError> {
+        JobService::dashboard(self).await.map_err(page_error)
     }
 
-    async fn workflow_detail(&self, slug: &str) -> Result<wire::WorkflowPageData, String> {
+    async fn workflow_detail(&self, slug: &str) -> Result<wire::WorkflowPageData, PageError> {
         storable(&[("slug", slug)])?;
         let workflows = self.workflow_service();
         let with_runs = workflows
             .workflow_with_runs(slug)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(page_error)?;
         let versions = workflows
             .workflow_versions(&with_runs.workflow.slug)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(page_error)?;
         let latest_steps = match with_runs.runs.first() {
             Some(run) => Some(
                 workflows
                     .workflow_run_steps(&run.id)
                     .await
-                    .map_err(|e| e.to_string())?
+                    .map_err(page_error)?
                     .steps,
             ),
             None => None,
@@ -256,7 +245,7 @@ impl app::data::Backend for JobService {
         })
     }
 
-    async fn workflow_runs(&self) -> Result<Vec<wire::WorkflowRun>, String> {
+    async fn workflow_runs(&self) -> Result<Vec<wire::WorkflowRun>, PageError> {
         let filter = crate::store::WorkflowRunFilter {
             limit: 25,
             ..Default::default()
@@ -265,16 +254,16 @@ impl app::data::Backend for JobService {
             .workflow_service()
             .list_workflow_runs(None, filter)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(page_error)?;
         Ok(runs)
     }
 
-    async fn workflow_run(&self, id: &str) -> Result<wire::WorkflowRunWithSteps, String> {
+    async fn workflow_run(&self, id: &str) -> Result<wire::WorkflowRunWithSteps, PageError> {
         storable(&[("id", id)])?;
         self.workflow_service()
             .workflow_run_steps(id)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(page_error)
     }
 
     async fn launch_workflow(
@@ -282,7 +271,7 @@ impl app::data::Backend for JobService {
         viewer: &Viewer,
         slug: &str,
         parameters: serde_json::Value,
-    ) -> Result<wire::WorkflowLaunchOutcome, String> {
+    ) -> Result<wire::WorkflowLaunchOutcome, PageError> {
         storable(&[("slug", slug)])?;
         if let Err(problems) = storable_parameters(&parameters) {
             return Ok(wire::WorkflowLaunchOutcome {
@@ -309,43 +298,43 @@ impl app::data::Backend for JobService {
                     problems: p.into_vec(),
                 })
             }
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(page_error(e)),
         }
     }
 
-    async fn cancel_workflow_run(&self, id: &str) -> Result<wire::WorkflowRun, String> {
+    async fn cancel_workflow_run(&self, id: &str) -> Result<wire::WorkflowRun, PageError> {
         storable(&[("id", id)])?;
         self.workflow_service()
             .patch_workflow_run(id, &serde_json::json!({ "status": "canceled" }))
             .await
-            .map_err(|e| e.to_string())
+            .map_err(page_error)
     }
 
     async fn retry_workflow_run(
         &self,
         viewer: &Viewer,
         id: &str,
-    ) -> Result<wire::WorkflowRun, String> {
+    ) -> Result<wire::WorkflowRun, PageError> {
         storable(&[("id", id)])?;
         self.workflow_service()
             .retry_workflow_run(id, &principal_of(viewer))
             .await
-            .map_err(|e| e.to_string())
+            .map_err(page_error)
     }
 
     async fn rerun_workflow_run(
         &self,
         viewer: &Viewer,
         id: &str,
-    ) -> Result<wire::WorkflowRun, String> {
+    ) -> Result<wire::WorkflowRun, PageError> {
         storable(&[("id", id)])?;
         self.workflow_service()
             .rerun_workflow_run(id, &principal_of(viewer))
             .await
-            .map_err(|e| e.to_string())
+            .map_err(page_error)
     }
 
-    async fn audit_logs(&self, query: wire::AuditQuery) -> Result<wire::AuditList, String> {
+    async fn audit_logs(&self, query: wire::AuditQuery) -> Result<wire::AuditList, PageError> {
         let text = |v: &Option<String>| v.clone().unwrap_or_default();
         storable(&[
             ("action", &query.actions.join(",")),
@@ -365,7 +354,7 @@ impl app::data::Backend for JobService {
                 limit: query.limit,
             })
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(page_error)?;
         Ok(wire::AuditList {
             entries: page.entries,
             next_cursor: page.next_cursor,
@@ -376,7 +365,7 @@ impl app::data::Backend for JobService {
 /// Page input (a server function's arguments) holding U+0000, which no database stores or
 /// matches, is refused before any query sees it, naming the fields (the REST API refuses it
 /// in `http::input` and `ApiJson`).
-fn storable(fields: &[(&str, &str)]) -> Result<(), String> {
+fn storable(fields: &[(&str, &str)]) -> Result<(), PageError> {
     let refused: Vec<String> = fields
         .iter()
         .filter(|(_, value)| domain::problems::has_nul(value))
@@ -385,7 +374,10 @@ fn storable(fields: &[(&str, &str)]) -> Result<(), String> {
     if refused.is_empty() {
         Ok(())
     } else {
-        Err(format!("invalid input: {}", refused.join("; ")))
+        Err(PageError {
+            kind: ErrorKind::Invalid,
+            message: format!("invalid input: {}", refused.join("; ")),
+        })
     }
 }
 
@@ -412,5 +404,31 @@ fn principal_of(viewer: &Viewer) -> Principal {
             .filter_map(|s| domain::auth::Scope::parse(s))
             .collect(),
         token_hash_prefix: None,
+    }
+}
+
+/// A use case's error as a page shows it: its kind and a message fit to show. A dependency's
+/// failure is logged here with its cause and shown without it.
+fn page_error(e: impl Into<AppError>) -> PageError {
+    let e: AppError = e.into();
+    let message = match &e {
+        AppError::Unavailable(cause) => {
+            tracing::error!(error = %cause, "a page's data request failed");
+            "the server could not answer; its log says why".to_string()
+        }
+        AppError::InvalidDefinition(p)
+        | AppError::InvalidParameters(p)
+        | AppError::InvalidRequest(p) => {
+            let listed: Vec<String> = p
+                .iter()
+                .map(|d| format!("{}: {}", d.path, d.message))
+                .collect();
+            format!("{e}: {}", listed.join("; "))
+        }
+        _ => e.to_string(),
+    };
+    PageError {
+        kind: e.kind(),
+        message,
     }
 }

@@ -3,7 +3,7 @@
 //! operation what the layers around the handlers can answer (the `Host` check, the auth
 //! middleware, the body limit and the JSON extractor, the offset bound, the request timeout, a
 //! panic or a database error). Handlers document only their own answers; the response bodies
-//! are the envelope types of `app::wire` (`Data<T>`, `Page<T>`, `ErrorResponse`) that the
+//! are the envelope types of the `wire` crate (`Data<T>`, `Page<T>`, `ErrorResponse`) that the
 //! handlers return, so the document cannot drift from the bytes.
 use axum::Json;
 use utoipa::{

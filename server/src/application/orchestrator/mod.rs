@@ -44,13 +44,12 @@ use domain::{
 
 mod planner;
 mod reconcile;
-mod requests;
 
-pub use planner::{ParameterCheck, Plan, RunState, plan};
-use planner::{context_of, finish_step, metrics_of};
-pub use requests::{
+pub use domain::requests::{
     EVENT_TRIGGERED_BY, SCHEDULE_TRIGGERED_BY, WorkflowRunRequest, parse_workflow_run_request,
 };
+pub use planner::{ParameterCheck, Plan, RunState, plan};
+use planner::{context_of, finish_step, metrics_of};
 
 /// How long a started step's workflow run waits before it is reconciled to show the step running.
 const STARTED_STEP_NUDGE_DELAY: std::time::Duration = std::time::Duration::from_millis(50);

@@ -66,15 +66,38 @@ fn set_metric(step: &mut WorkflowRunStep, key: &str, value: Value) {
 /// Brings a step up to date with its job run. Returns true when it changed.
 fn follow_job_run(step: &mut WorkflowRunStep, jr: &JobRun) -> bool {
     let before = step.clone();
-    let mut attempts = attempts_of(step);
+    let attempts = attempts_after(attempts_of(step), jr);
+    let started = jr.started_at.is_some() || jr.attempt > 1;
+    if started {
+        step.attempt = jr.attempt;
+        if step.started_at.is_none() {
+            step.started_at = jr.started_at.or(Some(jr.updated_at));
+        }
+    }
+    follow_status(step, jr, started);
+    if let Some(Value::Object(reported)) = &jr.metrics {
+        for (k, v) in reported {
+            if k != "attempts" {
+                set_metric(step, k, v.clone());
+            }
+        }
+    }
+    set_metric(
+        step,
+        "attempts",
+        serde_json::to_value(&attempts).unwrap_or(Value::Null),
+    );
+    *step != before
+}
+
+/// The step's attempt history brought up to date with its job run `jr`.
+fn attempts_after(mut attempts: Vec<StepAttempt>, jr: &JobRun) -> Vec<StepAttempt> {
     // A step's job run numbers its attempts on from the step's earlier ones (see start_step).
     let current = jr.attempt;
+    let of_this_run = |a: &StepAttempt| a.job_run_id.as_deref() == Some(jr.id.as_str());
     // Earlier attempts of this job run that are still open failed (the job run moved on).
     for a in attempts.iter_mut() {
-        if a.job_run_id.as_deref() == Some(jr.id.as_str())
-            && a.attempt < current
-            && !a.status.is_terminal()
-        {
+        if of_this_run(a) && a.attempt < current && !a.status.is_terminal() {
             a.status = StepRunStatus::Failed;
             a.completed_at = Some(jr.updated_at);
             a.error_message = jr.error_message.clone();
@@ -85,16 +108,13 @@ fn follow_job_run(step: &mut WorkflowRunStep, jr: &JobRun) -> bool {
     // the newest of them with the job run's last error.
     let first = attempts
         .iter()
-        .filter(|a| a.job_run_id.as_deref() != Some(jr.id.as_str()))
+        .filter(|a| !of_this_run(a))
         .map(|a| a.attempt)
         .max()
         .unwrap_or(0)
         + 1;
     for n in first..current {
-        if !attempts
-            .iter()
-            .any(|a| a.job_run_id.as_deref() == Some(jr.id.as_str()) && a.attempt == n)
-        {
+        if !attempts.iter().any(|a| of_this_run(a) && a.attempt == n) {
             attempts.push(StepAttempt {
                 attempt: n,
                 job_run_id: Some(jr.id.clone()),
@@ -110,46 +130,51 @@ fn follow_job_run(step: &mut WorkflowRunStep, jr: &JobRun) -> bool {
         }
     }
     attempts.sort_by_key(|a| a.attempt);
-    let started = jr.started_at.is_some() || jr.attempt > 1;
     if jr.status == RunStatus::Running || jr.status.is_terminal() {
-        let status = match jr.status {
-            RunStatus::Running => StepRunStatus::Running,
-            RunStatus::Succeeded => StepRunStatus::Succeeded,
-            RunStatus::Canceled => StepRunStatus::Canceled,
-            _ => StepRunStatus::Failed,
-        };
-        let entry = attempts
-            .iter_mut()
-            .find(|a| a.job_run_id.as_deref() == Some(jr.id.as_str()) && a.attempt == current);
-        let entry = match entry {
-            Some(e) => e,
-            None => {
-                attempts.push(StepAttempt {
-                    attempt: current,
-                    job_run_id: Some(jr.id.clone()),
-                    status: StepRunStatus::Running,
-                    started_at: jr.started_at,
-                    completed_at: None,
-                    error_message: None,
-                });
-                attempts.last_mut().expect("just pushed")
-            }
-        };
-        if entry.started_at.is_none() {
-            entry.started_at = jr.started_at;
-        }
-        if jr.status.is_terminal() {
-            entry.status = status;
-            entry.completed_at = jr.completed_at.or(Some(jr.updated_at));
-            entry.error_message = jr.error_message.clone();
-        }
+        record_current_attempt(&mut attempts, jr);
     }
-    if started {
-        step.attempt = current;
-        if step.started_at.is_none() {
-            step.started_at = jr.started_at.or(Some(jr.updated_at));
+    attempts
+}
+
+/// The job run's current attempt in the history: started, and once it ended, its outcome.
+fn record_current_attempt(attempts: &mut Vec<StepAttempt>, jr: &JobRun) {
+    let current = jr.attempt;
+    let status = match jr.status {
+        RunStatus::Running => StepRunStatus::Running,
+        RunStatus::Succeeded => StepRunStatus::Succeeded,
+        RunStatus::Canceled => StepRunStatus::Canceled,
+        _ => StepRunStatus::Failed,
+    };
+    let at = attempts
+        .iter()
+        .position(|a| a.job_run_id.as_deref() == Some(jr.id.as_str()) && a.attempt == current);
+    let entry = match at {
+        Some(i) => &mut attempts[i],
+        None => {
+            attempts.push(StepAttempt {
+                attempt: current,
+                job_run_id: Some(jr.id.clone()),
+                status: StepRunStatus::Running,
+                started_at: jr.started_at,
+                completed_at: None,
+                error_message: None,
+            });
+            attempts.last_mut().expect("just pushed")
         }
+    };
+    if entry.started_at.is_none() {
+        entry.started_at = jr.started_at;
     }
+    if jr.status.is_terminal() {
+        entry.status = status;
+        entry.completed_at = jr.completed_at.or(Some(jr.updated_at));
+        entry.error_message = jr.error_message.clone();
+    }
+}
+
+/// The step's status, result and error from its job run's.
+fn follow_status(step: &mut WorkflowRunStep, jr: &JobRun, started: bool) {
+    let ended_at = jr.completed_at.or(Some(jr.updated_at));
     match jr.status {
         RunStatus::Pending if started => step.status = StepRunStatus::Running,
         RunStatus::Pending => {}
@@ -158,7 +183,7 @@ fn follow_job_run(step: &mut WorkflowRunStep, jr: &JobRun) -> bool {
             step.status = StepRunStatus::Succeeded;
             step.output = jr.result.clone();
             step.error_message = None;
-            step.completed_at = jr.completed_at.or(Some(jr.updated_at));
+            step.completed_at = ended_at;
         }
         RunStatus::Failed | RunStatus::Expired => {
             step.status = StepRunStatus::Failed;
@@ -167,27 +192,14 @@ fn follow_job_run(step: &mut WorkflowRunStep, jr: &JobRun) -> bool {
                 Some(e) => e.clone(),
                 None => format!("job run {} {}", jr.id, jr.status),
             });
-            step.completed_at = jr.completed_at.or(Some(jr.updated_at));
+            step.completed_at = ended_at;
         }
         RunStatus::Canceled => {
             step.status = StepRunStatus::Canceled;
             step.error_message = Some(format!("its job run {} was canceled", jr.id));
-            step.completed_at = jr.completed_at.or(Some(jr.updated_at));
+            step.completed_at = ended_at;
         }
     }
-    if let Some(Value::Object(reported)) = &jr.metrics {
-        for (k, v) in reported {
-            if k != "attempts" {
-                set_metric(step, k, v.clone());
-            }
-        }
-    }
-    set_metric(
-        step,
-        "attempts",
-        serde_json::to_value(&attempts).unwrap_or(Value::Null),
-    );
-    *step != before
 }
 
 pub(super) fn finish_step(

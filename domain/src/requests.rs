@@ -1,13 +1,82 @@
-//! Workflow run requests: a caller's `POST /api/workflows/:slug/run` body, parsed with every
-//! problem listed, and what only the server's triggers may set.
-
+//! Run requests as callers send them (`POST /api/jobs/:slug/run`, `POST /api/workflows/:slug/run`):
+//! what both share (an object of known fields, parameters, an idempotency key that the body or
+//! the `Idempotency-Key` header gives), and the workflow run request with what only the
+//! server's triggers may set. Every problem is listed with its pointer.
 use serde_json::{Map, Value, json};
 
-use domain::{
+use crate::{
     Problems,
     jobs::{is_server_key, server_key_problem},
     problems::pointer_segment,
 };
+
+/// The body as an object (`null`: an empty one); every field not in `known` is a problem.
+/// None (and a problem) when the body is not an object at all.
+pub fn request_object<'a>(
+    body: &'a Value,
+    known: &[&str],
+    p: &mut Problems,
+) -> Result<&'a Map<String, Value>, Problems> {
+    static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
+    let obj = match body {
+        Value::Null => EMPTY.get_or_init(Map::new),
+        Value::Object(o) => o,
+        _ => {
+            let mut only = Problems::new();
+            only.add("", "the body must be a JSON object");
+            return Err(only);
+        }
+    };
+    for key in obj.keys() {
+        if !known.contains(&key.as_str()) {
+            p.add(format!("/{}", pointer_segment(key)), "unknown field");
+        }
+    }
+    Ok(obj)
+}
+
+/// `parameters`: an object (absent or `null`: an empty one); None (and a problem) otherwise.
+pub fn parameters_field(obj: &Map<String, Value>, p: &mut Problems) -> Option<Value> {
+    match obj.get("parameters") {
+        None | Some(Value::Null) => Some(Value::Object(Map::new())),
+        Some(v @ Value::Object(_)) => Some(v.clone()),
+        Some(_) => {
+            p.add("/parameters", "must be an object");
+            None
+        }
+    }
+}
+
+/// The idempotency key: the body's `idempotencyKey`, else the `Idempotency-Key` header; 1 to
+/// 255 bytes, and not in the namespace the server's triggers use.
+pub fn idempotency_key(
+    obj: &Map<String, Value>,
+    header_key: Option<&str>,
+    p: &mut Problems,
+) -> Option<String> {
+    let key = match (obj.get("idempotencyKey"), header_key) {
+        (Some(Value::String(s)), _) if !s.is_empty() && s.len() <= 255 => Some(s.clone()),
+        (Some(Value::Null) | None, Some(h)) if !h.is_empty() && h.len() <= 255 => {
+            Some(h.to_string())
+        }
+        (Some(Value::Null) | None, None) => None,
+        (Some(Value::Null) | None, Some(_)) => {
+            p.add("/headers/Idempotency-Key", "must be 1 to 255 bytes");
+            None
+        }
+        (Some(_), _) => {
+            p.add("/idempotencyKey", "must be a string of 1 to 255 bytes");
+            None
+        }
+    };
+    match key {
+        Some(k) if is_server_key(&k) => {
+            p.add("/idempotencyKey", server_key_problem());
+            None
+        }
+        k => k,
+    }
+}
 
 /// A parsed `POST /api/workflows/:slug/run` body.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,29 +121,26 @@ pub fn parse_workflow_run_request(
     header_key: Option<&str>,
 ) -> Result<WorkflowRunRequest, Problems> {
     let mut p = Problems::new();
-    let empty = Map::new();
-    let obj = match body {
-        Value::Null => &empty,
-        Value::Object(o) => o,
-        _ => {
-            p.add("", "the body must be a JSON object");
-            return Err(p);
-        }
-    };
-    for key in obj.keys() {
-        if !["parameters", "triggeredBy", "trigger", "idempotencyKey"].contains(&key.as_str()) {
-            p.add(format!("/{}", pointer_segment(key)), "unknown field");
-        }
-    }
-    let parameters = match obj.get("parameters") {
-        None | Some(Value::Null) => json!({}),
-        Some(v @ Value::Object(_)) => v.clone(),
-        Some(_) => {
-            p.add("/parameters", "must be an object");
-            json!({})
-        }
-    };
-    let triggered_by = match obj.get("triggeredBy") {
+    let obj = request_object(
+        body,
+        &["parameters", "triggeredBy", "trigger", "idempotencyKey"],
+        &mut p,
+    )?;
+    let parameters = parameters_field(obj, &mut p).unwrap_or_else(|| json!({}));
+    let triggered_by = triggered_by_field(obj, &mut p);
+    let trigger = trigger_field(obj, &mut p);
+    let idempotency_key = idempotency_key(obj, header_key, &mut p);
+    p.finish(WorkflowRunRequest {
+        parameters,
+        triggered_by,
+        trigger,
+        idempotency_key,
+    })
+}
+
+/// `triggeredBy`: a caller's label of who started the run; the server's own are refused.
+fn triggered_by_field(obj: &Map<String, Value>, p: &mut Problems) -> Option<String> {
+    match obj.get("triggeredBy") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if is_server_triggered_by(s) => {
             p.add(
@@ -93,7 +159,11 @@ pub fn parse_workflow_run_request(
             );
             None
         }
-    };
+    }
+}
+
+/// `trigger`: only `manual` (or an object of type `manual` without what the server records).
+fn trigger_field(obj: &Map<String, Value>, p: &mut Problems) -> Value {
     // Only the server starts runs of its schedule and event triggers, and only it records what
     // a trigger carries (`chain`, `rerunOf`): a caller's run is a manual one.
     let server_only = |t: &str| {
@@ -101,7 +171,7 @@ pub fn parse_workflow_run_request(
             "{t:?} runs are started by the server's {t} triggers; a request can only start a \"manual\" run"
         )
     };
-    let trigger = match obj.get("trigger") {
+    match obj.get("trigger") {
         None | Some(Value::Null) => json!({"type": "manual"}),
         Some(Value::String(t)) if t == "manual" => json!({"type": "manual"}),
         Some(Value::String(t)) if SERVER_TRIGGERS.contains(&t.as_str()) => {
@@ -140,33 +210,5 @@ pub fn parse_workflow_run_request(
             );
             json!({"type": "manual"})
         }
-    };
-    let key = match (obj.get("idempotencyKey"), header_key) {
-        (Some(Value::String(s)), _) if !s.is_empty() && s.len() <= 255 => Some(s.clone()),
-        (Some(Value::Null) | None, Some(h)) if !h.is_empty() && h.len() <= 255 => {
-            Some(h.to_string())
-        }
-        (Some(Value::Null) | None, None) => None,
-        (Some(Value::Null) | None, Some(_)) => {
-            p.add("", "the Idempotency-Key header must be 1 to 255 bytes");
-            None
-        }
-        (Some(_), _) => {
-            p.add("/idempotencyKey", "must be a string of 1 to 255 bytes");
-            None
-        }
-    };
-    let key = match key {
-        Some(k) if is_server_key(&k) => {
-            p.add("/idempotencyKey", server_key_problem());
-            None
-        }
-        k => k,
-    };
-    p.finish(WorkflowRunRequest {
-        parameters,
-        triggered_by,
-        trigger,
-        idempotency_key: key,
-    })
+    }
 }
