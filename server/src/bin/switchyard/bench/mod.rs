@@ -26,7 +26,7 @@ use anyhow::Context as _;
 use futures::StreamExt as _;
 use serde_json::{Value, json};
 
-use crate::{
+use server::{
     Application, Settings,
     db::{create_scratch_postgres, drop_scratch_postgres},
     settings::{BenchArgs, BenchDatabase},
@@ -271,7 +271,7 @@ async fn bench_pages(label: &str, mut settings: Settings, stored: u64) -> anyhow
     let server = tokio::spawn(app.run_until_stopped());
     let client = reqwest::Client::new();
     let store =
-        crate::store::Store::new(crate::db::Database::connect(&data_dir, url.as_deref()).await?);
+        server::store::Store::new(server::db::Database::connect(&data_dir, url.as_deref()).await?);
 
     let jobs = 20u64;
     let seeding = Instant::now();
