@@ -16,6 +16,8 @@
 //! cargo run --release -p server --bin switchyard -- bench --workflows --database both \
 //!     [--chain-runs 20] [--concurrent-chains 20] [--fanout-runs 10]
 //! ```
+mod seed;
+
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -289,9 +291,14 @@ async fn bench_pages(label: &str, mut settings: Settings, stored: u64) -> anyhow
             res.status()
         );
         let def = store.get_job(&slug).await?.context("bench job stored")?;
-        store
-            .seed_finished_runs(&def, stored / jobs, now, chrono::TimeDelta::days(7))
-            .await?;
+        seed::seed_finished_runs(
+            &store.database().conn,
+            &def,
+            stored / jobs,
+            now,
+            chrono::TimeDelta::days(7),
+        )
+        .await?;
     }
     println!(
         "bench {label} pages: stored {} runs in {:.1}s",
