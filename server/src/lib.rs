@@ -2,8 +2,6 @@
 //! ARCHITECTURE.md for the code map.
 pub mod alerts;
 pub mod application;
-pub mod bench;
-pub mod cli;
 pub mod db;
 pub mod detach;
 pub mod egress;

@@ -273,7 +273,7 @@ mod tests {
         result: Option<serde_json::Value>,
     ) -> Finish {
         let at = Utc::now();
-        let mut run = run_to_wire(running(id, "w1"));
+        let mut run = run_to_wire(running(id, "w1")).unwrap();
         run.status = status;
         run.result = result;
         run.error_message = (status == RunStatus::Failed).then(|| "it broke".into());

@@ -59,14 +59,14 @@ pub fn run_search<C: ColumnTrait>(q: Option<&str>, id: C, slug: C, error: C) -> 
 }
 
 /// A page of one definition's stored versions, newest first; the cursor is a version number
-/// (the versions below it). `to_wire` gives none for a row it cannot read.
+/// (the versions below it). A row `to_wire` cannot read is an error.
 pub async fn page_versions<E, C, V>(
     conn: &C,
     (slug_column, version_column): (E::Column, E::Column),
     slug: &str,
     page: &PageRequest,
     version_of: impl Fn(&E::Model) -> i32,
-    to_wire: impl Fn(E::Model) -> Option<V>,
+    to_wire: impl Fn(E::Model) -> StoreResult<V>,
 ) -> StoreResult<Page<V>>
 where
     E: EntityTrait,
@@ -82,8 +82,13 @@ where
         |c| c.parse::<i32>().unwrap_or(i32::MAX).into(),
     )
     .await?;
+    try_map(page, to_wire)
+}
+
+/// The page with each item converted by `f`; the first item `f` cannot convert is the error.
+pub fn try_map<T, U>(page: Page<T>, f: impl FnMut(T) -> StoreResult<U>) -> StoreResult<Page<U>> {
     Ok(Page {
-        items: page.items.into_iter().filter_map(to_wire).collect(),
+        items: page.items.into_iter().map(f).collect::<StoreResult<_>>()?,
         total: page.total,
         next_cursor: page.next_cursor,
     })

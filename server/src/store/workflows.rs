@@ -13,7 +13,7 @@ use wire::{Service, ServiceStatus, WorkflowDefinition, WorkflowDefinitionVersion
 use super::{
     CatalogFilter, Page, Store, StoreResult,
     entities::{job_definition, service, workflow_definition, workflow_definition_version},
-    listing, new_id,
+    listing, new_id, stored_json, stored_value,
 };
 use domain::{services::ServiceSpec, workflow::WorkflowSpec};
 
@@ -56,13 +56,19 @@ fn masked_headers(stored: &Value) -> Value {
 }
 
 /// The service with its header values masked, and the headers as stored.
-fn service_with_headers(m: service::Model) -> (Service, Value) {
+fn service_with_headers(m: service::Model) -> StoreResult<(Service, Value)> {
     let stored = m.headers.clone();
-    (service_to_wire(m), stored)
+    Ok((service_to_wire(m)?, stored))
 }
 
-fn service_to_wire(m: service::Model) -> Service {
-    Service {
+fn service_to_wire(m: service::Model) -> StoreResult<Service> {
+    let status = stored_value(
+        ("services", &m.id, "status"),
+        &m.status,
+        ServiceStatus::parse,
+        ServiceStatus::expected,
+    )?;
+    Ok(Service {
         id: m.id,
         slug: m.slug,
         display_name: m.display_name,
@@ -71,22 +77,24 @@ fn service_to_wire(m: service::Model) -> Service {
         health_path: m.health_path,
         headers: masked_headers(&m.headers),
         metadata: m.metadata,
-        // Only our own code writes this column, always from the enum.
-        status: ServiceStatus::parse(&m.status).unwrap_or(ServiceStatus::Unknown),
+        status,
         last_checked_at: m.last_checked_at,
         last_error: m.last_error,
         created_at: m.created_at,
         updated_at: m.updated_at,
-    }
+    })
 }
 
-/// A stored workflow version; none when its snapshot cannot be read.
+/// A stored workflow version; an error naming the row when its snapshot cannot be read.
 fn workflow_version_to_wire(
     m: workflow_definition_version::Model,
-) -> Option<WorkflowDefinitionVersion> {
-    Some(WorkflowDefinitionVersion {
+) -> StoreResult<WorkflowDefinitionVersion> {
+    Ok(WorkflowDefinitionVersion {
+        definition: stored_json(
+            ("workflow_definition_versions", &m.id, "definition"),
+            m.definition,
+        )?,
         version: m.version,
-        definition: serde_json::from_value(m.definition).ok()?,
         created_at: m.created_at,
     })
 }
@@ -221,14 +229,14 @@ impl Store {
         &self,
         slug: &str,
     ) -> StoreResult<Vec<WorkflowDefinitionVersion>> {
-        Ok(workflow_definition_version::Entity::find()
+        workflow_definition_version::Entity::find()
             .filter(workflow_definition_version::Column::Slug.eq(slug))
             .order_by_desc(workflow_definition_version::Column::Version)
             .all(self.conn())
             .await?
             .into_iter()
-            .filter_map(workflow_version_to_wire)
-            .collect())
+            .map(workflow_version_to_wire)
+            .collect()
     }
 
     /// Deletes a definition and its version history.
@@ -271,11 +279,12 @@ impl Store {
     // ---- services ----
 
     pub async fn get_service(&self, slug: &str) -> StoreResult<Option<Service>> {
-        Ok(service::Entity::find()
+        service::Entity::find()
             .filter(service::Column::Slug.eq(slug))
             .one(self.conn())
             .await?
-            .map(service_to_wire))
+            .map(service_to_wire)
+            .transpose()
     }
 
     /// A page of services, newest first; `q` searches the slug and the display name,
@@ -289,23 +298,23 @@ impl Store {
         if !f.statuses.is_empty() {
             cond = cond.add(C::Status.is_in(f.statuses.clone()));
         }
-        Ok(
+        listing::try_map(
             listing::page_of::<service::Entity, _>(self.conn(), cond, C::Id, &f.page, |r| {
                 r.id.clone()
             })
-            .await?
-            .map(service_to_wire),
+            .await?,
+            service_to_wire,
         )
     }
 
     pub async fn list_services(&self) -> StoreResult<Vec<Service>> {
-        Ok(service::Entity::find()
+        service::Entity::find()
             .order_by_asc(service::Column::Slug)
             .all(self.conn())
             .await?
             .into_iter()
             .map(service_to_wire)
-            .collect())
+            .collect()
     }
 
     /// The service (headers masked) and its headers as stored (sealed values, references).
@@ -313,22 +322,23 @@ impl Store {
         &self,
         slug: &str,
     ) -> StoreResult<Option<(Service, Value)>> {
-        Ok(service::Entity::find()
+        service::Entity::find()
             .filter(service::Column::Slug.eq(slug))
             .one(self.conn())
             .await?
-            .map(service_with_headers))
+            .map(service_with_headers)
+            .transpose()
     }
 
     /// Every service (headers masked) with its headers as stored, by slug.
     pub async fn list_services_with_headers(&self) -> StoreResult<Vec<(Service, Value)>> {
-        Ok(service::Entity::find()
+        service::Entity::find()
             .order_by_asc(service::Column::Slug)
             .all(self.conn())
             .await?
             .into_iter()
             .map(service_with_headers)
-            .collect())
+            .collect()
     }
 
     /// Replaces a service's stored headers (sealing values stored in plain text by older
@@ -380,6 +390,7 @@ impl Store {
             .one(self.conn())
             .await?
             .map(service_to_wire)
+            .transpose()?
             .ok_or(DbErr::RecordNotFound(model.id))
     }
 
@@ -399,9 +410,10 @@ impl Store {
             .filter(service::Column::Id.eq(id))
             .exec(self.conn())
             .await?;
-        Ok(service::Entity::find_by_id(id.to_string())
+        service::Entity::find_by_id(id.to_string())
             .one(self.conn())
             .await?
-            .map(service_to_wire))
+            .map(service_to_wire)
+            .transpose()
     }
 }

@@ -1,4 +1,9 @@
-//! The `switchyard` binary: parse the command line, hand over to the library.
+//! The `switchyard` binary: parse the command line, hand over to the library. The command
+//! dispatch (`cli`) and the benchmarks (`bench`) are modules of the binary, not of the library:
+//! nothing of the product calls them.
+mod bench;
+mod cli;
+
 use clap::Parser;
 
 fn main() -> anyhow::Result<()> {
@@ -19,5 +24,5 @@ fn main() -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(server::cli::run(cli))
+        .block_on(cli::run(cli))
 }

@@ -6,7 +6,7 @@ use sea_orm_migration::MigratorTrait;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
-use crate::{
+use server::{
     db::Database,
     settings::{Cli, Command, LogFormat, MigrateAction, Settings},
     startup::{Application, run_worker, stop_on_signals},
@@ -44,14 +44,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let global = cli.global;
     match cli.command {
         Command::Serve(args) => {
-            crate::sandbox::harden_process()?;
+            server::sandbox::harden_process()?;
             let settings = Settings::from_serve(&global, &args)?;
             let app = Application::build(settings).await?;
             stop_on_signals(app.stop_token());
             app.run_until_stopped().await
         }
         Command::Worker(args) => {
-            crate::sandbox::harden_process()?;
+            server::sandbox::harden_process()?;
             let stop = CancellationToken::new();
             stop_on_signals(stop.clone());
             run_worker(
@@ -94,6 +94,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => crate::bench::run(args, global.database_url).await,
         // main.rs dispatches it before the settings are parsed; reached only when global flags
         // come first.
-        Command::BuildSupervisor(args) => crate::supervisor::run(&args),
+        Command::BuildSupervisor(args) => server::supervisor::run(&args),
     }
 }
