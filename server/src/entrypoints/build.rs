@@ -269,49 +269,7 @@ async fn run(
     env: &[(String, String)],
 ) -> Result<(u64, u64), JobError> {
     let program = argv.first().map_or("", String::as_str);
-    let mut command = Command::new(&sandbox.supervisor);
-    command
-        .arg(supervisor::COMMAND)
-        .arg("--parent")
-        .arg(std::process::id().to_string())
-        .arg("--grace-ms")
-        .arg(SUPERVISOR_GRACE.as_millis().to_string());
-    if let Some(user) = &sandbox.user {
-        command
-            .arg("--uid")
-            .arg(user.uid.to_string())
-            .arg("--gid")
-            .arg(user.gid.to_string());
-    }
-    // The supervisor's own environment is empty; the command's comes on stdin.
-    command
-        .arg("--")
-        .args(argv)
-        .current_dir(dir)
-        .env_clear()
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Its group: the command stays in it unless it moves out (the supervisor finds those).
-        .process_group(0);
-    // The parent-death signal the supervisor arms follows the thread that spawned it; this
-    // runs on a runtime worker thread, which lives as long as the runtime.
-    let mut child = command.spawn().map_err(|e| {
-        JobError::Retryable(format!(
-            "starting the build supervisor {} failed: {e}",
-            sandbox.supervisor.display()
-        ))
-    })?;
-    // With process_group(0) the group id is the supervisor's pid.
-    let Some(pid) = child
-        .id()
-        .and_then(|id| i32::try_from(id).ok())
-        .map(Pid::from_raw)
-    else {
-        return Err(JobError::Retryable(
-            "the build supervisor exited before it could be tracked".to_string(),
-        ));
-    };
+    let (mut child, pid) = spawn_supervisor(sandbox, dir, argv)?;
     let stdin = child.stdin.take();
     let stdout_lines = Arc::new(AtomicU64::new(0));
     let stderr_lines = Arc::new(AtomicU64::new(0));
@@ -329,25 +287,9 @@ async fn run(
         child: Some(child),
         pid,
     };
-    let env_names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
-    ctx.log.info(format!(
-        "running {argv:?} in {} as {} (supervisor pid {pid}){}",
-        dir.display(),
-        sandbox.user.as_ref().map_or_else(
-            || "the server's user".to_string(),
-            |u| format!("{} (uid {})", u.name, u.uid)
-        ),
-        if env_names.is_empty() {
-            " with an empty environment".to_string()
-        } else {
-            format!(" with env {}", env_names.join(", "))
-        }
-    ));
-    if let Some(mut stdin) = stdin {
-        let spec = serde_json::to_vec(&supervisor::Spec { env: env.to_vec() })
-            .map_err(|e| JobError::Fatal(format!("encoding the build's environment: {e}")))?;
-        // A supervisor that gave up early closes its end; its exit status and message say why.
-        let _ = stdin.write_all(&spec).await;
+    ctx.log.info(running_message(sandbox, dir, argv, env, pid));
+    if let Some(stdin) = stdin {
+        send_env(stdin, env).await?;
     }
 
     let exited = tokio::select! {
@@ -380,6 +322,96 @@ async fn run(
     let message = failure(status);
     ctx.log.info(message.clone());
     Err(JobError::Retryable(message))
+}
+
+/// Starts the build supervisor for `argv` in `dir` (as the sandbox's user, if any), in a
+/// process group of its own, its output piped; returns it with its pid (its group's id).
+fn spawn_supervisor(
+    sandbox: &BuildSandbox,
+    dir: &Path,
+    argv: &[String],
+) -> Result<(Child, Pid), JobError> {
+    let mut command = Command::new(&sandbox.supervisor);
+    command
+        .arg(supervisor::COMMAND)
+        .arg("--parent")
+        .arg(std::process::id().to_string())
+        .arg("--grace-ms")
+        .arg(SUPERVISOR_GRACE.as_millis().to_string());
+    if let Some(user) = &sandbox.user {
+        command
+            .arg("--uid")
+            .arg(user.uid.to_string())
+            .arg("--gid")
+            .arg(user.gid.to_string());
+    }
+    // The supervisor's own environment is empty; the command's comes on stdin.
+    command
+        .arg("--")
+        .args(argv)
+        .current_dir(dir)
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its group: the command stays in it unless it moves out (the supervisor finds those).
+        .process_group(0);
+    // The parent-death signal the supervisor arms follows the thread that spawned it; this
+    // runs on a runtime worker thread, which lives as long as the runtime.
+    let child = command.spawn().map_err(|e| {
+        JobError::Retryable(format!(
+            "starting the build supervisor {} failed: {e}",
+            sandbox.supervisor.display()
+        ))
+    })?;
+    // With process_group(0) the group id is the supervisor's pid.
+    let Some(pid) = child
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .map(Pid::from_raw)
+    else {
+        return Err(JobError::Retryable(
+            "the build supervisor exited before it could be tracked".to_string(),
+        ));
+    };
+    Ok((child, pid))
+}
+
+/// The log line saying what runs where, as whom and with which environment variables (names
+/// only).
+fn running_message(
+    sandbox: &BuildSandbox,
+    dir: &Path,
+    argv: &[String],
+    env: &[(String, String)],
+    pid: Pid,
+) -> String {
+    let env_names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+    format!(
+        "running {argv:?} in {} as {} (supervisor pid {pid}){}",
+        dir.display(),
+        sandbox.user.as_ref().map_or_else(
+            || "the server's user".to_string(),
+            |u| format!("{} (uid {})", u.name, u.uid)
+        ),
+        if env_names.is_empty() {
+            " with an empty environment".to_string()
+        } else {
+            format!(" with env {}", env_names.join(", "))
+        }
+    )
+}
+
+/// Hands the command's environment to the supervisor on its stdin.
+async fn send_env(
+    mut stdin: tokio::process::ChildStdin,
+    env: &[(String, String)],
+) -> Result<(), JobError> {
+    let spec = serde_json::to_vec(&supervisor::Spec { env: env.to_vec() })
+        .map_err(|e| JobError::Fatal(format!("encoding the build's environment: {e}")))?;
+    // A supervisor that gave up early closes its end; its exit status and message say why.
+    let _ = stdin.write_all(&spec).await;
+    Ok(())
 }
 
 fn failure(status: ExitStatus) -> String {

@@ -217,6 +217,45 @@ impl EntryPoint for ServiceCall {
         let Some(Value::Object(request)) = field(params, "request") else {
             return Err(JobError::Fatal("request must be an object".into()));
         };
+        let service = Self::service(&ctx, slug).await?;
+        if flag(params, "requireHealthy") {
+            Self::require_healthy(&ctx, slug, &service, params)?;
+        }
+        let (method, url, builder) = Self::prepare(&ctx, slug, request, &service).await?;
+        ctx.log
+            .info(format!("{method} {} (service {slug})", url.path()));
+        let started = Instant::now();
+        let outcome = tokio::select! {
+            outcome = exchange(builder) => outcome,
+            () = ctx.cancel.cancelled() => return Err(JobError::Canceled),
+        };
+        let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        ctx.metrics.set("latencyMs", latency_ms);
+        let (status, headers, body) = outcome.map_err(|e| {
+            if let Some(r) = crate::egress::Refused::find(&e) {
+                return refused(&ctx, &method, &url, slug, r);
+            }
+            let message = format!("{method} {} failed: {}", url.path(), error_chain(e));
+            ctx.log.info(message.clone());
+            JobError::Retryable(message)
+        })?;
+        ctx.metrics.set("status", status);
+        ctx.log
+            .info(format!("status {status} after {latency_ms} ms"));
+        check_status(slug, status)?;
+        let mut result =
+            json!({"status": status, "latencyMs": latency_ms, "baseUrl": service.base_url});
+        if flag(params, "captureResponse") {
+            result["response"] = json!({"status": status, "headers": headers, "body": body});
+        }
+        Ok(result)
+    }
+}
+
+impl ServiceCall {
+    /// The registered service `slug` (its base URL and status go to the metrics); a service
+    /// that cannot be read is a retryable error, one that is not registered a fatal one.
+    async fn service(ctx: &JobRunContext, slug: &str) -> Result<wire::Service, JobError> {
         let service = ctx
             .services
             .service(slug)
@@ -225,26 +264,47 @@ impl EntryPoint for ServiceCall {
             .ok_or_else(|| JobError::Fatal(format!("service {slug} is not registered")))?;
         ctx.metrics.set("baseUrl", service.base_url.clone());
         ctx.metrics.set("serviceStatus", service.status.as_str());
-        if flag(params, "requireHealthy") {
-            let ok = match service.status {
-                ServiceStatus::Healthy => true,
-                ServiceStatus::Degraded => flag(params, "allowDegraded"),
-                _ => false,
-            };
-            if !ok {
-                let why = service
-                    .last_error
-                    .as_deref()
-                    .map(|e| format!(" ({e})"))
-                    .unwrap_or_default();
-                let msg = format!(
-                    "service {slug} is {}{why}; waiting for it to be healthy",
-                    service.status
-                );
-                ctx.log.info(msg.clone());
-                return Err(JobError::Retryable(msg));
-            }
+        Ok(service)
+    }
+
+    /// `requireHealthy`: a retryable error (logged) unless the service is healthy, or
+    /// degraded with `allowDegraded` in `params`.
+    fn require_healthy(
+        ctx: &JobRunContext,
+        slug: &str,
+        service: &wire::Service,
+        params: &Map<String, Value>,
+    ) -> Result<(), JobError> {
+        let ok = match service.status {
+            ServiceStatus::Healthy => true,
+            ServiceStatus::Degraded => flag(params, "allowDegraded"),
+            _ => false,
+        };
+        if ok {
+            return Ok(());
         }
+        let why = service
+            .last_error
+            .as_deref()
+            .map(|e| format!(" ({e})"))
+            .unwrap_or_default();
+        let msg = format!(
+            "service {slug} is {}{why}; waiting for it to be healthy",
+            service.status
+        );
+        ctx.log.info(msg.clone());
+        Err(JobError::Retryable(msg))
+    }
+
+    /// The call's method, URL (the service's base URL, the request's path and query) and
+    /// request as sent (headers, timeout, body). A destination the egress policy refuses
+    /// fails the attempt.
+    async fn prepare(
+        ctx: &JobRunContext,
+        slug: &str,
+        request: &Map<String, Value>,
+        service: &wire::Service,
+    ) -> Result<(Method, Url, reqwest::RequestBuilder), JobError> {
         let method_text = field(request, "method")
             .and_then(Value::as_str)
             .unwrap_or("GET");
@@ -255,16 +315,11 @@ impl EntryPoint for ServiceCall {
             .unwrap_or("/");
         let query = field(request, "query").and_then(Value::as_object);
         let url = target_url(&service.base_url, path, query).map_err(JobError::Fatal)?;
-        let headers = Self::headers(&ctx, &service.headers, request).await?;
-        let refused = |refused: &crate::egress::Refused| {
-            let message = format!("{method} {} (service {slug}): {refused}", url.path());
-            ctx.log.info(message.clone());
-            JobError::Fatal(message)
-        };
+        let headers = Self::headers(ctx, &service.headers, request).await?;
         let mut builder = ctx
             .http
             .request(method.clone(), url.clone())
-            .map_err(|e| refused(&e))?
+            .map_err(|e| refused(ctx, &method, &url, slug, &e))?
             .headers(headers);
         if !ctx.timeout.is_zero() {
             builder = builder.timeout(ctx.timeout);
@@ -274,51 +329,49 @@ impl EntryPoint for ServiceCall {
             Some(Value::String(body)) => builder.body(body.clone()),
             Some(body) => builder.json(body),
         };
-        ctx.log
-            .info(format!("{method} {} (service {slug})", url.path()));
-        let started = Instant::now();
-        let exchange = async move {
-            let mut response = builder.send().await?;
-            let status = response.status().as_u16();
-            let headers = response_headers(response.headers());
-            let json_body = is_json(response.headers());
-            let (bytes, truncated) = read_capped(&mut response).await?;
-            Ok::<_, reqwest::Error>((status, headers, body_value(bytes, json_body, truncated)))
-        };
-        let outcome = tokio::select! {
-            outcome = exchange => outcome,
-            () = ctx.cancel.cancelled() => return Err(JobError::Canceled),
-        };
-        let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        ctx.metrics.set("latencyMs", latency_ms);
-        let (status, headers, body) = outcome.map_err(|e| {
-            if let Some(r) = crate::egress::Refused::find(&e) {
-                return refused(r);
-            }
-            let message = format!("{method} {} failed: {}", url.path(), error_chain(e));
-            ctx.log.info(message.clone());
-            JobError::Retryable(message)
-        })?;
-        ctx.metrics.set("status", status);
-        ctx.log
-            .info(format!("status {status} after {latency_ms} ms"));
-        if status >= 500 || status == 429 {
-            return Err(JobError::Retryable(format!(
-                "service {slug} answered with status {status}"
-            )));
-        }
-        if status >= 400 {
-            return Err(JobError::Fatal(format!(
-                "service {slug} answered with status {status}"
-            )));
-        }
-        let mut result =
-            json!({"status": status, "latencyMs": latency_ms, "baseUrl": service.base_url});
-        if flag(params, "captureResponse") {
-            result["response"] = json!({"status": status, "headers": headers, "body": body});
-        }
-        Ok(result)
+        Ok((method, url, builder))
     }
+}
+
+/// Sends the request and reads the answer: its status, headers and body (at most 1 MiB).
+async fn exchange(
+    builder: reqwest::RequestBuilder,
+) -> Result<(u16, Map<String, Value>, Value), reqwest::Error> {
+    let mut response = builder.send().await?;
+    let status = response.status().as_u16();
+    let headers = response_headers(response.headers());
+    let json_body = is_json(response.headers());
+    let (bytes, truncated) = read_capped(&mut response).await?;
+    Ok((status, headers, body_value(bytes, json_body, truncated)))
+}
+
+/// The fatal error (logged) of a `method` call to `url` of service `slug` that the egress
+/// policy refused.
+fn refused(
+    ctx: &JobRunContext,
+    method: &Method,
+    url: &Url,
+    slug: &str,
+    refused: &crate::egress::Refused,
+) -> JobError {
+    let message = format!("{method} {} (service {slug}): {refused}", url.path());
+    ctx.log.info(message.clone());
+    JobError::Fatal(message)
+}
+
+/// The error of an answer with `status`: 5xx and 429 are retryable, any other 4xx fatal.
+fn check_status(slug: &str, status: u16) -> Result<(), JobError> {
+    if status >= 500 || status == 429 {
+        return Err(JobError::Retryable(format!(
+            "service {slug} answered with status {status}"
+        )));
+    }
+    if status >= 400 {
+        return Err(JobError::Fatal(format!(
+            "service {slug} answered with status {status}"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -183,12 +183,43 @@ pub async fn events(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
+    let last_id = last_event_id(&headers, &q)?;
+    let permit = match s.limits.streams.acquire(client) {
+        Ok(p) => p,
+        Err(e) => return Ok(with_retry_after(e)),
+    };
+    let topics = Topics::parse(q.get("topics"));
+    // Subscribe before reading the backlog so nothing falls between the two.
+    let rx = s.bus.subscribe();
+    let (start, truncated) = stream_start(&s, last_id).await?;
+    let state = EventStream {
+        bus: s.bus.clone(),
+        rx,
+        sent: start,
+        backlog: Default::default(),
+        replaying: last_id.is_some(),
+        topics,
+        first: truncated,
+        _permit: permit,
+    };
+    let stream = stream::unfold(state, EventStream::next_event);
+    Ok(Sse::new(stream.fuse())
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+/// The event a client of `GET /api/events` last saw: the `Last-Event-ID` header, else the
+/// `lastEventId` query parameter; a 400 unless it is a non-negative integer.
+fn last_event_id(
+    headers: &HeaderMap,
+    q: &HashMap<String, String>,
+) -> Result<Option<i64>, ApiError> {
     let last_id = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
         .or_else(|| q.get("lastEventId").cloned());
-    let last_id = match last_id {
+    Ok(match last_id {
         None => None,
         Some(v) => match v.trim().parse::<i64>() {
             Ok(n) if n >= 0 => Some(n),
@@ -201,90 +232,86 @@ pub async fn events(
                 return Err(ApiError::invalid_request(p));
             }
         },
-    };
-    let permit = match s.limits.streams.acquire(client) {
-        Ok(p) => p,
-        Err(e) => return Ok(with_retry_after(e)),
-    };
-    let topics = Topics::parse(q.get("topics"));
-    // Subscribe before reading the backlog so nothing falls between the two.
-    let rx = s.bus.subscribe();
+    })
+}
+
+/// Where an event stream starts: the id after which it sends events, and the
+/// [`truncated_event`] to send first when the replay after `last_id` is cut short.
+async fn stream_start(
+    s: &AppState,
+    last_id: Option<i64>,
+) -> Result<(i64, Option<Event>), ApiError> {
     let store_err = |e| ApiError::from(crate::application::AppError::from(e));
     // Without Last-Event-ID a client gets what happens from now on; with one, at most the
     // newest `replay_events` of what it missed.
     let max = s.limits.settings.replay_events;
-    let (start, truncated) = match last_id {
+    Ok(match last_id {
         Some(id) => match s.bus.replay_start(id, max).await.map_err(store_err)? {
             Some(resume) => (resume, Some(truncated_event(id, resume, max))),
             None => (id, None),
         },
         None => (s.bus.last_event_id().await.map_err(store_err)?, None),
-    };
-    struct St {
-        bus: crate::events::EventBus,
-        rx: broadcast::Receiver<Arc<StoredEvent>>,
-        sent: i64,
-        backlog: std::collections::VecDeque<StoredEvent>,
-        replaying: bool,
-        topics: Topics,
-        first: Option<Event>,
-        // Held for the stream's life: its place among the open streams.
-        _permit: ConnectionPermit,
-    }
-    let state = St {
-        bus: s.bus.clone(),
-        rx,
-        sent: start,
-        backlog: Default::default(),
-        replaying: last_id.is_some(),
-        topics,
-        first: truncated,
-        _permit: permit,
-    };
-    let stream = stream::unfold(state, |mut st| async move {
-        if let Some(first) = st.first.take() {
-            return Some((Ok::<_, Infallible>(first), st));
+    })
+}
+
+/// The state of one `GET /api/events` stream.
+struct EventStream {
+    bus: crate::events::EventBus,
+    rx: broadcast::Receiver<Arc<StoredEvent>>,
+    sent: i64,
+    backlog: std::collections::VecDeque<StoredEvent>,
+    replaying: bool,
+    topics: Topics,
+    first: Option<Event>,
+    // Held for the stream's life: its place among the open streams.
+    _permit: ConnectionPermit,
+}
+
+impl EventStream {
+    /// The stream's next event and its state after it: the truncation notice first, then
+    /// the replayed backlog, then live events (replaying again after falling behind); None
+    /// once the bus is closed.
+    async fn next_event(mut self) -> Option<(Result<Event, Infallible>, EventStream)> {
+        if let Some(first) = self.first.take() {
+            return Some((Ok::<_, Infallible>(first), self));
         }
         loop {
-            if let Some(ev) = st.backlog.pop_front() {
-                st.sent = ev.id;
-                if st.topics.matches(&ev.event_type) {
-                    return Some((Ok::<_, Infallible>(sse_event(&ev)), st));
+            if let Some(ev) = self.backlog.pop_front() {
+                self.sent = ev.id;
+                if self.topics.matches(&ev.event_type) {
+                    return Some((Ok::<_, Infallible>(sse_event(&ev)), self));
                 }
                 continue;
             }
-            if st.replaying {
-                match st.bus.replay(st.sent, 500).await {
+            if self.replaying {
+                match self.bus.replay(self.sent, 500).await {
                     Ok(batch) if !batch.is_empty() => {
-                        st.backlog.extend(batch);
+                        self.backlog.extend(batch);
                         continue;
                     }
-                    Ok(_) => st.replaying = false,
+                    Ok(_) => self.replaying = false,
                     Err(e) => {
                         tracing::warn!(error = %e, "event replay failed");
-                        st.replaying = false;
+                        self.replaying = false;
                     }
                 }
             }
-            match st.rx.recv().await {
+            match self.rx.recv().await {
                 Ok(ev) => {
-                    if ev.id <= st.sent {
+                    if ev.id <= self.sent {
                         continue;
                     }
-                    st.sent = ev.id;
-                    if st.topics.matches(&ev.event_type) {
-                        return Some((Ok(sse_event(&ev)), st));
+                    self.sent = ev.id;
+                    if self.topics.matches(&ev.event_type) {
+                        return Some((Ok(sse_event(&ev)), self));
                     }
                 }
                 // Fell behind the in-memory buffer: catch up from the stored log.
-                Err(RecvError::Lagged(_)) => st.replaying = true,
+                Err(RecvError::Lagged(_)) => self.replaying = true,
                 Err(RecvError::Closed) => return None,
             }
         }
-    });
-    Ok(Sse::new(stream.fuse())
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response())
+    }
 }
 
 /// The query of a log request.
