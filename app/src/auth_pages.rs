@@ -2,13 +2,11 @@
 //! auth middleware), the header badge, the `/sign-in` page (a plain HTML form posting to
 //! `/auth/sign-in`, which works without wasm), permission reasons for buttons, and the `/audit`
 //! page (its wire types are in the `wire` crate).
-use chrono::{DateTime, Utc};
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_query_map;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
-pub use wire::{AuditEntry, AuditList, AuditQuery};
+pub use wire::{AUDIT_PER_PAGE, AuditEntry, AuditList, AuditQuery};
 
 /// Who is looking at a page, as the server's auth middleware saw the request.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -129,6 +127,17 @@ pub fn SignInPage() -> impl IntoView {
             <button id="sign-in-submit" type="submit">"Sign in"</button>
         </form>
     }
+}
+
+/// A comma-separated filter as its values (used by the server function's body, on the server).
+#[cfg(feature = "ssr")]
+fn list(v: Option<String>) -> Vec<String> {
+    v.unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 /// One page of the audit log for `/audit` (admin only: the server's auth table says so).

@@ -28,7 +28,7 @@
 //! **Timeline** ([`Gantt`]): one row per step, one bar per attempt, on a common time scale
 //! ([`gantt_scale`]) from the earliest start to the latest end; a bar still running ends at
 //! `now`, which the caller passes in so server and client draw the same thing.
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use leptos::prelude::*;

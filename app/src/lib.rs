@@ -9,7 +9,6 @@ pub mod metrics_page;
 pub mod pages;
 pub mod registry;
 pub mod schema_form;
-pub mod wire;
 pub mod workflow_pages;
 
 use leptos::prelude::*;
