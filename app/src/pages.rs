@@ -4,11 +4,16 @@ use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::{use_navigate, use_params_map, use_query_map};
 
-use wire::{JobType, RunStatus};
-use crate::{data::{
+use crate::{
+    data::{
         cancel_run, fetch_job_detail, fetch_runs, get_run, job_slugs, job_summaries, launch,
         retry_run, run_log_tail,
-    }, format::{Duration, MaybeWhen, When}, live::use_live, schema_form::SchemaForm};
+    },
+    format::{Duration, MaybeWhen, When},
+    live::use_live,
+    schema_form::SchemaForm,
+};
+use wire::{JobType, RunStatus};
 
 /// A run status as a coloured badge (one colour per state everywhere).
 #[component]

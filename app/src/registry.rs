@@ -5,8 +5,13 @@ use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_params_map;
 
+use crate::{
+    data::{fetch_service_detail, fetch_services, fetch_workflow_summaries},
+    format::{MaybeWhen, When},
+    live::use_live,
+    workflow_pages::WorkflowStatusBadge,
+};
 use wire::{ServiceStatus, WorkflowSummary};
-use crate::{data::{fetch_service_detail, fetch_services, fetch_workflow_summaries}, format::{MaybeWhen, When}, live::use_live, workflow_pages::WorkflowStatusBadge};
 
 /// A service's health as a coloured badge: healthy green, degraded orange, unhealthy red,
 /// unknown grey.

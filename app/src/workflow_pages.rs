@@ -6,11 +6,18 @@ use leptos_meta::Title;
 use leptos_router::hooks::{use_navigate, use_params_map};
 use serde_json::Value;
 
-use wire::{StepAttempt, StepRunStatus, WorkflowRun, WorkflowRunStatus, WorkflowRunStep};
-use crate::{dag::{DagNode, DagSvg, Gantt, GanttBar}, data::{
+use crate::{
+    dag::{DagNode, DagSvg, Gantt, GanttBar},
+    data::{
         cancel_workflow_run, fetch_workflow_detail, fetch_workflow_run, fetch_workflow_runs,
         launch_workflow, rerun_workflow_run, retry_workflow_run,
-    }, format::{Duration, MaybeWhen, When}, live::use_live, pages::short_id, schema_form::SchemaForm};
+    },
+    format::{Duration, MaybeWhen, When},
+    live::use_live,
+    pages::short_id,
+    schema_form::SchemaForm,
+};
+use wire::{StepAttempt, StepRunStatus, WorkflowRun, WorkflowRunStatus, WorkflowRunStep};
 
 /// A workflow run's status as a coloured badge (same colours as job runs).
 #[component]

@@ -177,4 +177,3 @@ pub fn longest_path_layers(n: usize, edges: impl Iterator<Item = (usize, usize)>
     }
     layer
 }
-
