@@ -170,7 +170,52 @@ pub fn parse_job_spec(body: &Value, entry_points: &[&str]) -> Result<JobSpec, Pr
         return Err(p);
     };
     let slug = required_slug(obj.get("slug"), "/slug", &mut p);
-    let name = match obj.get("name") {
+    let name = job_name(obj.get("name"), &mut p);
+    let version = definition_version(obj.get("version"), &mut p);
+    let job_type = job_type(obj.get("type"), &mut p);
+    let entry_point = entry_point(obj.get("entryPoint"), entry_points, &mut p);
+    let parameters_schema = parameters_schema(obj.get("parametersSchema"), &mut p);
+    let default_parameters =
+        optional_object(obj.get("defaultParameters"), "/defaultParameters", &mut p);
+    let timeout_ms = job_timeout(obj.get("timeoutMs"), &mut p);
+    let retry_policy = match obj.get("retryPolicy") {
+        None | Some(Value::Null) => RetryPolicy::default(),
+        Some(v) => parse_retry_policy(v, "/retryPolicy", &mut p),
+    };
+    let metadata = optional_object(obj.get("metadata"), "/metadata", &mut p);
+    match (slug, name, entry_point) {
+        (Some(slug), Some(name), Some(entry_point)) if p.is_empty() => Ok(JobSpec {
+            slug,
+            name,
+            version,
+            job_type,
+            entry_point,
+            parameters_schema,
+            default_parameters,
+            timeout_ms,
+            retry_policy,
+            metadata,
+        }),
+        _ => Err(p),
+    }
+}
+
+/// An optional object field: `{}` when absent or null.
+pub(crate) fn optional_object(v: Option<&Value>, at: &str, p: &mut Problems) -> Value {
+    match v {
+        None | Some(Value::Null) => Value::Object(Map::new()),
+        Some(v @ Value::Object(_)) => v.clone(),
+        Some(_) => {
+            p.add(at, "must be an object");
+            Value::Object(Map::new())
+        }
+    }
+}
+
+/// A job's required `name`: 1 to 200 bytes once trimmed (a job's limit counts bytes; see
+/// [`required_name`] for the character limit of other names).
+fn job_name(v: Option<&Value>, p: &mut Problems) -> Option<String> {
+    match v {
         Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 200 => {
             Some(s.trim().to_string())
         }
@@ -186,9 +231,12 @@ pub fn parse_job_spec(body: &Value, entry_points: &[&str]) -> Result<JobSpec, Pr
             p.add("/name", "is required");
             None
         }
-    };
-    let version = definition_version(obj.get("version"), &mut p);
-    let job_type = match obj.get("type") {
+    }
+}
+
+/// A job's `type`: batch when absent or null.
+fn job_type(v: Option<&Value>, p: &mut Problems) -> JobType {
+    match v {
         None | Some(Value::Null) => JobType::Batch,
         Some(Value::String(s)) => JobType::parse(s).unwrap_or_else(|| {
             p.add("/type", format!("must be one of {}", JobType::expected()));
@@ -198,8 +246,12 @@ pub fn parse_job_spec(body: &Value, entry_points: &[&str]) -> Result<JobSpec, Pr
             p.add("/type", format!("must be one of {}", JobType::expected()));
             JobType::Batch
         }
-    };
-    let entry_point = match obj.get("entryPoint") {
+    }
+}
+
+/// A job's required `entryPoint`: one of the handlers in `entry_points`.
+fn entry_point(v: Option<&Value>, entry_points: &[&str], p: &mut Problems) -> Option<String> {
+    match v {
         Some(Value::String(s)) if entry_points.contains(&s.as_str()) => Some(s.clone()),
         Some(Value::String(s)) => {
             p.add(
@@ -219,8 +271,13 @@ pub fn parse_job_spec(body: &Value, entry_points: &[&str]) -> Result<JobSpec, Pr
             p.add("/entryPoint", "is required");
             None
         }
-    };
-    let parameters_schema = match obj.get("parametersSchema") {
+    }
+}
+
+/// A job's `parametersSchema`: `{"type": "object"}` when absent or null, else a usable JSON
+/// Schema.
+fn parameters_schema(v: Option<&Value>, p: &mut Problems) -> Value {
+    match v {
         None | Some(Value::Null) => serde_json::json!({"type": "object"}),
         Some(schema @ (Value::Object(_) | Value::Bool(_))) => {
             for (path, message) in schema_problems(schema) {
@@ -232,16 +289,13 @@ pub fn parse_job_spec(body: &Value, entry_points: &[&str]) -> Result<JobSpec, Pr
             p.add("/parametersSchema", "must be a JSON Schema (an object)");
             Value::Null
         }
-    };
-    let default_parameters = match obj.get("defaultParameters") {
-        None | Some(Value::Null) => Value::Object(Map::new()),
-        Some(v @ Value::Object(_)) => v.clone(),
-        Some(_) => {
-            p.add("/defaultParameters", "must be an object");
-            Value::Object(Map::new())
-        }
-    };
-    let timeout_ms = match obj.get("timeoutMs") {
+    }
+}
+
+/// A job's `timeoutMs`: [`DEFAULT_TIMEOUT_MS`] when absent or null (or invalid, with a
+/// problem).
+fn job_timeout(v: Option<&Value>, p: &mut Problems) -> i64 {
+    match v {
         None | Some(Value::Null) => DEFAULT_TIMEOUT_MS,
         Some(v) => match v.as_i64() {
             Some(n) if (MIN_TIMEOUT_MS..=MAX_TIMEOUT_MS).contains(&n) => n,
@@ -253,33 +307,6 @@ pub fn parse_job_spec(body: &Value, entry_points: &[&str]) -> Result<JobSpec, Pr
                 DEFAULT_TIMEOUT_MS
             }
         },
-    };
-    let retry_policy = match obj.get("retryPolicy") {
-        None | Some(Value::Null) => RetryPolicy::default(),
-        Some(v) => parse_retry_policy(v, "/retryPolicy", &mut p),
-    };
-    let metadata = match obj.get("metadata") {
-        None | Some(Value::Null) => Value::Object(Map::new()),
-        Some(v @ Value::Object(_)) => v.clone(),
-        Some(_) => {
-            p.add("/metadata", "must be an object");
-            Value::Object(Map::new())
-        }
-    };
-    match (slug, name, entry_point) {
-        (Some(slug), Some(name), Some(entry_point)) if p.is_empty() => Ok(JobSpec {
-            slug,
-            name,
-            version,
-            job_type,
-            entry_point,
-            parameters_schema,
-            default_parameters,
-            timeout_ms,
-            retry_policy,
-            metadata,
-        }),
-        _ => Err(p),
     }
 }
 
@@ -409,32 +436,26 @@ pub struct RunRequest {
     pub trigger: Trigger,
 }
 
+const RUN_REQUEST_FIELDS: &[&str] = &[
+    "parameters",
+    "timeoutMs",
+    "maxAttempts",
+    "context",
+    "idempotencyKey",
+    "delayMs",
+];
+
 /// Parses `POST /api/jobs/:slug/run`. An empty body means "run with the defaults".
 pub fn parse_run_request(body: &Value, header_key: Option<&str>) -> Result<RunRequest, Problems> {
     let mut p = Problems::new();
     let empty = Map::new();
     let obj = match body {
         Value::Null => &empty,
-        Value::Object(o) => o,
-        _ => {
-            p.add("", "the body must be a JSON object");
-            return Err(p);
-        }
+        _ => match object_with_fields(body, RUN_REQUEST_FIELDS, &mut p) {
+            Some(o) => o,
+            None => return Err(p),
+        },
     };
-    for key in obj.keys() {
-        if ![
-            "parameters",
-            "timeoutMs",
-            "maxAttempts",
-            "context",
-            "idempotencyKey",
-            "delayMs",
-        ]
-        .contains(&key.as_str())
-        {
-            p.add(format!("/{}", pointer_segment(key)), "unknown field");
-        }
-    }
     let parameters = match obj.get("parameters") {
         None | Some(Value::Null) => Value::Object(Map::new()),
         Some(v @ Value::Object(_)) => v.clone(),
@@ -443,29 +464,8 @@ pub fn parse_run_request(body: &Value, header_key: Option<&str>) -> Result<RunRe
             Value::Null
         }
     };
-    let timeout_ms = obj
-        .get("timeoutMs")
-        .filter(|v| !v.is_null())
-        .and_then(|v| match v.as_i64() {
-            Some(n) if (MIN_TIMEOUT_MS..=MAX_TIMEOUT_MS).contains(&n) => Some(n),
-            _ => {
-                p.add(
-                    "/timeoutMs",
-                    format!("must be an integer from {MIN_TIMEOUT_MS} to {MAX_TIMEOUT_MS}"),
-                );
-                None
-            }
-        });
-    let max_attempts = obj
-        .get("maxAttempts")
-        .filter(|v| !v.is_null())
-        .and_then(|v| match v.as_i64() {
-            Some(n) if (1..=10).contains(&n) => Some(n as i32),
-            _ => {
-                p.add("/maxAttempts", "must be an integer from 1 to 10");
-                None
-            }
-        });
+    let timeout_ms = run_timeout(obj.get("timeoutMs"), &mut p);
+    let max_attempts = run_max_attempts(obj.get("maxAttempts"), &mut p);
     let context = match obj.get("context") {
         None | Some(Value::Null) => None,
         Some(v @ Value::Object(_)) => Some(v.clone()),
@@ -474,7 +474,52 @@ pub fn parse_run_request(body: &Value, header_key: Option<&str>) -> Result<RunRe
             None
         }
     };
-    let body_key = match obj.get("idempotencyKey") {
+    let idempotency_key = run_idempotency_key(obj.get("idempotencyKey"), header_key, &mut p);
+    let delay_ms = run_delay(obj.get("delayMs"), &mut p);
+    p.finish(RunRequest {
+        parameters,
+        timeout_ms,
+        max_attempts,
+        context,
+        idempotency_key,
+        delay_ms,
+        trigger: Trigger::Manual,
+    })
+}
+
+/// A run request's `timeoutMs`: `None` (the job's own) when absent, null or invalid.
+fn run_timeout(v: Option<&Value>, p: &mut Problems) -> Option<i64> {
+    v.filter(|v| !v.is_null()).and_then(|v| match v.as_i64() {
+        Some(n) if (MIN_TIMEOUT_MS..=MAX_TIMEOUT_MS).contains(&n) => Some(n),
+        _ => {
+            p.add(
+                "/timeoutMs",
+                format!("must be an integer from {MIN_TIMEOUT_MS} to {MAX_TIMEOUT_MS}"),
+            );
+            None
+        }
+    })
+}
+
+/// A run request's `maxAttempts`: `None` (the job's own) when absent, null or invalid.
+fn run_max_attempts(v: Option<&Value>, p: &mut Problems) -> Option<i32> {
+    v.filter(|v| !v.is_null()).and_then(|v| match v.as_i64() {
+        Some(n) if (1..=10).contains(&n) => Some(n as i32),
+        _ => {
+            p.add("/maxAttempts", "must be an integer from 1 to 10");
+            None
+        }
+    })
+}
+
+/// The run's idempotency key: the body's `idempotencyKey`, else the `Idempotency-Key` header;
+/// never one in the server's namespace.
+fn run_idempotency_key(
+    v: Option<&Value>,
+    header_key: Option<&str>,
+    p: &mut Problems,
+) -> Option<String> {
+    let body_key = match v {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if !s.is_empty() && s.len() <= 255 => Some(s.clone()),
         Some(_) => {
@@ -494,14 +539,18 @@ pub fn parse_run_request(body: &Value, header_key: Option<&str>) -> Result<RunRe
         }
         (None, None) => None,
     };
-    let idempotency_key = match idempotency_key {
+    match idempotency_key {
         Some(k) if is_server_key(&k) => {
             p.add("/idempotencyKey", server_key_problem());
             None
         }
         k => k,
-    };
-    let delay_ms = match obj.get("delayMs") {
+    }
+}
+
+/// A run request's `delayMs`: 0 when absent or null (or invalid, with a problem).
+fn run_delay(v: Option<&Value>, p: &mut Problems) -> i64 {
+    match v {
         None | Some(Value::Null) => 0,
         Some(v) => match v.as_i64() {
             Some(n) if (0..=MAX_DELAY_MS).contains(&n) => n,
@@ -513,16 +562,7 @@ pub fn parse_run_request(body: &Value, header_key: Option<&str>) -> Result<RunRe
                 0
             }
         },
-    };
-    p.finish(RunRequest {
-        parameters,
-        timeout_ms,
-        max_attempts,
-        context,
-        idempotency_key,
-        delay_ms,
-        trigger: Trigger::Manual,
-    })
+    }
 }
 
 /// Deep-merges `overrides` over `defaults`: objects merge key by key, anything else replaces.
