@@ -159,88 +159,8 @@ impl OperatorTokens {
         let mut entries = Vec::new();
         let mut seen: HashSet<[u8; 32]> = HashSet::new();
         for (i, item) in items.iter().enumerate() {
-            let at = |field: &str| format!("/{i}{field}");
-            let Some(obj) = item.as_object() else {
-                p.add(
-                    at(""),
-                    "must be an object {\"subject\", \"token\", \"scopes\"}",
-                );
-                continue;
-            };
-            for key in obj.keys() {
-                if !["subject", "token", "scopes"].contains(&key.as_str()) {
-                    p.add(at(&format!("/{key}")), "unknown field");
-                }
-            }
-            let subject = match obj.get("subject").and_then(Value::as_str).map(str::trim) {
-                Some(s) if !s.is_empty() => {
-                    // Audited and stored with each session: it must be storable.
-                    super::problems::check_text(&at("/subject"), s, &mut p);
-                    s.to_string()
-                }
-                _ => {
-                    p.add(at("/subject"), "required: a non-empty string");
-                    String::new()
-                }
-            };
-            let hash: Option<[u8; 32]> = match obj.get("token").and_then(Value::as_str) {
-                Some(t) if !t.trim().is_empty() => {
-                    if t.trim() != t {
-                        p.add(at("/token"), "must not start or end with whitespace");
-                    }
-                    if t.chars().count() < MIN_TOKEN_CHARS {
-                        p.add(
-                            at("/token"),
-                            format!(
-                                "too short: a token needs at least {MIN_TOKEN_CHARS} characters (e.g. `openssl rand -base64 32`)"
-                            ),
-                        );
-                    }
-                    Some(Sha256::digest(t.as_bytes()).into())
-                }
-                Some(_) => {
-                    p.add(at("/token"), "must not be empty");
-                    None
-                }
-                None => {
-                    p.add(at("/token"), "required: a non-empty string");
-                    None
-                }
-            };
-            if let Some(h) = hash
-                && !seen.insert(h)
-            {
-                p.add(
-                    at("/token"),
-                    "duplicate token (the same token is configured twice)",
-                );
-            }
-            let mut scopes = BTreeSet::new();
-            match obj.get("scopes").and_then(Value::as_array) {
-                Some(list) if !list.is_empty() => {
-                    for (j, s) in list.iter().enumerate() {
-                        match s.as_str().and_then(Scope::parse) {
-                            Some(sc) => {
-                                scopes.insert(sc);
-                            }
-                            None => p.add(
-                                at(&format!("/scopes/{j}")),
-                                format!("unknown scope {s}; expected one of {}", expected_scopes()),
-                            ),
-                        }
-                    }
-                }
-                _ => p.add(
-                    at("/scopes"),
-                    format!("required: a non-empty array of {}", expected_scopes()),
-                ),
-            }
-            if let Some(hash) = hash {
-                entries.push(TokenEntry {
-                    subject,
-                    hash,
-                    scopes,
-                });
+            if let Some(entry) = token_entry(&format!("/{i}"), item, &mut seen, &mut p) {
+                entries.push(entry);
             }
         }
         p.finish(OperatorTokens { entries })
@@ -282,6 +202,111 @@ impl OperatorTokens {
         }
         found.map(|e| e.principal())
     }
+}
+
+/// One item of the token list, at `at` (`/0`, `/1`, ...): its entry when its token is usable,
+/// with every problem recorded. `seen` holds the hashes of the tokens before it.
+fn token_entry(
+    at: &str,
+    item: &Value,
+    seen: &mut HashSet<[u8; 32]>,
+    p: &mut Problems,
+) -> Option<TokenEntry> {
+    let Some(obj) = item.as_object() else {
+        p.add(at, "must be an object {\"subject\", \"token\", \"scopes\"}");
+        return None;
+    };
+    for key in obj.keys() {
+        if !["subject", "token", "scopes"].contains(&key.as_str()) {
+            p.add(format!("{at}/{key}"), "unknown field");
+        }
+    }
+    let subject = token_subject(obj.get("subject"), at, p);
+    let hash = token_hash(obj.get("token"), at, p);
+    if let Some(h) = hash
+        && !seen.insert(h)
+    {
+        p.add(
+            format!("{at}/token"),
+            "duplicate token (the same token is configured twice)",
+        );
+    }
+    let scopes = token_scopes(obj.get("scopes"), at, p);
+    hash.map(|hash| TokenEntry {
+        subject,
+        hash,
+        scopes,
+    })
+}
+
+/// A token's `subject`: a non-empty string, trimmed (empty, with a problem, when it is not).
+fn token_subject(v: Option<&Value>, at: &str, p: &mut Problems) -> String {
+    match v.and_then(Value::as_str).map(str::trim) {
+        Some(s) if !s.is_empty() => {
+            // Audited and stored with each session: it must be storable.
+            super::problems::check_text(&format!("{at}/subject"), s, p);
+            s.to_string()
+        }
+        _ => {
+            p.add(format!("{at}/subject"), "required: a non-empty string");
+            String::new()
+        }
+    }
+}
+
+/// The SHA-256 of a `token`, when it is a non-empty string (too short or padded with
+/// whitespace is a problem, but still hashed).
+fn token_hash(v: Option<&Value>, at: &str, p: &mut Problems) -> Option<[u8; 32]> {
+    let at = format!("{at}/token");
+    match v.and_then(Value::as_str) {
+        Some(t) if !t.trim().is_empty() => {
+            if t.trim() != t {
+                p.add(at.clone(), "must not start or end with whitespace");
+            }
+            if t.chars().count() < MIN_TOKEN_CHARS {
+                p.add(
+                    at,
+                    format!(
+                        "too short: a token needs at least {MIN_TOKEN_CHARS} characters (e.g. `openssl rand -base64 32`)"
+                    ),
+                );
+            }
+            Some(Sha256::digest(t.as_bytes()).into())
+        }
+        Some(_) => {
+            p.add(at, "must not be empty");
+            None
+        }
+        None => {
+            p.add(at, "required: a non-empty string");
+            None
+        }
+    }
+}
+
+/// A token's `scopes`: a non-empty array of scope names; unknown names are problems.
+fn token_scopes(v: Option<&Value>, at: &str, p: &mut Problems) -> BTreeSet<Scope> {
+    let mut scopes = BTreeSet::new();
+    match v.and_then(Value::as_array) {
+        Some(list) if !list.is_empty() => {
+            for (j, s) in list.iter().enumerate() {
+                match s.as_str().and_then(Scope::parse) {
+                    Some(sc) => {
+                        scopes.insert(sc);
+                    }
+                    None => p.add(
+                        format!("{at}/scopes/{j}"),
+                        format!("unknown scope {s}; expected one of {}", expected_scopes()),
+                    ),
+                }
+            }
+        }
+        _ => p.add(
+            format!("{at}/scopes"),
+            format!("required: a non-empty array of {}", expected_scopes()),
+        ),
+    }
+    scopes
 }
 
 impl TokenEntry {

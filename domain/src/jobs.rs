@@ -174,7 +174,52 @@ pub fn parse_job_spec(body: &Value, entry_points: &[&str]) -> Result<JobSpec, Pr
         return Err(p);
     };
     let slug = required_slug(obj.get("slug"), "/slug", &mut p);
-    let name = match obj.get("name") {
+    let name = job_name(obj.get("name"), &mut p);
+    let version = definition_version(obj.get("version"), &mut p);
+    let job_type = job_type(obj.get("type"), &mut p);
+    let entry_point = entry_point(obj.get("entryPoint"), entry_points, &mut p);
+    let parameters_schema = parameters_schema(obj.get("parametersSchema"), &mut p);
+    let default_parameters =
+        optional_object(obj.get("defaultParameters"), "/defaultParameters", &mut p);
+    let timeout_ms = job_timeout(obj.get("timeoutMs"), &mut p);
+    let retry_policy = match obj.get("retryPolicy") {
+        None | Some(Value::Null) => RetryPolicy::default(),
+        Some(v) => parse_retry_policy(v, "/retryPolicy", &mut p),
+    };
+    let metadata = optional_object(obj.get("metadata"), "/metadata", &mut p);
+    match (slug, name, entry_point) {
+        (Some(slug), Some(name), Some(entry_point)) if p.is_empty() => Ok(JobSpec {
+            slug,
+            name,
+            version,
+            job_type,
+            entry_point,
+            parameters_schema,
+            default_parameters,
+            timeout_ms,
+            retry_policy,
+            metadata,
+        }),
+        _ => Err(p),
+    }
+}
+
+/// An optional object field: `{}` when absent or null.
+pub(crate) fn optional_object(v: Option<&Value>, at: &str, p: &mut Problems) -> Value {
+    match v {
+        None | Some(Value::Null) => Value::Object(Map::new()),
+        Some(v @ Value::Object(_)) => v.clone(),
+        Some(_) => {
+            p.add(at, "must be an object");
+            Value::Object(Map::new())
+        }
+    }
+}
+
+/// A job's required `name`: 1 to 200 bytes once trimmed (a job's limit counts bytes; see
+/// [`required_name`] for the character limit of other names).
+fn job_name(v: Option<&Value>, p: &mut Problems) -> Option<String> {
+    match v {
         Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 200 => {
             Some(s.trim().to_string())
         }
@@ -190,9 +235,12 @@ pub fn parse_job_spec(body: &Value, entry_points: &[&str]) -> Result<JobSpec, Pr
             p.add("/name", "is required");
             None
         }
-    };
-    let version = definition_version(obj.get("version"), &mut p);
-    let job_type = match obj.get("type") {
+    }
+}
+
+/// A job's `type`: batch when absent or null.
+fn job_type(v: Option<&Value>, p: &mut Problems) -> JobType {
+    match v {
         None | Some(Value::Null) => JobType::Batch,
         Some(Value::String(s)) => JobType::parse(s).unwrap_or_else(|| {
             p.add("/type", format!("must be one of {}", JobType::expected()));
@@ -202,8 +250,12 @@ pub fn parse_job_spec(body: &Value, entry_points: &[&str]) -> Result<JobSpec, Pr
             p.add("/type", format!("must be one of {}", JobType::expected()));
             JobType::Batch
         }
-    };
-    let entry_point = match obj.get("entryPoint") {
+    }
+}
+
+/// A job's required `entryPoint`: one of the handlers in `entry_points`.
+fn entry_point(v: Option<&Value>, entry_points: &[&str], p: &mut Problems) -> Option<String> {
+    match v {
         Some(Value::String(s)) if entry_points.contains(&s.as_str()) => Some(s.clone()),
         Some(Value::String(s)) => {
             p.add(
@@ -223,8 +275,13 @@ pub fn parse_job_spec(body: &Value, entry_points: &[&str]) -> Result<JobSpec, Pr
             p.add("/entryPoint", "is required");
             None
         }
-    };
-    let parameters_schema = match obj.get("parametersSchema") {
+    }
+}
+
+/// A job's `parametersSchema`: `{"type": "object"}` when absent or null, else a usable JSON
+/// Schema.
+fn parameters_schema(v: Option<&Value>, p: &mut Problems) -> Value {
+    match v {
         None | Some(Value::Null) => serde_json::json!({"type": "object"}),
         Some(schema @ (Value::Object(_) | Value::Bool(_))) => {
             for (path, message) in schema_problems(schema) {
@@ -236,16 +293,13 @@ pub fn parse_job_spec(body: &Value, entry_points: &[&str]) -> Result<JobSpec, Pr
             p.add("/parametersSchema", "must be a JSON Schema (an object)");
             Value::Null
         }
-    };
-    let default_parameters = match obj.get("defaultParameters") {
-        None | Some(Value::Null) => Value::Object(Map::new()),
-        Some(v @ Value::Object(_)) => v.clone(),
-        Some(_) => {
-            p.add("/defaultParameters", "must be an object");
-            Value::Object(Map::new())
-        }
-    };
-    let timeout_ms = match obj.get("timeoutMs") {
+    }
+}
+
+/// A job's `timeoutMs`: [`DEFAULT_TIMEOUT_MS`] when absent or null (or invalid, with a
+/// problem).
+fn job_timeout(v: Option<&Value>, p: &mut Problems) -> i64 {
+    match v {
         None | Some(Value::Null) => DEFAULT_TIMEOUT_MS,
         Some(v) => match v.as_i64() {
             Some(n) if (MIN_TIMEOUT_MS..=MAX_TIMEOUT_MS).contains(&n) => n,
@@ -257,33 +311,6 @@ pub fn parse_job_spec(body: &Value, entry_points: &[&str]) -> Result<JobSpec, Pr
                 DEFAULT_TIMEOUT_MS
             }
         },
-    };
-    let retry_policy = match obj.get("retryPolicy") {
-        None | Some(Value::Null) => RetryPolicy::default(),
-        Some(v) => parse_retry_policy(v, "/retryPolicy", &mut p),
-    };
-    let metadata = match obj.get("metadata") {
-        None | Some(Value::Null) => Value::Object(Map::new()),
-        Some(v @ Value::Object(_)) => v.clone(),
-        Some(_) => {
-            p.add("/metadata", "must be an object");
-            Value::Object(Map::new())
-        }
-    };
-    match (slug, name, entry_point) {
-        (Some(slug), Some(name), Some(entry_point)) if p.is_empty() => Ok(JobSpec {
-            slug,
-            name,
-            version,
-            job_type,
-            entry_point,
-            parameters_schema,
-            default_parameters,
-            timeout_ms,
-            retry_policy,
-            metadata,
-        }),
-        _ => Err(p),
     }
 }
 

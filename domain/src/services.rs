@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 
 use super::{
     Problems,
-    jobs::{Slug, object_with_fields, required_name, required_slug},
+    jobs::{Slug, object_with_fields, optional_object, required_name, required_slug},
     problems::pointer_segment,
 };
 
@@ -71,7 +71,32 @@ pub fn parse_service_spec(body: &Value) -> Result<ServiceSpec, Problems> {
     };
     let slug = required_slug(obj.get("slug"), "/slug", &mut p);
     let display_name = required_name(obj.get("displayName"), "/displayName", &mut p);
-    let kind = match obj.get("kind") {
+    let kind = parse_kind(obj.get("kind"), &mut p);
+    let base_url = parse_base_url(obj.get("baseUrl"), &mut p);
+    let health_path = parse_health_path(obj.get("healthPath"), &mut p);
+    let headers = parse_headers(obj.get("headers"), &mut p);
+    let metadata = optional_object(obj.get("metadata"), "/metadata", &mut p);
+    let status = parse_status(obj.get("status"), &mut p);
+    match (slug, display_name, kind, base_url) {
+        (Some(slug), Some(display_name), Some(kind), Some(base_url)) if p.is_empty() => {
+            Ok(ServiceSpec {
+                slug,
+                display_name,
+                kind,
+                base_url,
+                health_path,
+                headers,
+                metadata,
+                status,
+            })
+        }
+        _ => Err(p),
+    }
+}
+
+/// The required `kind`: a lower-case label (see [`is_kind`]).
+fn parse_kind(v: Option<&Value>, p: &mut Problems) -> Option<String> {
+    match v {
         Some(Value::String(s)) if is_kind(s) => Some(s.clone()),
         Some(_) => {
             p.add(
@@ -84,28 +109,20 @@ pub fn parse_service_spec(body: &Value) -> Result<ServiceSpec, Problems> {
             p.add("/kind", "is required");
             None
         }
-    };
-    let base_url = match obj.get("baseUrl") {
+    }
+}
+
+/// The required `baseUrl`: an absolute http(s) URL with a host, without query or fragment.
+fn parse_base_url(v: Option<&Value>, p: &mut Problems) -> Option<String> {
+    match v {
         Some(Value::String(s)) if s.len() > MAX_URL => {
             p.add("/baseUrl", format!("must be at most {MAX_URL} characters"));
             None
         }
-        Some(Value::String(s)) => match url::Url::parse(s) {
-            Ok(u) if !matches!(u.scheme(), "http" | "https") => {
-                p.add("/baseUrl", "must be an http or https URL");
-                None
-            }
-            Ok(u) if u.host_str().is_none_or(str::is_empty) => {
-                p.add("/baseUrl", "must name a host");
-                None
-            }
-            Ok(u) if u.query().is_some() || u.fragment().is_some() => {
-                p.add("/baseUrl", "must not have a query or a fragment");
-                None
-            }
-            Ok(_) => Some(s.clone()),
-            Err(e) => {
-                p.add("/baseUrl", format!("must be an absolute http(s) URL: {e}"));
+        Some(Value::String(s)) => match base_url_problem(s) {
+            None => Some(s.clone()),
+            Some(message) => {
+                p.add("/baseUrl", message);
                 None
             }
         },
@@ -117,8 +134,28 @@ pub fn parse_service_spec(body: &Value) -> Result<ServiceSpec, Problems> {
             p.add("/baseUrl", "is required");
             None
         }
-    };
-    let health_path = match obj.get("healthPath") {
+    }
+}
+
+/// What is wrong with a base URL's text, if anything.
+fn base_url_problem(s: &str) -> Option<String> {
+    match url::Url::parse(s) {
+        Ok(u) if !matches!(u.scheme(), "http" | "https") => {
+            Some("must be an http or https URL".into())
+        }
+        Ok(u) if u.host_str().is_none_or(str::is_empty) => Some("must name a host".into()),
+        Ok(u) if u.query().is_some() || u.fragment().is_some() => {
+            Some("must not have a query or a fragment".into())
+        }
+        Ok(_) => None,
+        Err(e) => Some(format!("must be an absolute http(s) URL: {e}")),
+    }
+}
+
+/// The optional `healthPath`: a path starting with `/`, without whitespace or control
+/// characters.
+fn parse_health_path(v: Option<&Value>, p: &mut Problems) -> Option<String> {
+    match v {
         None | Some(Value::Null) => None,
         Some(Value::String(s))
             if s.starts_with('/')
@@ -138,36 +175,16 @@ pub fn parse_service_spec(body: &Value) -> Result<ServiceSpec, Problems> {
             p.add("/healthPath", "must be a string or null");
             None
         }
-    };
-    let headers = match obj.get("headers") {
+    }
+}
+
+/// The optional `headers`: header name -> a string or a secret reference, kept as given.
+fn parse_headers(v: Option<&Value>, p: &mut Problems) -> Map<String, Value> {
+    match v {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(map)) => {
             for (name, value) in map {
-                let at = format!("/headers/{}", pointer_segment(name));
-                if !is_header_name(name) {
-                    p.add(at.clone(), "not a valid HTTP header name");
-                }
-                match value {
-                    Value::String(v)
-                        if v.len() <= MAX_HEADER_VALUE
-                            && !v.chars().any(|c| c == '\r' || c == '\n' || c == '\0') => {}
-                    Value::String(_) => {
-                        p.add(at, "must be at most 8192 characters without line breaks")
-                    }
-                    Value::Object(o) if o.contains_key("secret") => {
-                        // A reference to a stored secret or an environment variable, resolved
-                        // where the header is sent (api.md "Secrets").
-                        if let Err(found) = super::secrets::references(value) {
-                            for d in found.into_vec() {
-                                p.add(format!("{at}{}", d.path), d.message);
-                            }
-                        }
-                    }
-                    _ => p.add(
-                        at,
-                        "must be a string or a secret reference {\"secret\": {\"source\", \"key\"}, \"prefix\"?}",
-                    ),
-                }
+                check_header(name, value, p);
             }
             map.clone()
         }
@@ -178,16 +195,39 @@ pub fn parse_service_spec(body: &Value) -> Result<ServiceSpec, Problems> {
             );
             Map::new()
         }
-    };
-    let metadata = match obj.get("metadata") {
-        None | Some(Value::Null) => Value::Object(Map::new()),
-        Some(v @ Value::Object(_)) => v.clone(),
-        Some(_) => {
-            p.add("/metadata", "must be an object");
-            Value::Object(Map::new())
+    }
+}
+
+/// Records the problems of one entry of `headers`.
+fn check_header(name: &str, value: &Value, p: &mut Problems) {
+    let at = format!("/headers/{}", pointer_segment(name));
+    if !is_header_name(name) {
+        p.add(at.clone(), "not a valid HTTP header name");
+    }
+    match value {
+        Value::String(v)
+            if v.len() <= MAX_HEADER_VALUE
+                && !v.chars().any(|c| c == '\r' || c == '\n' || c == '\0') => {}
+        Value::String(_) => p.add(at, "must be at most 8192 characters without line breaks"),
+        Value::Object(o) if o.contains_key("secret") => {
+            // A reference to a stored secret or an environment variable, resolved
+            // where the header is sent (api.md "Secrets").
+            if let Err(found) = super::secrets::references(value) {
+                for d in found.into_vec() {
+                    p.add(format!("{at}{}", d.path), d.message);
+                }
+            }
         }
-    };
-    let status = match obj.get("status") {
+        _ => p.add(
+            at,
+            "must be a string or a secret reference {\"secret\": {\"source\", \"key\"}, \"prefix\"?}",
+        ),
+    }
+}
+
+/// The optional `status` (`unknown` when absent).
+fn parse_status(v: Option<&Value>, p: &mut Problems) -> ServiceStatus {
+    match v {
         None | Some(Value::Null) => ServiceStatus::Unknown,
         Some(Value::String(s)) if ServiceStatus::parse(s).is_some() => {
             ServiceStatus::parse(s).unwrap_or(ServiceStatus::Unknown)
@@ -199,21 +239,6 @@ pub fn parse_service_spec(body: &Value) -> Result<ServiceSpec, Problems> {
             );
             ServiceStatus::Unknown
         }
-    };
-    match (slug, display_name, kind, base_url) {
-        (Some(slug), Some(display_name), Some(kind), Some(base_url)) if p.is_empty() => {
-            Ok(ServiceSpec {
-                slug,
-                display_name,
-                kind,
-                base_url,
-                health_path,
-                headers,
-                metadata,
-                status,
-            })
-        }
-        _ => Err(p),
     }
 }
 

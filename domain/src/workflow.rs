@@ -11,8 +11,8 @@ use serde_json::{Map, Value};
 
 use super::jobs::{
     MAX_TIMEOUT_MS, MIN_TIMEOUT_MS, Slug, compile_parameters_schema, definition_version,
-    merge_parameters, object_with_fields, parse_retry_policy, required_name, required_slug,
-    schema_problems, validate_parameters,
+    merge_parameters, object_with_fields, optional_object, parse_retry_policy, required_name,
+    required_slug, schema_problems, validate_parameters,
 };
 use super::problems::{Problems, pointer_segment};
 use super::template;
@@ -415,17 +415,6 @@ pub fn parse_workflow_spec(body: &Value, known: &dyn Catalog) -> Result<Workflow
     }
 }
 
-fn optional_object(v: Option<&Value>, at: &str, p: &mut Problems) -> Value {
-    match v {
-        None | Some(Value::Null) => Value::Object(Map::new()),
-        Some(v @ Value::Object(_)) => v.clone(),
-        Some(_) => {
-            p.add(at, "must be an object");
-            Value::Object(Map::new())
-        }
-    }
-}
-
 fn optional_bool(obj: &Map<String, Value>, key: &str, at: &str, p: &mut Problems) -> Option<bool> {
     match obj.get(key) {
         None | Some(Value::Null) => None,
@@ -451,33 +440,48 @@ struct ParsedStep {
 /// Parses `steps`, then checks the graph (ids, dependencies, cycles) and the templates.
 /// `None` when any step has a problem.
 fn parse_steps(v: Option<&Value>, known: &dyn Catalog, p: &mut Problems) -> Option<Vec<StepSpec>> {
-    let items = match v {
-        Some(Value::Array(items)) if items.is_empty() => {
-            p.add("/steps", "must list at least one step");
-            return None;
-        }
-        Some(Value::Array(items)) if items.len() > MAX_STEPS => {
-            p.add("/steps", format!("must list at most {MAX_STEPS} steps"));
-            return None;
-        }
-        Some(Value::Array(items)) => items,
-        Some(_) => {
-            p.add("/steps", "must be an array of steps");
-            return None;
-        }
-        None => {
-            p.add("/steps", "is required");
-            return None;
-        }
-    };
+    let items = step_items(v, p)?;
     let before = p.iter().count();
     let parsed: Vec<ParsedStep> = items
         .iter()
         .enumerate()
         .map(|(i, item)| parse_step(item, &format!("/steps/{i}"), known, p))
         .collect();
+    let index = step_index(&parsed, p);
+    let graph = Graph::new(step_edges(&parsed, &index, p));
+    check_cycles(&parsed, &graph, p);
+    check_templates(&parsed, &index, &graph, p);
+    if p.iter().count() > before {
+        return None;
+    }
+    parsed.into_iter().map(|s| s.spec).collect()
+}
 
-    // Unique ids; a later duplicate is the one reported.
+/// The entries of `steps`: an array of 1 to [`MAX_STEPS`] items.
+fn step_items<'a>(v: Option<&'a Value>, p: &mut Problems) -> Option<&'a Vec<Value>> {
+    match v {
+        Some(Value::Array(items)) if items.is_empty() => {
+            p.add("/steps", "must list at least one step");
+            None
+        }
+        Some(Value::Array(items)) if items.len() > MAX_STEPS => {
+            p.add("/steps", format!("must list at most {MAX_STEPS} steps"));
+            None
+        }
+        Some(Value::Array(items)) => Some(items),
+        Some(_) => {
+            p.add("/steps", "must be an array of steps");
+            None
+        }
+        None => {
+            p.add("/steps", "is required");
+            None
+        }
+    }
+}
+
+/// The position of each step id. Ids are unique; a later duplicate is the one reported.
+fn step_index<'a>(parsed: &'a [ParsedStep], p: &mut Problems) -> HashMap<&'a str, usize> {
     let mut index: HashMap<&str, usize> = HashMap::new();
     for (i, step) in parsed.iter().enumerate() {
         if let Some(id) = step.id.as_deref() {
@@ -491,8 +495,16 @@ fn parse_steps(v: Option<&Value>, known: &dyn Catalog, p: &mut Problems) -> Opti
             }
         }
     }
+    index
+}
 
-    // Edges to known steps.
+/// Each step's edges to known steps, as (step, position in `dependsOn`); unknown and repeated
+/// dependencies are problems.
+fn step_edges(
+    parsed: &[ParsedStep],
+    index: &HashMap<&str, usize>,
+    p: &mut Problems,
+) -> Vec<Vec<(usize, usize)>> {
     let mut deps: Vec<Vec<(usize, usize)>> = vec![Vec::new(); parsed.len()];
     for (i, step) in parsed.iter().enumerate() {
         let mut seen = BTreeSet::new();
@@ -507,19 +519,37 @@ fn parse_steps(v: Option<&Value>, known: &dyn Catalog, p: &mut Problems) -> Opti
             }
         }
     }
-    let graph = Graph::new(deps);
-    let id_of = |i: usize| parsed[i].id.as_deref().unwrap_or("?");
+    deps
+}
+
+/// The id of the `i`th step, `?` when it has none.
+fn parsed_id(parsed: &[ParsedStep], i: usize) -> &str {
+    parsed[i].id.as_deref().unwrap_or("?")
+}
+
+/// One problem per dependency cycle, at the edge that starts it.
+fn check_cycles(parsed: &[ParsedStep], graph: &Graph, p: &mut Problems) {
     for cycle in graph.cycles() {
         let (start, first_k) = (cycle[0].0, cycle[0].1);
-        let mut path: Vec<&str> = cycle.iter().map(|&(from, _)| id_of(from)).collect();
-        path.push(id_of(start));
+        let mut path: Vec<&str> = cycle
+            .iter()
+            .map(|&(from, _)| parsed_id(parsed, from))
+            .collect();
+        path.push(parsed_id(parsed, start));
         p.add(
             format!("/steps/{start}/dependsOn/{first_k}"),
             format!("dependency cycle: {}", path.join(" -> ")),
         );
     }
+}
 
-    // Templates read only `parameters`, `shared`, `run` and steps the step depends on.
+/// Templates read only `parameters`, `shared`, `run` and steps the step depends on.
+fn check_templates(
+    parsed: &[ParsedStep],
+    index: &HashMap<&str, usize>,
+    graph: &Graph,
+    p: &mut Problems,
+) {
     for (i, step) in parsed.iter().enumerate() {
         let ancestors = graph.ancestors(i);
         for (at, doc) in &step.templated {
@@ -542,7 +572,7 @@ fn parse_steps(v: Option<&Value>, known: &dyn Catalog, p: &mut Problems) -> Opti
                         at,
                         format!(
                             "`{{{{ {expr} }}}}`: step {:?} does not depend on step {target:?}, directly or through other steps; add it to dependsOn",
-                            id_of(i)
+                            parsed_id(parsed, i)
                         ),
                     ),
                     Some(_) => {}
@@ -550,11 +580,13 @@ fn parse_steps(v: Option<&Value>, known: &dyn Catalog, p: &mut Problems) -> Opti
             }
         }
     }
+}
 
-    if p.iter().count() > before {
-        return None;
-    }
-    parsed.into_iter().map(|s| s.spec).collect()
+/// A step's kind, from its `type`.
+#[derive(Clone, Copy, PartialEq)]
+enum StepKind {
+    Job,
+    Service,
 }
 
 fn parse_step(v: &Value, at: &str, known: &dyn Catalog, p: &mut Problems) -> ParsedStep {
@@ -563,102 +595,23 @@ fn parse_step(v: &Value, at: &str, known: &dyn Catalog, p: &mut Problems) -> Par
         p.add(at, "must be an object");
         return out;
     };
-    #[derive(PartialEq)]
-    enum Kind {
-        Job,
-        Service,
-    }
-    let kind = match obj.get("type") {
-        None | Some(Value::Null) => Some(Kind::Job),
-        Some(Value::String(s)) if s == "job" => Some(Kind::Job),
-        Some(Value::String(s)) if s == "service" => Some(Kind::Service),
-        Some(_) => {
-            p.add(format!("{at}/type"), "must be one of job, service");
-            None
-        }
-    };
-    for key in obj.keys() {
-        let key_at = format!("{at}/{}", pointer_segment(key));
-        if STEP_FIELDS.contains(&key.as_str()) {
-            continue;
-        } else if JOB_STEP_FIELDS.contains(&key.as_str()) {
-            if kind == Some(Kind::Service) {
-                p.add(key_at, "only allowed on job steps");
-            }
-        } else if SERVICE_STEP_FIELDS.contains(&key.as_str()) {
-            if kind == Some(Kind::Job) {
-                p.add(
-                    key_at,
-                    "only allowed on service steps (\"type\": \"service\")",
-                );
-            }
-        } else {
-            p.add(key_at, "unknown field");
-        }
-    }
-    out.id = match obj.get("id") {
-        Some(Value::String(s)) if is_identifier(s) => Some(s.clone()),
-        Some(Value::String(_)) => {
-            p.add(format!("{at}/id"), IDENTIFIER_RULE);
-            None
-        }
-        Some(_) => {
-            p.add(format!("{at}/id"), "must be a string");
-            None
-        }
-        None => {
-            p.add(format!("{at}/id"), "is required");
-            None
-        }
-    };
+    let kind = step_kind(obj.get("type"), at, p);
+    check_step_fields(obj, at, kind, p);
+    out.id = step_id(obj.get("id"), at, p);
     let name = match obj.get("name") {
         None | Some(Value::Null) => out.id.clone(),
         v => required_name(v, &format!("{at}/name"), p),
     };
-    match obj.get("dependsOn") {
-        None | Some(Value::Null) => {}
-        Some(Value::Array(items)) => {
-            for (k, item) in items.iter().enumerate() {
-                match item {
-                    Value::String(s) => out.depends_on.push((k, s.clone())),
-                    _ => p.add(
-                        format!("{at}/dependsOn/{k}"),
-                        "must be a step id (a string)",
-                    ),
-                }
-            }
-        }
-        Some(_) => p.add(format!("{at}/dependsOn"), "must be an array of step ids"),
-    }
+    out.depends_on = step_depends_on(obj.get("dependsOn"), at, p);
     let retry_policy = match obj.get("retryPolicy") {
         None | Some(Value::Null) => None,
         Some(v) => Some(parse_retry_policy(v, &format!("{at}/retryPolicy"), p)),
     };
-    let timeout_ms = match obj.get("timeoutMs") {
-        None | Some(Value::Null) => None,
-        Some(v) => match v.as_i64() {
-            Some(n) if (MIN_TIMEOUT_MS..=MAX_TIMEOUT_MS).contains(&n) => Some(n),
-            _ => {
-                p.add(
-                    format!("{at}/timeoutMs"),
-                    format!("must be an integer from {MIN_TIMEOUT_MS} to {MAX_TIMEOUT_MS}"),
-                );
-                None
-            }
-        },
-    };
-    let on_failure = match obj.get("onFailure") {
-        None | Some(Value::Null) => OnFailure::Halt,
-        Some(Value::String(s)) if s == "halt" => OnFailure::Halt,
-        Some(Value::String(s)) if s == "continue" => OnFailure::Continue,
-        Some(_) => {
-            p.add(format!("{at}/onFailure"), "must be one of halt, continue");
-            OnFailure::Halt
-        }
-    };
+    let timeout_ms = step_timeout(obj.get("timeoutMs"), at, p);
+    let on_failure = step_on_failure(obj.get("onFailure"), at, p);
     let action = match kind {
-        Some(Kind::Job) => parse_job_step(obj, at, known, p, &mut out.templated),
-        Some(Kind::Service) => parse_service_step(obj, at, known, p, &mut out.templated),
+        Some(StepKind::Job) => parse_job_step(obj, at, known, p, &mut out.templated),
+        Some(StepKind::Service) => parse_service_step(obj, at, known, p, &mut out.templated),
         None => None,
     };
     if let (Some(id), Some(name), Some(action)) = (out.id.clone(), name, action) {
@@ -673,6 +626,113 @@ fn parse_step(v: &Value, at: &str, known: &dyn Catalog, p: &mut Problems) -> Par
         });
     }
     out
+}
+
+/// A step's `type`: job when absent or null.
+fn step_kind(v: Option<&Value>, at: &str, p: &mut Problems) -> Option<StepKind> {
+    match v {
+        None | Some(Value::Null) => Some(StepKind::Job),
+        Some(Value::String(s)) if s == "job" => Some(StepKind::Job),
+        Some(Value::String(s)) if s == "service" => Some(StepKind::Service),
+        Some(_) => {
+            p.add(format!("{at}/type"), "must be one of job, service");
+            None
+        }
+    }
+}
+
+/// A step's keys: the common ones, and those of its kind (a kind's field on a step of the
+/// other kind is a problem).
+fn check_step_fields(obj: &Map<String, Value>, at: &str, kind: Option<StepKind>, p: &mut Problems) {
+    for key in obj.keys() {
+        let key_at = format!("{at}/{}", pointer_segment(key));
+        if STEP_FIELDS.contains(&key.as_str()) {
+            continue;
+        } else if JOB_STEP_FIELDS.contains(&key.as_str()) {
+            if kind == Some(StepKind::Service) {
+                p.add(key_at, "only allowed on job steps");
+            }
+        } else if SERVICE_STEP_FIELDS.contains(&key.as_str()) {
+            if kind == Some(StepKind::Job) {
+                p.add(
+                    key_at,
+                    "only allowed on service steps (\"type\": \"service\")",
+                );
+            }
+        } else {
+            p.add(key_at, "unknown field");
+        }
+    }
+}
+
+/// A step's required `id` (see [`is_identifier`]).
+fn step_id(v: Option<&Value>, at: &str, p: &mut Problems) -> Option<String> {
+    match v {
+        Some(Value::String(s)) if is_identifier(s) => Some(s.clone()),
+        Some(Value::String(_)) => {
+            p.add(format!("{at}/id"), IDENTIFIER_RULE);
+            None
+        }
+        Some(_) => {
+            p.add(format!("{at}/id"), "must be a string");
+            None
+        }
+        None => {
+            p.add(format!("{at}/id"), "is required");
+            None
+        }
+    }
+}
+
+/// A step's `dependsOn`: the step ids it lists, each with its position.
+fn step_depends_on(v: Option<&Value>, at: &str, p: &mut Problems) -> Vec<(usize, String)> {
+    let mut depends_on = Vec::new();
+    match v {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(items)) => {
+            for (k, item) in items.iter().enumerate() {
+                match item {
+                    Value::String(s) => depends_on.push((k, s.clone())),
+                    _ => p.add(
+                        format!("{at}/dependsOn/{k}"),
+                        "must be a step id (a string)",
+                    ),
+                }
+            }
+        }
+        Some(_) => p.add(format!("{at}/dependsOn"), "must be an array of step ids"),
+    }
+    depends_on
+}
+
+/// A step's `timeoutMs`: `None` when absent, null or invalid.
+fn step_timeout(v: Option<&Value>, at: &str, p: &mut Problems) -> Option<i64> {
+    match v {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_i64() {
+            Some(n) if (MIN_TIMEOUT_MS..=MAX_TIMEOUT_MS).contains(&n) => Some(n),
+            _ => {
+                p.add(
+                    format!("{at}/timeoutMs"),
+                    format!("must be an integer from {MIN_TIMEOUT_MS} to {MAX_TIMEOUT_MS}"),
+                );
+                None
+            }
+        },
+    }
+}
+
+/// A step's `onFailure`: halt when absent or null.
+fn step_on_failure(v: Option<&Value>, at: &str, p: &mut Problems) -> OnFailure {
+    match v {
+        None | Some(Value::Null) => OnFailure::Halt,
+        Some(Value::String(s)) if s == "halt" => OnFailure::Halt,
+        Some(Value::String(s)) if s == "continue" => OnFailure::Continue,
+        Some(_) => {
+            p.add(format!("{at}/onFailure"), "must be one of halt, continue");
+            OnFailure::Halt
+        }
+    }
 }
 
 /// A slug field naming something in the catalog.
@@ -1063,86 +1123,18 @@ fn parse_trigger(
         }
     };
     let at_opt = format!("{at}/options");
-    let allow_options = |allowed: &[&str], p: &mut Problems| {
-        for key in options.keys() {
-            if !allowed.contains(&key.as_str()) {
-                p.add(
-                    format!("{at_opt}/{}", pointer_segment(key)),
-                    "unknown option",
-                );
-            }
-        }
-    };
     match obj.get("type").and_then(Value::as_str) {
         Some("manual") => {
-            allow_options(&[], p);
+            allow_options(options, &at_opt, &[], p);
             Some(TriggerSpec::Manual)
         }
         Some("schedule") => {
-            allow_options(&["cron", "parameters"], p);
-            let cron = match options.get("cron") {
-                Some(Value::String(s)) => match parse_cron(s) {
-                    Ok(_) => Some(s.trim().to_string()),
-                    Err(m) => {
-                        p.add(format!("{at_opt}/cron"), m);
-                        None
-                    }
-                },
-                Some(_) => {
-                    p.add(format!("{at_opt}/cron"), "must be a string");
-                    None
-                }
-                None => {
-                    p.add(format!("{at_opt}/cron"), "is required");
-                    None
-                }
-            };
-            let parameters = optional_object(
-                options.get("parameters"),
-                &format!("{at_opt}/parameters"),
-                p,
-            );
-            // A scheduled run has no other source of parameters: they must be valid as they are.
-            if let (Some(validator), Value::Object(_)) = (validator, &parameters) {
-                let merged = merge_parameters(defaults, &parameters);
-                for d in validate_parameters(validator, &merged).into_vec() {
-                    p.add(format!("{at_opt}{}", d.path), d.message);
-                }
-            }
-            Some(TriggerSpec::Schedule(ScheduleTrigger {
-                cron: cron?,
-                parameters,
-            }))
+            allow_options(options, &at_opt, &["cron", "parameters"], p);
+            schedule_trigger(options, &at_opt, validator, defaults, p)
         }
         Some("event") => {
-            allow_options(&["event", "filter"], p);
-            let event = match options.get("event") {
-                Some(Value::String(s)) if is_event_pattern(s) => Some(s.clone()),
-                Some(Value::String(_)) => {
-                    p.add(
-                        format!("{at_opt}/event"),
-                        "must be an event type such as workflow.run.succeeded (lower-case dot-separated words; a `*` word matches any)",
-                    );
-                    None
-                }
-                Some(_) => {
-                    p.add(format!("{at_opt}/event"), "must be a string");
-                    None
-                }
-                None => {
-                    p.add(format!("{at_opt}/event"), "is required");
-                    None
-                }
-            };
-            let filter =
-                match optional_object(options.get("filter"), &format!("{at_opt}/filter"), p) {
-                    Value::Object(m) => m,
-                    _ => Map::new(),
-                };
-            Some(TriggerSpec::Event(EventTrigger {
-                event: event?,
-                filter,
-            }))
+            allow_options(options, &at_opt, &["event", "filter"], p);
+            event_trigger(options, &at_opt, p)
         }
         None if !obj.contains_key("type") => {
             p.add(format!("{at}/type"), "is required");
@@ -1156,6 +1148,96 @@ fn parse_trigger(
             None
         }
     }
+}
+
+/// Each key of a trigger's `options` (at `at_opt`) not in `allowed` is an "unknown option".
+fn allow_options(options: &Map<String, Value>, at_opt: &str, allowed: &[&str], p: &mut Problems) {
+    for key in options.keys() {
+        if !allowed.contains(&key.as_str()) {
+            p.add(
+                format!("{at_opt}/{}", pointer_segment(key)),
+                "unknown option",
+            );
+        }
+    }
+}
+
+/// The options of a schedule trigger: its `cron` expression and the `parameters` of its
+/// runs, which must be valid as they are (merged over the workflow's `defaults`).
+fn schedule_trigger(
+    options: &Map<String, Value>,
+    at_opt: &str,
+    validator: Option<&jsonschema::Validator>,
+    defaults: &Value,
+    p: &mut Problems,
+) -> Option<TriggerSpec> {
+    let cron = match options.get("cron") {
+        Some(Value::String(s)) => match parse_cron(s) {
+            Ok(_) => Some(s.trim().to_string()),
+            Err(m) => {
+                p.add(format!("{at_opt}/cron"), m);
+                None
+            }
+        },
+        Some(_) => {
+            p.add(format!("{at_opt}/cron"), "must be a string");
+            None
+        }
+        None => {
+            p.add(format!("{at_opt}/cron"), "is required");
+            None
+        }
+    };
+    let parameters = optional_object(
+        options.get("parameters"),
+        &format!("{at_opt}/parameters"),
+        p,
+    );
+    // A scheduled run has no other source of parameters: they must be valid as they are.
+    if let (Some(validator), Value::Object(_)) = (validator, &parameters) {
+        let merged = merge_parameters(defaults, &parameters);
+        for d in validate_parameters(validator, &merged).into_vec() {
+            p.add(format!("{at_opt}{}", d.path), d.message);
+        }
+    }
+    Some(TriggerSpec::Schedule(ScheduleTrigger {
+        cron: cron?,
+        parameters,
+    }))
+}
+
+/// The options of an event trigger: the `event` pattern and the payload `filter`.
+fn event_trigger(
+    options: &Map<String, Value>,
+    at_opt: &str,
+    p: &mut Problems,
+) -> Option<TriggerSpec> {
+    let event = match options.get("event") {
+        Some(Value::String(s)) if is_event_pattern(s) => Some(s.clone()),
+        Some(Value::String(_)) => {
+            p.add(
+                format!("{at_opt}/event"),
+                "must be an event type such as workflow.run.succeeded (lower-case dot-separated words; a `*` word matches any)",
+            );
+            None
+        }
+        Some(_) => {
+            p.add(format!("{at_opt}/event"), "must be a string");
+            None
+        }
+        None => {
+            p.add(format!("{at_opt}/event"), "is required");
+            None
+        }
+    };
+    let filter = match optional_object(options.get("filter"), &format!("{at_opt}/filter"), p) {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    Some(TriggerSpec::Event(EventTrigger {
+        event: event?,
+        filter,
+    }))
 }
 
 fn is_event_pattern(s: &str) -> bool {
