@@ -98,6 +98,20 @@ pub fn failure(e: &ServerFnError) -> PageError {
     }
 }
 
+/// What a page shows when its data could not be read: "<what> not found" for a missing one,
+/// else that it could not be loaded, with the server's message (never database text: the
+/// server sends none).
+pub fn failure_view(what: &'static str, error: &ServerFnError) -> impl IntoView + use<> {
+    let failure = failure(error);
+    let heading = match failure.kind {
+        ErrorKind::NotFound => format!("{what} not found"),
+        ErrorKind::Invalid => format!("{what}: invalid request"),
+        ErrorKind::Forbidden => format!("{what}: not allowed"),
+        ErrorKind::Conflict | ErrorKind::Unavailable => format!("{what} could not be loaded"),
+    };
+    view! { <h1>{heading}</h1><p class="error">{failure.message}</p> }
+}
+
 /// Who sent the current server-function request (the auth middleware's `Viewer`).
 #[cfg(feature = "ssr")]
 fn viewer() -> Viewer {

@@ -361,7 +361,7 @@ pub fn RunPage() -> impl IntoView {
             {move || Suspend::new(async move {
                 let denied = crate::auth_pages::current_viewer().await.denied("jobs:run");
                 match run.await {
-                    Err(e) => view! { <h1>"Run not found"</h1><p class="error">{e.to_string()}</p> }.into_any(),
+                    Err(e) => crate::data::failure_view("Run", &e).into_any(),
                     Ok(r) => {
                         let rid = r.id.clone();
                         let rid2 = r.id.clone();
@@ -585,7 +585,7 @@ pub fn JobPage() -> impl IntoView {
         <Transition fallback=|| view! { <p>"Loading job…"</p> }>
             {move || Suspend::new(async move {
                 match detail.await {
-                    Err(e) => view! { <h1>"Job not found"</h1><p class="error">{e.to_string()}</p> }.into_any(),
+                    Err(e) => crate::data::failure_view("Job", &e).into_any(),
                     Ok(d) => {
                         let j = d.job.clone();
                         view! {

@@ -221,7 +221,7 @@ pub fn WorkflowPage() -> impl IntoView {
         <Transition fallback=|| view! { <p>"Loading workflow…"</p> }>
             {move || Suspend::new(async move {
                 match detail.await {
-                    Err(e) => view! { <h1>"Workflow not found"</h1><p class="error">{e.to_string()}</p> }.into_any(),
+                    Err(e) => crate::data::failure_view("Workflow", &e).into_any(),
                     Ok(d) => {
                         let w = d.workflow.clone();
                         let nodes = dag_nodes(&w.steps, d.latest_steps.as_deref().unwrap_or_default());
@@ -351,7 +351,7 @@ pub fn WorkflowRunPage() -> impl IntoView {
                 let steps_def = definition.await.unwrap_or(Value::Null);
                 let denied = crate::auth_pages::current_viewer().await.denied("workflows:run");
                 match run.await {
-                    Err(e) => view! { <h1>"Workflow run not found"</h1><p class="error">{e.to_string()}</p> }.into_any(),
+                    Err(e) => crate::data::failure_view("Workflow run", &e).into_any(),
                     Ok(data) => {
                         let r = data.run.clone();
                         let steps = data.steps.clone();

@@ -356,7 +356,7 @@ impl<'a> Planning<'a> {
             .collect()
     }
 
-    /// 1. Each unfinished step follows its job run.
+    /// Step 1: each unfinished step follows its job run.
     fn follow_job_runs(&mut self) {
         for (i, step) in self.steps.iter_mut().enumerate() {
             if step.status.is_terminal() {
@@ -372,7 +372,7 @@ impl<'a> Planning<'a> {
         }
     }
 
-    /// 2a. A failed step with `onFailure: halt` fails the run and cancels every unfinished
+    /// Step 2a: a failed step with `onFailure: halt` fails the run and cancels every unfinished
     /// step. Returns whether the run halted.
     fn halt_on_failure(&mut self) -> bool {
         for (i, s) in self.steps.iter().enumerate() {
@@ -416,7 +416,7 @@ impl<'a> Planning<'a> {
         true
     }
 
-    /// 2b. The unfinished dependents of a failed step (`onFailure: continue`) are skipped.
+    /// Step 2b: the unfinished dependents of a failed step (`onFailure: continue`) are skipped.
     /// Returns whether any was.
     fn skip_dependents_of_failures(&mut self) -> bool {
         let statuses = self.statuses();
@@ -468,7 +468,7 @@ impl<'a> Planning<'a> {
         }
     }
 
-    /// 3. Every ready step without a job run gets one, or fails at once. Returns whether
+    /// Step 3: every ready step without a job run gets one, or fails at once. Returns whether
     /// any step was started or failed.
     fn start_ready_steps(&mut self, check: &dyn ParameterCheck) -> bool {
         let statuses = self.statuses();
@@ -553,7 +553,7 @@ impl<'a> Planning<'a> {
         }
     }
 
-    /// 4. Aggregates the run (status, times, current step, metrics, context) and collects
+    /// Step 4: aggregates the run (status, times, current step, metrics, context) and collects
     /// what changed.
     fn aggregate(mut self) -> Plan {
         let now = self.state.now;
