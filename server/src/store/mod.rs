@@ -13,6 +13,7 @@ mod retention;
 mod secrets;
 mod seeds;
 mod sessions;
+mod versions;
 #[cfg(test)]
 mod unreadable;
 mod workflow_runs;
@@ -383,27 +384,10 @@ impl Store {
             updated_at: Set(now),
         };
         let txn = sea_orm::TransactionTrait::begin(self.conn()).await?;
-        if existing.is_some() {
-            job_definition::Entity::update(model).exec(&txn).await?;
-        } else {
-            job_definition::Entity::insert(model)
-                .exec_without_returning(&txn)
-                .await?;
-        }
-        let stored = job_definition::Entity::find_by_id(id.clone())
-            .one(&txn)
-            .await?
-            .map(definition_to_wire)
-            .transpose()?
-            .ok_or_else(|| DbErr::RecordNotFound(id.clone()))?;
+        let row = versions::write_definition(&txn, model, existing.is_some(), &id).await?;
+        let stored = definition_to_wire(row)?;
         let snapshot = serde_json::to_value(&stored).unwrap_or(Value::Null);
-        // Re-posting the same version replaces that version's snapshot.
-        job_definition_version::Entity::delete_many()
-            .filter(job_definition_version::Column::Slug.eq(spec.slug.as_str()))
-            .filter(job_definition_version::Column::Version.eq(spec.version))
-            .exec(&txn)
-            .await?;
-        job_definition_version::Entity::insert(job_definition_version::ActiveModel {
+        let version = job_definition_version::ActiveModel {
             id: Set(new_id()),
             job_definition_id: Set(id),
             slug: Set(spec.slug.as_str().to_string()),
@@ -411,9 +395,10 @@ impl Store {
             definition: Set(snapshot),
             created_at: Set(now),
             updated_at: Set(now),
-        })
-        .exec_without_returning(&txn)
-        .await?;
+        };
+        use job_definition_version::Column as V;
+        let key = (spec.slug.as_str(), spec.version);
+        versions::replace_snapshot(&txn, (V::Slug, V::Version), key, version).await?;
         txn.commit().await?;
         Ok(stored)
     }

@@ -13,7 +13,7 @@ use wire::{Service, ServiceStatus, WorkflowDefinition, WorkflowDefinitionVersion
 use super::{
     CatalogFilter, Page, Store, StoreResult,
     entities::{job_definition, service, workflow_definition, workflow_definition_version},
-    listing, new_id, stored_json, stored_value,
+    listing, new_id, versions, stored_json, stored_value,
 };
 use domain::{services::ServiceSpec, workflow::WorkflowSpec};
 
@@ -171,27 +171,10 @@ impl Store {
             updated_at: Set(now),
         };
         let txn = self.conn().begin().await?;
-        if existing.is_some() {
-            workflow_definition::Entity::update(model)
-                .exec(&txn)
-                .await?;
-        } else {
-            workflow_definition::Entity::insert(model)
-                .exec_without_returning(&txn)
-                .await?;
-        }
-        let stored = workflow_definition::Entity::find_by_id(id.clone())
-            .one(&txn)
-            .await?
-            .map(workflow_to_wire)
-            .ok_or_else(|| DbErr::RecordNotFound(id.clone()))?;
+        let row = versions::write_definition(&txn, model, existing.is_some(), &id).await?;
+        let stored = workflow_to_wire(row);
         let snapshot = to_json(serde_json::to_value(&stored))?;
-        workflow_definition_version::Entity::delete_many()
-            .filter(workflow_definition_version::Column::Slug.eq(spec.slug.as_str()))
-            .filter(workflow_definition_version::Column::Version.eq(spec.version))
-            .exec(&txn)
-            .await?;
-        workflow_definition_version::Entity::insert(workflow_definition_version::ActiveModel {
+        let version = workflow_definition_version::ActiveModel {
             id: Set(new_id()),
             workflow_definition_id: Set(id),
             slug: Set(spec.slug.as_str().to_string()),
@@ -199,9 +182,10 @@ impl Store {
             definition: Set(snapshot),
             created_at: Set(now),
             updated_at: Set(now),
-        })
-        .exec_without_returning(&txn)
-        .await?;
+        };
+        use workflow_definition_version::Column as V;
+        let key = (spec.slug.as_str(), spec.version);
+        versions::replace_snapshot(&txn, (V::Slug, V::Version), key, version).await?;
         txn.commit().await?;
         Ok(stored)
     }
