@@ -213,9 +213,13 @@ impl Metrics {
     }
 
     async fn observe(&self, ev: &StoredEvent) {
-        // Only runs' events count, and only their type says whether they are of interest:
-        // the rest is not decoded.
-        if !(ev.event_type.starts_with("job.run.") || ev.event_type.starts_with("workflow.run.")) {
+        // Only finished job runs and workflow runs count, and their type says so: the rest (most
+        // of the bus: accepted and started runs) is not decoded.
+        let finished_job_run = ev
+            .event_type
+            .strip_prefix("job.run.")
+            .is_some_and(|status| JOB_TERMINAL.contains(&status));
+        if !(finished_job_run || ev.event_type.starts_with("workflow.run.")) {
             return;
         }
         match Event::decode(ev) {

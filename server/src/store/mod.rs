@@ -13,9 +13,9 @@ mod retention;
 mod secrets;
 mod seeds;
 mod sessions;
-mod versions;
 #[cfg(test)]
 mod unreadable;
+mod versions;
 mod workflow_runs;
 mod workflows;
 

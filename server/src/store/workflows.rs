@@ -13,7 +13,7 @@ use wire::{Service, ServiceStatus, WorkflowDefinition, WorkflowDefinitionVersion
 use super::{
     CatalogFilter, Page, Store, StoreResult,
     entities::{job_definition, service, workflow_definition, workflow_definition_version},
-    listing, new_id, versions, stored_json, stored_value,
+    listing, new_id, stored_json, stored_value, versions,
 };
 use domain::{services::ServiceSpec, workflow::WorkflowSpec};
 
