@@ -1,44 +1,27 @@
 //! Operator sign-in on the pages: who is viewing (`Viewer`, set per request by the server's
 //! auth middleware), the header badge, the `/sign-in` page (a plain HTML form posting to
 //! `/auth/sign-in`, which works without wasm), permission reasons for buttons, and the `/audit`
-//! page with its wire types.
-use chrono::{DateTime, Utc};
+//! page (its wire types are in the `wire` crate).
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_query_map;
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+pub use wire::{AuditEntry, AuditList, AuditQuery};
+
+/// Audit entries per page on `/audit`.
+pub const AUDIT_PER_PAGE: u64 = 50;
+
+/// A comma-separated filter as its values (used by the server function's body, on the server).
 #[cfg(feature = "ssr")]
-use utoipa::ToSchema;
-
-/// Who is looking at a page, as the server's auth middleware saw the request.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct Viewer {
-    /// No operator tokens are configured: everything is allowed (subject `local`).
-    pub open: bool,
-    /// The signed-in operator, if any.
-    pub subject: Option<String>,
-    pub scopes: Vec<String>,
-    /// Reads need a token on this server (tokens configured, no `--public-reads`).
-    pub protect_reads: bool,
+fn list(v: Option<String>) -> Vec<String> {
+    v.unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
 }
 
-impl Viewer {
-    pub fn allows(&self, scope: &str) -> bool {
-        self.open || self.scopes.iter().any(|s| s == "admin" || s == scope)
-    }
-
-    /// Why a button needing `scope` is disabled, or `None` when the viewer may use it.
-    pub fn denied(&self, scope: &str) -> Option<String> {
-        if self.allows(scope) {
-            None
-        } else if self.subject.is_none() {
-            Some(format!("sign in with a token that has scope {scope}"))
-        } else {
-            Some(format!("needs scope {scope}"))
-        }
-    }
-}
+pub use wire::Viewer;
 
 /// The viewer of the current request (the server puts it into the request's extensions).
 #[server(prefix = "/_sf", endpoint = "whoami")]
@@ -96,23 +79,7 @@ pub fn SessionBadge() -> impl IntoView {
     }
 }
 
-/// Where to send the browser after signing in: `next` when it is a path on this site, else
-/// `/`. A path starts with `/`, not with `//` or `/\` (both name another host), and has no
-/// backslash, control character or whitespace anywhere: browsers drop tabs and newlines from
-/// URLs and read `\` as `/`, so `/\t/evil.test` would become `//evil.test`.
-pub fn safe_next(next: Option<&str>) -> String {
-    match next {
-        Some(n)
-            if n.starts_with('/')
-                && !n.starts_with("//")
-                && !n.contains('\\')
-                && !n.chars().any(|c| c.is_control() || c.is_whitespace()) =>
-        {
-            n.to_string()
-        }
-        _ => "/".to_string(),
-    }
-}
+pub use domain::auth::safe_next;
 
 /// `/sign-in`: a token field posting to `/auth/sign-in` (HTML form, no script needed).
 #[component]
@@ -148,62 +115,6 @@ pub fn SignInPage() -> impl IntoView {
     }
 }
 
-/// One audit log entry (api.md "Operations": `GET /api/audit-logs`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ssr", derive(ToSchema))]
-#[serde(rename_all = "camelCase")]
-pub struct AuditEntry {
-    pub id: String,
-    /// The token's subject, `local` in open local mode, `null` when no valid token was given.
-    pub subject: Option<String>,
-    /// First 12 hex characters of the SHA-256 of the presented token (never the token).
-    pub token_hash_prefix: Option<String>,
-    /// e.g. `job.run`, `workflow.update`, `secret.write`, `auth.sign_in`.
-    pub action: String,
-    /// e.g. `jobs/build-app`, `workflow-runs/<id>`.
-    pub resource: Option<String>,
-    /// `ok`, or the error code (`missing_token`, `invalid_token`, `forbidden`, `conflict`, ...).
-    pub status: String,
-    pub status_code: Option<i32>,
-    pub ip: Option<String>,
-    #[cfg_attr(feature = "ssr", schema(value_type = Object))]
-    pub details: Value,
-    pub created_at: DateTime<Utc>,
-}
-
-/// Filters of the audit list; every field optional.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct AuditQuery {
-    pub actions: Vec<String>,
-    pub subject: Option<String>,
-    pub statuses: Vec<String>,
-    pub since: Option<DateTime<Utc>>,
-    pub until: Option<DateTime<Utc>>,
-    pub cursor: Option<String>,
-    pub limit: u64,
-}
-
-/// One page of audit entries, newest first.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AuditList {
-    pub entries: Vec<AuditEntry>,
-    pub next_cursor: Option<String>,
-}
-
-/// Audit entries per page on `/audit`.
-pub const AUDIT_PER_PAGE: u64 = 50;
-
-/// A comma-separated filter as its values (used by the server function's body, on the server).
-#[cfg(feature = "ssr")]
-fn list(v: Option<String>) -> Vec<String> {
-    v.unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(String::from)
-        .collect()
-}
-
 /// One page of the audit log for `/audit` (admin only: the server's auth table says so).
 #[server(prefix = "/_sf", endpoint = "audit-logs")]
 pub async fn fetch_audit_logs(
@@ -233,7 +144,7 @@ pub async fn fetch_audit_logs(
         .0
         .audit_logs(query)
         .await
-        .map_err(ServerFnError::new)
+        .map_err(crate::data::failed)
 }
 
 const AUDIT_FILTERS: [&str; 3] = ["action", "subject", "status"];

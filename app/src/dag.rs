@@ -28,11 +28,13 @@
 //! **Timeline** ([`Gantt`]): one row per step, one bar per attempt, on a common time scale
 //! ([`gantt_scale`]) from the earliest start to the latest end; a bar still running ends at
 //! `now`, which the caller passes in so server and client draw the same thing.
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
+
+use domain::graph::{back_edges, longest_path_layers};
 
 use crate::format::duration;
 
@@ -113,15 +115,7 @@ enum Route {
 /// Never panics and always terminates, whatever the dependencies (unknown ids, cycles,
 /// duplicates).
 pub fn layout(nodes: &[DagNode]) -> Layout {
-    // Steps, first occurrence of each id.
-    let mut index: HashMap<&str, usize> = HashMap::new();
-    let mut steps: Vec<&DagNode> = Vec::new();
-    for node in nodes {
-        if !index.contains_key(node.id.as_str()) {
-            index.insert(node.id.as_str(), steps.len());
-            steps.push(node);
-        }
-    }
+    let steps = unique_steps(nodes);
     let n = steps.len();
     if n == 0 {
         return Layout {
@@ -130,19 +124,7 @@ pub fn layout(nodes: &[DagNode]) -> Layout {
             ..Layout::default()
         };
     }
-
-    // Dependencies as edges (dependency → dependant), known ids only, without repeats.
-    let mut edges: Vec<(usize, usize)> = Vec::new();
-    let mut seen: HashSet<(usize, usize)> = HashSet::new();
-    for (v, step) in steps.iter().enumerate() {
-        for dep in &step.depends_on {
-            if let Some(&u) = index.get(dep.as_str())
-                && seen.insert((u, v))
-            {
-                edges.push((u, v));
-            }
-        }
-    }
+    let edges = dependency_edges(&steps);
 
     // 1. Cycle removal, 2. layers.
     let back = back_edges(n, &edges);
@@ -157,72 +139,18 @@ pub fn layout(nodes: &[DagNode]) -> Layout {
         .collect();
     let layer = longest_path_layers(n, dag.iter().flatten().copied());
 
-    // 3. Dummy vertices: `vertex_layer[i]` for every vertex, the steps first.
-    let mut vertex_layer = layer.clone();
-    let mut succ: Vec<Vec<usize>> = vec![Vec::new(); n];
-    let mut pred: Vec<Vec<usize>> = vec![Vec::new(); n];
-    let mut routes = Vec::with_capacity(edges.len());
-    for (&(u, _), (d, &reversed)) in edges.iter().zip(dag.iter().zip(&back)) {
-        let Some((a, b)) = *d else {
-            routes.push(Route::SelfLoop(u));
-            continue;
-        };
-        let mut vertices = vec![a];
-        for l in layer[a] + 1..layer[b] {
-            vertices.push(vertex_layer.len());
-            vertex_layer.push(l);
-            succ.push(Vec::new());
-            pred.push(Vec::new());
-        }
-        vertices.push(b);
-        for pair in vertices.windows(2) {
-            succ[pair[0]].push(pair[1]);
-            pred[pair[1]].push(pair[0]);
-        }
-        routes.push(Route::Chain { vertices, reversed });
-    }
-
-    // 4. Order within layers.
+    // 3. Dummy vertices, 4. order within layers.
+    let chains = Chains::new(&layer, &edges, &dag, &back);
     let layers = layer.iter().max().map_or(0, |m| m + 1);
-    let mut order: Vec<Vec<usize>> = vec![Vec::new(); layers];
-    for (v, &l) in vertex_layer.iter().enumerate() {
-        order[l].push(v);
-    }
-    let mut pos = vec![0usize; vertex_layer.len()];
-    refresh_positions(&order, &mut pos);
-    let mut best = order.clone();
-    let mut best_crossings = crossings(&order, &pos, &succ);
-    for _ in 0..SWEEPS {
-        if best_crossings == 0 {
-            break;
-        }
-        for l in 1..layers {
-            sort_by_barycenter(&mut order[l], &pred, &pos);
-            refresh_positions(&order[l..=l], &mut pos);
-        }
-        for l in (0..layers.saturating_sub(1)).rev() {
-            sort_by_barycenter(&mut order[l], &succ, &pos);
-            refresh_positions(&order[l..=l], &mut pos);
-        }
-        let c = crossings(&order, &pos, &succ);
-        if c < best_crossings {
-            best_crossings = c;
-            best.clone_from(&order);
-        }
-    }
-    let order = best;
-    refresh_positions(&order, &mut pos);
+    let (order, pos) = order_layers(&chains, layers);
 
     // 5. Coordinates: column x, row y (columns centred on the tallest).
-    let slots = order.iter().map(Vec::len).max().unwrap_or(0);
-    let pitch = NODE_H + ROW_GAP;
-    let col_x = |l: usize| MARGIN + l as f64 * (NODE_W + COL_GAP);
-    let top = |v: usize| {
-        let l = vertex_layer[v];
-        MARGIN + (slots - order[l].len()) as f64 * pitch / 2.0 + pos[v] as f64 * pitch
+    let grid = Grid {
+        slots: order.iter().map(Vec::len).max().unwrap_or(0),
+        vertex_layer: &chains.vertex_layer,
+        order: &order,
+        pos: &pos,
     };
-    let mid = |v: usize| top(v) + NODE_H / 2.0;
-
     let placed = steps
         .iter()
         .enumerate()
@@ -230,51 +158,23 @@ pub fn layout(nodes: &[DagNode]) -> Layout {
             id: s.id.clone(),
             label: s.label.clone(),
             status: s.status.clone(),
-            x: col_x(layer[v]),
-            y: top(v),
+            x: Grid::col_x(layer[v]),
+            y: grid.top(v),
             w: NODE_W,
             h: NODE_H,
         })
         .collect();
     let placed_edges = edges
         .iter()
-        .zip(routes)
-        .map(|(&(u, v), route)| {
-            let points = match route {
-                Route::SelfLoop(s) => {
-                    let (x, y) = (col_x(layer[s]) + NODE_W, top(s));
-                    vec![
-                        (x, y + NODE_H / 3.0),
-                        (x + LOOP_OUT, y + NODE_H / 3.0),
-                        (x + LOOP_OUT, y + 2.0 * NODE_H / 3.0),
-                        (x, y + 2.0 * NODE_H / 3.0),
-                    ]
-                }
-                Route::Chain { vertices, reversed } => {
-                    let mut pts = Vec::with_capacity(2 * vertices.len());
-                    if let (Some(&first), Some(&last)) = (vertices.first(), vertices.last()) {
-                        pts.push((col_x(vertex_layer[first]) + NODE_W, mid(first)));
-                        for &d in &vertices[1..vertices.len() - 1] {
-                            let x = col_x(vertex_layer[d]);
-                            pts.push((x, mid(d)));
-                            pts.push((x + NODE_W, mid(d)));
-                        }
-                        pts.push((col_x(vertex_layer[last]), mid(last)));
-                    }
-                    if reversed {
-                        pts.reverse();
-                    }
-                    pts
-                }
-            };
-            PlacedEdge {
-                from: steps[u].id.clone(),
-                to: steps[v].id.clone(),
-                points,
-            }
+        .zip(&chains.routes)
+        .map(|(&(u, v), route)| PlacedEdge {
+            from: steps[u].id.clone(),
+            to: steps[v].id.clone(),
+            points: grid.route_points(route),
         })
         .collect();
 
+    let slots = grid.slots;
     Layout {
         width: 2.0 * MARGIN + layers as f64 * NODE_W + layers.saturating_sub(1) as f64 * COL_GAP,
         height: 2.0 * MARGIN + slots as f64 * NODE_H + slots.saturating_sub(1) as f64 * ROW_GAP,
@@ -283,69 +183,183 @@ pub fn layout(nodes: &[DagNode]) -> Layout {
     }
 }
 
-/// The edges a depth-first search (roots and children in input order) meets while their target
-/// is still on the stack; reversing them leaves an acyclic graph. Self-loops count as back
-/// edges. Iterative, so a long chain cannot overflow the stack.
-fn back_edges(n: usize, edges: &[(usize, usize)]) -> Vec<bool> {
-    let mut out: Vec<Vec<usize>> = vec![Vec::new(); n];
-    for (e, &(u, _)) in edges.iter().enumerate() {
-        out[u].push(e);
-    }
-    // 0: not seen, 1: on the stack, 2: done.
-    let mut state = vec![0u8; n];
-    let mut back = vec![false; edges.len()];
-    for root in 0..n {
-        if state[root] != 0 {
-            continue;
-        }
-        state[root] = 1;
-        let mut stack = vec![(root, 0usize)];
-        while let Some(top) = stack.last_mut() {
-            let (u, i) = *top;
-            match out[u].get(i) {
-                Some(&e) => {
-                    top.1 += 1;
-                    let v = edges[e].1;
-                    match state[v] {
-                        0 => {
-                            state[v] = 1;
-                            stack.push((v, 0));
-                        }
-                        1 => back[e] = true,
-                        _ => {}
-                    }
-                }
-                None => {
-                    state[u] = 2;
-                    stack.pop();
-                }
-            }
-        }
-    }
-    back
+/// The steps, first occurrence of each id.
+fn unique_steps(nodes: &[DagNode]) -> Vec<&DagNode> {
+    let mut seen: HashSet<&str> = HashSet::new();
+    nodes
+        .iter()
+        .filter(|node| seen.insert(node.id.as_str()))
+        .collect()
 }
 
-/// Each vertex's layer: the length of the longest path reaching it (Kahn's algorithm). On an
-/// acyclic graph every vertex is reached; should one not be, it keeps what it got so far.
-fn longest_path_layers(n: usize, edges: impl Iterator<Item = (usize, usize)>) -> Vec<usize> {
-    let mut out: Vec<Vec<usize>> = vec![Vec::new(); n];
-    let mut indegree = vec![0usize; n];
-    for (a, b) in edges {
-        out[a].push(b);
-        indegree[b] += 1;
-    }
-    let mut layer = vec![0usize; n];
-    let mut queue: VecDeque<usize> = (0..n).filter(|&v| indegree[v] == 0).collect();
-    while let Some(a) = queue.pop_front() {
-        for &b in &out[a] {
-            layer[b] = layer[b].max(layer[a] + 1);
-            indegree[b] -= 1;
-            if indegree[b] == 0 {
-                queue.push_back(b);
+/// Dependencies as edges (dependency → dependant), known ids only, without repeats.
+fn dependency_edges(steps: &[&DagNode]) -> Vec<(usize, usize)> {
+    let index: HashMap<&str, usize> = steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id.as_str(), i))
+        .collect();
+    let mut edges: Vec<(usize, usize)> = Vec::new();
+    let mut seen: HashSet<(usize, usize)> = HashSet::new();
+    for (v, step) in steps.iter().enumerate() {
+        for dep in &step.depends_on {
+            if let Some(&u) = index.get(dep.as_str())
+                && seen.insert((u, v))
+            {
+                edges.push((u, v));
             }
         }
     }
-    layer
+    edges
+}
+
+/// The layered graph with a dummy vertex wherever an edge crosses a layer: every vertex's
+/// layer (the steps first), the adjacency between consecutive layers, and how each
+/// dependency is routed.
+struct Chains {
+    vertex_layer: Vec<usize>,
+    succ: Vec<Vec<usize>>,
+    pred: Vec<Vec<usize>>,
+    routes: Vec<Route>,
+}
+
+impl Chains {
+    /// `edges` with their acyclic orientation `dag` (`None`: a self-loop) and `back` flags.
+    fn new(
+        layer: &[usize],
+        edges: &[(usize, usize)],
+        dag: &[Option<(usize, usize)>],
+        back: &[bool],
+    ) -> Chains {
+        let n = layer.len();
+        let mut c = Chains {
+            vertex_layer: layer.to_vec(),
+            succ: vec![Vec::new(); n],
+            pred: vec![Vec::new(); n],
+            routes: Vec::with_capacity(edges.len()),
+        };
+        for (&(u, _), (d, &reversed)) in edges.iter().zip(dag.iter().zip(back)) {
+            let Some((a, b)) = *d else {
+                c.routes.push(Route::SelfLoop(u));
+                continue;
+            };
+            let mut vertices = vec![a];
+            for l in layer[a] + 1..layer[b] {
+                vertices.push(c.vertex_layer.len());
+                c.vertex_layer.push(l);
+                c.succ.push(Vec::new());
+                c.pred.push(Vec::new());
+            }
+            vertices.push(b);
+            for pair in vertices.windows(2) {
+                c.succ[pair[0]].push(pair[1]);
+                c.pred[pair[1]].push(pair[0]);
+            }
+            c.routes.push(Route::Chain { vertices, reversed });
+        }
+        c
+    }
+}
+
+/// The vertices of each layer in drawing order (the fewest crossings the barycenter sweeps
+/// found), and each vertex's index in its layer.
+fn order_layers(chains: &Chains, layers: usize) -> (Vec<Vec<usize>>, Vec<usize>) {
+    let Chains {
+        vertex_layer,
+        succ,
+        pred,
+        ..
+    } = chains;
+    let mut order: Vec<Vec<usize>> = vec![Vec::new(); layers];
+    for (v, &l) in vertex_layer.iter().enumerate() {
+        order[l].push(v);
+    }
+    let mut pos = vec![0usize; vertex_layer.len()];
+    refresh_positions(&order, &mut pos);
+    let mut best = order.clone();
+    let mut best_crossings = crossings(&order, &pos, succ);
+    for _ in 0..SWEEPS {
+        if best_crossings == 0 {
+            break;
+        }
+        for l in 1..layers {
+            sort_by_barycenter(&mut order[l], pred, &pos);
+            refresh_positions(&order[l..=l], &mut pos);
+        }
+        for l in (0..layers.saturating_sub(1)).rev() {
+            sort_by_barycenter(&mut order[l], succ, &pos);
+            refresh_positions(&order[l..=l], &mut pos);
+        }
+        let c = crossings(&order, &pos, succ);
+        if c < best_crossings {
+            best_crossings = c;
+            best.clone_from(&order);
+        }
+    }
+    let order = best;
+    refresh_positions(&order, &mut pos);
+    (order, pos)
+}
+
+/// Where the vertices of the ordered layers go: column x, row y, with the columns centred
+/// on the tallest (`slots` rows).
+struct Grid<'a> {
+    slots: usize,
+    vertex_layer: &'a [usize],
+    order: &'a [Vec<usize>],
+    pos: &'a [usize],
+}
+
+impl Grid<'_> {
+    fn col_x(l: usize) -> f64 {
+        MARGIN + l as f64 * (NODE_W + COL_GAP)
+    }
+
+    fn top(&self, v: usize) -> f64 {
+        let pitch = NODE_H + ROW_GAP;
+        let l = self.vertex_layer[v];
+        MARGIN
+            + (self.slots - self.order[l].len()) as f64 * pitch / 2.0
+            + self.pos[v] as f64 * pitch
+    }
+
+    fn mid(&self, v: usize) -> f64 {
+        self.top(v) + NODE_H / 2.0
+    }
+
+    /// The polyline of a routed dependency.
+    fn route_points(&self, route: &Route) -> Vec<(f64, f64)> {
+        match route {
+            Route::SelfLoop(s) => {
+                let (x, y) = (Grid::col_x(self.vertex_layer[*s]) + NODE_W, self.top(*s));
+                vec![
+                    (x, y + NODE_H / 3.0),
+                    (x + LOOP_OUT, y + NODE_H / 3.0),
+                    (x + LOOP_OUT, y + 2.0 * NODE_H / 3.0),
+                    (x, y + 2.0 * NODE_H / 3.0),
+                ]
+            }
+            Route::Chain { vertices, reversed } => {
+                let mut pts = Vec::with_capacity(2 * vertices.len());
+                if let (Some(&first), Some(&last)) = (vertices.first(), vertices.last()) {
+                    pts.push((
+                        Grid::col_x(self.vertex_layer[first]) + NODE_W,
+                        self.mid(first),
+                    ));
+                    for &d in &vertices[1..vertices.len() - 1] {
+                        let x = Grid::col_x(self.vertex_layer[d]);
+                        pts.push((x, self.mid(d)));
+                        pts.push((x + NODE_W, self.mid(d)));
+                    }
+                    pts.push((Grid::col_x(self.vertex_layer[last]), self.mid(last)));
+                }
+                if *reversed {
+                    pts.reverse();
+                }
+                pts
+            }
+        }
+    }
 }
 
 /// `pos[v]` = index of `v` in its layer, for the given layers.

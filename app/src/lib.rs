@@ -1,4 +1,5 @@
-//! The Leptos application (pages and components) and the wire types shared with the server.
+//! The Leptos application (pages and components); the wire types it shares with the server are
+//! in the `wire` crate.
 //! Server-only code sits behind the `ssr` feature so the crate also compiles to wasm.
 pub mod auth_pages;
 pub mod dag;
@@ -9,7 +10,6 @@ pub mod metrics_page;
 pub mod pages;
 pub mod registry;
 pub mod schema_form;
-pub mod wire;
 pub mod workflow_pages;
 
 use leptos::prelude::*;

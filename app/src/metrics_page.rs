@@ -4,10 +4,8 @@
 use leptos::prelude::*;
 use leptos_meta::Title;
 
-use crate::{
-    live::use_live,
-    wire::{DurationSummary, MetricsReport, RunMetrics},
-};
+use crate::live::use_live;
+use wire::{DurationSummary, MetricsReport, RunMetrics};
 
 /// Where the page's figures come from; implemented by the server's metrics.
 #[cfg(feature = "ssr")]

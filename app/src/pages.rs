@@ -12,8 +12,8 @@ use crate::{
     format::{Duration, MaybeWhen, When},
     live::use_live,
     schema_form::SchemaForm,
-    wire::{JobType, RunStatus},
 };
+use wire::{JobType, RunList, RunStatus};
 
 /// A run status as a coloured badge (one colour per state everywhere).
 #[component]
@@ -131,16 +131,18 @@ pub fn RunHistory(
     table_id: &'static str,
 ) -> impl IntoView {
     let live = use_live();
-    let query = use_query_map();
-    let param = move |k: &str| query.read().get(k).unwrap_or_default();
+    let url = RunListUrl {
+        query: use_query_map(),
+        base,
+    };
     let runs = Resource::new(
         move || {
             (
                 live.tick.get(),
-                param("status"),
-                job.get().unwrap_or_else(|| param("job")),
-                param("q"),
-                param("cursor"),
+                url.param("status"),
+                job.get().unwrap_or_else(|| url.param("job")),
+                url.param("q"),
+                url.param("cursor"),
             )
         },
         |(_, status, job, q, cursor)| fetch_runs(Some(status), Some(job), Some(q), Some(cursor)),
@@ -161,71 +163,85 @@ pub fn RunHistory(
     let go = move |key: &str, value: String| {
         let pairs: Vec<(&str, String)> = RUN_FILTERS
             .into_iter()
-            .map(|k| (k, if k == key { value.clone() } else { param(k) }))
+            .map(|k| {
+                (
+                    k,
+                    if k == key {
+                        value.clone()
+                    } else {
+                        url.param(k)
+                    },
+                )
+            })
             .collect();
         navigate(
             &list_href(&base.get_untracked(), &pairs),
             Default::default(),
         );
     };
+    view! {
+        {run_filter_form(url, job, jobs, go, table_id)}
+        {run_list(url, job, runs, table_id)}
+    }
+}
+
+/// Where a run list is: its page's path and the URL query holding its filters and cursor.
+#[derive(Clone, Copy)]
+struct RunListUrl {
+    query: Memo<leptos_router::params::ParamsMap>,
+    base: Signal<String>,
+}
+
+impl RunListUrl {
+    /// A query parameter, empty when absent.
+    fn param(self, k: &str) -> String {
+        self.query.read().get(k).unwrap_or_default()
+    }
+
+    /// Whether any filter is set.
+    fn filtered(self) -> bool {
+        RUN_FILTERS.iter().any(|k| !self.param(k).is_empty())
+    }
+
+    /// The list with the current filters, at `cursor` (the newest page without one).
+    fn page_link(self, cursor: Option<String>) -> String {
+        let pairs: Vec<(&str, String)> = RUN_FILTERS
+            .into_iter()
+            .map(|k| (k, self.param(k)))
+            .chain(cursor.map(|c| ("cursor", c)))
+            .collect();
+        list_href(&self.base.get(), &pairs)
+    }
+}
+
+/// The filter form of a run list: status, job (when the list has no fixed job) and search;
+/// `go(key, value)` shows the list with one filter changed.
+fn run_filter_form(
+    url: RunListUrl,
+    job: Signal<Option<String>>,
+    jobs: Resource<Result<Vec<String>, ServerFnError>>,
+    go: impl Fn(&str, String) + Clone + Send + Sync + 'static,
+    table_id: &'static str,
+) -> impl IntoView {
     let go_status = go.clone();
     let go_job = go.clone();
     let (text, set_text) = signal(String::new());
-    Effect::new(move |_| set_text.set(param("q")));
-    let filtered = move || RUN_FILTERS.iter().any(|k| !param(k).is_empty());
-    let page_link = move |cursor: Option<String>| {
-        let pairs: Vec<(&str, String)> = RUN_FILTERS
-            .into_iter()
-            .map(|k| (k, param(k)))
-            .chain(cursor.map(|c| ("cursor", c)))
-            .collect();
-        list_href(&base.get(), &pairs)
-    };
+    Effect::new(move |_| set_text.set(url.param("q")));
     view! {
-        <form class="filters" role="search" method="get" action=move || base.get()
+        <form class="filters" role="search" method="get" action=move || url.base.get()
             aria-controls=table_id
             on:submit=move |ev| { ev.prevent_default(); go("q", text.get_untracked()); }>
             <label>"Status "
                 <select id=format!("{table_id}-status") name="status"
                     on:change=move |ev| go_status("status", event_target_value(&ev))>
-                    <option value="" selected=move || param("status").is_empty()>"all"</option>
+                    <option value="" selected=move || url.param("status").is_empty()>"all"</option>
                     {RunStatus::ALL.iter().map(|s| {
                         let v = s.as_str();
-                        view! { <option value=v selected=move || param("status") == v>{v}</option> }
+                        view! { <option value=v selected=move || url.param("status") == v>{v}</option> }
                     }).collect_view()}
                 </select>
             </label>
-            {move || job.get().is_none().then(|| {
-                let go_job = go_job.clone();
-                view! {
-                    <Transition>
-                        {move || {
-                            let go_job = go_job.clone();
-                            Suspend::new(async move {
-                                let mut slugs: Vec<String> = jobs.await.unwrap_or_default();
-                                // A filter on a deleted job still shows as selected.
-                                let current = param("job");
-                                if !current.is_empty() && !slugs.contains(&current) {
-                                    slugs.push(current.clone());
-                                }
-                                view! {
-                                    <label>"Job "
-                                        <select id=format!("{table_id}-job") name="job"
-                                            on:change=move |ev| go_job("job", event_target_value(&ev))>
-                                            <option value="" selected=current.is_empty()>"all jobs"</option>
-                                            {slugs.into_iter().map(|slug| {
-                                                let selected = current == slug;
-                                                let label = slug.clone();
-                                                view! { <option value=slug selected=selected>{label}</option> }
-                                            }).collect_view()}
-                                        </select>
-                                    </label>
-                                }
-                            })
-                        }}
-                    </Transition>
-                }
-            })}
+            {move || job.get().is_none().then(|| job_filter(url, jobs, go_job.clone(), table_id))}
             <label>"Search "
                 <input id=format!("{table_id}-search") type="search" name="q" placeholder="run id, job or error"
                     prop:value=move || text.get()
@@ -234,52 +250,108 @@ pub fn RunHistory(
             " "
             <button type="submit">"Filter"</button>
         </form>
+    }
+}
+
+/// The job filter of a run list without a fixed job: every job's slug, and the current
+/// filter's even when that job no longer exists.
+fn job_filter(
+    url: RunListUrl,
+    jobs: Resource<Result<Vec<String>, ServerFnError>>,
+    go_job: impl Fn(&str, String) + Clone + Send + Sync + 'static,
+    table_id: &'static str,
+) -> impl IntoView {
+    view! {
+        <Transition>
+            {move || {
+                let go_job = go_job.clone();
+                Suspend::new(async move {
+                    let mut slugs: Vec<String> = jobs.await.unwrap_or_default();
+                    // A filter on a deleted job still shows as selected.
+                    let current = url.param("job");
+                    if !current.is_empty() && !slugs.contains(&current) {
+                        slugs.push(current.clone());
+                    }
+                    view! {
+                        <label>"Job "
+                            <select id=format!("{table_id}-job") name="job"
+                                on:change=move |ev| go_job("job", event_target_value(&ev))>
+                                <option value="" selected=current.is_empty()>"all jobs"</option>
+                                {slugs.into_iter().map(|slug| {
+                                    let selected = current == slug;
+                                    let label = slug.clone();
+                                    view! { <option value=slug selected=selected>{label}</option> }
+                                }).collect_view()}
+                            </select>
+                        </label>
+                    }
+                })
+            }}
+        </Transition>
+    }
+}
+
+/// The runs of the current page (or why there are none) and the pager.
+fn run_list(
+    url: RunListUrl,
+    job: Signal<Option<String>>,
+    runs: Resource<Result<RunList, ServerFnError>>,
+    table_id: &'static str,
+) -> impl IntoView {
+    view! {
         <Transition fallback=|| view! { <p>"Loading runs…"</p> }>
             {move || Suspend::new(async move {
                 match runs.await {
                     Err(e) => view! { <p class="error" role="alert">"Could not load runs: " {e.to_string()}</p> }.into_any(),
                     Ok(page) if page.runs.is_empty() => view! {
                         <p class="empty">
-                            {if filtered() { "No runs match these filters. " } else { "No runs yet: start one from a job's page, or with POST /api/jobs/:slug/run. " }}
-                            {filtered().then(|| view! { <a href=base.get()>"Clear the filters"</a> })}
+                            {if url.filtered() { "No runs match these filters. " } else { "No runs yet: start one from a job's page, or with POST /api/jobs/:slug/run. " }}
+                            {url.filtered().then(|| view! { <a href=url.base.get()>"Clear the filters"</a> })}
                         </p>
                     }.into_any(),
-                    Ok(page) => {
-                        let show_job = job.get().is_none();
-                        let shown = page.runs.len();
-                        let older = page.next_cursor.clone().map(|c| page_link(Some(c)));
-                        let newest = (!param("cursor").is_empty()).then(|| page_link(None));
-                        view! {
-                            <table id=table_id>
-                                <caption class="visually-hidden">"Job runs, newest first"</caption>
-                                <thead><tr><th scope="col">"Run"</th>
-                                    {show_job.then(|| view! { <th scope="col">"Job"</th> })}
-                                    <th scope="col">"Status"</th><th scope="col">"Attempt"</th>
-                                    <th scope="col">"Created"</th><th scope="col">"Duration"</th><th scope="col">"Error"</th></tr></thead>
-                                <tbody>
-                                    {page.runs.into_iter().map(|r| view! {
-                                        <tr data-run-id=r.id.clone()>
-                                            <td class="run-id"><a href=format!("/runs/jobs/{}", r.id) title=r.id.clone()><code>{short_id(&r.id)}</code></a></td>
-                                            {show_job.then(|| view! { <td><a href=format!("/jobs/{}", r.job_slug)>{r.job_slug.clone()}</a></td> })}
-                                            <td><StatusBadge status=r.status/></td>
-                                            <td>{r.attempt} "/" {r.max_attempts}</td>
-                                            <td><When t=r.created_at/></td>
-                                            <td><Duration ms=r.duration_ms/></td>
-                                            <td class="error-cell">{r.error_message.clone().unwrap_or_default()}</td>
-                                        </tr>
-                                    }).collect_view()}
-                                </tbody>
-                            </table>
-                            <nav class="pager" aria-label="Pages of runs">
-                                <span class="count">{format!("{shown} of {} run(s)", page.total)}</span>
-                                {newest.map(|h| view! { " " <a class="newest" href=h>"← Newest"</a> })}
-                                {older.map(|h| view! { " " <a class="older" rel="next" href=h>"Older →"</a> })}
-                            </nav>
-                        }.into_any()
-                    }
+                    Ok(page) => run_table(url, job.get().is_none(), page, table_id).into_any(),
                 }
             })}
         </Transition>
+    }
+}
+
+/// One page of runs as a table (with a job column when `show_job`), and the pager.
+fn run_table(
+    url: RunListUrl,
+    show_job: bool,
+    page: RunList,
+    table_id: &'static str,
+) -> impl IntoView {
+    let shown = page.runs.len();
+    let older = page.next_cursor.clone().map(|c| url.page_link(Some(c)));
+    let newest = (!url.param("cursor").is_empty()).then(|| url.page_link(None));
+    view! {
+        <table id=table_id>
+            <caption class="visually-hidden">"Job runs, newest first"</caption>
+            <thead><tr><th scope="col">"Run"</th>
+                {show_job.then(|| view! { <th scope="col">"Job"</th> })}
+                <th scope="col">"Status"</th><th scope="col">"Attempt"</th>
+                <th scope="col">"Created"</th><th scope="col">"Duration"</th><th scope="col">"Error"</th></tr></thead>
+            <tbody>
+                {page.runs.into_iter().map(|r| view! {
+                    <tr data-run-id=r.id.clone()>
+                        <td class="run-id"><a href=format!("/runs/jobs/{}", r.id) title=r.id.clone()><code>{short_id(&r.id)}</code></a></td>
+                        {show_job.then(|| view! { <td><a href=format!("/jobs/{}", r.job_slug)>{r.job_slug.clone()}</a></td> })}
+                        <td><StatusBadge status=r.status/></td>
+                        <td>{r.attempt} "/" {r.max_attempts}</td>
+                        <td><When t=r.created_at/></td>
+                        <td><Duration ms=r.duration_ms/></td>
+                        <td class="error-cell">{r.error_message.clone().unwrap_or_default()}</td>
+                    </tr>
+                }).collect_view()}
+            </tbody>
+        </table>
+        <nav class="pager" aria-label="Pages of runs">
+            <span class="count">{format!("{shown} of {} run(s)", page.total)}</span>
+            {newest.map(|h| view! { " " <a class="newest" href=h>"← Newest"</a> })}
+            {older.map(|h| view! { " " <a class="older" rel="next" href=h>"Older →"</a> })}
+        </nav>
     }
 }
 
@@ -304,7 +376,7 @@ pub fn short_id(id: &str) -> String {
 }
 
 /// A retry policy in words.
-fn retry_text(p: &crate::wire::RetryPolicy) -> String {
+fn retry_text(p: &wire::RetryPolicy) -> String {
     if p.max_attempts <= 1 {
         return "no retries (1 attempt)".into();
     }
@@ -361,7 +433,7 @@ pub fn RunPage() -> impl IntoView {
             {move || Suspend::new(async move {
                 let denied = crate::auth_pages::current_viewer().await.denied("jobs:run");
                 match run.await {
-                    Err(e) => view! { <h1>"Run not found"</h1><p class="error">{e.to_string()}</p> }.into_any(),
+                    Err(e) => crate::data::failure_view("Run", &e).into_any(),
                     Ok(r) => {
                         let rid = r.id.clone();
                         let rid2 = r.id.clone();
@@ -585,7 +657,7 @@ pub fn JobPage() -> impl IntoView {
         <Transition fallback=|| view! { <p>"Loading job…"</p> }>
             {move || Suspend::new(async move {
                 match detail.await {
-                    Err(e) => view! { <h1>"Job not found"</h1><p class="error">{e.to_string()}</p> }.into_any(),
+                    Err(e) => crate::data::failure_view("Job", &e).into_any(),
                     Ok(d) => {
                         let j = d.job.clone();
                         view! {

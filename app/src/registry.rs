@@ -9,9 +9,9 @@ use crate::{
     data::{fetch_service_detail, fetch_services, fetch_workflow_summaries},
     format::{MaybeWhen, When},
     live::use_live,
-    wire::{ServiceStatus, WorkflowSummary},
     workflow_pages::WorkflowStatusBadge,
 };
+use wire::{ServiceStatus, WorkflowSummary};
 
 /// A service's health as a coloured badge: healthy green, degraded orange, unhealthy red,
 /// unknown grey.

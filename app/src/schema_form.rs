@@ -269,71 +269,7 @@ pub fn SchemaForm(
     let submit_fields = fields.clone();
     let rows = fields
         .into_iter()
-        .map(|f| {
-            let id = input_id(&f.pointer);
-            let pointer = f.pointer.clone();
-            let label = view! {
-                <label for=id.clone()>
-                    {f.label.clone()}
-                    {f.required.then(|| view! { <abbr class="required" title="required">"*"</abbr> })}
-                </label>
-            };
-            let p = pointer.clone();
-            let value = move || values.with(|m| m.get(&p).cloned().unwrap_or_default());
-            let p = pointer.clone();
-            let set = move |text: String| values.update(|m| {
-                m.insert(p.clone(), text);
-            });
-            let input = match &f.kind {
-                Kind::Group => {
-                    return view! {
-                        <p class="group" style=format!("margin-left: {}rem", f.depth)><strong>{f.label.clone()}</strong></p>
-                    }
-                    .into_any();
-                }
-                Kind::Boolean => view! {
-                    <input id=id.clone() type="checkbox" prop:checked=move || value() == "true"
-                        on:change=move |ev| set(if event_target_checked(&ev) { "true".into() } else { "false".into() })/>
-                }
-                .into_any(),
-                Kind::Enum(options) => {
-                    let options = options.clone();
-                    view! {
-                        <select id=id.clone() prop:value=value on:change=move |ev| set(event_target_value(&ev))>
-                            <option value="">"—"</option>
-                            {options.iter().map(|o| { let t = scalar_text(o); view! { <option value=t.clone()>{t.clone()}</option> } }).collect_view()}
-                        </select>
-                    }
-                    .into_any()
-                }
-                Kind::List(_) => view! {
-                    <textarea id=id.clone() rows="3" placeholder="one item per line" prop:value=value
-                        on:input=move |ev| set(event_target_value(&ev))></textarea>
-                }
-                .into_any(),
-                Kind::Number | Kind::Integer => view! {
-                    <input id=id.clone() type="number" step=if f.kind == Kind::Integer { "1" } else { "any" }
-                        prop:value=value on:input=move |ev| set(event_target_value(&ev))/>
-                }
-                .into_any(),
-                Kind::Text => view! {
-                    <input id=id.clone() type="text" prop:value=value on:input=move |ev| set(event_target_value(&ev))/>
-                }
-                .into_any(),
-            };
-            let err_id = format!("{id}-error");
-            let p = pointer.clone();
-            view! {
-                <div class="field" style=format!("margin-left: {}rem", f.depth)>
-                    {label}
-                    " "
-                    {input}
-                    {f.description.clone().map(|d| view! { <small class="muted">" " {d}</small> })}
-                    <span class="field-error error" id=err_id role="alert">{move || problem(&p).unwrap_or_default()}</span>
-                </div>
-            }
-            .into_any()
-        })
+        .map(|f| field_row(f, values, problem))
         .collect_view();
     view! {
         <form id="launch-form" novalidate on:submit=move |ev| {
@@ -352,6 +288,87 @@ pub fn SchemaForm(
             {denied.map(|d| view! { " " <small class="muted" id="launch-denied">{d}</small> })}
         </form>
     }
+}
+
+/// One field of the form (a group's heading for [`Kind::Group`]): its label, input,
+/// description, and the problem `problem` reports for its pointer.
+fn field_row(
+    f: Field,
+    values: RwSignal<BTreeMap<String, String>>,
+    problem: impl Fn(&str) -> Option<String> + Copy + Send + Sync + 'static,
+) -> AnyView {
+    let id = input_id(&f.pointer);
+    let Some(input) = field_input(&f, &id, values) else {
+        return view! {
+            <p class="group" style=format!("margin-left: {}rem", f.depth)><strong>{f.label.clone()}</strong></p>
+        }
+        .into_any();
+    };
+    let label = view! {
+        <label for=id.clone()>
+            {f.label.clone()}
+            {f.required.then(|| view! { <abbr class="required" title="required">"*"</abbr> })}
+        </label>
+    };
+    let err_id = format!("{id}-error");
+    let p = f.pointer.clone();
+    view! {
+        <div class="field" style=format!("margin-left: {}rem", f.depth)>
+            {label}
+            " "
+            {input}
+            {f.description.clone().map(|d| view! { <small class="muted">" " {d}</small> })}
+            <span class="field-error error" id=err_id role="alert">{move || problem(&p).unwrap_or_default()}</span>
+        </div>
+    }
+    .into_any()
+}
+
+/// The input of a field, with the id `id`, bound to the field's text in `values`; `None` for
+/// a group, which has a heading instead.
+fn field_input(f: &Field, id: &str, values: RwSignal<BTreeMap<String, String>>) -> Option<AnyView> {
+    let p = f.pointer.clone();
+    let value = move || values.with(|m| m.get(&p).cloned().unwrap_or_default());
+    let p = f.pointer.clone();
+    let set = move |text: String| {
+        values.update(|m| {
+            m.insert(p.clone(), text);
+        })
+    };
+    let id = id.to_string();
+    let input = match &f.kind {
+        Kind::Group => return None,
+        Kind::Boolean => view! {
+            <input id=id.clone() type="checkbox" prop:checked=move || value() == "true"
+                on:change=move |ev| set(if event_target_checked(&ev) { "true".into() } else { "false".into() })/>
+        }
+        .into_any(),
+        Kind::Enum(options) => {
+            let options = options.clone();
+            view! {
+                <select id=id.clone() prop:value=value on:change=move |ev| set(event_target_value(&ev))>
+                    <option value="">"—"</option>
+                    {options.iter().map(|o| { let t = scalar_text(o); view! { <option value=t.clone()>{t.clone()}</option> } }).collect_view()}
+                </select>
+            }
+            .into_any()
+        }
+        Kind::List(_) => view! {
+            <textarea id=id.clone() rows="3" placeholder="one item per line" prop:value=value
+                on:input=move |ev| set(event_target_value(&ev))></textarea>
+        }
+        .into_any(),
+        Kind::Number | Kind::Integer => view! {
+            <input id=id.clone() type="number" step=if f.kind == Kind::Integer { "1" } else { "any" }
+                prop:value=value on:input=move |ev| set(event_target_value(&ev))/>
+        }
+        .into_any(),
+        Kind::Text => view! {
+            <input id=id.clone() type="text" prop:value=value on:input=move |ev| set(event_target_value(&ev))/>
+        }
+        .into_any(),
+    };
+    Some(input)
 }
 
 #[cfg(test)]

@@ -16,7 +16,10 @@ use crate::{
     live::use_live,
     pages::short_id,
     schema_form::SchemaForm,
-    wire::{StepAttempt, StepRunStatus, WorkflowRun, WorkflowRunStatus, WorkflowRunStep},
+};
+use wire::{
+    StepAttempt, StepRunStatus, WorkflowRun, WorkflowRunStatus, WorkflowRunStep,
+    WorkflowRunWithSteps,
 };
 
 /// A workflow run's status as a coloured badge (same colours as job runs).
@@ -221,7 +224,7 @@ pub fn WorkflowPage() -> impl IntoView {
         <Transition fallback=|| view! { <p>"Loading workflow…"</p> }>
             {move || Suspend::new(async move {
                 match detail.await {
-                    Err(e) => view! { <h1>"Workflow not found"</h1><p class="error">{e.to_string()}</p> }.into_any(),
+                    Err(e) => crate::data::failure_view("Workflow", &e).into_any(),
                     Ok(d) => {
                         let w = d.workflow.clone();
                         let nodes = dag_nodes(&w.steps, d.latest_steps.as_deref().unwrap_or_default());
@@ -279,8 +282,53 @@ pub fn WorkflowRunPage() -> impl IntoView {
     let live = use_live();
     let params = use_params_map();
     let id = move || params.read().get("id").unwrap_or_default();
-    // Refetch when an event about this run arrives (or after an action of this page).
+    let (changes, set_changes) = run_changes(live, params);
+    let run = Resource::new(
+        move || (changes.get(), id()),
+        |(_, id)| fetch_workflow_run(id),
+    );
+    // The definition of the run's version (for the graph's edges), fetched once per run.
+    let definition = Resource::new(id, |id| async move {
+        let r = fetch_workflow_run(id).await?;
+        let d = fetch_workflow_detail(r.run.workflow_slug.clone()).await?;
+        let steps = d
+            .versions
+            .iter()
+            .find(|v| v.version == r.run.workflow_version)
+            .map(|v| v.definition.steps.clone())
+            .unwrap_or(d.workflow.steps);
+        Ok::<Value, ServerFnError>(steps)
+    });
+    let actions = RunActions {
+        cancel: Action::new(|id: &String| cancel_workflow_run(id.clone())),
+        retry: Action::new(|id: &String| retry_workflow_run(id.clone())),
+        rerun: Action::new(|id: &String| rerun_workflow_run(id.clone())),
+    };
+    let (action_error, set_action_error) = signal(None::<String>);
+    follow_run_actions(actions, set_action_error, set_changes);
+    view! {
+        <Title text=move || format!("Workflow run {} · Switchyard", id())/>
+        <Transition fallback=|| view! { <p>"Loading workflow run…"</p> }>
+            {move || Suspend::new(async move {
+                let steps_def = definition.await.unwrap_or(Value::Null);
+                let denied = crate::auth_pages::current_viewer().await.denied("workflows:run");
+                match run.await {
+                    Err(e) => crate::data::failure_view("Workflow run", &e).into_any(),
+                    Ok(data) => workflow_run_view(data, &steps_def, denied, actions, action_error).into_any(),
+                }
+            })}
+        </Transition>
+    }
+}
+
+/// A counter the run page refetches on: bumped when an event about the run `params` names
+/// arrives, once the live connection is up, and every 5 s.
+fn run_changes(
+    live: crate::live::Live,
+    params: Memo<leptos_router::params::ParamsMap>,
+) -> (ReadSignal<u64>, WriteSignal<u64>) {
     let (changes, set_changes) = signal(0u64);
+    // Refetch when an event about this run arrives (or after an action of this page).
     Effect::new(move |_| {
         if let Some((_, run_id)) = live.workflow_run.get()
             && run_id == params.read_untracked().get("id").unwrap_or_default()
@@ -303,26 +351,29 @@ pub fn WorkflowRunPage() -> impl IntoView {
             on_cleanup(move || handle.clear());
         }
     });
-    let run = Resource::new(
-        move || (changes.get(), id()),
-        |(_, id)| fetch_workflow_run(id),
-    );
-    // The definition of the run's version (for the graph's edges), fetched once per run.
-    let definition = Resource::new(id, |id| async move {
-        let r = fetch_workflow_run(id).await?;
-        let d = fetch_workflow_detail(r.run.workflow_slug.clone()).await?;
-        let steps = d
-            .versions
-            .iter()
-            .find(|v| v.version == r.run.workflow_version)
-            .map(|v| v.definition.steps.clone())
-            .unwrap_or(d.workflow.steps);
-        Ok::<Value, ServerFnError>(steps)
-    });
-    let cancel = Action::new(|id: &String| cancel_workflow_run(id.clone()));
-    let retry = Action::new(|id: &String| retry_workflow_run(id.clone()));
-    let rerun = Action::new(|id: &String| rerun_workflow_run(id.clone()));
-    let (action_error, set_action_error) = signal(None::<String>);
+    (changes, set_changes)
+}
+
+/// The run page's actions, each given the run's id.
+#[derive(Clone, Copy)]
+struct RunActions {
+    cancel: Action<String, Result<WorkflowRun, ServerFnError>>,
+    retry: Action<String, Result<WorkflowRun, ServerFnError>>,
+    rerun: Action<String, Result<WorkflowRun, ServerFnError>>,
+}
+
+/// What the actions' outcomes do: an error is shown, a cancel or retry refetches the run, a
+/// rerun opens the new run.
+fn follow_run_actions(
+    actions: RunActions,
+    set_action_error: WriteSignal<Option<String>>,
+    set_changes: WriteSignal<u64>,
+) {
+    let RunActions {
+        cancel,
+        retry,
+        rerun,
+    } = actions;
     Effect::new(move |_| {
         for result in [cancel.value().get(), retry.value().get()]
             .into_iter()
@@ -344,91 +395,122 @@ pub fn WorkflowRunPage() -> impl IntoView {
         Some(Err(e)) => set_action_error.set(Some(e.to_string())),
         None => {}
     });
+}
+
+/// The run page's content: heading, actions, facts, graph, timeline and step details.
+fn workflow_run_view(
+    data: WorkflowRunWithSteps,
+    steps_def: &Value,
+    denied: Option<String>,
+    actions: RunActions,
+    action_error: ReadSignal<Option<String>>,
+) -> impl IntoView + use<> {
+    let WorkflowRunWithSteps { run: r, steps } = data;
+    let nodes = dag_nodes(steps_def, &steps);
+    let bars = gantt_bars(&steps);
+    // The same `now` on server and client: the run's last change.
+    let now = r.completed_at.unwrap_or(r.updated_at);
     view! {
-        <Title text=move || format!("Workflow run {} · Switchyard", id())/>
-        <Transition fallback=|| view! { <p>"Loading workflow run…"</p> }>
-            {move || Suspend::new(async move {
-                let steps_def = definition.await.unwrap_or(Value::Null);
-                let denied = crate::auth_pages::current_viewer().await.denied("workflows:run");
-                match run.await {
-                    Err(e) => view! { <h1>"Workflow run not found"</h1><p class="error">{e.to_string()}</p> }.into_any(),
-                    Ok(data) => {
-                        let r = data.run.clone();
-                        let steps = data.steps.clone();
-                        let (c_id, rt_id, rr_id) = (r.id.clone(), r.id.clone(), r.id.clone());
-                        let active = !r.status.is_terminal();
-                        let resumable = matches!(r.status, WorkflowRunStatus::Failed | WorkflowRunStatus::Canceled);
-                        let nodes = dag_nodes(&steps_def, &steps);
-                        let bars = gantt_bars(&steps);
-                        // The same `now` on server and client: the run's last change.
-                        let now = r.completed_at.unwrap_or(r.updated_at);
+        {workflow_run_heading(&r)}
+        {workflow_run_actions(&r, denied, actions)}
+        {move || action_error.get().map(|e| view! { <p class="error" role="alert" id="action-error">{e}</p> })}
+        {workflow_run_facts(&r)}
+        <h2>"Steps"</h2>
+        <div class="dag-wrap"><DagSvg nodes/></div>
+        <h2>"Timeline"</h2>
+        <div class="gantt-wrap"><Gantt bars now/></div>
+        <h2>"Step details"</h2>
+        {run_steps_table(steps)}
+    }
+}
+
+/// The run's title (workflow and version), status and trigger.
+fn workflow_run_heading(r: &WorkflowRun) -> impl IntoView + use<> {
+    view! {
+        <h1 id="workflow-run-title">"Run of " <a href=format!("/workflows/{}", r.workflow_slug)>{r.workflow_slug.clone()}</a>
+            " " <small>"v" {r.workflow_version}</small></h1>
+        <p>"Status: " <span id="workflow-run-status" data-status=r.status.as_str()><WorkflowStatusBadge status=r.status/></span>
+            " · trigger " {trigger_text(r)}</p>
+    }
+}
+
+/// The Cancel run / Retry failed steps / Rerun buttons, disabled (with the reason as their
+/// title) when the run's state or the viewer (`denied`) does not allow them.
+fn workflow_run_actions(
+    r: &WorkflowRun,
+    denied: Option<String>,
+    actions: RunActions,
+) -> impl IntoView + use<> {
+    let (c_id, rt_id, rr_id) = (r.id.clone(), r.id.clone(), r.id.clone());
+    let active = !r.status.is_terminal();
+    let resumable = matches!(
+        r.status,
+        WorkflowRunStatus::Failed | WorkflowRunStatus::Canceled
+    );
+    view! {
+        <p class="actions">
+            <button id="cancel-workflow-run" disabled=!active || denied.is_some()
+                title=denied.clone().unwrap_or_else(|| if active { "Cancel this run and its unfinished steps" } else { "The run has ended" }.into())
+                on:click=move |_| { actions.cancel.dispatch(c_id.clone()); }>"Cancel run"</button>
+            " "
+            <button id="retry-workflow-run" disabled=!resumable || denied.is_some()
+                title=denied.clone().unwrap_or_else(|| if resumable { "Resume this run: its failed and canceled steps run again" } else { "Only a failed or canceled run can be resumed" }.into())
+                on:click=move |_| { actions.retry.dispatch(rt_id.clone()); }>"Retry failed steps"</button>
+            " "
+            <button id="rerun-workflow-run" disabled=denied.is_some()
+                title=denied.clone().unwrap_or_else(|| "Start a new run of this workflow with the same parameters".into())
+                on:click=move |_| { actions.rerun.dispatch(rr_id.clone()); }>"Rerun"</button>
+        </p>
+    }
+}
+
+/// The run's id, times and duration, its error if any, and its parameters.
+fn workflow_run_facts(r: &WorkflowRun) -> impl IntoView + use<> {
+    view! {
+        <dl>
+            <dt>"Run id"</dt><dd><code>{r.id.clone()}</code></dd>
+            <dt>"Created"</dt><dd><When t=r.created_at/></dd>
+            <dt>"Started"</dt><dd><MaybeWhen t=r.started_at/></dd>
+            <dt>"Completed"</dt><dd><MaybeWhen t=r.completed_at/></dd>
+            <dt>"Duration"</dt><dd><Duration ms=r.duration_ms/></dd>
+        </dl>
+        {r.error_message.clone().map(|e| view! { <p id="workflow-run-error" class="error" role="alert">"Error: " {e}</p> })}
+        <h2>"Parameters"</h2>
+        <pre id="workflow-run-parameters">{pretty(&Some(r.parameters.clone()))}</pre>
+    }
+}
+
+/// Every step of the run: status, attempt, input, output, error and its job run.
+fn run_steps_table(steps: Vec<WorkflowRunStep>) -> impl IntoView {
+    view! {
+        <table id="steps">
+            <caption class="visually-hidden">"Steps of this run"</caption>
+            <thead><tr><th scope="col">"Step"</th><th scope="col">"Status"</th><th scope="col">"Attempt"</th>
+                <th scope="col">"Input"</th><th scope="col">"Output"</th><th scope="col">"Error"</th>
+                <th scope="col">"Job run"</th></tr></thead>
+            <tbody>
+                {steps.into_iter().map(|s| {
+                    let job_links = s.job_run_id.clone().map(|jid| {
+                        let log = s.logs_url.clone().unwrap_or_else(|| format!("/api/job-runs/{jid}/logs"));
                         view! {
-                            <h1 id="workflow-run-title">"Run of " <a href=format!("/workflows/{}", r.workflow_slug)>{r.workflow_slug.clone()}</a>
-                                " " <small>"v" {r.workflow_version}</small></h1>
-                            <p>"Status: " <span id="workflow-run-status" data-status=r.status.as_str()><WorkflowStatusBadge status=r.status/></span>
-                                " · trigger " {trigger_text(&r)}</p>
-                            <p class="actions">
-                                <button id="cancel-workflow-run" disabled=!active || denied.is_some()
-                                    title=denied.clone().unwrap_or_else(|| if active { "Cancel this run and its unfinished steps" } else { "The run has ended" }.into())
-                                    on:click=move |_| { cancel.dispatch(c_id.clone()); }>"Cancel run"</button>
-                                " "
-                                <button id="retry-workflow-run" disabled=!resumable || denied.is_some()
-                                    title=denied.clone().unwrap_or_else(|| if resumable { "Resume this run: its failed and canceled steps run again" } else { "Only a failed or canceled run can be resumed" }.into())
-                                    on:click=move |_| { retry.dispatch(rt_id.clone()); }>"Retry failed steps"</button>
-                                " "
-                                <button id="rerun-workflow-run" disabled=denied.is_some()
-                                    title=denied.clone().unwrap_or_else(|| "Start a new run of this workflow with the same parameters".into())
-                                    on:click=move |_| { rerun.dispatch(rr_id.clone()); }>"Rerun"</button>
-                            </p>
-                            {move || action_error.get().map(|e| view! { <p class="error" role="alert" id="action-error">{e}</p> })}
-                            <dl>
-                                <dt>"Run id"</dt><dd><code>{r.id.clone()}</code></dd>
-                                <dt>"Created"</dt><dd><When t=r.created_at/></dd>
-                                <dt>"Started"</dt><dd><MaybeWhen t=r.started_at/></dd>
-                                <dt>"Completed"</dt><dd><MaybeWhen t=r.completed_at/></dd>
-                                <dt>"Duration"</dt><dd><Duration ms=r.duration_ms/></dd>
-                            </dl>
-                            {r.error_message.clone().map(|e| view! { <p id="workflow-run-error" class="error" role="alert">"Error: " {e}</p> })}
-                            <h2>"Parameters"</h2>
-                            <pre id="workflow-run-parameters">{pretty(&Some(r.parameters.clone()))}</pre>
-                            <h2>"Steps"</h2>
-                            <div class="dag-wrap"><DagSvg nodes/></div>
-                            <h2>"Timeline"</h2>
-                            <div class="gantt-wrap"><Gantt bars now/></div>
-                            <h2>"Step details"</h2>
-                            <table id="steps">
-                                <caption class="visually-hidden">"Steps of this run"</caption>
-                                <thead><tr><th scope="col">"Step"</th><th scope="col">"Status"</th><th scope="col">"Attempt"</th>
-                                    <th scope="col">"Input"</th><th scope="col">"Output"</th><th scope="col">"Error"</th>
-                                    <th scope="col">"Job run"</th></tr></thead>
-                                <tbody>
-                                    {steps.into_iter().map(|s| {
-                                        let job_links = s.job_run_id.clone().map(|jid| {
-                                            let log = s.logs_url.clone().unwrap_or_else(|| format!("/api/job-runs/{jid}/logs"));
-                                            view! {
-                                                <a class="step-job-run" href=format!("/runs/jobs/{jid}") title=jid.clone()><code>{short_id(&jid)}</code></a>
-                                                " · " <a class="step-log" href=log>"log"</a>
-                                            }
-                                        });
-                                        view! {
-                                            <tr data-step=s.step_id.clone() data-status=s.status.as_str()>
-                                                <td><code>{s.step_id.clone()}</code></td>
-                                                <td><StepStatusBadge status=s.status/></td>
-                                                <td>{s.attempt}</td>
-                                                <td><pre class="step-input">{pretty(&s.input)}</pre></td>
-                                                <td><pre class="step-output">{pretty(&s.output)}</pre></td>
-                                                <td class="error-cell step-error">{s.error_message.clone().unwrap_or_default()}</td>
-                                                <td>{job_links}</td>
-                                            </tr>
-                                        }
-                                    }).collect_view()}
-                                </tbody>
-                            </table>
-                        }.into_any()
+                            <a class="step-job-run" href=format!("/runs/jobs/{jid}") title=jid.clone()><code>{short_id(&jid)}</code></a>
+                            " · " <a class="step-log" href=log>"log"</a>
+                        }
+                    });
+                    view! {
+                        <tr data-step=s.step_id.clone() data-status=s.status.as_str()>
+                            <td><code>{s.step_id.clone()}</code></td>
+                            <td><StepStatusBadge status=s.status/></td>
+                            <td>{s.attempt}</td>
+                            <td><pre class="step-input">{pretty(&s.input)}</pre></td>
+                            <td><pre class="step-output">{pretty(&s.output)}</pre></td>
+                            <td class="error-cell step-error">{s.error_message.clone().unwrap_or_default()}</td>
+                            <td>{job_links}</td>
+                        </tr>
                     }
-                }
-            })}
-        </Transition>
+                }).collect_view()}
+            </tbody>
+        </table>
     }
 }
 

@@ -109,140 +109,156 @@ async fn index<T: IntoIden + Copy + 'static>(
     m.create_index(stmt).await
 }
 
+/// `audit_logs` and its indexes: by time, and by action, subject or status in id order.
+async fn create_audit_logs(m: &SchemaManager<'_>) -> Result<(), DbErr> {
+    m.create_table(
+        Table::create()
+            .table(AuditLogs::Table)
+            .col(id36(AuditLogs::Id).primary_key())
+            .col(text_null(AuditLogs::Subject, 255))
+            .col(text_null(AuditLogs::TokenHashPrefix, 16))
+            .col(text(AuditLogs::Action, 100))
+            .col(text_null(AuditLogs::Resource, 500))
+            .col(text(AuditLogs::Status, 32))
+            .col(ColumnDef::new(AuditLogs::StatusCode).integer().null())
+            .col(text_null(AuditLogs::Ip, 64))
+            .col(ColumnDef::new(AuditLogs::Details).json_binary().not_null())
+            .col(ts(AuditLogs::CreatedAt))
+            .to_owned(),
+    )
+    .await?;
+    index(
+        m,
+        "idx_audit_logs_created_at",
+        AuditLogs::Table,
+        vec![AuditLogs::CreatedAt],
+        false,
+    )
+    .await?;
+    index(
+        m,
+        "idx_audit_logs_action_id",
+        AuditLogs::Table,
+        vec![AuditLogs::Action, AuditLogs::Id],
+        false,
+    )
+    .await?;
+    index(
+        m,
+        "idx_audit_logs_subject_id",
+        AuditLogs::Table,
+        vec![AuditLogs::Subject, AuditLogs::Id],
+        false,
+    )
+    .await?;
+    index(
+        m,
+        "idx_audit_logs_status_id",
+        AuditLogs::Table,
+        vec![AuditLogs::Status, AuditLogs::Id],
+        false,
+    )
+    .await?;
+    Ok(())
+}
+
+/// `secrets` and `secret_versions`, unique by key and version.
+async fn create_secrets(m: &SchemaManager<'_>) -> Result<(), DbErr> {
+    m.create_table(
+        Table::create()
+            .table(Secrets::Table)
+            .col(text(Secrets::Key, 255).primary_key())
+            .col(ColumnDef::new(Secrets::CurrentVersion).integer().not_null())
+            .col(ts(Secrets::CreatedAt))
+            .col(ts(Secrets::UpdatedAt))
+            .to_owned(),
+    )
+    .await?;
+    m.create_table(
+        Table::create()
+            .table(SecretVersions::Table)
+            .col(id36(SecretVersions::Id).primary_key())
+            .col(text(SecretVersions::SecretKey, 255))
+            .col(ColumnDef::new(SecretVersions::Version).integer().not_null())
+            .col(ColumnDef::new(SecretVersions::Ciphertext).text().not_null())
+            .col(text(SecretVersions::Nonce, 64))
+            .col(ts(SecretVersions::CreatedAt))
+            .to_owned(),
+    )
+    .await?;
+    index(
+        m,
+        "idx_secret_versions_key_version",
+        SecretVersions::Table,
+        vec![SecretVersions::SecretKey, SecretVersions::Version],
+        true,
+    )
+    .await?;
+    Ok(())
+}
+
+/// `alert_deliveries`, unique by dedupe key, and its index by workflow and time.
+async fn create_alert_deliveries(m: &SchemaManager<'_>) -> Result<(), DbErr> {
+    m.create_table(
+        Table::create()
+            .table(AlertDeliveries::Table)
+            .col(id36(AlertDeliveries::Id).primary_key())
+            .col(text(AlertDeliveries::DedupeKey, 255))
+            .col(text(AlertDeliveries::WorkflowSlug, 100))
+            .col(
+                ColumnDef::new(AlertDeliveries::Failures)
+                    .integer()
+                    .not_null(),
+            )
+            .col(
+                ColumnDef::new(AlertDeliveries::WindowMs)
+                    .big_integer()
+                    .not_null(),
+            )
+            .col(text_null(AlertDeliveries::LastRunId, 36))
+            .col(
+                ColumnDef::new(AlertDeliveries::Payload)
+                    .json_binary()
+                    .not_null(),
+            )
+            .col(text(AlertDeliveries::Status, 16))
+            .col(
+                ColumnDef::new(AlertDeliveries::Attempts)
+                    .integer()
+                    .not_null(),
+            )
+            .col(ColumnDef::new(AlertDeliveries::LastError).text().null())
+            .col(ts(AlertDeliveries::CreatedAt))
+            .col(ts_null(AlertDeliveries::DeliveredAt))
+            .col(ts(AlertDeliveries::UpdatedAt))
+            .to_owned(),
+    )
+    .await?;
+    index(
+        m,
+        "idx_alert_deliveries_dedupe_key",
+        AlertDeliveries::Table,
+        vec![AlertDeliveries::DedupeKey],
+        true,
+    )
+    .await?;
+    index(
+        m,
+        "idx_alert_deliveries_slug_created",
+        AlertDeliveries::Table,
+        vec![AlertDeliveries::WorkflowSlug, AlertDeliveries::CreatedAt],
+        false,
+    )
+    .await?;
+    Ok(())
+}
+
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.create_table(
-            Table::create()
-                .table(AuditLogs::Table)
-                .col(id36(AuditLogs::Id).primary_key())
-                .col(text_null(AuditLogs::Subject, 255))
-                .col(text_null(AuditLogs::TokenHashPrefix, 16))
-                .col(text(AuditLogs::Action, 100))
-                .col(text_null(AuditLogs::Resource, 500))
-                .col(text(AuditLogs::Status, 32))
-                .col(ColumnDef::new(AuditLogs::StatusCode).integer().null())
-                .col(text_null(AuditLogs::Ip, 64))
-                .col(ColumnDef::new(AuditLogs::Details).json_binary().not_null())
-                .col(ts(AuditLogs::CreatedAt))
-                .to_owned(),
-        )
-        .await?;
-        index(
-            m,
-            "idx_audit_logs_created_at",
-            AuditLogs::Table,
-            vec![AuditLogs::CreatedAt],
-            false,
-        )
-        .await?;
-        index(
-            m,
-            "idx_audit_logs_action_id",
-            AuditLogs::Table,
-            vec![AuditLogs::Action, AuditLogs::Id],
-            false,
-        )
-        .await?;
-        index(
-            m,
-            "idx_audit_logs_subject_id",
-            AuditLogs::Table,
-            vec![AuditLogs::Subject, AuditLogs::Id],
-            false,
-        )
-        .await?;
-        index(
-            m,
-            "idx_audit_logs_status_id",
-            AuditLogs::Table,
-            vec![AuditLogs::Status, AuditLogs::Id],
-            false,
-        )
-        .await?;
-
-        m.create_table(
-            Table::create()
-                .table(Secrets::Table)
-                .col(text(Secrets::Key, 255).primary_key())
-                .col(ColumnDef::new(Secrets::CurrentVersion).integer().not_null())
-                .col(ts(Secrets::CreatedAt))
-                .col(ts(Secrets::UpdatedAt))
-                .to_owned(),
-        )
-        .await?;
-        m.create_table(
-            Table::create()
-                .table(SecretVersions::Table)
-                .col(id36(SecretVersions::Id).primary_key())
-                .col(text(SecretVersions::SecretKey, 255))
-                .col(ColumnDef::new(SecretVersions::Version).integer().not_null())
-                .col(ColumnDef::new(SecretVersions::Ciphertext).text().not_null())
-                .col(text(SecretVersions::Nonce, 64))
-                .col(ts(SecretVersions::CreatedAt))
-                .to_owned(),
-        )
-        .await?;
-        index(
-            m,
-            "idx_secret_versions_key_version",
-            SecretVersions::Table,
-            vec![SecretVersions::SecretKey, SecretVersions::Version],
-            true,
-        )
-        .await?;
-
-        m.create_table(
-            Table::create()
-                .table(AlertDeliveries::Table)
-                .col(id36(AlertDeliveries::Id).primary_key())
-                .col(text(AlertDeliveries::DedupeKey, 255))
-                .col(text(AlertDeliveries::WorkflowSlug, 100))
-                .col(
-                    ColumnDef::new(AlertDeliveries::Failures)
-                        .integer()
-                        .not_null(),
-                )
-                .col(
-                    ColumnDef::new(AlertDeliveries::WindowMs)
-                        .big_integer()
-                        .not_null(),
-                )
-                .col(text_null(AlertDeliveries::LastRunId, 36))
-                .col(
-                    ColumnDef::new(AlertDeliveries::Payload)
-                        .json_binary()
-                        .not_null(),
-                )
-                .col(text(AlertDeliveries::Status, 16))
-                .col(
-                    ColumnDef::new(AlertDeliveries::Attempts)
-                        .integer()
-                        .not_null(),
-                )
-                .col(ColumnDef::new(AlertDeliveries::LastError).text().null())
-                .col(ts(AlertDeliveries::CreatedAt))
-                .col(ts_null(AlertDeliveries::DeliveredAt))
-                .col(ts(AlertDeliveries::UpdatedAt))
-                .to_owned(),
-        )
-        .await?;
-        index(
-            m,
-            "idx_alert_deliveries_dedupe_key",
-            AlertDeliveries::Table,
-            vec![AlertDeliveries::DedupeKey],
-            true,
-        )
-        .await?;
-        index(
-            m,
-            "idx_alert_deliveries_slug_created",
-            AlertDeliveries::Table,
-            vec![AlertDeliveries::WorkflowSlug, AlertDeliveries::CreatedAt],
-            false,
-        )
-        .await?;
+        create_audit_logs(m).await?;
+        create_secrets(m).await?;
+        create_alert_deliveries(m).await?;
         Ok(())
     }
 

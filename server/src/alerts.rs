@@ -23,6 +23,7 @@ use serde_json::json;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use crate::events::Event;
 use crate::{
     egress::{EgressClient, Refused},
     settings::AlertSettings,
@@ -57,10 +58,10 @@ impl Alerts {
         let missed = "alerts: failures in the skipped events were not evaluated";
         crate::events::follow(rx, stop.clone(), missed, |ev| {
             if ev.event_type == "workflow.run.failed"
-                && let Some(id) = ev.payload.pointer("/data/run/id").and_then(|v| v.as_str())
+                && let Some(Event::WorkflowRun { run, .. }) = Event::decode(&ev)
             {
                 // Deliveries wait and retry: never hold up the next event.
-                tokio::spawn(self.clone().evaluate(id.to_string(), stop.clone()));
+                tokio::spawn(self.clone().evaluate(run.id, stop.clone()));
             }
             std::future::ready(())
         })
@@ -80,8 +81,7 @@ impl Alerts {
         let Some(run) = self.store.get_workflow_run(run_id).await? else {
             return Ok(());
         };
-        let (app::wire::WorkflowRunStatus::Failed, Some(ended)) = (run.status, run.completed_at)
-        else {
+        let (wire::WorkflowRunStatus::Failed, Some(ended)) = (run.status, run.completed_at) else {
             return Ok(());
         };
         let threshold = u64::from(self.settings.alert_threshold);

@@ -16,19 +16,142 @@ use std::{
 };
 
 use chrono::Utc;
+use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use wire::{JobDefinition, JobRun, Service, WorkflowDefinition, WorkflowRun, WorkflowRunStatus};
 
-use crate::{
-    db::Pool,
-    store::{Store, StoredEvent},
-};
+/// An event as stored and as the bus carries it (type, id, the `{"type", "data"}` payload).
+pub use crate::store::StoredEvent;
+use crate::{db::Pool, store::Store};
 
 /// How long the reader waits for a missing id before skipping it.
 const GAP_GRACE: Duration = Duration::from_secs(2);
 /// How long the writer retries a batch of events the database refuses before dropping it.
 const WRITE_RETRY_FOR: Duration = Duration::from_secs(30);
+
+/// Every event the system publishes: its type (`job.run.succeeded`, ...) and data are derived
+/// from it in one place ([`Event::event_type`], [`Event::data`]), and consumers read stored
+/// events back as it ([`Event::decode`]) instead of walking JSON paths.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// `job.run.<status>`: a job run was accepted or changed state.
+    JobRun(JobRun),
+    /// `workflow.run.<change>`: `pending` (created), `updated` (its steps moved) or its new
+    /// status.
+    WorkflowRun {
+        run: WorkflowRun,
+        change: WorkflowRunChange,
+    },
+    /// `job.definition.updated`: saved, or deleted.
+    JobDefinition { job: JobDefinition, deleted: bool },
+    /// `workflow.definition.updated`: saved, or deleted.
+    WorkflowDefinition {
+        workflow: WorkflowDefinition,
+        deleted: bool,
+    },
+    /// `service.updated`: registered, changed, or its health changed.
+    Service(Service),
+}
+
+/// What happened to a workflow run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkflowRunChange {
+    /// Its steps moved on (a step started or ended) without a change of the run's status.
+    Updated,
+    /// It has this status now (`pending` when it was created).
+    Status(WorkflowRunStatus),
+}
+
+impl Event {
+    /// The event's type, as stored and as the event stream names it.
+    pub fn event_type(&self) -> String {
+        match self {
+            Event::JobRun(run) => format!("job.run.{}", run.status),
+            Event::WorkflowRun { change, .. } => match change {
+                WorkflowRunChange::Updated => "workflow.run.updated".to_string(),
+                WorkflowRunChange::Status(status) => format!("workflow.run.{status}"),
+            },
+            Event::JobDefinition { .. } => "job.definition.updated".to_string(),
+            Event::WorkflowDefinition { .. } => "workflow.definition.updated".to_string(),
+            Event::Service(_) => "service.updated".to_string(),
+        }
+    }
+
+    /// The event's `data` (api.md "Events").
+    pub fn data(&self) -> Value {
+        let with_deleted = |key: &str, value: Value, deleted: bool| {
+            let mut data = serde_json::Map::new();
+            data.insert(key.to_string(), value);
+            if deleted {
+                data.insert("deleted".to_string(), Value::Bool(true));
+            }
+            Value::Object(data)
+        };
+        match self {
+            Event::JobRun(run) => json!({ "run": run }),
+            Event::WorkflowRun { run, .. } => json!({ "run": run }),
+            Event::JobDefinition { job, deleted } => with_deleted(
+                "job",
+                serde_json::to_value(job).unwrap_or_default(),
+                *deleted,
+            ),
+            Event::WorkflowDefinition { workflow, deleted } => with_deleted(
+                "workflow",
+                serde_json::to_value(workflow).unwrap_or_default(),
+                *deleted,
+            ),
+            Event::Service(service) => json!({ "service": service }),
+        }
+    }
+
+    /// A stored event read back; None for a type this version does not know or data it cannot
+    /// read (an event written by a newer version).
+    pub fn decode(ev: &StoredEvent) -> Option<Event> {
+        let data = ev.payload.get("data")?;
+        let field = |key: &str| data.get(key);
+        let deleted = data
+            .get("deleted")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let t = ev.event_type.as_str();
+        if t.starts_with("job.run.") {
+            return JobRun::deserialize(field("run")?).ok().map(Event::JobRun);
+        }
+        if let Some(what) = t.strip_prefix("workflow.run.") {
+            let run = WorkflowRun::deserialize(field("run")?).ok()?;
+            let change = match what {
+                "updated" => WorkflowRunChange::Updated,
+                status => WorkflowRunChange::Status(WorkflowRunStatus::parse(status)?),
+            };
+            return Some(Event::WorkflowRun { run, change });
+        }
+        match t {
+            "job.definition.updated" => Some(Event::JobDefinition {
+                job: JobDefinition::deserialize(field("job")?).ok()?,
+                deleted,
+            }),
+            "workflow.definition.updated" => Some(Event::WorkflowDefinition {
+                workflow: WorkflowDefinition::deserialize(field("workflow")?).ok()?,
+                deleted,
+            }),
+            "service.updated" => Service::deserialize(field("service")?)
+                .ok()
+                .map(Event::Service),
+            _ => None,
+        }
+    }
+
+    /// The job run or workflow run the event is about, if any.
+    pub fn run_id(&self) -> Option<&str> {
+        match self {
+            Event::JobRun(run) => Some(&run.id),
+            Event::WorkflowRun { run, .. } => Some(&run.id),
+            _ => None,
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct EventBus {
@@ -65,10 +188,13 @@ impl EventBus {
         }
     }
 
-    /// Appends an event `{"type", "data"}` to the log. The write is batched with others by the
-    /// writer task (one insert, one commit for many events); failures are logged, not returned:
-    /// the state change the event reports has already been committed.
-    pub async fn publish(&self, event_type: &str, data: Value) {
+    /// Appends `event` to the log as `{"type", "data"}`. The write is batched with others by
+    /// the writer task (one insert, one commit for many events); failures are logged, not
+    /// returned: the state change the event reports has already been committed.
+    pub async fn publish(&self, event: Event) {
+        let event_type = event.event_type();
+        let data = event.data();
+        let event_type = event_type.as_str();
         let msg = WriterMsg::Event(
             event_type.to_string(),
             envelope(event_type, data),
@@ -85,6 +211,17 @@ impl EventBus {
         if self.writer.send(WriterMsg::Flush(tx)).await.is_ok() {
             let _ = rx.await;
         }
+    }
+
+    /// The id of the newest stored event (0 when there is none).
+    pub async fn last_event_id(&self) -> Result<i64, sea_orm::DbErr> {
+        self.store.last_event_id().await
+    }
+
+    /// When more than `max` events follow event `after`: the id after which the newest `max`
+    /// of them begin. `None` when `max` or fewer follow.
+    pub async fn replay_start(&self, after: i64, max: u64) -> Result<Option<i64>, sea_orm::DbErr> {
+        self.store.replay_start(after, max).await
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<StoredEvent>> {

@@ -8,16 +8,16 @@
 //! streams an endless body is classified from its first 64 KiB.
 use std::{collections::HashMap, time::Duration};
 
-use app::wire::{Service, ServiceStatus};
 use chrono::Utc;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use wire::{Service, ServiceStatus};
 
 use crate::{
+    application::secrets::ServiceCredentials,
     egress::{EgressClient, Refused},
     events::EventBus,
-    secrets::ServiceCredentials,
     store::Store,
 };
 
@@ -201,7 +201,7 @@ async fn record(store: &Store, bus: &EventBus, before: &Service, health: Health)
     {
         Ok(Some(after)) if changed => {
             tracing::info!(service = %after.slug, from = %before.status, to = %after.status, "service status changed");
-            bus.publish("service.updated", json!({"service": after}))
+            bus.publish(crate::events::Event::Service(after.clone()))
                 .await;
         }
         Ok(_) => {}
@@ -214,6 +214,7 @@ async fn record(store: &Store, bus: &EventBus, before: &Service, health: Health)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn answers_map_to_statuses() {

@@ -20,10 +20,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use app::wire::{
-    DurationBucket, DurationMetrics, DurationSummary, MetricsReport, QueueDepth, RunMetrics,
-    RunStatus, SlugStatusCounts, WorkflowRunStatus,
-};
 use chrono::{DateTime, Utc};
 use prometheus::{
     Encoder as _, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
@@ -31,8 +27,14 @@ use prometheus::{
 };
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
+use wire::{
+    DurationBucket, DurationMetrics, DurationSummary, MetricsReport, QueueDepth, RunMetrics,
+    RunStatus, SlugStatusCounts, WorkflowRunStatus,
+};
 
+use crate::events::{Event, WorkflowRunChange};
 use crate::store::{SlugStatusCount, Store, StoreResult, StoredEvent};
+use wire::{JobRun, WorkflowRun};
 
 /// How long one set of database figures answers scrapes.
 pub const CACHE_TTL: Duration = Duration::from_secs(1);
@@ -211,53 +213,65 @@ impl Metrics {
     }
 
     async fn observe(&self, ev: &StoredEvent) {
-        let Some(run) = ev.payload.pointer("/data/run") else {
+        // Only finished job runs and workflow runs count, and their type says so: the rest (most
+        // of the bus: accepted and started runs) is not decoded.
+        let finished_job_run = ev
+            .event_type
+            .strip_prefix("job.run.")
+            .is_some_and(|status| JOB_TERMINAL.contains(&status));
+        if !(finished_job_run || ev.event_type.starts_with("workflow.run.")) {
+            return;
+        }
+        match Event::decode(ev) {
+            Some(Event::JobRun(run)) => self.observe_job_run(&run).await,
+            Some(Event::WorkflowRun { run, change }) => self.observe_workflow_run(&run, change),
+            _ => {}
+        }
+    }
+
+    /// A finished job run's duration (and its step's, for a workflow step).
+    async fn observe_job_run(&self, run: &JobRun) {
+        let status = run.status.as_str();
+        let (Some(ms), true) = (run.duration_ms, JOB_TERMINAL.contains(&status)) else {
             return;
         };
-        let str_of = |k: &str| run.get(k).and_then(|v| v.as_str());
-        let duration_ms = run.get("durationMs").and_then(|v| v.as_i64());
-        if let Some(status) = ev.event_type.strip_prefix("job.run.") {
-            let (Some(ms), Some(job), true) = (
-                duration_ms,
-                str_of("jobSlug"),
-                JOB_TERMINAL.contains(&status),
-            ) else {
-                return;
-            };
+        let ms = ms.max(0) as f64;
+        self.inner
+            .job_runs
+            .with_label_values(&[run.job_slug.as_str(), status])
+            .observe(ms / 1000.0);
+        self.with_distributions(|d| d.job_runs.observe(ms));
+        if let (Some(workflow_run), Some(step)) = (&run.workflow_run_id, &run.workflow_step_id) {
+            let workflow = self.workflow_slug(workflow_run).await;
+            self.inner
+                .steps
+                .with_label_values(&[workflow.as_str(), step.as_str()])
+                .observe(ms / 1000.0);
+            self.with_distributions(|d| d.steps.observe(ms));
+        }
+    }
+
+    /// A workflow run's slug (for its steps' labels) and, when it finished, its duration
+    /// (once: on the event of its final status, not on the `updated` beside it).
+    fn observe_workflow_run(&self, run: &WorkflowRun, change: WorkflowRunChange) {
+        let (id, slug) = (run.id.as_str(), run.workflow_slug.as_str());
+        if let Ok(mut slugs) = self.inner.workflow_slugs.lock() {
+            if slugs.len() >= SLUG_CACHE {
+                slugs.clear();
+            }
+            slugs.insert(id.to_string(), slug.to_string());
+        }
+        let WorkflowRunChange::Status(status) = change else {
+            return;
+        };
+        let status = status.as_str();
+        if let (Some(ms), true) = (run.duration_ms, WORKFLOW_TERMINAL.contains(&status)) {
             let ms = ms.max(0) as f64;
             self.inner
-                .job_runs
-                .with_label_values(&[job, status])
+                .workflow_runs
+                .with_label_values(&[slug, status])
                 .observe(ms / 1000.0);
-            self.with_distributions(|d| d.job_runs.observe(ms));
-            if let (Some(workflow_run), Some(step)) =
-                (str_of("workflowRunId"), str_of("workflowStepId"))
-            {
-                let workflow = self.workflow_slug(workflow_run).await;
-                self.inner
-                    .steps
-                    .with_label_values(&[workflow.as_str(), step])
-                    .observe(ms / 1000.0);
-                self.with_distributions(|d| d.steps.observe(ms));
-            }
-        } else if let Some(status) = ev.event_type.strip_prefix("workflow.run.") {
-            let (Some(id), Some(slug)) = (str_of("id"), str_of("workflowSlug")) else {
-                return;
-            };
-            if let Ok(mut slugs) = self.inner.workflow_slugs.lock() {
-                if slugs.len() >= SLUG_CACHE {
-                    slugs.clear();
-                }
-                slugs.insert(id.to_string(), slug.to_string());
-            }
-            if let (Some(ms), true) = (duration_ms, WORKFLOW_TERMINAL.contains(&status)) {
-                let ms = ms.max(0) as f64;
-                self.inner
-                    .workflow_runs
-                    .with_label_values(&[slug, status])
-                    .observe(ms / 1000.0);
-                self.with_distributions(|d| d.workflow_runs.observe(ms));
-            }
+            self.with_distributions(|d| d.workflow_runs.observe(ms));
         }
     }
 

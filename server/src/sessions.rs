@@ -25,10 +25,8 @@ use governor::{Quota, clock::Clock};
 use rand::RngCore;
 use tokio_util::sync::CancellationToken;
 
-use crate::{
-    domain::auth::{session_id, token_hash_hex},
-    store::{SessionRecord, Store, StoreResult},
-};
+use crate::store::{SessionRecord, Store, StoreResult};
+use domain::auth::{session_id, token_hash_hex};
 
 /// The sign-in cookie over plain HTTP.
 pub const SESSION_COOKIE: &str = "switchyard_session";

@@ -4,10 +4,8 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::{
-    domain::{auth::OperatorTokens, hosts::HostName, secrets::EnvAllowList},
-    egress::EgressPolicy,
-};
+use crate::egress::EgressPolicy;
+use domain::{auth::OperatorTokens, hosts::HostName, secrets::EnvAllowList};
 
 /// Switchyard: jobs and workflows orchestrator in one binary.
 #[derive(Debug, Parser)]

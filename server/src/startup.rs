@@ -7,24 +7,30 @@ use leptos::prelude::LeptosOptions;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::application::{
+    JobService,
+    launcher::RunLauncher,
+    orchestrator::Orchestrator,
+    secrets::{EngineSecrets, SecretService, ServiceCredentials},
+};
+use crate::entrypoints::Registry;
+use crate::events::Event;
 use crate::{
     db::Database,
-    domain::hosts::HostPolicy,
     egress::{EgressClient, EgressPolicy, Redirects},
     engine::{
         Engine, StopReason,
         queue::{Queue, WorkerWaker},
     },
     events::EventBus,
-    handlers::Registry,
     http::{AppState, router},
     sandbox::BuildSandbox,
-    secrets::{EngineSecrets, SecretCipher, SecretService, ServiceCredentials},
-    service::JobService,
+    secrets::SecretCipher,
     sessions::Sessions,
     settings::{SecretKeyText, Settings, WorkerSettings},
     store::Store,
 };
+use domain::hosts::HostPolicy;
 
 /// The parts shared by `serve` and `worker`.
 struct Core {
@@ -38,6 +44,10 @@ struct Core {
     tasks: Vec<JoinHandle<()>>,
 }
 
+/// Starts what `serve` and `worker` share: checks the data directory, the build sandbox and
+/// the secret key, connects and migrates the database, builds the job service (with an engine
+/// when `worker` runs any), seeds the default jobs and starts the background tasks (event
+/// reader, database clock, and the engine's workers, reaper and bus follower).
 async fn start_core(
     data_dir: &Path,
     database_url: Option<&str>,
@@ -47,31 +57,8 @@ async fn start_core(
     egress: &Arc<EgressPolicy>,
     stop: &CancellationToken,
 ) -> anyhow::Result<Core> {
-    // First: modes that keep the data directory's secrets from builds, then a bad key or a
-    // missing build user are clear start-up errors, before anything runs.
-    crate::sandbox::protect_data_dir(data_dir)?;
-    // A process that executes nothing runs no builds: no build user needed.
-    let sandbox = if worker.workers > 0 {
-        BuildSandbox::resolve(&worker.build)?
-    } else {
-        BuildSandbox::unconfined()
-    };
-    let cipher = Arc::new(SecretCipher::load(secret_key, secret_key_file, data_dir)?);
-    let http = EgressClient::build(egress.clone(), Redirects::SameOrigin)?;
-    tracing::info!(egress = %egress, "outbound calls");
-    let db = Database::connect_and_migrate(data_dir, database_url).await?;
-    let store = Store::new(db.clone());
-    // Leases are written and judged by the database's clock: measured before any claim.
-    store
-        .sync_clock()
-        .await
-        .context("reading the database's clock")?;
-    let secrets = SecretService::new(store.clone(), cipher.clone());
-    let credentials = ServiceCredentials::new(store.clone(), cipher);
-    credentials
-        .seal_plain_headers()
-        .await
-        .context("sealing service headers stored in plain text")?;
+    let (sandbox, cipher, http) = preflight(data_dir, worker, secret_key, secret_key_file, egress)?;
+    let (db, store, secrets, credentials) = open_store(data_dir, database_url, cipher).await?;
     let bus = EventBus::new(store.clone());
     let queue = Queue::new(&db, worker.lease().max(std::time::Duration::from_secs(2)));
     let waker = WorkerWaker::default();
@@ -102,48 +89,20 @@ async fn start_core(
             http.clone(),
         )
     });
-    let service = JobService::new(
+    let service = job_service(
         store,
-        bus.clone(),
+        &bus,
         queue,
-        waker.clone(),
+        &waker,
         registry,
         engine.clone(),
-        credentials.clone(),
+        &credentials,
     );
-    service
-        .seed_defaults()
-        .await
-        .context("seeding default job definitions")?;
-    // The job workflow service steps execute as.
-    if service
-        .store()
-        .get_job(crate::orchestrator::SERVICE_CALL_JOB)
-        .await?
-        .is_none()
-        && let Err(e) = service
-            .save_job(
-                &crate::orchestrator::service_call_definition(),
-                &crate::domain::auth::Principal::internal("system:seed"),
-            )
-            .await
-    {
-        // Another process seeding at the same moment won the unique slug.
-        tracing::debug!(error = %e, "service-call seed skipped");
-    }
+    seed(&service).await?;
     // Start-up events are in the log before anyone can connect and ask for "what is new".
     bus.flush().await;
     if let Some(engine) = engine {
-        tasks.push(tokio::spawn(follow_bus(engine.clone(), stop.clone())));
-        tasks.push(tokio::spawn(crate::engine::reaper::run(
-            engine.clone(),
-            stop.clone(),
-        )));
-        tasks.push(tokio::spawn(crate::engine::workers::run(
-            engine,
-            worker.workers,
-            stop.clone(),
-        )));
+        tasks.extend(spawn_engine_tasks(engine, worker.workers, stop));
     }
     Ok(Core {
         db,
@@ -154,6 +113,128 @@ async fn start_core(
         http,
         tasks,
     })
+}
+
+/// What is checked before anything runs: the data directory's modes, the build sandbox (a
+/// process that executes nothing runs no builds), the secret key, and the outbound HTTP
+/// client.
+fn preflight(
+    data_dir: &Path,
+    worker: &WorkerSettings,
+    secret_key: Option<&SecretKeyText>,
+    secret_key_file: Option<&Path>,
+    egress: &Arc<EgressPolicy>,
+) -> anyhow::Result<(BuildSandbox, Arc<SecretCipher>, EgressClient)> {
+    // First: modes that keep the data directory's secrets from builds, then a bad key or a
+    // missing build user are clear start-up errors, before anything runs.
+    crate::sandbox::protect_data_dir(data_dir)?;
+    // A process that executes nothing runs no builds: no build user needed.
+    let sandbox = if worker.workers > 0 {
+        BuildSandbox::resolve(&worker.build)?
+    } else {
+        BuildSandbox::unconfined()
+    };
+    let cipher = Arc::new(SecretCipher::load(secret_key, secret_key_file, data_dir)?);
+    let http = EgressClient::build(egress.clone(), Redirects::SameOrigin)?;
+    tracing::info!(egress = %egress, "outbound calls");
+    Ok((sandbox, cipher, http))
+}
+
+/// Connects to and migrates the database, measures its clock, and opens the secret store and
+/// the services' credentials (sealing headers still stored in plain text).
+async fn open_store(
+    data_dir: &Path,
+    database_url: Option<&str>,
+    cipher: Arc<SecretCipher>,
+) -> anyhow::Result<(Database, Store, SecretService, ServiceCredentials)> {
+    let db = Database::connect_and_migrate(data_dir, database_url).await?;
+    let store = Store::new(db.clone());
+    // Leases are written and judged by the database's clock: measured before any claim.
+    store
+        .sync_clock()
+        .await
+        .context("reading the database's clock")?;
+    let secrets = SecretService::new(store.clone(), cipher.clone());
+    let credentials = ServiceCredentials::new(store.clone(), cipher);
+    credentials
+        .seal_plain_headers()
+        .await
+        .context("sealing service headers stored in plain text")?;
+    Ok((db, store, secrets, credentials))
+}
+
+/// The job service over `store`, with its run launcher and workflow orchestrator (which the
+/// engine, if any, reports steps' transitions to).
+fn job_service(
+    store: Store,
+    bus: &EventBus,
+    queue: Queue,
+    waker: &WorkerWaker,
+    registry: Arc<Registry>,
+    engine: Option<Engine>,
+    credentials: &ServiceCredentials,
+) -> JobService {
+    // The engine reports steps' transitions to the orchestrator (`engine::RunObserver`); the
+    // launcher starts runs on the engine's idle workers: built in this order, no cycle.
+    let launcher = RunLauncher::new(
+        store.clone(),
+        bus.clone(),
+        queue,
+        waker.clone(),
+        engine.clone(),
+    );
+    let orchestrator = Orchestrator::new(store.clone(), bus.clone(), launcher.clone());
+    if let Some(engine) = &engine {
+        engine.observe(Arc::new(orchestrator.clone()));
+    }
+    JobService::new(
+        store,
+        bus.clone(),
+        registry,
+        engine,
+        launcher,
+        orchestrator,
+        credentials.clone(),
+    )
+}
+
+/// Seeds the default job definitions and the service-call job (which workflows' service
+/// steps execute as), unless it exists.
+async fn seed(service: &JobService) -> anyhow::Result<()> {
+    service
+        .seed_defaults()
+        .await
+        .context("seeding default job definitions")?;
+    // The job workflow service steps execute as.
+    if service
+        .store()
+        .get_job(crate::application::orchestrator::SERVICE_CALL_JOB)
+        .await?
+        .is_none()
+        && let Err(e) = service
+            .save_job(
+                &crate::application::seeds::service_call_definition(),
+                &domain::auth::Principal::internal("system:seed"),
+            )
+            .await
+    {
+        // Another process seeding at the same moment won the unique slug.
+        tracing::debug!(error = %e, "service-call seed skipped");
+    }
+    Ok(())
+}
+
+/// Starts the engine's tasks: the bus follower, the reaper and `workers` workers.
+fn spawn_engine_tasks(
+    engine: Engine,
+    workers: usize,
+    stop: &CancellationToken,
+) -> Vec<JoinHandle<()>> {
+    vec![
+        tokio::spawn(follow_bus(engine.clone(), stop.clone())),
+        tokio::spawn(crate::engine::reaper::run(engine.clone(), stop.clone())),
+        tokio::spawn(crate::engine::workers::run(engine, workers, stop.clone())),
+    ]
 }
 
 /// Reacts to events from every process: cancels stop local attempts, new pending runs wake
@@ -168,8 +249,8 @@ async fn follow_bus(engine: Engine, stop: CancellationToken) {
         match ev {
             Ok(ev) => match ev.event_type.as_str() {
                 "job.run.canceled" => {
-                    if let Some(id) = ev.payload.pointer("/data/run/id").and_then(|v| v.as_str()) {
-                        engine.stop_run(id, StopReason::Canceled);
+                    if let Some(Event::JobRun(run)) = Event::decode(&ev) {
+                        engine.stop_run(&run.id, StopReason::Canceled);
                     }
                 }
                 "job.run.pending" => engine.waker().wake(),
@@ -194,16 +275,10 @@ pub struct Application {
 impl Application {
     /// Connects, migrates, seeds, starts workers and binds the listener (port 0 picks one).
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        if settings.auth.is_open() && !settings.bind.ip().is_loopback() {
-            anyhow::bail!(
-                "refusing to bind {}: no operator tokens are configured (open local mode), so only a loopback address such as 127.0.0.1 may be bound; configure SWITCHYARD_OPERATOR_TOKENS or --operator-tokens-file to listen on {}",
-                settings.bind,
-                settings.bind.ip()
-            );
-        }
+        refuse_open_non_loopback(&settings)?;
         let stop = CancellationToken::new();
         let egress = Arc::new(settings.egress.clone());
-        let core = start_core(
+        let mut core = start_core(
             &settings.data_dir,
             settings.database_url.as_deref(),
             &settings.worker,
@@ -217,84 +292,14 @@ impl Application {
             .await
             .with_context(|| format!("binding {}", settings.bind))?;
         let addr = listener.local_addr()?;
-        let leptos = LeptosOptions::builder()
-            .output_name(crate::http::assets::output_name(&settings.site_root))
-            .site_root(settings.site_root.to_string_lossy().to_string())
-            .site_pkg_dir("pkg")
-            .site_addr(addr)
-            .build();
-        // Metrics and alerts follow every process's run events (subscribed before serving).
-        let metrics = crate::metrics::Metrics::new(core.service.store().clone());
-        // A webhook's 3xx is an answer, not a hop: a POST must not turn into a GET.
-        let alerts = crate::alerts::Alerts::new(
-            core.service.store().clone(),
-            settings.alerts.clone(),
-            EgressClient::build(egress.clone(), Redirects::None)?,
-        );
-        let mut tasks = core.tasks;
-        let sessions = Sessions::new(core.service.store().clone(), settings.auth.session_ttl);
-        tasks.push(tokio::spawn(sessions.clone().run_pruner(stop.clone())));
-        tasks.push(tokio::spawn(
-            metrics.clone().follow(core.bus.subscribe(), stop.clone()),
-        ));
-        tasks.push(tokio::spawn(
-            alerts.follow(core.bus.subscribe(), stop.clone()),
-        ));
-        let state = AppState {
-            jobs: core.service.clone(),
-            bus: core.bus.clone(),
-            db: core.db.clone(),
-            leptos,
-            auth: std::sync::Arc::new(settings.auth.clone()),
-            secrets: core.secrets.clone(),
-            metrics,
-            sessions: sessions.clone(),
-            limits: std::sync::Arc::new(crate::http::limits::Limits::new(settings.limits.clone())),
-        };
+        let mut tasks = std::mem::take(&mut core.tasks);
+        let state = app_state(&settings, &core, addr, &egress, &stop, &mut tasks)?;
         // Host names requests may carry: loopback, the bound address, --allowed-hosts and the
         // public URL's host.
         let hosts = HostPolicy::new(addr.ip(), settings.auth.extra_hosts());
         let app = router(state, settings.max_body_bytes, hosts);
-        let shutdown = stop.clone();
-        // Pages stream in several writes: without TCP_NODELAY, Nagle's algorithm holds the later
-        // ones until the client's delayed ACK (about 40 ms per page).
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "could not set TCP_NODELAY");
-            }
-        });
-        let server = tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await
-        });
-        if !settings.health_interval.is_zero() {
-            tasks.push(tokio::spawn(crate::health::run(
-                core.service.store().clone(),
-                core.credentials.clone(),
-                core.bus.clone(),
-                core.http.clone(),
-                settings.health_interval,
-                stop.clone(),
-            )));
-        }
-        // Retention: one serve process of the cluster prunes at a time.
-        tasks.push(tokio::spawn(
-            crate::retention::Pruner::new(
-                core.service.store().clone(),
-                settings.retention.clone(),
-                &settings.data_dir,
-            )
-            .run(stop.clone()),
-        ));
-        tasks.push(tokio::spawn(crate::triggers::run(
-            core.service.workflow_service(),
-            core.bus.clone(),
-            stop.clone(),
-        )));
+        let server = serve(listener, app, stop.clone());
+        tasks.extend(spawn_serve_tasks(&settings, &core, &stop));
         tracing::info!(%addr, database = if core.db.is_postgres() { "postgres" } else { "sqlite" }, workers = settings.worker.workers, "switchyard serving");
         Ok(Application {
             addr,
@@ -345,6 +350,122 @@ impl Application {
         db.close(std::time::Duration::from_secs(5)).await;
         Ok(())
     }
+}
+
+/// Refuses open local mode (no operator tokens) on an address other than a loopback one.
+fn refuse_open_non_loopback(settings: &Settings) -> anyhow::Result<()> {
+    if settings.auth.is_open() && !settings.bind.ip().is_loopback() {
+        anyhow::bail!(
+            "refusing to bind {}: no operator tokens are configured (open local mode), so only a loopback address such as 127.0.0.1 may be bound; configure SWITCHYARD_OPERATOR_TOKENS or --operator-tokens-file to listen on {}",
+            settings.bind,
+            settings.bind.ip()
+        );
+    }
+    Ok(())
+}
+
+/// What the HTTP handlers of a server bound to `addr` reach. Starts, into `tasks`, the
+/// sessions' pruner and the metrics and alerts that follow the bus.
+fn app_state(
+    settings: &Settings,
+    core: &Core,
+    addr: SocketAddr,
+    egress: &Arc<EgressPolicy>,
+    stop: &CancellationToken,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> anyhow::Result<AppState> {
+    let leptos = LeptosOptions::builder()
+        .output_name(crate::http::assets::output_name(&settings.site_root))
+        .site_root(settings.site_root.to_string_lossy().to_string())
+        .site_pkg_dir("pkg")
+        .site_addr(addr)
+        .build();
+    // Metrics and alerts follow every process's run events (subscribed before serving).
+    let metrics = crate::metrics::Metrics::new(core.service.store().clone());
+    // A webhook's 3xx is an answer, not a hop: a POST must not turn into a GET.
+    let alerts = crate::alerts::Alerts::new(
+        core.service.store().clone(),
+        settings.alerts.clone(),
+        EgressClient::build(egress.clone(), Redirects::None)?,
+    );
+    let sessions = Sessions::new(core.service.store().clone(), settings.auth.session_ttl);
+    tasks.push(tokio::spawn(sessions.clone().run_pruner(stop.clone())));
+    tasks.push(tokio::spawn(
+        metrics.clone().follow(core.bus.subscribe(), stop.clone()),
+    ));
+    tasks.push(tokio::spawn(
+        alerts.follow(core.bus.subscribe(), stop.clone()),
+    ));
+    Ok(AppState {
+        jobs: core.service.clone(),
+        bus: core.bus.clone(),
+        db: core.db.clone(),
+        leptos,
+        auth: std::sync::Arc::new(settings.auth.clone()),
+        secrets: core.secrets.clone(),
+        metrics,
+        sessions: sessions.clone(),
+        limits: std::sync::Arc::new(crate::http::limits::Limits::new(settings.limits.clone())),
+    })
+}
+
+/// Serves `app` on `listener`, on a task of its own, until `shutdown` is canceled (then
+/// gracefully).
+fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    shutdown: CancellationToken,
+) -> JoinHandle<std::io::Result<()>> {
+    // Pages stream in several writes: without TCP_NODELAY, Nagle's algorithm holds the later
+    // ones until the client's delayed ACK (about 40 ms per page).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+    })
+}
+
+/// Starts the tasks only a serving process runs: the services' health poller (unless its
+/// interval is zero), retention and the workflow triggers.
+fn spawn_serve_tasks(
+    settings: &Settings,
+    core: &Core,
+    stop: &CancellationToken,
+) -> Vec<JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    if !settings.health_interval.is_zero() {
+        tasks.push(tokio::spawn(crate::health::run(
+            core.service.store().clone(),
+            core.credentials.clone(),
+            core.bus.clone(),
+            core.http.clone(),
+            settings.health_interval,
+            stop.clone(),
+        )));
+    }
+    // Retention: one serve process of the cluster prunes at a time.
+    tasks.push(tokio::spawn(
+        crate::retention::Pruner::new(
+            core.service.store().clone(),
+            settings.retention.clone(),
+            &settings.data_dir,
+        )
+        .run(stop.clone()),
+    ));
+    tasks.push(tokio::spawn(crate::triggers::run(
+        core.service.workflow_service(),
+        core.bus.clone(),
+        stop.clone(),
+    )));
+    tasks
 }
 
 /// The `worker` command: executes runs, serves nothing.

@@ -21,18 +21,18 @@
 //! refuses them from callers): no caller can pre-empt or impersonate a fire.
 use std::time::Duration;
 
-use app::wire::WorkflowDefinition;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
+use wire::WorkflowDefinition;
 
-use crate::{
-    domain::jobs::SERVER_KEY_PREFIX,
-    domain::workflow::{TriggerSpec, parse_cron},
-    events::EventBus,
-    orchestrator::{EVENT_TRIGGERED_BY, SCHEDULE_TRIGGERED_BY, WorkflowRunRequest},
-    workflows::WorkflowService,
+use crate::application::orchestrator::{
+    EVENT_TRIGGERED_BY, SCHEDULE_TRIGGERED_BY, WorkflowRunRequest,
 };
+use crate::application::workflows::WorkflowService;
+use crate::events::{Event, EventBus};
+use domain::jobs::SERVER_KEY_PREFIX;
+use domain::workflow::{TriggerSpec, parse_cron};
 
 /// How often the definitions are re-read even without a change event.
 const REFRESH: Duration = Duration::from_secs(30);
@@ -79,32 +79,31 @@ async fn start(service: &WorkflowService, slug: &str, request: WorkflowRunReques
 
 /// The chain of the run an event belongs to, that run included (see the module docs): empty
 /// for events of no workflow run.
-async fn chain_of(service: &WorkflowService, event_type: &str, data: &Value) -> Vec<Value> {
-    let run = if event_type.starts_with("workflow.run.") {
-        data.get("run").cloned()
-    } else if event_type.starts_with("job.run.") {
-        match data.pointer("/run/workflowRunId").and_then(Value::as_str) {
+async fn chain_of(service: &WorkflowService, event: Option<&Event>) -> Vec<Value> {
+    let run = match event {
+        Some(Event::WorkflowRun { run, .. }) => Some(run.clone()),
+        Some(Event::JobRun(job_run)) => match &job_run.workflow_run_id {
             Some(id) => match service.get_workflow_run(id).await {
-                Ok(run) => serde_json::to_value(run).ok(),
+                Ok(run) => Some(run),
                 Err(e) => {
-                    tracing::warn!(workflow_run_id = id, error = %e, "could not read the workflow run of a step's event");
+                    tracing::warn!(workflow_run_id = %id, error = %e, "could not read the workflow run of a step's event");
                     None
                 }
             },
             None => None,
-        }
-    } else {
-        None
+        },
+        _ => None,
     };
     let Some(run) = run else {
         return Vec::new();
     };
     let mut chain: Vec<Value> = run
-        .pointer("/trigger/chain")
+        .trigger
+        .get("chain")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    chain.push(json!({"workflowSlug": run.get("workflowSlug"), "runId": run.get("id")}));
+    chain.push(json!({"workflowSlug": run.workflow_slug, "runId": run.id}));
     chain
 }
 
@@ -186,7 +185,8 @@ pub async fn run(service: WorkflowService, bus: EventBus, stop: CancellationToke
                             continue;
                         }
                         if chain.is_none() {
-                            chain = Some(chain_of(&service, &event.event_type, data).await);
+                            let decoded = Event::decode(&event);
+                            chain = Some(chain_of(&service, decoded.as_ref()).await);
                         }
                         let chain = chain.clone().unwrap_or_default();
                         if let Some(why) = chain_refusal(&w.slug, &chain) {

@@ -4,10 +4,8 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{
-    handlers::{LogLine, LogRoom, LogSender},
-    store::Store,
-};
+use crate::entrypoints::{LogLine, LogRoom, LogSender};
+use crate::store::Store;
 
 /// The longest a line waits in the writer before it is stored (readers of a live log see it
 /// by then).
@@ -187,11 +185,8 @@ mod tests {
     use std::time::Duration;
 
     use super::LogWriter;
-    use crate::{
-        db::Database,
-        handlers::{LogLine, LogStream},
-        store::Store,
-    };
+    use crate::entrypoints::{LogLine, LogStream};
+    use crate::{db::Database, store::Store};
 
     /// A line every 20 ms must not hold back the writing (the delay counts from the oldest
     /// unstored line, not from the newest).

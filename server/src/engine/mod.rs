@@ -13,22 +13,24 @@ use std::{
     time::Duration,
 };
 
-use app::wire::{JobRun, RunStatus};
 use chrono::Utc;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
+use wire::{JobRun, RunStatus};
 
+use crate::entrypoints::{
+    JobError, JobResult, JobRunContext, LogBudget, LogLine, LogSink, MetricsSink, Registry,
+    SecretResolver,
+};
+use crate::events::Event;
 use crate::{
-    domain::problems::{replace_nul, replace_nul_json},
     egress::EgressClient,
     events::EventBus,
-    handlers::{
-        JobError, JobRunContext, LogBudget, LogLine, LogSink, MetricsSink, Registry, SecretResolver,
-    },
-    orchestrator::Orchestrator,
     settings::WorkerSettings,
     store::{ClaimedRun, RunClaim, Store},
 };
+use domain::problems::{replace_nul, replace_nul_json};
+use domain::secrets::Redactor;
 use logs::LogWriter;
 use queue::{Queue, RunTask, WorkerWaker};
 
@@ -92,13 +94,20 @@ impl InFlight {
     }
 }
 
-/// How long a started step's workflow run waits before it is reconciled to show the step running.
-const STARTED_STEP_NUDGE_DELAY: Duration = Duration::from_millis(50);
-
 /// Publishes `job.run.<status>` with the run.
 pub async fn publish_run(bus: &EventBus, run: &JobRun) {
-    let event_type = format!("job.run.{}", run.status.as_str());
-    bus.publish(&event_type, json!({"run": run})).await;
+    bus.publish(Event::JobRun(run.clone())).await;
+}
+
+/// What the engine reports to the layer above it: a workflow step's job run changed, and the
+/// recovery sweep's tick. The application's orchestrator implements it (it moves workflow
+/// runs on); the engine only knows this trait, so it depends on nothing above it.
+#[async_trait::async_trait]
+pub trait RunObserver: Send + Sync {
+    /// `run`, a workflow step's job run (`workflow_run_id` is set), has a new state.
+    async fn step_run_changed(&self, run: &JobRun);
+    /// The reaper's periodic recovery sweep: bring every unfinished run up to date.
+    async fn sweep(&self);
 }
 
 /// Shared by every worker of the process.
@@ -119,11 +128,12 @@ struct EngineInner {
     data_dir: PathBuf,
     http: EgressClient,
     inflight: Mutex<HashMap<String, InFlight>>,
-    orchestrator: Orchestrator,
+    /// Told about workflow steps' transitions (set once at start-up, see [`Engine::observe`]).
+    observer: std::sync::OnceLock<Arc<dyn RunObserver>>,
     /// Resolves secret references at execution time (and audit-logs each resolution).
     secrets: Arc<dyn SecretResolver>,
     /// Registered services with their credentials opened (service steps).
-    services: Arc<dyn crate::handlers::ServiceDirectory>,
+    services: Arc<dyn crate::entrypoints::ServiceDirectory>,
     /// Attempts started by [`Engine::try_run_locally`] that have not returned yet.
     local_running: std::sync::atomic::AtomicUsize,
     /// False once shutdown began: no more local starts.
@@ -220,13 +230,11 @@ impl Engine {
         settings: WorkerSettings,
         data_dir: PathBuf,
         secrets: Arc<dyn SecretResolver>,
-        services: Arc<dyn crate::handlers::ServiceDirectory>,
+        services: Arc<dyn crate::entrypoints::ServiceDirectory>,
         http: EgressClient,
     ) -> Engine {
         let logs = LogWriter::spawn(store.clone());
-        let orchestrator =
-            Orchestrator::new(store.clone(), bus.clone(), queue.clone(), waker.clone());
-        let engine = Engine {
+        Engine {
             inner: Arc::new(EngineInner {
                 store,
                 bus,
@@ -239,23 +247,27 @@ impl Engine {
                 data_dir,
                 http,
                 inflight: Mutex::new(HashMap::new()),
-                orchestrator,
+                observer: std::sync::OnceLock::new(),
                 secrets,
                 services,
                 local_running: Default::default(),
                 accepting: std::sync::atomic::AtomicBool::new(true),
             }),
-        };
-        // Weak: the orchestrator lives inside the engine.
-        let weak = Arc::downgrade(&engine.inner);
-        engine
-            .inner
-            .orchestrator
-            .set_local_dispatch(Arc::new(move |want: usize| {
-                weak.upgrade()
-                    .map_or_else(LocalSlots::none, |inner| Engine { inner }.reserve(want))
-            }));
-        engine
+        }
+    }
+
+    /// Sets who hears about workflow steps' transitions and the sweep (once, at start-up).
+    pub fn observe(&self, observer: Arc<dyn RunObserver>) {
+        if self.inner.observer.set(observer).is_err() {
+            tracing::warn!("the engine's run observer was set twice; the first one stays");
+        }
+    }
+
+    /// The recovery sweep of the layer above (workflow runs), on the reaper's tick.
+    pub async fn sweep_observed(&self) {
+        if let Some(observer) = self.inner.observer.get() {
+            observer.sweep().await;
+        }
     }
 
     /// Reserves up to `want` of this process's worker slots (fewer attempts in flight than
@@ -334,31 +346,14 @@ impl Engine {
         &self.inner.bus
     }
 
-    pub fn orchestrator(&self) -> &Orchestrator {
-        &self.inner.orchestrator
-    }
-
-    /// Publishes a run's new state; a workflow step's run also moves its workflow run on
-    /// (started steps, results, the next ready steps), in the background of whichever process
-    /// ran it (`Orchestrator::nudge`).
+    /// Publishes a run's new state; a workflow step's run is also reported to the observer
+    /// (which moves its workflow run on, in the background of whichever process ran it).
     pub async fn run_changed(&self, run: &JobRun) {
         publish_run(&self.inner.bus, run).await;
-        let Some(workflow_run_id) = &run.workflow_run_id else {
-            return;
-        };
-        if run.status == RunStatus::Pending && run.attempt > 1 {
-            // A failed attempt's error lives on the job run only until the next claim: record
-            // it in the step's attempt history now (retries are rare; no hurry elsewhere).
-            if let Err(e) = self.inner.orchestrator.reconcile(workflow_run_id).await {
-                tracing::warn!(workflow_run_id, error = %e, "could not advance the workflow run; the recovery sweep will");
-            }
-        } else if run.status == RunStatus::Running {
-            // Shown as running a moment later, unless it is done by then (one reconcile).
-            self.inner
-                .orchestrator
-                .nudge_soon(workflow_run_id, STARTED_STEP_NUDGE_DELAY);
-        } else {
-            self.inner.orchestrator.nudge(workflow_run_id);
+        if run.workflow_run_id.is_some()
+            && let Some(observer) = self.inner.observer.get()
+        {
+            observer.step_run_changed(run).await;
         }
     }
 
@@ -471,6 +466,8 @@ impl Engine {
         }
     }
 
+    /// Executes a claimed attempt: announces it, runs its handler under heartbeat, timeout and
+    /// cancellation, then records how it ended (outcome, retry or hand-back).
     async fn run_claimed(
         &self,
         claimed: ClaimedRun,
@@ -483,196 +480,219 @@ impl Engine {
             retry_policy,
             lease_until,
         } = claimed;
-        let inner = &self.inner;
-        let lease = LeaseDeadline::new(lease_until, inner.store.clock());
-        self.run_changed(&run).await;
-        let log = self.log_sink(&run).await;
-        log.info(format!(
-            "attempt {} of {} started on {} ({})",
-            run.attempt, run.max_attempts, inner.owner, entry_point
-        ));
-        tracing::info!(run_id = %run.id, job = %run.job_slug, attempt = run.attempt, "run started");
+        let lease = LeaseDeadline::new(lease_until, self.inner.store.clock());
+        let log = self.start_attempt(&run, &entry_point).await;
 
         let heartbeat = self.spawn_heartbeat(&run, token.clone(), reason.clone(), lease.clone());
         let metrics = MetricsSink::default();
-        let timeout = Duration::from_millis(run.timeout_ms.max(1) as u64);
-        let outcome = match inner.registry.get(&entry_point) {
-            None => Err(JobError::Fatal(format!(
-                "unknown entry point {entry_point}"
-            ))),
-            Some(handler) => {
-                let mut ctx = JobRunContext {
-                    run_id: run.id.clone(),
-                    job_slug: run.job_slug.clone(),
-                    parameters: run.parameters.clone(),
-                    attempt: run.attempt,
-                    max_attempts: run.max_attempts,
-                    timeout,
-                    cancel: token.clone(),
-                    log: log.clone(),
-                    metrics: metrics.clone(),
-                    data_dir: inner.data_dir.clone(),
-                    http: inner.http.clone(),
-                    services: inner.services.clone(),
-                    secrets: inner.secrets.clone(),
-                };
-                // References in the parameters resolve now, under the run's timeout and
-                // cancellation; the stored run keeps the references.
-                let fut = async move {
-                    ctx.resolve_parameters().await?;
-                    handler.execute(ctx).await
-                };
-                tokio::pin!(fut);
-                let early = tokio::select! {
-                    r = &mut fut => Some(r),
-                    _ = tokio::time::sleep(timeout) => {
-                        if let Ok(mut r) = reason.lock() { r.get_or_insert(StopReason::Timeout); }
-                        token.cancel();
-                        None
-                    }
-                    _ = token.cancelled() => None,
-                };
-                match early {
-                    Some(r) => r,
-                    // Told to stop: give the handler a moment to clean up (kill its processes).
-                    None => tokio::time::timeout(STOP_GRACE, fut)
-                        .await
-                        .unwrap_or(Err(JobError::Canceled)),
-                }
-            }
-        };
+        let outcome = self
+            .run_handler(&run, &entry_point, &token, &reason, &log, &metrics)
+            .await;
         heartbeat.abort();
         log.report_cut();
         // Nothing this attempt resolved may be stored: not in the result, the error or metrics.
         // Nor U+0000 (a remote service may answer with it), which no database stores: it
         // becomes U+FFFD, else the finish could never be written.
         let redactor = log.redactor().clone();
-        let outcome = match outcome {
-            Ok(mut result) => {
-                redactor.redact_value(&mut result);
-                replace_nul_json(&mut result);
-                Ok(result)
-            }
-            Err(JobError::Retryable(msg)) => {
-                Err(JobError::Retryable(replace_nul(redactor.redact(&msg))))
-            }
-            Err(JobError::Fatal(msg)) => Err(JobError::Fatal(replace_nul(redactor.redact(&msg)))),
-            Err(JobError::Canceled) => Err(JobError::Canceled),
-        };
+        let outcome = scrub_outcome(&redactor, outcome);
         let stop = reason.lock().ok().and_then(|r| *r);
-        let mut metrics = Value::Object(metrics.snapshot());
-        redactor.redact_value(&mut metrics);
-        replace_nul_json(&mut metrics);
-        let metrics = if metrics.as_object().is_some_and(|m| m.is_empty()) {
-            None
-        } else {
-            Some(metrics)
-        };
-        let now = Utc::now();
+        let metrics = scrub_metrics(&redactor, &metrics);
 
-        match (stop, outcome) {
-            (Some(StopReason::Canceled), _) => {
+        match stop {
+            Some(why) => {
+                self.record_stop(why, &run, &lease, &retry_policy, &log, metrics)
+                    .await
+            }
+            None => {
+                self.record_completion(&run, &lease, &retry_policy, &log, outcome, metrics)
+                    .await
+            }
+        }
+    }
+
+    /// Announces that the attempt of `run` started (event, attempt log, trace) and returns the
+    /// attempt's log.
+    async fn start_attempt(&self, run: &JobRun, entry_point: &str) -> LogSink {
+        self.run_changed(run).await;
+        let log = self.log_sink(run).await;
+        log.info(format!(
+            "attempt {} of {} started on {} ({})",
+            run.attempt, run.max_attempts, self.inner.owner, entry_point
+        ));
+        tracing::info!(run_id = %run.id, job = %run.job_slug, attempt = run.attempt, "run started");
+        log
+    }
+
+    /// Runs the handler of `entry_point` for `run` (an unknown one fails the attempt for good)
+    /// under the run's timeout and `token`; see [`supervise`].
+    async fn run_handler(
+        &self,
+        run: &JobRun,
+        entry_point: &str,
+        token: &CancellationToken,
+        reason: &Arc<Mutex<Option<StopReason>>>,
+        log: &LogSink,
+        metrics: &MetricsSink,
+    ) -> JobResult {
+        let timeout = Duration::from_millis(run.timeout_ms.max(1) as u64);
+        let Some(handler) = self.inner.registry.get(entry_point) else {
+            return Err(JobError::Fatal(format!(
+                "unknown entry point {entry_point}"
+            )));
+        };
+        let mut ctx = self.job_context(run, timeout, token, log, metrics);
+        // References in the parameters resolve now, under the run's timeout and
+        // cancellation; the stored run keeps the references.
+        let fut = async move {
+            ctx.resolve_parameters().await?;
+            handler.execute(ctx).await
+        };
+        supervise(fut, timeout, token, reason).await
+    }
+
+    /// The context the handler of `run`'s attempt executes with.
+    fn job_context(
+        &self,
+        run: &JobRun,
+        timeout: Duration,
+        token: &CancellationToken,
+        log: &LogSink,
+        metrics: &MetricsSink,
+    ) -> JobRunContext {
+        let inner = &self.inner;
+        JobRunContext {
+            run_id: run.id.clone(),
+            job_slug: run.job_slug.clone(),
+            parameters: run.parameters.clone(),
+            attempt: run.attempt,
+            max_attempts: run.max_attempts,
+            timeout,
+            cancel: token.clone(),
+            log: log.clone(),
+            metrics: metrics.clone(),
+            data_dir: inner.data_dir.clone(),
+            http: inner.http.clone(),
+            services: inner.services.clone(),
+            secrets: inner.secrets.clone(),
+        }
+    }
+
+    /// Records an attempt that was told to stop (`why`): a timeout fails it (or schedules the
+    /// next attempt), a shutdown hands the run back, the other reasons leave the run to
+    /// whoever holds it now.
+    async fn record_stop(
+        &self,
+        why: StopReason,
+        run: &JobRun,
+        lease: &LeaseDeadline,
+        policy: &wire::RetryPolicy,
+        log: &LogSink,
+        metrics: Option<Value>,
+    ) {
+        let now = Utc::now();
+        match why {
+            StopReason::Canceled => {
                 log.info("canceled");
             }
-            (Some(StopReason::LeaseLost), _) => {
+            StopReason::LeaseLost => {
                 log.info("lease lost: another worker took this run over; stopping");
             }
-            (Some(StopReason::LeaseUnrenewed), _) => {
+            StopReason::LeaseUnrenewed => {
                 log.info(format!(
                     "could not renew the lease of attempt {} before it ended (the database did not answer): stopped; another worker takes the run over",
                     run.attempt
                 ));
             }
-            (Some(StopReason::Shutdown), _) => {
-                log.info("worker shutting down: handing the run back");
-                inner.logs.flush().await;
-                let handed_back = self
-                    .while_leased(&lease, &run.id, "hand the run back", || {
-                        inner.store.requeue(
-                            &run.id,
-                            run.attempt,
-                            Some(&inner.owner),
-                            run.attempt,
-                            now,
-                            None,
-                            now,
-                        )
-                    })
-                    .await;
-                match handed_back {
-                    Ok(Some(back)) => {
-                        self.run_changed(&back).await;
-                        self.dispatch(&back.id, back.attempt, Duration::ZERO).await;
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::error!(run_id = %run.id, error = %e, "hand-back failed; the lease will expire and the run be retried")
-                    }
-                }
+            StopReason::Shutdown => {
+                self.hand_back(run, lease, log, now).await;
                 return;
             }
-            (None, Ok(result)) => {
+            StopReason::Timeout => {
+                let msg = format!("timed out after {} ms", run.timeout_ms);
+                self.fail_or_retry(run, lease, policy, msg, RunStatus::Expired, metrics, log)
+                    .await;
+                return;
+            }
+        }
+        self.inner.logs.flush().await;
+    }
+
+    /// Hands the run back at shutdown (pending again, same attempt, due `now`) for a worker to
+    /// pick up at once.
+    async fn hand_back(
+        &self,
+        run: &JobRun,
+        lease: &LeaseDeadline,
+        log: &LogSink,
+        now: chrono::DateTime<Utc>,
+    ) {
+        let inner = &self.inner;
+        log.info("worker shutting down: handing the run back");
+        inner.logs.flush().await;
+        let handed_back = self
+            .while_leased(lease, &run.id, "hand the run back", || {
+                inner.store.requeue(
+                    &run.id,
+                    run.attempt,
+                    Some(&inner.owner),
+                    run.attempt,
+                    now,
+                    None,
+                    now,
+                )
+            })
+            .await;
+        match handed_back {
+            Ok(Some(back)) => {
+                self.run_changed(&back).await;
+                self.dispatch(&back.id, back.attempt, Duration::ZERO).await;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(run_id = %run.id, error = %e, "hand-back failed; the lease will expire and the run be retried")
+            }
+        }
+    }
+
+    /// Records the outcome of an attempt whose handler returned without being told to stop:
+    /// success, a fatal failure, or a failure another attempt may fix.
+    async fn record_completion(
+        &self,
+        run: &JobRun,
+        lease: &LeaseDeadline,
+        policy: &wire::RetryPolicy,
+        log: &LogSink,
+        outcome: JobResult,
+        metrics: Option<Value>,
+    ) {
+        match outcome {
+            Ok(result) => {
                 log.info("succeeded");
                 self.record_finish(
-                    &run,
-                    &lease,
+                    run,
+                    lease,
                     RunStatus::Succeeded,
                     Some(result),
                     None,
                     metrics,
                 )
                 .await;
-                return;
             }
-            (Some(StopReason::Timeout), _) => {
-                let msg = format!("timed out after {} ms", run.timeout_ms);
-                self.fail_or_retry(
-                    &run,
-                    &lease,
-                    &retry_policy,
-                    msg,
-                    RunStatus::Expired,
-                    metrics,
-                    &log,
-                )
-                .await;
-                return;
-            }
-            (None, Err(JobError::Retryable(msg))) => {
-                self.fail_or_retry(
-                    &run,
-                    &lease,
-                    &retry_policy,
-                    msg,
-                    RunStatus::Failed,
-                    metrics,
-                    &log,
-                )
-                .await;
-                return;
-            }
-            (None, Err(JobError::Fatal(msg))) => {
-                log.info(format!("failed: {msg}"));
-                self.record_finish(&run, &lease, RunStatus::Failed, None, Some(msg), metrics)
+            Err(JobError::Retryable(msg)) => {
+                self.fail_or_retry(run, lease, policy, msg, RunStatus::Failed, metrics, log)
                     .await;
-                return;
             }
-            (None, Err(JobError::Canceled)) => {
+            Err(JobError::Fatal(msg)) => {
+                log.info(format!("failed: {msg}"));
+                self.record_finish(run, lease, RunStatus::Failed, None, Some(msg), metrics)
+                    .await;
+            }
+            Err(JobError::Canceled) => {
                 let msg = "the handler stopped without being asked to".to_string();
-                self.fail_or_retry(
-                    &run,
-                    &lease,
-                    &retry_policy,
-                    msg,
-                    RunStatus::Failed,
-                    metrics,
-                    &log,
-                )
-                .await;
-                return;
+                self.fail_or_retry(run, lease, policy, msg, RunStatus::Failed, metrics, log)
+                    .await;
             }
         }
-        inner.logs.flush().await;
     }
 
     /// Runs `write` (a write about an attempt this process holds) until it succeeds or the
@@ -721,7 +741,7 @@ impl Engine {
         &self,
         run: &JobRun,
         lease: &LeaseDeadline,
-        policy: &app::wire::RetryPolicy,
+        policy: &wire::RetryPolicy,
         msg: String,
         final_status: RunStatus,
         metrics: Option<Value>,
@@ -729,7 +749,7 @@ impl Engine {
     ) {
         let inner = &self.inner;
         if run.attempt < run.max_attempts {
-            let delay = crate::domain::retry::next_delay(policy, run.attempt, &mut rand::rng());
+            let delay = domain::retry::next_delay(policy, run.attempt, &mut rand::rng());
             log.info(format!(
                 "attempt {} failed: {msg}; retrying in {} ms",
                 run.attempt,
@@ -919,6 +939,68 @@ impl Engine {
                 }
             }
         })
+    }
+}
+
+/// Awaits `fut`, an attempt's handler, until it returns, the run's `timeout` passes (the stop
+/// reason becomes [`StopReason::Timeout`] and `token` is canceled) or `token` is canceled; a
+/// handler told to stop gets [`STOP_GRACE`] to clean up (kill its processes) before it is
+/// dropped, and then counts as canceled.
+async fn supervise<F>(
+    fut: F,
+    timeout: Duration,
+    token: &CancellationToken,
+    reason: &Arc<Mutex<Option<StopReason>>>,
+) -> JobResult
+where
+    F: std::future::Future<Output = JobResult>,
+{
+    tokio::pin!(fut);
+    let early = tokio::select! {
+        r = &mut fut => Some(r),
+        _ = tokio::time::sleep(timeout) => {
+            if let Ok(mut r) = reason.lock() { r.get_or_insert(StopReason::Timeout); }
+            token.cancel();
+            None
+        }
+        _ = token.cancelled() => None,
+    };
+    match early {
+        Some(r) => r,
+        // Told to stop: give the handler a moment to clean up (kill its processes).
+        None => tokio::time::timeout(STOP_GRACE, fut)
+            .await
+            .unwrap_or(Err(JobError::Canceled)),
+    }
+}
+
+/// The handler's outcome as it may be stored: what the attempt resolved redacted, U+0000
+/// replaced.
+fn scrub_outcome(redactor: &Redactor, outcome: JobResult) -> JobResult {
+    match outcome {
+        Ok(mut result) => {
+            redactor.redact_value(&mut result);
+            replace_nul_json(&mut result);
+            Ok(result)
+        }
+        Err(JobError::Retryable(msg)) => {
+            Err(JobError::Retryable(replace_nul(redactor.redact(&msg))))
+        }
+        Err(JobError::Fatal(msg)) => Err(JobError::Fatal(replace_nul(redactor.redact(&msg)))),
+        Err(JobError::Canceled) => Err(JobError::Canceled),
+    }
+}
+
+/// The attempt's metrics as they may be stored (redacted, U+0000 replaced); None when the
+/// handler reported none.
+fn scrub_metrics(redactor: &Redactor, metrics: &MetricsSink) -> Option<Value> {
+    let mut metrics = Value::Object(metrics.snapshot());
+    redactor.redact_value(&mut metrics);
+    replace_nul_json(&mut metrics);
+    if metrics.as_object().is_some_and(|m| m.is_empty()) {
+        None
+    } else {
+        Some(metrics)
     }
 }
 

@@ -68,32 +68,36 @@ impl Queue {
         }
     }
 
-    /// Enqueues an attempt, due after `delay`. apalis' own retries stay off: the engine decides
-    /// about further attempts.
+    /// Enqueues an attempt due after `delay`.
     pub async fn push(&self, task: RunTask, delay: Duration) -> Result<(), BoxDynError> {
-        let mut builder = task_builder(task);
-        if !delay.is_zero() {
-            // apalis keeps `run_at` in whole seconds and its `run_after` rounds down, which made
-            // sub-second backoffs (and the fraction of longer delays) fire early. Round up
-            // instead: an attempt may start up to a second late, never before it is due.
+        self.push_all(vec![task], delay).await
+    }
+
+    /// Enqueues attempts due after `delay` (apalis' own retries stay off: the engine decides
+    /// about further attempts), in one statement (PostgreSQL) or one transaction
+    /// (SQLite): a fan-out's 50 steps are one write, not 50.
+    pub async fn push_all(&self, tasks: Vec<RunTask>, delay: Duration) -> Result<(), BoxDynError> {
+        if tasks.is_empty() {
+            return Ok(());
+        }
+        // apalis keeps `run_at` in whole seconds and its `run_after` rounds down, which made
+        // sub-second backoffs (and the fraction of longer delays) fire early. Round up
+        // instead: an attempt may start up to a second late, never before it is due.
+        let due_secs = (!delay.is_zero()).then(|| {
             let due = std::time::SystemTime::now() + delay;
             let since_epoch = due
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap_or_default();
-            let secs = since_epoch.as_secs() + u64::from(since_epoch.subsec_nanos() > 0);
-            builder = builder.run_at_timestamp(secs);
-        }
-        self.push_built(vec![builder.build()]).await
-    }
-
-    /// Enqueues several attempts due now in one statement (PostgreSQL) or one transaction
-    /// (SQLite): a fan-out's 50 steps are one write, not 50.
-    pub async fn push_now(&self, tasks: Vec<RunTask>) -> Result<(), BoxDynError> {
-        if tasks.is_empty() {
-            return Ok(());
-        }
-        self.push_built(tasks.into_iter().map(|t| task_builder(t).build()).collect())
-            .await
+            since_epoch.as_secs() + u64::from(since_epoch.subsec_nanos() > 0)
+        });
+        let built = tasks.into_iter().map(|t| {
+            let builder = task_builder(t);
+            match due_secs {
+                Some(secs) => builder.run_at_timestamp(secs).build(),
+                None => builder.build(),
+            }
+        });
+        self.push_built(built.collect()).await
     }
 
     async fn push_built(&self, tasks: Vec<Task<RunTask>>) -> Result<(), BoxDynError> {

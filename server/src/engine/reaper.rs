@@ -107,8 +107,6 @@ pub async fn sweep(engine: &Engine) -> Result<(), sea_orm::DbErr> {
         engine.dispatch(&run_id, attempt, Duration::ZERO).await;
     }
     // Workflow runs a crash left between a step's end and the next step's start.
-    if let Err(e) = engine.orchestrator().sweep().await {
-        tracing::warn!(error = %e, "reconciling unfinished workflow runs failed");
-    }
+    engine.sweep_observed().await;
     Ok(())
 }

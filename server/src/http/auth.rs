@@ -13,34 +13,33 @@ use std::{
     net::{IpAddr, SocketAddr},
 };
 
-use app::{
-    auth_pages::{AuditEntry, Viewer},
-    wire::{ListMeta, Page},
-};
+use crate::application::audit::AuditLog;
+use app::auth_pages::Viewer;
 use axum::{
     Json,
     body::{Body, Bytes},
     extract::{ConnectInfo, Query, Request, State},
-    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header},
     middleware::Next,
     response::{IntoResponse, Response},
 };
+use domain::{audit::AuditRecord, listing::AuditFilter};
 use serde_json::{Value, json};
+use wire::AuditEntry;
+use wire::{ListMeta, Page};
 
 use super::{AppState, error::ApiError};
 use crate::{
-    domain::{
-        Problems,
-        auth::{
-            Matched, Principal, Scope, always_open, rule_for, safe_next, same_origin,
-            token_hash_prefix,
-        },
-        hosts::HostName,
-        problems::{escape_nul, escape_nul_json},
-    },
     sessions::{SECURE_SESSION_COOKIE, SESSION_COOKIE},
     settings::AuthSettings,
-    store::{AuditFilter, AuditRecord, Store},
+};
+use domain::{
+    Problems,
+    auth::{
+        Matched, Principal, Scope, always_open, rule_for, safe_next, same_origin, token_hash_prefix,
+    },
+    hosts::HostName,
+    problems::{escape_nul, escape_nul_json},
 };
 
 /// Largest body buffered to name an audited resource (the body limit still applies after).
@@ -184,7 +183,7 @@ async fn identify(s: &AppState, cred: Option<&Credential>) -> Result<Identity, A
 
 /// What an audit entry of this request says besides its outcome.
 struct AuditBase {
-    store: Store,
+    audit: AuditLog,
     ip: Option<String>,
     method: String,
     path: String,
@@ -219,7 +218,7 @@ impl AuditBase {
             ip: self.ip.clone(),
             details: escape_nul_json(details),
         };
-        if let Err(e) = self.store.insert_audit_log(record).await {
+        if let Err(e) = self.audit.record(record).await {
             tracing::error!(error = %e, action, "could not write the audit log");
         }
     }
@@ -263,6 +262,9 @@ pub async fn authorize(State(s): State<AppState>, req: Request, next: Next) -> R
     res
 }
 
+/// Authorizes a request whose sender was identified: refuses cross-site writes, answers
+/// requests that lack the credential or scope they need, and runs the rest (an accepted
+/// audited write through [`run_accepted_write`]).
 async fn authorize_identified(
     s: AppState,
     mut req: Request,
@@ -275,54 +277,10 @@ async fn authorize_identified(
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     let matched = rule_for(method.as_str(), &path);
-    let base = AuditBase {
-        store: s.jobs.store().clone(),
-        ip: client_ip(&req),
-        method: method.to_string(),
-        path: path.clone(),
-    };
-    let action = matched.as_ref().map(|m| m.rule.action).unwrap_or(
-        if method == Method::GET || method == Method::HEAD {
-            "read"
-        } else {
-            "request"
-        },
-    );
-    let resource = matched
-        .as_ref()
-        .and_then(resource_of)
-        .or_else(|| Some(path.clone()));
-    let (subject, hash) = match &identity {
-        Identity::Valid(p) => (Some(p.subject.clone()), p.token_hash_prefix.clone()),
-        Identity::Invalid { hash, .. } => (None, hash.clone()),
-        Identity::Missing => (None, None),
-    };
+    let audit = RequestAudit::new(&s, &req, &path, &method, matched.as_ref(), &identity);
 
-    // Cross-site request forgery: a write carried by the cookie (or the sign-in form itself)
-    // must come from this site; in open local mode a write naming another origin is refused.
-    let safe = matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
-    if !safe {
-        let cookie_based =
-            matches!(cred, Some(Credential::Session(_))) || path.starts_with("/auth/");
-        let host = host_of(req.headers());
-        let ok = match origin_of(req.headers()) {
-            Some(origin) => same_origin(&origin, &host),
-            None => !cookie_based,
-        };
-        if !ok {
-            let message = "cross-site request refused: a browser (cookie) request that changes something must carry an Origin or Referer header of this site";
-            base.record(
-                subject,
-                hash,
-                action,
-                resource,
-                "forbidden",
-                StatusCode::FORBIDDEN,
-                json!({"reason": "csrf", "origin": origin_of(req.headers())}),
-            )
-            .await;
-            return ApiError::new(StatusCode::FORBIDDEN, "forbidden", message).into_response();
-        }
+    if is_cross_site_write(&req, &method, &path, cred.as_ref()) {
+        return refuse_cross_site(audit, req.headers()).await;
     }
 
     let needed: Option<Option<Scope>> = match &matched {
@@ -339,7 +297,128 @@ async fn authorize_identified(
         return next.run(req).await;
     };
     let is_page = !path.starts_with("/api/") && !path.starts_with("/_sf/");
-    let rejection = match &identity {
+    if let Some(rejection) = rejection_of(&identity, scope) {
+        let redirect = is_page && method == Method::GET && rejection.0 == StatusCode::UNAUTHORIZED;
+        return reject(audit, req.uri(), &identity, scope, redirect, rejection).await;
+    }
+    let Identity::Valid(principal) = identity else {
+        unreachable!("rejected above")
+    };
+    req.extensions_mut().insert(principal.clone());
+    let Some(m) = matched.filter(|m| m.rule.audit_accepted) else {
+        return next.run(req).await;
+    };
+    run_accepted_write(next, req, audit.base, m, principal, &path).await
+}
+
+/// A request's audit entry as far as it is known before the request is authorized: who sends
+/// it, and what it would do to which resource.
+struct RequestAudit {
+    base: AuditBase,
+    subject: Option<String>,
+    hash: Option<String>,
+    action: &'static str,
+    resource: Option<String>,
+}
+
+impl RequestAudit {
+    /// The entry of `req` (`method` on `path`, matching the rule `matched`) sent by `identity`.
+    fn new(
+        s: &AppState,
+        req: &Request,
+        path: &str,
+        method: &Method,
+        matched: Option<&Matched>,
+        identity: &Identity,
+    ) -> RequestAudit {
+        let base = AuditBase {
+            audit: s.jobs.audit(),
+            ip: client_ip(req),
+            method: method.to_string(),
+            path: path.to_string(),
+        };
+        let action = matched.map(|m| m.rule.action).unwrap_or(
+            if method == Method::GET || method == Method::HEAD {
+                "read"
+            } else {
+                "request"
+            },
+        );
+        let resource = matched
+            .and_then(resource_of)
+            .or_else(|| Some(path.to_string()));
+        let (subject, hash) = match identity {
+            Identity::Valid(p) => (Some(p.subject.clone()), p.token_hash_prefix.clone()),
+            Identity::Invalid { hash, .. } => (None, hash.clone()),
+            Identity::Missing => (None, None),
+        };
+        RequestAudit {
+            base,
+            subject,
+            hash,
+            action,
+            resource,
+        }
+    }
+
+    /// Records that the request was refused: `status` (the error code), answered `code`.
+    async fn refused(self, status: &str, code: StatusCode, details: Value) {
+        self.base
+            .record(
+                self.subject,
+                self.hash,
+                self.action,
+                self.resource,
+                status,
+                code,
+                details,
+            )
+            .await;
+    }
+}
+
+/// Cross-site request forgery: a write carried by the cookie (or the sign-in form itself)
+/// must come from this site; in open local mode a write naming another origin is refused.
+/// True when `req` is a write to refuse for that.
+fn is_cross_site_write(
+    req: &Request,
+    method: &Method,
+    path: &str,
+    cred: Option<&Credential>,
+) -> bool {
+    let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+    if safe {
+        return false;
+    }
+    let cookie_based = matches!(cred, Some(Credential::Session(_))) || path.starts_with("/auth/");
+    let host = host_of(req.headers());
+    let ok = match origin_of(req.headers()) {
+        Some(origin) => same_origin(&origin, &host),
+        None => !cookie_based,
+    };
+    !ok
+}
+
+/// Records and answers (403 `forbidden`) a cross-site write (whose headers are `headers`).
+async fn refuse_cross_site(audit: RequestAudit, headers: &HeaderMap) -> Response {
+    let message = "cross-site request refused: a browser (cookie) request that changes something must carry an Origin or Referer header of this site";
+    audit
+        .refused(
+            "forbidden",
+            StatusCode::FORBIDDEN,
+            json!({"reason": "csrf", "origin": origin_of(headers)}),
+        )
+        .await;
+    ApiError::new(StatusCode::FORBIDDEN, "forbidden", message).into_response()
+}
+
+/// Why a request is refused: its status, error code and message.
+type Rejection = (StatusCode, &'static str, String);
+
+/// Why `identity` may not send a request that needs `scope` (`None`: any valid token, for a
+/// protected read); None when it may.
+fn rejection_of(identity: &Identity, scope: Option<Scope>) -> Option<Rejection> {
+    match identity {
         Identity::Missing => Some((
             StatusCode::UNAUTHORIZED,
             "missing_token",
@@ -375,14 +454,22 @@ async fn authorize_identified(
             )),
             _ => None,
         },
-    };
-    if let Some((code, error, message)) = rejection {
-        let redirect = is_page && method == Method::GET && code == StatusCode::UNAUTHORIZED;
-        base.record(
-            subject,
-            hash,
-            action,
-            resource,
+    }
+}
+
+/// Records and answers a refused request (to `uri`): with `redirect` (a page's `GET` without
+/// a valid credential) a 303 to the sign-in page, else the error (a 401 with
+/// `WWW-Authenticate`).
+async fn reject(
+    audit: RequestAudit,
+    uri: &Uri,
+    identity: &Identity,
+    scope: Option<Scope>,
+    redirect: bool,
+    (code, error, message): Rejection,
+) -> Response {
+    audit
+        .refused(
             error,
             if redirect {
                 StatusCode::SEE_OTHER
@@ -392,44 +479,50 @@ async fn authorize_identified(
             json!({"reason": message, "neededScope": scope.map(Scope::as_str)}),
         )
         .await;
-        if redirect {
-            let target = req
-                .uri()
-                .path_and_query()
-                .map(|pq| pq.as_str().to_string())
-                .unwrap_or_else(|| "/".into());
-            let query: String = url::form_urlencoded::Serializer::new(String::new())
-                .append_pair("next", &target)
-                .append_pair(
-                    "error",
-                    match (&identity, error) {
-                        (Identity::Invalid { session: true, .. }, _) => "session_expired",
-                        (_, "missing_token") => "sign_in",
-                        (_, e) => e,
-                    },
-                )
-                .finish();
-            return see_other(&format!("/sign-in?{query}"), None);
-        }
-        let mut res = ApiError::new(code, error, message).into_response();
-        if code == StatusCode::UNAUTHORIZED {
-            res.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"switchyard\""),
-            );
-        }
-        return res;
+    if redirect {
+        return sign_in_redirect(uri, identity, error);
     }
-    let Identity::Valid(principal) = identity else {
-        unreachable!("rejected above")
-    };
-    req.extensions_mut().insert(principal.clone());
-    let Some(m) = matched.filter(|m| m.rule.audit_accepted) else {
-        return next.run(req).await;
-    };
+    let mut res = ApiError::new(code, error, message).into_response();
+    if code == StatusCode::UNAUTHORIZED {
+        res.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"switchyard\""),
+        );
+    }
+    res
+}
 
-    // An accepted write: name its resource (path parameter, form field or response field),
-    // run it, and record the outcome.
+/// The 303 to the sign-in page for a page request (to `uri`) refused with `error`; the sign-in
+/// goes back to `uri`'s path afterwards.
+fn sign_in_redirect(uri: &Uri, identity: &Identity, error: &str) -> Response {
+    let target = uri
+        .path_and_query()
+        .map(|pq| pq.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let query: String = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("next", &target)
+        .append_pair(
+            "error",
+            match (identity, error) {
+                (Identity::Invalid { session: true, .. }, _) => "session_expired",
+                (_, "missing_token") => "sign_in",
+                (_, e) => e,
+            },
+        )
+        .finish();
+    see_other(&format!("/sign-in?{query}"), None)
+}
+
+/// An accepted write: names its resource (path parameter, or for a server function the form
+/// field the rule names), runs it, and records the outcome.
+async fn run_accepted_write(
+    next: Next,
+    mut req: Request,
+    base: AuditBase,
+    m: Matched,
+    principal: Principal,
+    path: &str,
+) -> Response {
     let mut resource = resource_of(&m);
     if resource.is_none()
         && path.starts_with("/_sf/")
@@ -615,19 +708,9 @@ fn wants_html(headers: &HeaderMap) -> bool {
 pub async fn sign_in(State(s): State<AppState>, req: Request) -> Response {
     let peer = peer_ip(&req);
     let (parts, body) = req.into_parts();
-    let bytes = axum::body::to_bytes(body, 64 * 1024)
-        .await
-        .unwrap_or_else(|_| Bytes::new());
-    let form: HashMap<String, String> = url::form_urlencoded::parse(&bytes).into_owned().collect();
-    // Neither field reaches the database as written, so U+0000 cannot either: `next` only
-    // through `safe_next` (no control characters), the token only as its hash.
-    let next = safe_next(form.get("next").map(String::as_str));
-    let token = form
-        .get("token")
-        .map(|t| t.trim().to_string())
-        .unwrap_or_default();
+    let (next, token) = sign_in_form(body).await;
     let base = AuditBase {
-        store: s.jobs.store().clone(),
+        audit: s.jobs.audit(),
         ip: peer.map(|ip| ip.to_string()),
         method: "POST".into(),
         path: "/auth/sign-in".into(),
@@ -635,47 +718,8 @@ pub async fn sign_in(State(s): State<AppState>, req: Request) -> Response {
     if s.auth.is_open() {
         return see_other(&next, None);
     }
-    let back = |error: &str, extra: Option<(&str, String)>| {
-        let mut q = url::form_urlencoded::Serializer::new(String::new());
-        q.append_pair("error", error);
-        if let Some((k, v)) = extra {
-            q.append_pair(k, &v);
-        }
-        q.append_pair("next", &next);
-        see_other(&format!("/sign-in?{}", q.finish()), None)
-    };
     if let Err(wait) = s.sessions.sign_in_attempt(peer) {
-        let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        let retry_after = retry_after.max(1);
-        base.record(
-            None,
-            (!token.is_empty()).then(|| token_hash_prefix(&token)),
-            "auth.sign_in",
-            None,
-            "rate_limited",
-            StatusCode::TOO_MANY_REQUESTS,
-            json!({"retryAfterS": retry_after}),
-        )
-        .await;
-        let mut res = if wants_html(&parts.headers) {
-            back(
-                "rate_limited",
-                Some(("retry_after", retry_after.to_string())),
-            )
-        } else {
-            ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                format!(
-                    "too many sign-in attempts from this address ({} a minute): try again in {retry_after} s",
-                    crate::sessions::SIGN_IN_PER_MINUTE
-                ),
-            )
-            .into_response()
-        };
-        res.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
-        return res;
+        return sign_in_rate_limited(&base, &parts.headers, &token, &next, wait).await;
     }
     if token.is_empty() {
         base.record(
@@ -688,7 +732,7 @@ pub async fn sign_in(State(s): State<AppState>, req: Request) -> Response {
             json!({}),
         )
         .await;
-        return back("missing_token", None);
+        return back_to_sign_in("missing_token", None, &next);
     }
     let Some(p) = s.auth.tokens.authenticate(&token) else {
         base.record(
@@ -701,9 +745,95 @@ pub async fn sign_in(State(s): State<AppState>, req: Request) -> Response {
             json!({}),
         )
         .await;
-        return back("invalid_token", None);
+        return back_to_sign_in("invalid_token", None, &next);
     };
-    let secret = match s.sessions.open(&p.subject, &token).await {
+    open_session(&s, &base, &parts.headers, &p, &token, &next).await
+}
+
+/// The sign-in form's `next` (made safe, see [`safe_next`]) and `token` (trimmed; empty when
+/// missing). A body that cannot be read counts as empty.
+async fn sign_in_form(body: Body) -> (String, String) {
+    let bytes = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_else(|_| Bytes::new());
+    let form: HashMap<String, String> = url::form_urlencoded::parse(&bytes).into_owned().collect();
+    // Neither field reaches the database as written, so U+0000 cannot either: `next` only
+    // through `safe_next` (no control characters), the token only as its hash.
+    let next = safe_next(form.get("next").map(String::as_str));
+    let token = form
+        .get("token")
+        .map(|t| t.trim().to_string())
+        .unwrap_or_default();
+    (next, token)
+}
+
+/// The 303 back to the sign-in page showing `error` (and `extra`), which then goes on to
+/// `next`.
+fn back_to_sign_in(error: &str, extra: Option<(&str, String)>, next: &str) -> Response {
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    q.append_pair("error", error);
+    if let Some((k, v)) = extra {
+        q.append_pair(k, &v);
+    }
+    q.append_pair("next", next);
+    see_other(&format!("/sign-in?{}", q.finish()), None)
+}
+
+/// Records and answers a sign-in attempt beyond the client's limit, which may try again after
+/// `wait`: a 429 `rate_limited`, or for a browser the sign-in page saying how long to wait;
+/// either with `Retry-After`.
+async fn sign_in_rate_limited(
+    base: &AuditBase,
+    headers: &HeaderMap,
+    token: &str,
+    next: &str,
+    wait: std::time::Duration,
+) -> Response {
+    let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let retry_after = retry_after.max(1);
+    base.record(
+        None,
+        (!token.is_empty()).then(|| token_hash_prefix(token)),
+        "auth.sign_in",
+        None,
+        "rate_limited",
+        StatusCode::TOO_MANY_REQUESTS,
+        json!({"retryAfterS": retry_after}),
+    )
+    .await;
+    let mut res = if wants_html(headers) {
+        back_to_sign_in(
+            "rate_limited",
+            Some(("retry_after", retry_after.to_string())),
+            next,
+        )
+    } else {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "too many sign-in attempts from this address ({} a minute): try again in {retry_after} s",
+                crate::sessions::SIGN_IN_PER_MINUTE
+            ),
+        )
+        .into_response()
+    };
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+    res
+}
+
+/// Opens a session for `p`, who signed in with `token` (revoking the one the browser had),
+/// records the sign-in, and sends the browser to `next` with the session cookie.
+async fn open_session(
+    s: &AppState,
+    base: &AuditBase,
+    headers: &HeaderMap,
+    p: &Principal,
+    token: &str,
+    next: &str,
+) -> Response {
+    let secret = match s.sessions.open(&p.subject, token).await {
         Ok(secret) => secret,
         Err(e) => {
             tracing::error!(error = %e, "could not store a sign-in session");
@@ -711,7 +841,7 @@ pub async fn sign_in(State(s): State<AppState>, req: Request) -> Response {
         }
     };
     // Signing in again replaces the browser's previous session.
-    if let Some(old) = session_secret(&parts.headers)
+    if let Some(old) = session_secret(headers)
         && let Err(e) = s.sessions.revoke(&old).await
     {
         tracing::warn!(error = %e, "could not revoke the replaced session");
@@ -727,8 +857,8 @@ pub async fn sign_in(State(s): State<AppState>, req: Request) -> Response {
         json!({"sessionTtlS": ttl.as_secs()}),
     )
     .await;
-    let https = is_https(&parts.headers, &s.auth);
-    see_other(&next, Some(session_cookie(https, &secret, ttl.as_secs())))
+    let https = is_https(headers, &s.auth);
+    see_other(next, Some(session_cookie(https, &secret, ttl.as_secs())))
 }
 
 /// `POST /auth/sign-out`: ends the session (its row is deleted, so the same cookie no longer
@@ -747,7 +877,7 @@ pub async fn sign_out(State(s): State<AppState>, req: Request) -> Response {
     };
     let principal = req.extensions().get::<Principal>().cloned();
     let base = AuditBase {
-        store: s.jobs.store().clone(),
+        audit: s.jobs.audit(),
         ip: client_ip(&req),
         method: "POST".into(),
         path: "/auth/sign-out".into(),
@@ -787,12 +917,7 @@ pub async fn list_audit_logs(
     Query(q): Query<HashMap<String, String>>,
 ) -> super::ListReply<AuditEntry> {
     let f = audit_filter(&q).map_err(ApiError::invalid_request)?;
-    let page = s
-        .jobs
-        .store()
-        .list_audit_logs(&f)
-        .await
-        .map_err(|e| ApiError::from(crate::service::ServiceError::from(e)))?;
+    let page = s.jobs.audit().page(&f).await?;
     let meta = ListMeta {
         limit: f.limit,
         offset: 0,
@@ -876,7 +1001,7 @@ impl utoipa::Modify for SecurityAddon {
                     .build(),
             ),
         );
-        for rule in crate::domain::auth::RULES {
+        for rule in domain::auth::RULES {
             let Some(item) = openapi.paths.paths.get_mut(rule.pattern) else {
                 continue;
             };

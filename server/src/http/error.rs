@@ -1,8 +1,7 @@
 //! The HTTP layer's one error type and the JSON body extractor. Every failure answers in the
-//! api.md format `{"error": {"code", "message", "details"}}` (`app::wire::ErrorResponse`, the
+//! api.md format `{"error": {"code", "message", "details"}}` (`wire::ErrorResponse`, the
 //! type the OpenAPI document describes); 5xx bodies are opaque (the cause is logged, not
 //! leaked).
-use app::wire::{ErrorBody, ErrorDetail, ErrorResponse};
 use axum::{
     body::Bytes,
     extract::{FromRequest, Request},
@@ -10,11 +9,10 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde_json::Value;
+use wire::{ErrorBody, ErrorDetail, ErrorResponse};
 
-use crate::{
-    domain::{Problems, problems},
-    service::ServiceError,
-};
+use crate::application::AppError;
+use domain::{Problems, problems};
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -107,27 +105,27 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<ServiceError> for ApiError {
-    fn from(e: ServiceError) -> Self {
+impl From<AppError> for ApiError {
+    fn from(e: AppError) -> Self {
         match e {
-            ServiceError::NotFound(m) => ApiError::not_found(m),
-            ServiceError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
-            ServiceError::Forbidden(m) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", m),
-            ServiceError::InvalidDefinition(p) => ApiError::with_problems(
+            AppError::NotFound(m) => ApiError::not_found(m),
+            AppError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            AppError::Forbidden(m) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", m),
+            AppError::InvalidDefinition(p) => ApiError::with_problems(
                 StatusCode::BAD_REQUEST,
                 "invalid_definition",
                 "invalid definition",
                 p,
             ),
-            ServiceError::InvalidParameters(p) => ApiError::with_problems(
+            AppError::InvalidParameters(p) => ApiError::with_problems(
                 StatusCode::BAD_REQUEST,
                 "invalid_parameters",
                 "invalid parameters",
                 p,
             ),
-            ServiceError::InvalidRequest(p) => ApiError::invalid_request(p),
-            ServiceError::Database(e) => {
-                tracing::error!(error = %e, "database error");
+            AppError::InvalidRequest(p) => ApiError::invalid_request(p),
+            AppError::Unavailable(cause) => {
+                tracing::error!(error = %cause, "a use case failed");
                 ApiError::internal()
             }
         }

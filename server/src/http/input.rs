@@ -24,7 +24,7 @@ use axum::{
 use futures::StreamExt;
 
 use super::error::ApiError;
-use crate::domain::{
+use domain::{
     auth::percent_decode,
     problems::{NUL_MESSAGE, Problems, check_text, has_nul, pointer_segment},
 };

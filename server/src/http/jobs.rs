@@ -1,14 +1,14 @@
 //! Job definition and job run endpoints (api.md "Job definitions", "Job runs").
 use std::collections::HashMap;
 
-use app::wire::{
-    CancelRequest, Data, ErrorResponse, JobDefinition, JobDefinitionInput, JobDefinitionVersion,
-    JobRun, JobRunRequest, JobWithRuns, Page, RunStatus,
-};
 use axum::{
     Json,
     extract::{Extension, Path, Query, State},
     http::{HeaderMap, StatusCode},
+};
+use wire::{
+    CancelRequest, Data, ErrorResponse, JobDefinition, JobDefinitionInput, JobDefinitionVersion,
+    JobRun, JobRunRequest, JobWithRuns, Page, RunStatus,
 };
 
 use super::{
@@ -18,10 +18,9 @@ use super::{
     openapi::{Paging, RunStatusFilter, Search, VersionPaging},
     reply,
 };
-use crate::{
-    domain::{Problems, auth::Principal},
-    store::RunFilter,
-};
+use crate::application::runs::RunJob;
+use domain::listing::RunFilter;
+use domain::{Problems, auth::Principal};
 
 /// `GET /api/jobs`: job definitions, newest first; `q` searches slugs and names.
 #[utoipa::path(get, path = "/api/jobs", tag = "jobs", params(Paging, Search),
@@ -126,7 +125,15 @@ pub async fn run_job(
     ApiJson(body): ApiJson,
 ) -> Reply<JobRun> {
     let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok());
-    let (run, _) = s.jobs.run_job(&slug, &body, key, &who).await?;
+    let request = match domain::jobs::parse_run_request(&body, key) {
+        Ok(request) => request,
+        Err(problems) => {
+            // Existence first: a run of an unknown job is a 404 whatever the body.
+            s.jobs.get_job(&slug).await?;
+            return Err(ApiError::invalid_request(problems));
+        }
+    };
+    let (run, _) = s.jobs.run_job(RunJob { slug, request }, &who).await?;
     Ok(reply(StatusCode::ACCEPTED, run))
 }
 
@@ -163,15 +170,15 @@ pub fn run_filter(q: &HashMap<String, String>) -> Result<RunFilter, ApiError> {
     p.finish(f).map_err(ApiError::invalid_request)
 }
 
-fn run_page(page: crate::store::RunPage, f: &RunFilter) -> Json<Page<JobRun>> {
-    let items = crate::store::Page {
+fn run_page(page: domain::listing::RunPage<JobRun>, f: &RunFilter) -> Json<Page<JobRun>> {
+    let items = domain::listing::Page {
         items: page.runs,
         total: page.total,
         next_cursor: page.next_cursor,
     };
     list_page(
         items,
-        &crate::store::PageRequest {
+        &domain::listing::PageRequest {
             limit: f.limit,
             offset: f.offset,
             cursor: f.cursor.clone(),

@@ -18,7 +18,8 @@ use axum::{
 };
 
 use super::error::ApiError;
-use crate::{domain::Problems, settings::LimitSettings};
+use crate::settings::LimitSettings;
+use domain::Problems;
 
 /// Seconds a refused client is told to wait (`Retry-After`).
 pub const RETRY_AFTER_S: u64 = 5;

@@ -2,14 +2,12 @@
 //! `{"data": [...], "meta": {...}}` answer.
 use std::collections::HashMap;
 
-use app::wire::ListMeta;
 use axum::Json;
+use wire::ListMeta;
 
 use super::error::ApiError;
-use crate::{
-    domain::Problems,
-    store::{CatalogFilter, Page, PageRequest},
-};
+use domain::Problems;
+use domain::listing::{CatalogFilter, Page, PageRequest};
 
 /// The paging parameters of every list (`limit`, default 20, at most 100; `offset`; `cursor`);
 /// problems go to `p`.
@@ -113,8 +111,8 @@ pub fn version_paging(q: &HashMap<String, String>) -> Result<PageRequest, ApiErr
 
 /// A list's answer: the page's rows in `data`, and `meta` with the limit, the offset (0 when
 /// paging by cursor), the total over all pages and the next page's cursor.
-pub fn list_page<T>(page: Page<T>, req: &PageRequest) -> Json<app::wire::Page<T>> {
-    Json(app::wire::Page {
+pub fn list_page<T>(page: Page<T>, req: &PageRequest) -> Json<wire::Page<T>> {
+    Json(wire::Page {
         data: page.items,
         meta: ListMeta {
             limit: req.limit,

@@ -1,12 +1,12 @@
 //! `GET /metrics` (Prometheus text, or the page when the client prefers HTML) and
 //! `GET /api/metrics` (api.md "Operations").
-use app::wire::{Data, MetricsReport};
 use axum::{
     extract::{Request, State},
     http::{HeaderMap, Method, StatusCode, header},
     middleware::Next,
     response::{IntoResponse, Response},
 };
+use wire::{Data, MetricsReport};
 
 use super::{AppState, Reply, error::ApiError, reply};
 use crate::metrics::Metrics;

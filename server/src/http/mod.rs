@@ -20,18 +20,18 @@ use axum::{
     http::{StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
 };
 use leptos::prelude::LeptosOptions;
 use leptos_axum::{LeptosRoutes, generate_route_list};
 use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
 
-use crate::{
-    db::Database, domain::hosts::HostPolicy, events::EventBus, service::JobService,
-    workflows::WorkflowService,
-};
-use app::wire::{Data, ErrorResponse, Health, Page, Readiness};
+use crate::application::JobService;
+use crate::application::workflows::WorkflowService;
+use crate::{db::Database, events::EventBus};
+use domain::hosts::HostPolicy;
 use error::ApiError;
+use wire::{Data, ErrorResponse, Health, Page, Readiness};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -43,7 +43,7 @@ pub struct AppState {
     /// Operator tokens (hashes) and read protection, for the auth middleware.
     pub auth: std::sync::Arc<crate::settings::AuthSettings>,
     /// The secret store (`/api/secrets`).
-    pub secrets: crate::secrets::SecretService,
+    pub secrets: crate::application::secrets::SecretService,
     pub metrics: crate::metrics::Metrics,
     /// Sign-in sessions and the sign-in rate limit.
     pub sessions: crate::sessions::Sessions,
@@ -198,13 +198,43 @@ fn route_list() -> Vec<leptos_axum::AxumRouteListing> {
 
 /// The whole HTTP surface. `hosts`: the `Host` names requests may carry (checked first).
 pub fn router(state: AppState, max_body_bytes: usize, hosts: HostPolicy) -> Router {
-    use axum::routing::post;
-    let api = Router::new()
+    let site = site_routes(&state, api_routes(&state));
+    with_layers(site, &state, max_body_bytes, hosts).with_state(state)
+}
+
+/// The REST API (nested under `/api`), with its fallback and the layers of the API alone.
+fn api_routes(state: &AppState) -> Router<AppState> {
+    Router::new()
+        .merge(operation_routes())
+        .merge(job_routes())
+        .merge(workflow_routes())
+        .merge(service_routes())
+        .merge(secret_routes())
+        .fallback(api_not_found)
+        // Lists page by cursor past the offset bound.
+        .layer(middleware::from_fn_with_state(
+            state.limits.clone(),
+            limits::bound_offset,
+        ))
+        // U+0000 in a path parameter or the query: a 400 before any handler reads it.
+        .layer(middleware::from_fn(input::refuse_nul))
+}
+
+/// The API's operations routes: health, readiness, OpenAPI document, metrics, the event
+/// stream and the audit log.
+fn operation_routes() -> Router<AppState> {
+    Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/openapi.json", get(openapi::openapi_json))
         .route("/metrics", get(metrics::api_metrics))
         .route("/events", get(stream::events))
+        .route("/audit-logs", get(auth::list_audit_logs))
+}
+
+/// The API's routes of jobs and their runs.
+fn job_routes() -> Router<AppState> {
+    Router::new()
         .route("/jobs", get(jobs::list_jobs).post(jobs::create_job))
         .route(
             "/jobs/{slug}",
@@ -219,6 +249,11 @@ pub fn router(state: AppState, max_body_bytes: usize, hosts: HostPolicy) -> Rout
         .route("/job-runs/{id}", get(jobs::get_run).patch(jobs::patch_run))
         .route("/job-runs/{id}/logs", get(stream::logs))
         .route("/job-runs/{id}/retry", post(jobs::retry_run))
+}
+
+/// The API's routes of workflows and their runs.
+fn workflow_routes() -> Router<AppState> {
+    Router::new()
         .route(
             "/workflows",
             get(workflows::list_workflows).post(workflows::create_workflow),
@@ -252,6 +287,11 @@ pub fn router(state: AppState, max_body_bytes: usize, hosts: HostPolicy) -> Rout
             "/workflow-runs/{id}/rerun",
             post(workflows::rerun_workflow_run),
         )
+}
+
+/// The API's routes of services.
+fn service_routes() -> Router<AppState> {
+    Router::new()
         .route(
             "/services",
             get(workflows::list_services).post(workflows::create_service),
@@ -260,7 +300,11 @@ pub fn router(state: AppState, max_body_bytes: usize, hosts: HostPolicy) -> Rout
             "/services/{slug}",
             get(workflows::get_service).patch(workflows::patch_service),
         )
-        .route("/audit-logs", get(auth::list_audit_logs))
+}
+
+/// The API's routes of secrets.
+fn secret_routes() -> Router<AppState> {
+    Router::new()
         .route("/secrets", get(secrets::list_secrets))
         .route(
             "/secrets/{key}",
@@ -268,17 +312,12 @@ pub fn router(state: AppState, max_body_bytes: usize, hosts: HostPolicy) -> Rout
                 .put(secrets::put_secret)
                 .delete(secrets::delete_secret),
         )
-        .fallback(api_not_found)
-        // Lists page by cursor past the offset bound.
-        .layer(middleware::from_fn_with_state(
-            state.limits.clone(),
-            limits::bound_offset,
-        ))
-        // U+0000 in a path parameter or the query: a 400 before any handler reads it.
-        .layer(middleware::from_fn(input::refuse_nul));
+}
+
+/// Everything the server answers, unlayered: `api` under `/api`, the static bundle under
+/// `/pkg`, the pages (and their server functions) with their fallback, and sign-in/out.
+fn site_routes(state: &AppState, api: Router<AppState>) -> Router<AppState> {
     let leptos_options = state.leptos.clone();
-    let limits_state = state.limits.clone();
-    let metrics_state = state.metrics.clone();
     let metrics_page = app::metrics_page::MetricsHandle(std::sync::Arc::new(state.metrics.clone()));
     let routes = route_list();
     let site_root = std::path::PathBuf::from(leptos_options.site_root.as_ref());
@@ -286,7 +325,7 @@ pub fn router(state: AppState, max_body_bytes: usize, hosts: HostPolicy) -> Rout
         .nest("/api", api)
         .nest("/pkg", assets::pkg_routes(&site_root))
         .leptos_routes_with_context(
-            &state,
+            state,
             routes,
             {
                 // Pages and their server functions read through the same service as the API.
@@ -307,9 +346,21 @@ pub fn router(state: AppState, max_body_bytes: usize, hosts: HostPolicy) -> Rout
         // Sign-in for the pages, and the one auth middleware in front of everything.
         .route("/auth/sign-in", post(auth::sign_in))
         .route("/auth/sign-out", post(auth::sign_out))
+}
+
+/// `site` wrapped in the layers every request passes, innermost first: the metrics scrape,
+/// authorization, JSON errors, the body limit, panics, the request timeout, the `Host` check,
+/// connection closing, compression and tracing.
+fn with_layers(
+    site: Router<AppState>,
+    state: &AppState,
+    max_body_bytes: usize,
+    hosts: HostPolicy,
+) -> Router<AppState> {
+    site
         // Inside `authorize`: the scrape endpoint is a read like any other.
         .layer(middleware::from_fn_with_state(
-            metrics_state,
+            state.metrics.clone(),
             metrics::prometheus_unless_html,
         ))
         .layer(middleware::from_fn_with_state(
@@ -321,7 +372,7 @@ pub fn router(state: AppState, max_body_bytes: usize, hosts: HostPolicy) -> Rout
         .layer(CatchPanicLayer::custom(panic_response))
         // Every request must start its response in time (streams then go on).
         .layer(middleware::from_fn_with_state(
-            limits_state,
+            state.limits.clone(),
             limits::request_timeout,
         ))
         // Outermost but for tracing: a request for a foreign Host reaches nothing else.
@@ -334,5 +385,4 @@ pub fn router(state: AppState, max_body_bytes: usize, hosts: HostPolicy) -> Rout
         .layer(middleware::from_fn(input::close_unless_body_read))
         .layer(assets::compression())
         .layer(TraceLayer::new_for_http())
-        .with_state(state)
 }

@@ -3,9 +3,8 @@
 //! operation what the layers around the handlers can answer (the `Host` check, the auth
 //! middleware, the body limit and the JSON extractor, the offset bound, the request timeout, a
 //! panic or a database error). Handlers document only their own answers; the response bodies
-//! are the envelope types of `app::wire` (`Data<T>`, `Page<T>`, `ErrorResponse`) that the
+//! are the envelope types of the `wire` crate (`Data<T>`, `Page<T>`, `ErrorResponse`) that the
 //! handlers return, so the document cannot drift from the bytes.
-use app::wire::ErrorResponse;
 use axum::Json;
 use utoipa::{
     IntoParams, Modify, OpenApi, ToSchema,
@@ -18,9 +17,10 @@ use utoipa::{
         security::SecurityRequirement,
     },
 };
+use wire::ErrorResponse;
 
 use super::{auth, auth::SecurityAddon, jobs, metrics, secrets, stream, workflows};
-use crate::domain::auth::{always_open, rule_for};
+use domain::auth::{always_open, rule_for};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -73,21 +73,21 @@ use crate::domain::auth::{always_open, rule_for};
         metrics::prometheus,
     ),
     components(schemas(
-        app::wire::ErrorResponse,
-        app::wire::ErrorBody,
-        app::wire::ErrorDetail,
-        app::wire::ListMeta,
-        app::wire::EventMessage,
+        wire::ErrorResponse,
+        wire::ErrorBody,
+        wire::ErrorDetail,
+        wire::ListMeta,
+        wire::EventMessage,
         stream::SseEvent,
-        app::wire::RunStatus,
-        app::wire::JobType,
-        app::wire::Trigger,
-        app::wire::RetryStrategy,
-        app::wire::Jitter,
-        app::wire::WorkflowRunStatus,
-        app::wire::StepRunStatus,
-        app::wire::StepAttempt,
-        app::wire::ServiceStatus,
+        wire::RunStatus,
+        wire::JobType,
+        wire::Trigger,
+        wire::RetryStrategy,
+        wire::Jitter,
+        wire::WorkflowRunStatus,
+        wire::StepRunStatus,
+        wire::StepAttempt,
+        wire::ServiceStatus,
     )),
     modifiers(&SecurityAddon, &ServerWideResponses)
 )]

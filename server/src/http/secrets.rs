@@ -1,12 +1,12 @@
 //! Secret store endpoints (api.md "Secrets"). Responses carry metadata only, never a value.
 use std::collections::HashMap;
 
-use app::wire::{Data, ErrorResponse, ListMeta, Page, SecretInput, SecretMetadata};
 use axum::{
     Json,
     extract::{Path, Query, State},
     http::StatusCode,
 };
+use wire::{Data, ErrorResponse, ListMeta, Page, SecretInput, SecretMetadata};
 
 use super::{
     AppState, ListReply, Reply,
@@ -15,7 +15,7 @@ use super::{
     openapi::{OffsetPaging, Search},
     reply,
 };
-use crate::domain::Problems;
+use domain::Problems;
 
 /// `GET /api/secrets`: keys, current versions and timestamps, most recently changed first.
 #[utoipa::path(get, path = "/api/secrets", tag = "secrets", params(OffsetPaging, Search),

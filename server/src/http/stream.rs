@@ -10,7 +10,6 @@ use std::{
     time::Duration,
 };
 
-use app::wire::{ErrorResponse, EventMessage};
 use axum::{
     body::Body,
     extract::{ConnectInfo, FromRequestParts, Path, Query, State},
@@ -27,6 +26,7 @@ use utoipa::openapi::{
     RefOr,
     schema::{ObjectBuilder, Schema, Type},
 };
+use wire::{ErrorResponse, EventMessage};
 
 use super::{
     AppState,
@@ -34,9 +34,11 @@ use super::{
     limits::{ConnectionPermit, with_retry_after},
 };
 use crate::{
-    domain::Problems,
-    store::{Store, StoredEvent},
+    application::logs::RunLogs,
+    events::{self, StoredEvent},
 };
+use domain::Problems;
+use domain::logs::LogLine;
 
 /// One event of `GET /api/events` as an event-stream reader sees it: OpenAPI 3.1 describes
 /// each event of a `text/event-stream` response by its fields. `data` is an [`EventMessage`]
@@ -181,12 +183,43 @@ pub async fn events(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
+    let last_id = last_event_id(&headers, &q)?;
+    let permit = match s.limits.streams.acquire(client) {
+        Ok(p) => p,
+        Err(e) => return Ok(with_retry_after(e)),
+    };
+    let topics = Topics::parse(q.get("topics"));
+    // Subscribe before reading the backlog so nothing falls between the two.
+    let rx = s.bus.subscribe();
+    let (start, truncated) = stream_start(&s, last_id).await?;
+    let state = EventStream {
+        bus: s.bus.clone(),
+        rx,
+        sent: start,
+        backlog: Default::default(),
+        replaying: last_id.is_some(),
+        topics,
+        first: truncated,
+        _permit: permit,
+    };
+    let stream = stream::unfold(state, EventStream::next_event);
+    Ok(Sse::new(stream.fuse())
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+/// The event a client of `GET /api/events` last saw: the `Last-Event-ID` header, else the
+/// `lastEventId` query parameter; a 400 unless it is a non-negative integer.
+fn last_event_id(
+    headers: &HeaderMap,
+    q: &HashMap<String, String>,
+) -> Result<Option<i64>, ApiError> {
     let last_id = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
         .or_else(|| q.get("lastEventId").cloned());
-    let last_id = match last_id {
+    Ok(match last_id {
         None => None,
         Some(v) => match v.trim().parse::<i64>() {
             Ok(n) if n >= 0 => Some(n),
@@ -199,99 +232,86 @@ pub async fn events(
                 return Err(ApiError::invalid_request(p));
             }
         },
-    };
-    let permit = match s.limits.streams.acquire(client) {
-        Ok(p) => p,
-        Err(e) => return Ok(with_retry_after(e)),
-    };
-    let topics = Topics::parse(q.get("topics"));
-    // Subscribe before reading the backlog so nothing falls between the two.
-    let rx = s.bus.subscribe();
-    let store_err = |e| ApiError::from(crate::service::ServiceError::from(e));
+    })
+}
+
+/// Where an event stream starts: the id after which it sends events, and the
+/// [`truncated_event`] to send first when the replay after `last_id` is cut short.
+async fn stream_start(
+    s: &AppState,
+    last_id: Option<i64>,
+) -> Result<(i64, Option<Event>), ApiError> {
+    let store_err = |e| ApiError::from(crate::application::AppError::from(e));
     // Without Last-Event-ID a client gets what happens from now on; with one, at most the
     // newest `replay_events` of what it missed.
     let max = s.limits.settings.replay_events;
-    let (start, truncated) = match last_id {
-        Some(id) => match s
-            .jobs
-            .store()
-            .replay_start(id, max)
-            .await
-            .map_err(store_err)?
-        {
+    Ok(match last_id {
+        Some(id) => match s.bus.replay_start(id, max).await.map_err(store_err)? {
             Some(resume) => (resume, Some(truncated_event(id, resume, max))),
             None => (id, None),
         },
-        None => (
-            s.jobs.store().last_event_id().await.map_err(store_err)?,
-            None,
-        ),
-    };
-    struct St {
-        bus: crate::events::EventBus,
-        rx: broadcast::Receiver<Arc<StoredEvent>>,
-        sent: i64,
-        backlog: std::collections::VecDeque<StoredEvent>,
-        replaying: bool,
-        topics: Topics,
-        first: Option<Event>,
-        // Held for the stream's life: its place among the open streams.
-        _permit: ConnectionPermit,
-    }
-    let state = St {
-        bus: s.bus.clone(),
-        rx,
-        sent: start,
-        backlog: Default::default(),
-        replaying: last_id.is_some(),
-        topics,
-        first: truncated,
-        _permit: permit,
-    };
-    let stream = stream::unfold(state, |mut st| async move {
-        if let Some(first) = st.first.take() {
-            return Some((Ok::<_, Infallible>(first), st));
+        None => (s.bus.last_event_id().await.map_err(store_err)?, None),
+    })
+}
+
+/// The state of one `GET /api/events` stream.
+struct EventStream {
+    bus: crate::events::EventBus,
+    rx: broadcast::Receiver<Arc<StoredEvent>>,
+    sent: i64,
+    backlog: std::collections::VecDeque<StoredEvent>,
+    replaying: bool,
+    topics: Topics,
+    first: Option<Event>,
+    // Held for the stream's life: its place among the open streams.
+    _permit: ConnectionPermit,
+}
+
+impl EventStream {
+    /// The stream's next event and its state after it: the truncation notice first, then
+    /// the replayed backlog, then live events (replaying again after falling behind); None
+    /// once the bus is closed.
+    async fn next_event(mut self) -> Option<(Result<Event, Infallible>, EventStream)> {
+        if let Some(first) = self.first.take() {
+            return Some((Ok::<_, Infallible>(first), self));
         }
         loop {
-            if let Some(ev) = st.backlog.pop_front() {
-                st.sent = ev.id;
-                if st.topics.matches(&ev.event_type) {
-                    return Some((Ok::<_, Infallible>(sse_event(&ev)), st));
+            if let Some(ev) = self.backlog.pop_front() {
+                self.sent = ev.id;
+                if self.topics.matches(&ev.event_type) {
+                    return Some((Ok::<_, Infallible>(sse_event(&ev)), self));
                 }
                 continue;
             }
-            if st.replaying {
-                match st.bus.replay(st.sent, 500).await {
+            if self.replaying {
+                match self.bus.replay(self.sent, 500).await {
                     Ok(batch) if !batch.is_empty() => {
-                        st.backlog.extend(batch);
+                        self.backlog.extend(batch);
                         continue;
                     }
-                    Ok(_) => st.replaying = false,
+                    Ok(_) => self.replaying = false,
                     Err(e) => {
                         tracing::warn!(error = %e, "event replay failed");
-                        st.replaying = false;
+                        self.replaying = false;
                     }
                 }
             }
-            match st.rx.recv().await {
+            match self.rx.recv().await {
                 Ok(ev) => {
-                    if ev.id <= st.sent {
+                    if ev.id <= self.sent {
                         continue;
                     }
-                    st.sent = ev.id;
-                    if st.topics.matches(&ev.event_type) {
-                        return Some((Ok(sse_event(&ev)), st));
+                    self.sent = ev.id;
+                    if self.topics.matches(&ev.event_type) {
+                        return Some((Ok(sse_event(&ev)), self));
                     }
                 }
                 // Fell behind the in-memory buffer: catch up from the stored log.
-                Err(RecvError::Lagged(_)) => st.replaying = true,
+                Err(RecvError::Lagged(_)) => self.replaying = true,
                 Err(RecvError::Closed) => return None,
             }
         }
-    });
-    Ok(Sse::new(stream.fuse())
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response())
+    }
 }
 
 /// The query of a log request.
@@ -369,13 +389,9 @@ pub async fn logs(
 ) -> Result<Response, ApiError> {
     let query = log_query(&q)?;
     let run = s.jobs.get_run(&id).await?;
-    let store = s.jobs.store().clone();
-    let store_err = |e| ApiError::from(crate::service::ServiceError::from(e));
+    let store = s.jobs.logs();
     let start = match query.tail {
-        Some(n) => store
-            .log_tail_start(&run.id, query.after, n)
-            .await
-            .map_err(store_err)?,
+        Some(n) => store.tail_start(&run.id, query.after, n).await?,
         None => query.after,
     };
     let text_plain = (
@@ -384,7 +400,7 @@ pub async fn logs(
     );
     if !query.follow {
         // Exactly the lines stored now: up to the newest, named in the header.
-        let last = store.last_log_id(&run.id).await.map_err(store_err)?;
+        let last = store.last_id(&run.id).await?;
         let body = read_range(store, run.id, start, last);
         let mut res = (StatusCode::OK, [text_plain], Body::from_stream(body)).into_response();
         res.headers_mut()
@@ -411,7 +427,7 @@ pub async fn logs(
 
 /// Lines after `after` up to and including `last`, in batches.
 fn read_range(
-    store: Store,
+    store: RunLogs,
     run_id: String,
     after: i64,
     last: i64,
@@ -423,7 +439,7 @@ fn read_range(
             if after >= last {
                 return None;
             }
-            let batch = match store.read_logs(&run_id, after, LOG_BATCH).await {
+            let batch = match store.read(&run_id, after, LOG_BATCH).await {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(run_id, error = %e, "reading a run log failed; the response ends early");
@@ -434,7 +450,7 @@ fn read_range(
             let next = lines.last()?.id;
             let chunk: String = lines
                 .into_iter()
-                .map(crate::store::format_log_line)
+                .map(LogLine::text)
                 .collect();
             Some((Ok(chunk), next))
         }
@@ -447,14 +463,14 @@ fn read_range(
 /// ends. A running run is looked at every `FOLLOW_POLL`; one that has not started (pending,
 /// also between attempts) is not polled: the follow waits for the run's next event on the bus.
 fn follow(
-    store: Store,
+    store: RunLogs,
     rx: broadcast::Receiver<Arc<StoredEvent>>,
     run_id: String,
     after: i64,
     permit: ConnectionPermit,
 ) -> impl futures::Stream<Item = Result<String, Infallible>> + Send + 'static {
     struct St {
-        store: Store,
+        store: RunLogs,
         rx: broadcast::Receiver<Arc<StoredEvent>>,
         run_id: String,
         after: i64,
@@ -476,15 +492,15 @@ fn follow(
         loop {
             // The status before the lines: lines written before the run ended are then all
             // visible to the read that follows.
-            let status = match st.store.get_run(&st.run_id).await {
-                Ok(Some(run)) => run.status,
+            let status = match st.store.status(&st.run_id).await {
+                Ok(Some(status)) => status,
                 Ok(None) => return None,
                 Err(e) => {
                     tracing::warn!(run_id = st.run_id, error = %e, "following a run log failed; the response ends");
                     return None;
                 }
             };
-            let batch = match st.store.read_logs(&st.run_id, st.after, LOG_BATCH).await {
+            let batch = match st.store.read(&st.run_id, st.after, LOG_BATCH).await {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(run_id = st.run_id, error = %e, "following a run log failed; the response ends");
@@ -494,13 +510,13 @@ fn follow(
             if let Some(last) = batch.last() {
                 st.after = last.id;
                 st.done = status.is_terminal() && (batch.len() as u64) < LOG_BATCH;
-                let chunk: String = batch.iter().map(crate::store::format_log_line).collect();
+                let chunk: String = batch.iter().map(LogLine::text).collect();
                 return Some((Ok(chunk), st));
             }
             if status.is_terminal() {
                 return None;
             }
-            if status == app::wire::RunStatus::Pending {
+            if status == wire::RunStatus::Pending {
                 wait_for_run(&mut st.rx, &st.run_id).await;
             } else {
                 tokio::time::sleep(FOLLOW_POLL).await;
@@ -517,7 +533,11 @@ async fn wait_for_run(rx: &mut broadcast::Receiver<Arc<StoredEvent>>, run_id: &s
         loop {
             match rx.recv().await {
                 Ok(ev) => {
-                    if ev.payload.pointer("/data/run/id").and_then(|v| v.as_str()) == Some(run_id) {
+                    if events::Event::decode(&ev)
+                        .as_ref()
+                        .and_then(events::Event::run_id)
+                        == Some(run_id)
+                    {
                         return;
                     }
                 }

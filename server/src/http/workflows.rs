@@ -2,21 +2,20 @@
 //! "Services").
 use std::collections::HashMap;
 
-use app::wire::{
-    CancelRequest, Data, ErrorResponse, Page, Service, ServiceInput, ServiceStatus,
-    WorkflowDefinition, WorkflowDefinitionInput, WorkflowDefinitionVersion, WorkflowRun,
-    WorkflowRunRequest, WorkflowRunStatus, WorkflowRunWithSteps, WorkflowWithRuns,
-};
 use axum::{
     Json,
     extract::{Extension, Path, Query, State},
     http::{HeaderMap, StatusCode},
 };
-
-use crate::{
-    domain::{Problems, auth::Principal},
-    store::WorkflowRunFilter,
+use wire::{
+    CancelRequest, Data, ErrorResponse, Page, Service, ServiceInput, ServiceStatus,
+    WorkflowDefinition, WorkflowDefinitionInput, WorkflowDefinitionVersion, WorkflowRun,
+    WorkflowRunRequest, WorkflowRunStatus, WorkflowRunWithSteps, WorkflowWithRuns,
 };
+
+use crate::application::{orchestrator::parse_workflow_run_request, workflows::StartWorkflowRun};
+use domain::listing::WorkflowRunFilter;
+use domain::{Problems, auth::Principal};
 
 use super::{
     AppState, ListReply, Reply,
@@ -222,14 +221,14 @@ fn run_list(
     next: Option<String>,
     f: &WorkflowRunFilter,
 ) -> Json<Page<WorkflowRun>> {
-    let items = crate::store::Page {
+    let items = domain::listing::Page {
         items: runs,
         total,
         next_cursor: next,
     };
     list_page(
         items,
-        &crate::store::PageRequest {
+        &domain::listing::PageRequest {
             limit: f.limit,
             offset: f.offset,
             cursor: f.cursor.clone(),
@@ -253,7 +252,18 @@ pub async fn run_workflow(
     ApiJson(body): ApiJson,
 ) -> Reply<WorkflowRun> {
     let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok());
-    let (run, _) = s.workflows().run_workflow(&slug, &body, key, &who).await?;
+    let service = s.workflows();
+    let request = match parse_workflow_run_request(&body, key) {
+        Ok(request) => request,
+        Err(problems) => {
+            // Existence first: a run of an unknown workflow is a 404 whatever the body.
+            service.get_workflow(&slug).await?;
+            return Err(ApiError::invalid_request(problems));
+        }
+    };
+    let (run, _) = service
+        .run_workflow(StartWorkflowRun { slug, request }, &who)
+        .await?;
     Ok(reply(StatusCode::ACCEPTED, run))
 }
 

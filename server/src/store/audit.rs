@@ -1,35 +1,14 @@
 //! The audit log: one row per write, manual run, cancel, retry, secret write and secret
 //! resolution, and per rejected request. Rows are only ever inserted.
-use app::auth_pages::AuditEntry;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 use serde_json::Value;
+use wire::AuditEntry;
 
-use super::{Store, StoreResult, entities::audit_log, new_id};
-
-/// Outcome recorded with an audit entry: `ok`, or the rejection code of the request
-/// (`missing_token`, `invalid_token`, `forbidden`), or another error code of the API.
-pub type AuditStatus = String;
-
-/// One audit entry to record.
-#[derive(Debug, Clone, Default)]
-pub struct AuditRecord {
-    /// Who: the token's subject, `local` in open local mode, `None` when unknown.
-    pub subject: Option<String>,
-    /// The first hex characters of the SHA-256 of the presented token (never the token).
-    pub token_hash_prefix: Option<String>,
-    /// What, e.g. `job.run`, `workflow.update`, `secret.write`, `secret.resolve`.
-    pub action: String,
-    /// On what, e.g. `jobs/build-app`, `secrets/NOTIFIER_TOKEN`.
-    pub resource: Option<String>,
-    pub status: AuditStatus,
-    pub status_code: Option<i32>,
-    pub ip: Option<String>,
-    /// Free-form details; never a secret value.
-    pub details: Value,
-}
+use super::{AuditFilter, Store, StoreResult, entities::audit_log, new_id};
+pub use domain::audit::{AuditRecord, AuditStatus};
 
 impl Store {
     /// Appends an audit entry and returns its id once it is committed. Entries recorded at the
@@ -62,19 +41,6 @@ fn audit_row(id: String, record: AuditRecord) -> audit_log::ActiveModel {
         }),
         created_at: Set(Utc::now()),
     }
-}
-
-/// Filters of an audit list; empty lists and `None` mean "any".
-#[derive(Debug, Clone, Default)]
-pub struct AuditFilter {
-    pub actions: Vec<String>,
-    pub subject: Option<String>,
-    pub statuses: Vec<String>,
-    pub since: Option<DateTime<Utc>>,
-    pub until: Option<DateTime<Utc>>,
-    /// Keyset paging: entries older than this id (ids are UUIDv7, so id order is time order).
-    pub cursor: Option<String>,
-    pub limit: u64,
 }
 
 /// One page of audit entries, newest first.

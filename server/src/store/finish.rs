@@ -2,13 +2,13 @@
 //! last log lines, in one commit. Finishes that happen at the same moment share that commit
 //! (group commit, see `group.rs`): on PostgreSQL one statement updates every run of the group
 //! and stores all their lines; on SQLite one transaction does.
-use app::wire::{JobRun, RunStatus};
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, Statement, TransactionTrait,
     sea_query::Expr,
 };
 use serde_json::{Value, json};
+use wire::{JobRun, RunStatus};
 
 use super::{
     Store, StoreResult,
@@ -230,7 +230,7 @@ mod tests {
             run_to_wire,
         },
     };
-    use app::wire::RunStatus;
+    use wire::RunStatus;
 
     fn running(id: &str, owner: &str) -> job_run::Model {
         let now = Utc::now();
@@ -273,7 +273,7 @@ mod tests {
         result: Option<serde_json::Value>,
     ) -> Finish {
         let at = Utc::now();
-        let mut run = run_to_wire(running(id, "w1"));
+        let mut run = run_to_wire(running(id, "w1")).unwrap();
         run.status = status;
         run.result = result;
         run.error_message = (status == RunStatus::Failed).then(|| "it broke".into());

@@ -7,43 +7,7 @@ use sea_orm::{
 };
 
 use super::StoreResult;
-
-/// Which page of a list: `limit` rows after `offset` rows, or after the row whose id is
-/// `cursor` (then `offset` is ignored).
-#[derive(Debug, Clone, Default)]
-pub struct PageRequest {
-    pub limit: u64,
-    pub offset: u64,
-    pub cursor: Option<String>,
-}
-
-/// One page of a list, the rows matching over all pages, and the cursor of the next page.
-#[derive(Debug, Clone)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    pub total: u64,
-    pub next_cursor: Option<String>,
-}
-
-impl<T> Page<T> {
-    pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
-        Page {
-            items: self.items.into_iter().map(f).collect(),
-            total: self.total,
-            next_cursor: self.next_cursor,
-        }
-    }
-}
-
-/// Filter and paging of the catalog lists (job definitions, workflows, services).
-#[derive(Debug, Clone, Default)]
-pub struct CatalogFilter {
-    /// Text searched (case-insensitive substring) in the slug and the name.
-    pub q: Option<String>,
-    /// Services only: their health statuses.
-    pub statuses: Vec<String>,
-    pub page: PageRequest,
-}
+pub use domain::listing::{CatalogFilter, Page, PageRequest};
 
 /// `q` (trimmed; none when blank) as a LIKE pattern matching it anywhere, its own wildcards
 /// taken literally (escaped with `!`, which needs no quoting in either backend's literals).
@@ -94,25 +58,15 @@ pub fn run_search<C: ColumnTrait>(q: Option<&str>, id: C, slug: C, error: C) -> 
     any.add(matches_any(&q, &[slug, error]))
 }
 
-impl PageRequest {
-    pub fn new(limit: u64, offset: u64, cursor: Option<String>) -> Self {
-        PageRequest {
-            limit,
-            offset,
-            cursor,
-        }
-    }
-}
-
 /// A page of one definition's stored versions, newest first; the cursor is a version number
-/// (the versions below it). `to_wire` gives none for a row it cannot read.
+/// (the versions below it). A row `to_wire` cannot read is an error.
 pub async fn page_versions<E, C, V>(
     conn: &C,
     (slug_column, version_column): (E::Column, E::Column),
     slug: &str,
     page: &PageRequest,
     version_of: impl Fn(&E::Model) -> i32,
-    to_wire: impl Fn(E::Model) -> Option<V>,
+    to_wire: impl Fn(E::Model) -> StoreResult<V>,
 ) -> StoreResult<Page<V>>
 where
     E: EntityTrait,
@@ -128,8 +82,13 @@ where
         |c| c.parse::<i32>().unwrap_or(i32::MAX).into(),
     )
     .await?;
+    try_map(page, to_wire)
+}
+
+/// The page with each item converted by `f`; the first item `f` cannot convert is the error.
+pub fn try_map<T, U>(page: Page<T>, f: impl FnMut(T) -> StoreResult<U>) -> StoreResult<Page<U>> {
     Ok(Page {
-        items: page.items.into_iter().filter_map(to_wire).collect(),
+        items: page.items.into_iter().map(f).collect::<StoreResult<_>>()?,
         total: page.total,
         next_cursor: page.next_cursor,
     })

@@ -13,53 +13,39 @@ mod retention;
 mod secrets;
 mod seeds;
 mod sessions;
+#[cfg(test)]
+mod unreadable;
+mod versions;
 mod workflow_runs;
 mod workflows;
 
-pub use audit::{AuditFilter, AuditPage, AuditRecord, AuditStatus};
+pub use audit::{AuditPage, AuditRecord, AuditStatus};
 pub use clock::DbClock;
 pub use listing::{CatalogFilter, Page, PageRequest};
 pub use metrics::{AlertDelivery, NewAlertDelivery, SlugStatusCount};
 pub use retention::DeletedRuns;
 pub use secrets::{PutSecretError, SealedSecret, SecretPage};
 pub use sessions::SessionRecord;
-pub use workflow_runs::{
-    InsertedWorkflowRun, NewWorkflowRun, RunChanges, StepJobRun, WorkflowRunFilter,
-    WorkflowRunState,
-};
+pub use workflow_runs::{InsertedWorkflowRun, NewWorkflowRun, RunChanges, WorkflowRunState};
 
-use app::wire::{JobDefinition, JobDefinitionVersion, JobRun, RetryPolicy, RunStatus, Trigger};
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, DbErr, EntityTrait, FromQueryResult, PaginatorTrait,
     QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
 };
 use serde_json::Value;
+use wire::{JobDefinition, JobDefinitionVersion, JobRun, RetryPolicy, RunStatus, Trigger};
 
-use crate::{db::Database, domain::jobs::JobSpec};
+use crate::db::Database;
+use domain::jobs::JobSpec;
 use entities::{event, job_definition, job_definition_version, job_run, job_run_log};
 
 pub type StoreResult<T> = Result<T, DbErr>;
 
-/// Filter and paging for run lists.
-#[derive(Debug, Clone, Default)]
-pub struct RunFilter {
-    pub job_definition_id: Option<String>,
-    pub statuses: Vec<RunStatus>,
-    pub q: Option<String>,
-    pub limit: u64,
-    pub offset: u64,
-    /// Keyset cursor: the id of the last run of the previous page.
-    pub cursor: Option<String>,
-}
+pub use domain::listing::{AuditFilter, RunFilter, WorkflowRunFilter};
 
-/// A page of runs.
-#[derive(Debug, Clone)]
-pub struct RunPage {
-    pub runs: Vec<JobRun>,
-    pub total: u64,
-    pub next_cursor: Option<String>,
-}
+/// A page of job runs.
+pub type RunPage = domain::listing::RunPage<JobRun>;
 
 /// What the executor needs to run one attempt.
 #[derive(Debug, Clone)]
@@ -97,14 +83,7 @@ pub struct StoredEvent {
     pub payload: Value,
 }
 
-/// One line of a run log.
-#[derive(Debug, Clone)]
-pub struct StoredLogLine {
-    pub id: i64,
-    pub attempt: i32,
-    pub stream: String,
-    pub message: String,
-}
+pub use domain::logs::LogLine as StoredLogLine;
 
 /// The outcome of inserting a run with an idempotency key.
 pub enum Inserted {
@@ -112,38 +91,89 @@ pub enum Inserted {
     Existing(JobRun),
 }
 
-fn status_of(text: &str) -> RunStatus {
-    // Only our own code writes this column, always from the enum.
-    RunStatus::parse(text).unwrap_or(RunStatus::Failed)
+/// A stored value that cannot be read, as an error naming its table, row and column (the
+/// application logs it and answers 500; the text never reaches a client).
+fn unreadable(table: &str, row: &str, column: &str, problem: impl std::fmt::Display) -> DbErr {
+    DbErr::Type(format!("{table} row {row}: {column} {problem}"))
 }
 
-pub fn definition_to_wire(m: job_definition::Model) -> JobDefinition {
-    JobDefinition {
+/// A stored enum value (`parse` of `text`), or an error naming the row and what it may be.
+fn stored_value<T>(
+    (table, row, column): (&str, &str, &str),
+    text: &str,
+    parse: fn(&str) -> Option<T>,
+    expected: fn() -> String,
+) -> StoreResult<T> {
+    parse(text).ok_or_else(|| {
+        unreadable(
+            table,
+            row,
+            column,
+            format_args!("{text:?} is not one of {}", expected()),
+        )
+    })
+}
+
+/// A stored JSON value read as `T`, or an error naming the row.
+fn stored_json<T: serde::de::DeserializeOwned>(
+    (table, row, column): (&str, &str, &str),
+    value: Value,
+) -> StoreResult<T> {
+    serde_json::from_value(value)
+        .map_err(|e| unreadable(table, row, column, format_args!("cannot be read: {e}")))
+}
+
+/// A `job_runs` row's status.
+fn status_of(id: &str, text: &str) -> StoreResult<RunStatus> {
+    stored_value(
+        ("job_runs", id, "status"),
+        text,
+        RunStatus::parse,
+        RunStatus::expected,
+    )
+}
+
+pub fn definition_to_wire(m: job_definition::Model) -> StoreResult<JobDefinition> {
+    let job_type = stored_value(
+        ("job_definitions", &m.id, "job_type"),
+        &m.job_type,
+        wire::JobType::parse,
+        wire::JobType::expected,
+    )?;
+    let retry_policy = stored_json(("job_definitions", &m.id, "retry_policy"), m.retry_policy)?;
+    Ok(JobDefinition {
         id: m.id,
         slug: m.slug,
         name: m.name,
         version: m.version,
-        job_type: app::wire::JobType::parse(&m.job_type).unwrap_or(app::wire::JobType::Batch),
+        job_type,
         entry_point: m.entry_point,
         parameters_schema: m.parameters_schema,
         default_parameters: m.default_parameters,
         timeout_ms: m.timeout_ms,
-        retry_policy: serde_json::from_value(m.retry_policy).unwrap_or_default(),
+        retry_policy,
         metadata: m.metadata,
         created_at: m.created_at,
         updated_at: m.updated_at,
-    }
+    })
 }
 
-fn run_to_wire(m: job_run::Model) -> JobRun {
+fn run_to_wire(m: job_run::Model) -> StoreResult<JobRun> {
+    let status = status_of(&m.id, &m.status)?;
+    let trigger = stored_value(
+        ("job_runs", &m.id, "trigger"),
+        &m.trigger,
+        Trigger::parse,
+        Trigger::expected,
+    )?;
     let duration_ms = m.duration_ms;
-    JobRun {
+    Ok(JobRun {
         logs_url: format!("/api/job-runs/{}/logs", m.id),
         id: m.id,
         job_definition_id: m.job_definition_id,
         job_slug: m.job_slug,
         job_version: m.job_version,
-        status: status_of(&m.status),
+        status,
         parameters: m.parameters,
         result: m.result,
         error_message: m.error_message,
@@ -152,7 +182,7 @@ fn run_to_wire(m: job_run::Model) -> JobRun {
         timeout_ms: m.timeout_ms,
         attempt: m.attempt,
         max_attempts: m.max_attempts,
-        trigger: Trigger::parse(&m.trigger).unwrap_or(Trigger::Manual),
+        trigger,
         workflow_run_id: m.workflow_run_id,
         workflow_step_id: m.workflow_step_id,
         duration_ms,
@@ -161,25 +191,56 @@ fn run_to_wire(m: job_run::Model) -> JobRun {
         completed_at: m.completed_at,
         created_at: m.created_at,
         updated_at: m.updated_at,
-    }
+    })
 }
 
-/// Fields of a new run.
+/// A new run (built by `application::launcher::new_run`): its row as the API shows it, and
+/// what only the engine reads. A workflow step's run is inserted with its step change, in the
+/// same transaction ([`RunChanges::job_runs`]).
 #[derive(Debug, Clone)]
 pub struct NewRun {
-    pub id: String,
-    pub definition: JobDefinition,
-    pub parameters: Value,
-    pub context: Option<Value>,
-    pub timeout_ms: i64,
-    pub max_attempts: i32,
+    pub run: JobRun,
+    pub entry_point: String,
     pub retry_policy: RetryPolicy,
-    pub trigger: Trigger,
     pub idempotency_key: Option<String>,
-    pub scheduled_at: DateTime<Utc>,
-    pub now: DateTime<Utc>,
-    /// Stored claimed by a worker of this process, which executes it next.
+    /// Stored claimed by a worker of this process, which executes it next (`run` then says
+    /// `running`, started at the claim).
     pub claim: Option<RunClaim>,
+}
+
+/// The `job_runs` row of a new run, the one way one is written.
+pub(crate) fn new_run_model(new: &NewRun) -> job_run::Model {
+    let r = &new.run;
+    job_run::Model {
+        id: r.id.clone(),
+        job_definition_id: r.job_definition_id.clone(),
+        job_slug: r.job_slug.clone(),
+        job_version: r.job_version,
+        entry_point: new.entry_point.clone(),
+        status: r.status.as_str().to_string(),
+        parameters: r.parameters.clone(),
+        result: None,
+        error_message: None,
+        metrics: None,
+        context: r.context.clone(),
+        timeout_ms: r.timeout_ms,
+        attempt: r.attempt,
+        max_attempts: r.max_attempts,
+        retry_policy: serde_json::to_value(&new.retry_policy).unwrap_or(Value::Null),
+        trigger: r.trigger.as_str().to_string(),
+        workflow_run_id: r.workflow_run_id.clone(),
+        workflow_step_id: r.workflow_step_id.clone(),
+        idempotency_key: new.idempotency_key.clone(),
+        duration_ms: None,
+        scheduled_at: r.scheduled_at,
+        started_at: r.started_at,
+        completed_at: None,
+        created_at: r.created_at,
+        updated_at: r.updated_at,
+        lease_owner: new.claim.as_ref().map(|c| c.owner.clone()),
+        lease_expires_at: new.claim.as_ref().map(|c| c.lease_until),
+        dispatched_at: None,
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -263,11 +324,12 @@ impl Store {
     // ---- job definitions ----
 
     pub async fn get_job(&self, slug: &str) -> StoreResult<Option<JobDefinition>> {
-        Ok(job_definition::Entity::find()
+        job_definition::Entity::find()
             .filter(job_definition::Column::Slug.eq(slug))
             .one(self.conn())
             .await?
-            .map(definition_to_wire))
+            .map(definition_to_wire)
+            .transpose()
     }
 
     /// A page of job definitions, newest first; `q` searches the slug and the name.
@@ -277,23 +339,23 @@ impl Store {
         if let Some(q) = listing::search_text(f.q.as_deref()) {
             cond = cond.add(listing::matches_any(q, &[C::Slug, C::Name]));
         }
-        Ok(
+        listing::try_map(
             listing::page_of::<job_definition::Entity, _>(self.conn(), cond, C::Id, &f.page, |r| {
                 r.id.clone()
             })
-            .await?
-            .map(definition_to_wire),
+            .await?,
+            definition_to_wire,
         )
     }
 
     pub async fn list_jobs(&self) -> StoreResult<Vec<JobDefinition>> {
-        Ok(job_definition::Entity::find()
+        job_definition::Entity::find()
             .order_by_asc(job_definition::Column::Slug)
             .all(self.conn())
             .await?
             .into_iter()
             .map(definition_to_wire)
-            .collect())
+            .collect()
     }
 
     /// Creates or replaces a definition and records the version. Returns the stored definition
@@ -322,26 +384,10 @@ impl Store {
             updated_at: Set(now),
         };
         let txn = sea_orm::TransactionTrait::begin(self.conn()).await?;
-        if existing.is_some() {
-            job_definition::Entity::update(model).exec(&txn).await?;
-        } else {
-            job_definition::Entity::insert(model)
-                .exec_without_returning(&txn)
-                .await?;
-        }
-        let stored = job_definition::Entity::find_by_id(id.clone())
-            .one(&txn)
-            .await?
-            .map(definition_to_wire)
-            .ok_or_else(|| DbErr::RecordNotFound(id.clone()))?;
+        let row = versions::write_definition(&txn, model, existing.is_some(), &id).await?;
+        let stored = definition_to_wire(row)?;
         let snapshot = serde_json::to_value(&stored).unwrap_or(Value::Null);
-        // Re-posting the same version replaces that version's snapshot.
-        job_definition_version::Entity::delete_many()
-            .filter(job_definition_version::Column::Slug.eq(spec.slug.as_str()))
-            .filter(job_definition_version::Column::Version.eq(spec.version))
-            .exec(&txn)
-            .await?;
-        job_definition_version::Entity::insert(job_definition_version::ActiveModel {
+        let version = job_definition_version::ActiveModel {
             id: Set(new_id()),
             job_definition_id: Set(id),
             slug: Set(spec.slug.as_str().to_string()),
@@ -349,9 +395,10 @@ impl Store {
             definition: Set(snapshot),
             created_at: Set(now),
             updated_at: Set(now),
-        })
-        .exec_without_returning(&txn)
-        .await?;
+        };
+        use job_definition_version::Column as V;
+        let key = (spec.slug.as_str(), spec.version);
+        versions::replace_snapshot(&txn, (V::Slug, V::Version), key, version).await?;
         txn.commit().await?;
         Ok(stored)
     }
@@ -375,14 +422,14 @@ impl Store {
     }
 
     pub async fn job_versions(&self, slug: &str) -> StoreResult<Vec<JobDefinitionVersion>> {
-        Ok(job_definition_version::Entity::find()
+        job_definition_version::Entity::find()
             .filter(job_definition_version::Column::Slug.eq(slug))
             .order_by_desc(job_definition_version::Column::Version)
             .all(self.conn())
             .await?
             .into_iter()
-            .filter_map(job_version_to_wire)
-            .collect())
+            .map(job_version_to_wire)
+            .collect()
     }
 
     /// Deletes a definition, its version history, and its finished runs' rows stay (history).
@@ -413,52 +460,13 @@ impl Store {
 
     /// Inserts a run; with an idempotency key already used for this job, returns that run.
     pub async fn insert_run(&self, new: NewRun) -> StoreResult<Inserted> {
+        let definition_id = new.run.job_definition_id.clone();
         if let Some(key) = &new.idempotency_key
-            && let Some(existing) = self
-                .find_by_idempotency_key(&new.definition.id, key)
-                .await?
+            && let Some(existing) = self.find_by_idempotency_key(&definition_id, key).await?
         {
             return Ok(Inserted::Existing(existing));
         }
-        let (status, started_at, lease_owner, lease_expires_at) = match &new.claim {
-            Some(c) => (
-                RunStatus::Running,
-                Some(c.at),
-                Some(c.owner.clone()),
-                Some(c.lease_until),
-            ),
-            None => (RunStatus::Pending, None, None, None),
-        };
-        let model = job_run::Model {
-            id: new.id.clone(),
-            job_definition_id: new.definition.id.clone(),
-            job_slug: new.definition.slug.clone(),
-            job_version: new.definition.version,
-            entry_point: new.definition.entry_point.clone(),
-            status: status.as_str().to_string(),
-            parameters: new.parameters,
-            result: None,
-            error_message: None,
-            metrics: None,
-            context: new.context,
-            timeout_ms: new.timeout_ms,
-            attempt: 1,
-            max_attempts: new.max_attempts,
-            retry_policy: serde_json::to_value(&new.retry_policy).unwrap_or(Value::Null),
-            trigger: new.trigger.as_str().to_string(),
-            workflow_run_id: None,
-            workflow_step_id: None,
-            idempotency_key: new.idempotency_key.clone(),
-            duration_ms: None,
-            scheduled_at: new.scheduled_at,
-            started_at,
-            completed_at: None,
-            created_at: new.now,
-            updated_at: new.now,
-            lease_owner,
-            lease_expires_at,
-            dispatched_at: None,
-        };
+        let model = new_run_model(&new);
         let active: job_run::ActiveModel = model.clone().into();
         // Without a key nothing can collide: concurrent new runs share one INSERT and commit.
         let inserted = if new.idempotency_key.is_none() {
@@ -470,13 +478,12 @@ impl Store {
                 .map(|_| ())
         };
         match inserted {
-            Ok(()) => Ok(Inserted::New(run_to_wire(model))),
+            Ok(()) => Ok(Inserted::New(run_to_wire(model)?)),
             Err(e) => {
                 // A concurrent request with the same key won the unique index: answer with its run.
                 if let Some(key) = &new.idempotency_key
-                    && let Some(existing) = self
-                        .find_by_idempotency_key(&new.definition.id, key)
-                        .await?
+                    && let Some(existing) =
+                        self.find_by_idempotency_key(&definition_id, key).await?
                 {
                     return Ok(Inserted::Existing(existing));
                 }
@@ -485,93 +492,26 @@ impl Store {
         }
     }
 
-    /// Stores `count` finished runs of `definition`, created evenly over `span` before `now`
-    /// with ids in creation order, in multi-row inserts: the history a long-lived installation
-    /// has, for the list-page benchmark. Statuses: 85% succeeded, 10% failed, 3% canceled,
-    /// 2% expired.
-    pub async fn seed_finished_runs(
-        &self,
-        definition: &JobDefinition,
-        count: u64,
-        now: DateTime<Utc>,
-        span: chrono::TimeDelta,
-    ) -> StoreResult<()> {
-        let step_ms = (span.num_milliseconds() / count.max(1) as i64).max(1);
-        let mut batch = Vec::new();
-        for i in 0..count {
-            let created = now - chrono::TimeDelta::milliseconds(step_ms * (count - i) as i64);
-            let ts = uuid::Timestamp::from_unix(
-                uuid::NoContext,
-                created.timestamp() as u64,
-                created.timestamp_subsec_nanos(),
-            );
-            let (status, error) = match i % 100 {
-                0..=84 => (RunStatus::Succeeded, None),
-                85..=94 => (RunStatus::Failed, Some(format!("seeded failure {i}"))),
-                95..=97 => (
-                    RunStatus::Canceled,
-                    Some("canceled by operator".to_string()),
-                ),
-                _ => (RunStatus::Expired, Some("timed out".to_string())),
-            };
-            let model = job_run::Model {
-                id: uuid::Uuid::new_v7(ts).to_string(),
-                job_definition_id: definition.id.clone(),
-                job_slug: definition.slug.clone(),
-                job_version: definition.version,
-                entry_point: definition.entry_point.clone(),
-                status: status.as_str().to_string(),
-                parameters: serde_json::json!({"i": i}),
-                result: (status == RunStatus::Succeeded).then(|| serde_json::json!({"ok": true})),
-                error_message: error,
-                metrics: None,
-                context: None,
-                timeout_ms: definition.timeout_ms,
-                attempt: 1,
-                max_attempts: 1,
-                retry_policy: serde_json::to_value(&definition.retry_policy).unwrap_or(Value::Null),
-                trigger: Trigger::Manual.as_str().to_string(),
-                workflow_run_id: None,
-                workflow_step_id: None,
-                idempotency_key: None,
-                duration_ms: Some(12),
-                scheduled_at: created,
-                started_at: Some(created),
-                completed_at: Some(created + chrono::TimeDelta::milliseconds(12)),
-                created_at: created,
-                updated_at: created,
-                lease_owner: None,
-                lease_expires_at: None,
-                dispatched_at: Some(created),
-            };
-            batch.push(job_run::ActiveModel::from(model));
-            if batch.len() == 500 || i + 1 == count {
-                job_run::Entity::insert_many(std::mem::take(&mut batch))
-                    .exec_without_returning(self.conn())
-                    .await?;
-            }
-        }
-        Ok(())
-    }
-
     async fn find_by_idempotency_key(
         &self,
         job_definition_id: &str,
         key: &str,
     ) -> StoreResult<Option<JobRun>> {
-        Ok(job_run::Entity::find()
+        job_run::Entity::find()
             .filter(job_run::Column::JobDefinitionId.eq(job_definition_id))
             .filter(job_run::Column::IdempotencyKey.eq(key))
             .one(self.conn())
             .await?
-            .map(run_to_wire))
+            .map(run_to_wire)
+            .transpose()
     }
 
     pub async fn get_run(&self, id: &str) -> StoreResult<Option<JobRun>> {
-        Ok(job_run::Entity::find_by_id(id.to_string())
+        job_run::Entity::find_by_id(id.to_string())
             .one(self.conn())
             .await?
-            .map(run_to_wire))
+            .map(run_to_wire)
+            .transpose()
     }
 
     pub async fn list_runs(&self, f: &RunFilter) -> StoreResult<RunPage> {
@@ -601,7 +541,11 @@ impl Store {
         Ok(RunPage {
             total: page.total,
             next_cursor: page.next_cursor,
-            runs: page.items.into_iter().map(run_to_wire).collect(),
+            runs: page
+                .items
+                .into_iter()
+                .map(run_to_wire)
+                .collect::<StoreResult<_>>()?,
         })
     }
 
@@ -610,7 +554,7 @@ impl Store {
         job_definition_id: &str,
         limit: u64,
     ) -> StoreResult<Vec<JobRun>> {
-        Ok(job_run::Entity::find()
+        job_run::Entity::find()
             .filter(job_run::Column::JobDefinitionId.eq(job_definition_id))
             .order_by_desc(job_run::Column::Id)
             .limit(limit)
@@ -618,7 +562,7 @@ impl Store {
             .await?
             .into_iter()
             .map(run_to_wire)
-            .collect())
+            .collect()
     }
 
     /// Per (job definition id, status): the number of runs and the newest run id. The status
@@ -653,15 +597,17 @@ impl Store {
             .into_model::<Row>()
             .all(self.conn())
             .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| RunStats {
-                job_definition_id: r.job_definition_id,
-                status: status_of(&r.status),
-                count: r.n.max(0) as u64,
-                newest_run_id: r.newest,
+        rows.into_iter()
+            .map(|r| {
+                // The group's newest row is one that holds the status.
+                Ok(RunStats {
+                    status: status_of(&r.newest, &r.status)?,
+                    job_definition_id: r.job_definition_id,
+                    count: r.n.max(0) as u64,
+                    newest_run_id: r.newest,
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// Runs created since `since`, counted per (UTC hour, status) by the database.
@@ -692,17 +638,19 @@ impl Store {
         };
         let stmt = sea_orm::Statement::from_sql_and_values(backend, sql, [since.into()]);
         let rows = Row::find_by_statement(stmt).all(self.conn()).await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|r| {
+        rows.into_iter()
+            .map(|r| {
+                // Grouped rows have no id: the group (hour and status) names them.
+                let group = format!("group {}/{}", r.hour, r.status);
                 let hour = chrono::NaiveDateTime::parse_from_str(
                     &format!("{}:00:00", r.hour.replacen(' ', "T", 1)),
                     "%Y-%m-%dT%H:%M:%S",
                 )
-                .ok()?;
-                Some((hour.and_utc(), status_of(&r.status), r.n.max(0) as u64))
+                .map_err(|e| unreadable("job_runs", &group, "created_at", format_args!("{e}")))?;
+                let status = status_of(&group, &r.status)?;
+                Ok((hour.and_utc(), status, r.n.max(0) as u64))
             })
-            .collect())
+            .collect()
     }
 
     pub async fn mark_dispatched(&self, id: &str, now: DateTime<Utc>) -> StoreResult<()> {
@@ -772,9 +720,10 @@ impl Store {
             return Ok(None);
         };
         let entry_point = m.entry_point.clone();
-        let retry_policy = serde_json::from_value(m.retry_policy.clone()).unwrap_or_default();
+        let retry_policy =
+            stored_json(("job_runs", &m.id, "retry_policy"), m.retry_policy.clone())?;
         Ok(Some(ClaimedRun {
-            run: run_to_wire(m),
+            run: run_to_wire(m)?,
             entry_point,
             retry_policy,
             lease_until,
@@ -883,7 +832,7 @@ impl Store {
 
     /// Running runs whose lease ran out before `now`.
     pub async fn expired_leases(&self, now: DateTime<Utc>, limit: u64) -> StoreResult<Vec<JobRun>> {
-        Ok(job_run::Entity::find()
+        job_run::Entity::find()
             .filter(job_run::Column::Status.eq(RunStatus::Running.as_str()))
             .filter(job_run::Column::LeaseExpiresAt.lt(now))
             .limit(limit)
@@ -891,7 +840,7 @@ impl Store {
             .await?
             .into_iter()
             .map(run_to_wire)
-            .collect())
+            .collect()
     }
 
     /// Cancels a pending or running run. Returns the canceled run, or None if it had finished.
@@ -902,7 +851,7 @@ impl Store {
         else {
             return Ok(None);
         };
-        let status = status_of(&current.status);
+        let status = status_of(&current.id, &current.status)?;
         if status.is_terminal() {
             return Ok(None);
         }
@@ -1156,22 +1105,22 @@ fn log_models(
 
 /// One log line as text: engine lines are marked, process output is verbatim.
 pub fn format_log_line(l: &StoredLogLine) -> String {
-    match l.stream.as_str() {
-        "system" => format!("[switchyard] {}\n", l.message),
-        _ => format!("{}\n", l.message),
-    }
+    l.text()
 }
 
-/// A new time-ordered id (UUIDv7): newest-first ordering by id is creation order.
-/// A stored job version; none when its snapshot cannot be read.
-fn job_version_to_wire(m: job_definition_version::Model) -> Option<JobDefinitionVersion> {
-    Some(JobDefinitionVersion {
+/// A stored job version; an error naming the row when its snapshot cannot be read.
+fn job_version_to_wire(m: job_definition_version::Model) -> StoreResult<JobDefinitionVersion> {
+    Ok(JobDefinitionVersion {
+        definition: stored_json(
+            ("job_definition_versions", &m.id, "definition"),
+            m.definition,
+        )?,
         version: m.version,
-        definition: serde_json::from_value(m.definition).ok()?,
         created_at: m.created_at,
     })
 }
 
+/// A new time-ordered id (UUIDv7): newest-first ordering by id is creation order.
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }

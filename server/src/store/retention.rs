@@ -3,12 +3,12 @@
 //! long. Only finished runs are deleted: a job run of a workflow run only with that workflow run,
 //! and a workflow run only once none of its steps' job runs is pending or running. Log lines go
 //! first and the run last, so a pass cut short leaves no orphan: the run is found again.
-use app::wire::{RunStatus, WorkflowRunStatus};
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
     QuerySelect, Statement, TransactionTrait, sea_query::Query,
 };
+use wire::{RunStatus, WorkflowRunStatus};
 
 use super::{
     Store, StoreResult,

@@ -4,12 +4,12 @@
 //! here, inside the transaction.
 use std::collections::HashMap;
 
-use app::wire::{SecretMetadata, SecretVersionInfo};
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
     QuerySelect, TransactionTrait, sea_query::Expr,
 };
+use wire::{SecretMetadata, SecretVersionInfo};
 
 use super::{
     Store, StoreResult,

@@ -2,7 +2,6 @@
 //! writes every change in one transaction whose first statement bumps the run's `revision`
 //! only if nobody changed the run meanwhile: concurrent reconciliations of one run (two steps
 //! finishing in two processes) serialize, and the loser reads again and re-decides.
-use app::wire::{JobRun, StepRunStatus, WorkflowRun, WorkflowRunStatus, WorkflowRunStep};
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set,
@@ -11,29 +10,32 @@ use sea_orm::{
     sea_query::{Expr, ExprTrait},
 };
 use serde_json::Value;
+use wire::{JobRun, StepRunStatus, WorkflowRun, WorkflowRunStatus, WorkflowRunStep};
 
 use super::{
-    PageRequest, Store, StoreResult,
+    PageRequest, Store, StoreResult, WorkflowRunFilter,
     entities::{job_run, workflow_run, workflow_run_step},
-    listing, run_to_wire,
+    listing, run_to_wire, stored_value,
 };
 
-fn run_status(text: &str) -> WorkflowRunStatus {
-    // Only our own code writes this column, always from the enum.
-    WorkflowRunStatus::parse(text).unwrap_or(WorkflowRunStatus::Failed)
+/// A `workflow_runs` row's status.
+fn run_status(id: &str, text: &str) -> StoreResult<WorkflowRunStatus> {
+    stored_value(
+        ("workflow_runs", id, "status"),
+        text,
+        WorkflowRunStatus::parse,
+        WorkflowRunStatus::expected,
+    )
 }
 
-fn step_status(text: &str) -> StepRunStatus {
-    StepRunStatus::parse(text).unwrap_or(StepRunStatus::Failed)
-}
-
-fn workflow_run_to_wire(m: workflow_run::Model) -> WorkflowRun {
-    WorkflowRun {
+fn workflow_run_to_wire(m: workflow_run::Model) -> StoreResult<WorkflowRun> {
+    let status = run_status(&m.id, &m.status)?;
+    Ok(WorkflowRun {
         id: m.id,
         workflow_definition_id: m.workflow_definition_id,
         workflow_slug: m.workflow_slug,
         workflow_version: m.workflow_version,
-        status: run_status(&m.status),
+        status,
         parameters: m.parameters,
         context: m.context,
         error_message: m.error_message,
@@ -47,11 +49,17 @@ fn workflow_run_to_wire(m: workflow_run::Model) -> WorkflowRun {
         duration_ms: m.duration_ms,
         created_at: m.created_at,
         updated_at: m.updated_at,
-    }
+    })
 }
 
-fn step_to_wire(m: workflow_run_step::Model) -> WorkflowRunStep {
-    WorkflowRunStep {
+fn step_to_wire(m: workflow_run_step::Model) -> StoreResult<WorkflowRunStep> {
+    let status = stored_value(
+        ("workflow_run_steps", &m.id, "status"),
+        &m.status,
+        StepRunStatus::parse,
+        StepRunStatus::expected,
+    )?;
+    Ok(WorkflowRunStep {
         logs_url: m
             .job_run_id
             .as_ref()
@@ -59,7 +67,7 @@ fn step_to_wire(m: workflow_run_step::Model) -> WorkflowRunStep {
         id: m.id,
         workflow_run_id: m.workflow_run_id,
         step_id: m.step_id,
-        status: step_status(&m.status),
+        status,
         attempt: m.attempt,
         job_run_id: m.job_run_id,
         input: m.input,
@@ -70,7 +78,7 @@ fn step_to_wire(m: workflow_run_step::Model) -> WorkflowRunStep {
         completed_at: m.completed_at,
         created_at: m.created_at,
         updated_at: m.updated_at,
-    }
+    })
 }
 
 /// Everything the orchestrator decides from: the run, the definition it started with, its
@@ -93,35 +101,12 @@ pub struct NewWorkflowRun {
     pub steps: Vec<WorkflowRunStep>,
 }
 
-/// A job run a step starts (inserted with the step change, in the same transaction).
-#[derive(Debug, Clone)]
-pub struct StepJobRun {
-    pub run: JobRun,
-    pub entry_point: String,
-    pub retry_policy: Value,
-    /// Stored claimed by a worker of this process, which executes it next (`run` then says
-    /// `running`, started at the claim).
-    pub claim: Option<super::RunClaim>,
-}
-
 /// The changes of one reconciliation.
 #[derive(Debug, Clone, Default)]
 pub struct RunChanges {
     pub run: Option<WorkflowRun>,
     pub steps: Vec<WorkflowRunStep>,
-    pub job_runs: Vec<StepJobRun>,
-}
-
-/// Filter and paging of workflow run lists.
-#[derive(Debug, Clone, Default)]
-pub struct WorkflowRunFilter {
-    pub workflow_slug: Option<String>,
-    pub statuses: Vec<WorkflowRunStatus>,
-    /// Text searched (case-insensitive substring) in the run id, workflow slug and error.
-    pub q: Option<String>,
-    pub limit: u64,
-    pub offset: u64,
-    pub cursor: Option<String>,
+    pub job_runs: Vec<super::NewRun>,
 }
 
 /// Per (workflow slug, status): the number of runs and the newest run id (ids are UUIDv7, so
@@ -140,14 +125,14 @@ pub enum InsertedWorkflowRun {
 }
 
 /// A run's stored row and its steps as the orchestrator reads them.
-fn run_state(m: workflow_run::Model, steps: Vec<WorkflowRunStep>) -> WorkflowRunState {
-    WorkflowRunState {
+fn run_state(m: workflow_run::Model, steps: Vec<WorkflowRunStep>) -> StoreResult<WorkflowRunState> {
+    Ok(WorkflowRunState {
         definition: m.definition.clone(),
         revision: m.revision,
         idempotency_key: m.idempotency_key.clone(),
-        run: workflow_run_to_wire(m),
+        run: workflow_run_to_wire(m)?,
         steps,
-    }
+    })
 }
 
 /// The job runs of the steps that are not finished: the ones a reconciliation looks at.
@@ -179,38 +164,8 @@ fn step_model(s: &WorkflowRunStep, position: i32) -> workflow_run_step::ActiveMo
     }
 }
 
-fn job_run_model(j: &StepJobRun) -> job_run::ActiveModel {
-    let r = &j.run;
-    job_run::ActiveModel {
-        id: Set(r.id.clone()),
-        job_definition_id: Set(r.job_definition_id.clone()),
-        job_slug: Set(r.job_slug.clone()),
-        job_version: Set(r.job_version),
-        entry_point: Set(j.entry_point.clone()),
-        status: Set(r.status.as_str().to_string()),
-        parameters: Set(r.parameters.clone()),
-        result: Set(None),
-        error_message: Set(None),
-        metrics: Set(None),
-        context: Set(r.context.clone()),
-        timeout_ms: Set(r.timeout_ms),
-        attempt: Set(r.attempt),
-        max_attempts: Set(r.max_attempts),
-        retry_policy: Set(j.retry_policy.clone()),
-        trigger: Set(r.trigger.as_str().to_string()),
-        workflow_run_id: Set(r.workflow_run_id.clone()),
-        workflow_step_id: Set(r.workflow_step_id.clone()),
-        idempotency_key: Set(None),
-        duration_ms: Set(None),
-        scheduled_at: Set(r.scheduled_at),
-        started_at: Set(r.started_at),
-        completed_at: Set(None),
-        created_at: Set(r.created_at),
-        updated_at: Set(r.updated_at),
-        lease_owner: Set(j.claim.as_ref().map(|c| c.owner.clone())),
-        lease_expires_at: Set(j.claim.as_ref().map(|c| c.lease_until)),
-        dispatched_at: Set(None),
-    }
+fn job_run_model(new: &super::NewRun) -> job_run::ActiveModel {
+    super::new_run_model(new).into()
 }
 
 impl Store {
@@ -299,31 +254,33 @@ impl Store {
         definition_id: &str,
         key: &str,
     ) -> StoreResult<Option<WorkflowRun>> {
-        Ok(workflow_run::Entity::find()
+        workflow_run::Entity::find()
             .filter(workflow_run::Column::WorkflowDefinitionId.eq(definition_id))
             .filter(workflow_run::Column::IdempotencyKey.eq(key))
             .one(self.conn())
             .await?
-            .map(workflow_run_to_wire))
+            .map(workflow_run_to_wire)
+            .transpose()
     }
 
     pub async fn get_workflow_run(&self, id: &str) -> StoreResult<Option<WorkflowRun>> {
-        Ok(workflow_run::Entity::find_by_id(id.to_string())
+        workflow_run::Entity::find_by_id(id.to_string())
             .one(self.conn())
             .await?
-            .map(workflow_run_to_wire))
+            .map(workflow_run_to_wire)
+            .transpose()
     }
 
     /// The run's steps in definition order.
     pub async fn workflow_run_steps(&self, run_id: &str) -> StoreResult<Vec<WorkflowRunStep>> {
-        Ok(workflow_run_step::Entity::find()
+        workflow_run_step::Entity::find()
             .filter(workflow_run_step::Column::WorkflowRunId.eq(run_id))
             .order_by_asc(workflow_run_step::Column::Position)
             .all(self.conn())
             .await?
             .into_iter()
             .map(step_to_wire)
-            .collect())
+            .collect()
     }
 
     pub async fn workflow_run_state(&self, id: &str) -> StoreResult<Option<WorkflowRunState>> {
@@ -334,7 +291,7 @@ impl Store {
             return Ok(None);
         };
         let steps = self.workflow_run_steps(id).await?;
-        Ok(Some(run_state(m, steps)))
+        run_state(m, steps).map(Some)
     }
 
     /// Everything a reconciliation decides from, read consistently: the run's state and the
@@ -384,11 +341,16 @@ impl Store {
             .map_err(|e| sea_orm::DbErr::Json(e.to_string()))?;
         let job_runs: Vec<job_run::Model> = serde_json::from_value(decode("job_runs_json")?)
             .map_err(|e| sea_orm::DbErr::Json(e.to_string()))?;
-        let state = run_state(m, steps.into_iter().map(step_to_wire).collect());
-        Ok(Some((
-            state,
-            job_runs.into_iter().map(run_to_wire).collect(),
-        )))
+        let steps = steps
+            .into_iter()
+            .map(step_to_wire)
+            .collect::<StoreResult<_>>()?;
+        let state = run_state(m, steps)?;
+        let job_runs = job_runs
+            .into_iter()
+            .map(run_to_wire)
+            .collect::<StoreResult<_>>()?;
+        Ok(Some((state, job_runs)))
     }
 
     /// Job runs by id (those a run's steps point at).
@@ -396,13 +358,13 @@ impl Store {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        Ok(job_run::Entity::find()
+        job_run::Entity::find()
             .filter(job_run::Column::Id.is_in(ids))
             .all(self.conn())
             .await?
             .into_iter()
             .map(run_to_wire)
-            .collect())
+            .collect()
     }
 
     /// Writes one reconciliation if the run is still at `revision`; false: someone else
@@ -610,11 +572,12 @@ impl Store {
                 r.id.clone()
             })
             .await?;
-        Ok((
-            page.items.into_iter().map(workflow_run_to_wire).collect(),
-            page.total,
-            page.next_cursor,
-        ))
+        let runs = page
+            .items
+            .into_iter()
+            .map(workflow_run_to_wire)
+            .collect::<StoreResult<_>>()?;
+        Ok((runs, page.total, page.next_cursor))
     }
 
     /// Ids of runs not yet finished, oldest first (the recovery sweep reconciles them).
@@ -669,15 +632,17 @@ impl Store {
             .into_model::<Row>()
             .all(self.conn())
             .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| WorkflowRunStats {
-                workflow_slug: r.workflow_slug,
-                status: run_status(&r.status),
-                count: Ord::max(r.n, 0) as u64,
-                newest_run_id: r.newest,
+        rows.into_iter()
+            .map(|r| {
+                // The group's newest row is one that holds the status.
+                Ok(WorkflowRunStats {
+                    status: run_status(&r.newest, &r.status)?,
+                    workflow_slug: r.workflow_slug,
+                    count: Ord::max(r.n, 0) as u64,
+                    newest_run_id: r.newest,
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// The workflow runs with these ids (any order); one query.
@@ -685,12 +650,12 @@ impl Store {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        Ok(workflow_run::Entity::find()
+        workflow_run::Entity::find()
             .filter(workflow_run::Column::Id.is_in(ids))
             .all(self.conn())
             .await?
             .into_iter()
             .map(workflow_run_to_wire)
-            .collect())
+            .collect()
     }
 }

@@ -1,7 +1,6 @@
 //! Workflow definitions (with version history) and the service registry.
 use std::collections::HashSet;
 
-use app::wire::{Service, ServiceStatus, WorkflowDefinition, WorkflowDefinitionVersion};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -9,13 +8,14 @@ use sea_orm::{
     QueryOrder, QuerySelect, TransactionTrait,
 };
 use serde_json::Value;
+use wire::{Service, ServiceStatus, WorkflowDefinition, WorkflowDefinitionVersion};
 
 use super::{
     CatalogFilter, Page, Store, StoreResult,
     entities::{job_definition, service, workflow_definition, workflow_definition_version},
-    listing, new_id,
+    listing, new_id, stored_json, stored_value, versions,
 };
-use crate::domain::{services::ServiceSpec, workflow::WorkflowSpec};
+use domain::{services::ServiceSpec, workflow::WorkflowSpec};
 
 fn workflow_to_wire(m: workflow_definition::Model) -> WorkflowDefinition {
     WorkflowDefinition {
@@ -45,7 +45,7 @@ fn masked_headers(stored: &Value) -> Value {
                     let shown = if value.get("secret").is_some_and(Value::is_object) {
                         value.clone()
                     } else {
-                        Value::String(crate::domain::authority::MASKED.to_string())
+                        Value::String(domain::authority::MASKED.to_string())
                     };
                     (name.clone(), shown)
                 })
@@ -56,13 +56,19 @@ fn masked_headers(stored: &Value) -> Value {
 }
 
 /// The service with its header values masked, and the headers as stored.
-fn service_with_headers(m: service::Model) -> (Service, Value) {
+fn service_with_headers(m: service::Model) -> StoreResult<(Service, Value)> {
     let stored = m.headers.clone();
-    (service_to_wire(m), stored)
+    Ok((service_to_wire(m)?, stored))
 }
 
-fn service_to_wire(m: service::Model) -> Service {
-    Service {
+fn service_to_wire(m: service::Model) -> StoreResult<Service> {
+    let status = stored_value(
+        ("services", &m.id, "status"),
+        &m.status,
+        ServiceStatus::parse,
+        ServiceStatus::expected,
+    )?;
+    Ok(Service {
         id: m.id,
         slug: m.slug,
         display_name: m.display_name,
@@ -71,22 +77,24 @@ fn service_to_wire(m: service::Model) -> Service {
         health_path: m.health_path,
         headers: masked_headers(&m.headers),
         metadata: m.metadata,
-        // Only our own code writes this column, always from the enum.
-        status: ServiceStatus::parse(&m.status).unwrap_or(ServiceStatus::Unknown),
+        status,
         last_checked_at: m.last_checked_at,
         last_error: m.last_error,
         created_at: m.created_at,
         updated_at: m.updated_at,
-    }
+    })
 }
 
-/// A stored workflow version; none when its snapshot cannot be read.
+/// A stored workflow version; an error naming the row when its snapshot cannot be read.
 fn workflow_version_to_wire(
     m: workflow_definition_version::Model,
-) -> Option<WorkflowDefinitionVersion> {
-    Some(WorkflowDefinitionVersion {
+) -> StoreResult<WorkflowDefinitionVersion> {
+    Ok(WorkflowDefinitionVersion {
+        definition: stored_json(
+            ("workflow_definition_versions", &m.id, "definition"),
+            m.definition,
+        )?,
         version: m.version,
-        definition: serde_json::from_value(m.definition).ok()?,
         created_at: m.created_at,
     })
 }
@@ -163,27 +171,10 @@ impl Store {
             updated_at: Set(now),
         };
         let txn = self.conn().begin().await?;
-        if existing.is_some() {
-            workflow_definition::Entity::update(model)
-                .exec(&txn)
-                .await?;
-        } else {
-            workflow_definition::Entity::insert(model)
-                .exec_without_returning(&txn)
-                .await?;
-        }
-        let stored = workflow_definition::Entity::find_by_id(id.clone())
-            .one(&txn)
-            .await?
-            .map(workflow_to_wire)
-            .ok_or_else(|| DbErr::RecordNotFound(id.clone()))?;
+        let row = versions::write_definition(&txn, model, existing.is_some(), &id).await?;
+        let stored = workflow_to_wire(row);
         let snapshot = to_json(serde_json::to_value(&stored))?;
-        workflow_definition_version::Entity::delete_many()
-            .filter(workflow_definition_version::Column::Slug.eq(spec.slug.as_str()))
-            .filter(workflow_definition_version::Column::Version.eq(spec.version))
-            .exec(&txn)
-            .await?;
-        workflow_definition_version::Entity::insert(workflow_definition_version::ActiveModel {
+        let version = workflow_definition_version::ActiveModel {
             id: Set(new_id()),
             workflow_definition_id: Set(id),
             slug: Set(spec.slug.as_str().to_string()),
@@ -191,9 +182,10 @@ impl Store {
             definition: Set(snapshot),
             created_at: Set(now),
             updated_at: Set(now),
-        })
-        .exec_without_returning(&txn)
-        .await?;
+        };
+        use workflow_definition_version::Column as V;
+        let key = (spec.slug.as_str(), spec.version);
+        versions::replace_snapshot(&txn, (V::Slug, V::Version), key, version).await?;
         txn.commit().await?;
         Ok(stored)
     }
@@ -221,14 +213,14 @@ impl Store {
         &self,
         slug: &str,
     ) -> StoreResult<Vec<WorkflowDefinitionVersion>> {
-        Ok(workflow_definition_version::Entity::find()
+        workflow_definition_version::Entity::find()
             .filter(workflow_definition_version::Column::Slug.eq(slug))
             .order_by_desc(workflow_definition_version::Column::Version)
             .all(self.conn())
             .await?
             .into_iter()
-            .filter_map(workflow_version_to_wire)
-            .collect())
+            .map(workflow_version_to_wire)
+            .collect()
     }
 
     /// Deletes a definition and its version history.
@@ -271,11 +263,12 @@ impl Store {
     // ---- services ----
 
     pub async fn get_service(&self, slug: &str) -> StoreResult<Option<Service>> {
-        Ok(service::Entity::find()
+        service::Entity::find()
             .filter(service::Column::Slug.eq(slug))
             .one(self.conn())
             .await?
-            .map(service_to_wire))
+            .map(service_to_wire)
+            .transpose()
     }
 
     /// A page of services, newest first; `q` searches the slug and the display name,
@@ -289,23 +282,23 @@ impl Store {
         if !f.statuses.is_empty() {
             cond = cond.add(C::Status.is_in(f.statuses.clone()));
         }
-        Ok(
+        listing::try_map(
             listing::page_of::<service::Entity, _>(self.conn(), cond, C::Id, &f.page, |r| {
                 r.id.clone()
             })
-            .await?
-            .map(service_to_wire),
+            .await?,
+            service_to_wire,
         )
     }
 
     pub async fn list_services(&self) -> StoreResult<Vec<Service>> {
-        Ok(service::Entity::find()
+        service::Entity::find()
             .order_by_asc(service::Column::Slug)
             .all(self.conn())
             .await?
             .into_iter()
             .map(service_to_wire)
-            .collect())
+            .collect()
     }
 
     /// The service (headers masked) and its headers as stored (sealed values, references).
@@ -313,22 +306,23 @@ impl Store {
         &self,
         slug: &str,
     ) -> StoreResult<Option<(Service, Value)>> {
-        Ok(service::Entity::find()
+        service::Entity::find()
             .filter(service::Column::Slug.eq(slug))
             .one(self.conn())
             .await?
-            .map(service_with_headers))
+            .map(service_with_headers)
+            .transpose()
     }
 
     /// Every service (headers masked) with its headers as stored, by slug.
     pub async fn list_services_with_headers(&self) -> StoreResult<Vec<(Service, Value)>> {
-        Ok(service::Entity::find()
+        service::Entity::find()
             .order_by_asc(service::Column::Slug)
             .all(self.conn())
             .await?
             .into_iter()
             .map(service_with_headers)
-            .collect())
+            .collect()
     }
 
     /// Replaces a service's stored headers (sealing values stored in plain text by older
@@ -380,6 +374,7 @@ impl Store {
             .one(self.conn())
             .await?
             .map(service_to_wire)
+            .transpose()?
             .ok_or(DbErr::RecordNotFound(model.id))
     }
 
@@ -388,7 +383,7 @@ impl Store {
     pub async fn record_service_health(
         &self,
         id: &str,
-        status: app::wire::ServiceStatus,
+        status: wire::ServiceStatus,
         error: Option<String>,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<Service>> {
@@ -399,9 +394,10 @@ impl Store {
             .filter(service::Column::Id.eq(id))
             .exec(self.conn())
             .await?;
-        Ok(service::Entity::find_by_id(id.to_string())
+        service::Entity::find_by_id(id.to_string())
             .one(self.conn())
             .await?
-            .map(service_to_wire))
+            .map(service_to_wire)
+            .transpose()
     }
 }

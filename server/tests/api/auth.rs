@@ -2,9 +2,10 @@
 //! real app and on both databases.
 use std::time::Duration;
 
+use domain::auth::OperatorTokens;
 use reqwest::{Method, StatusCode, header};
 use serde_json::{Value, json};
-use server::{domain::auth::OperatorTokens, settings::AuthSettings};
+use server::settings::AuthSettings;
 use sha2::{Digest, Sha256};
 
 use crate::helpers::{TestApp, TestDb, spawn_app, spawn_app_with, test_settings};

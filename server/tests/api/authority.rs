@@ -7,9 +7,10 @@ use std::{
     time::Duration,
 };
 
+use domain::auth::OperatorTokens;
 use reqwest::Method;
 use serde_json::{Value, json};
-use server::{domain::auth::OperatorTokens, settings::AuthSettings};
+use server::settings::AuthSettings;
 
 use crate::helpers::{TestApp, TestDb, spawn_app, spawn_app_with, test_settings};
 
@@ -689,7 +690,7 @@ async fn env_references_read_only_allow_listed_variables() {
     let db = TestDb::new().await;
     let mut settings = test_settings(&db);
     settings.worker.secret_env_allow =
-        server::domain::secrets::EnvAllowList::parse("PATH").expect("allow list");
+        domain::secrets::EnvAllowList::parse("PATH").expect("allow list");
     let app = spawn_app_with(db, settings).await;
     app.job("echo", "builtin:noop", json!({})).await;
     let env_ref =

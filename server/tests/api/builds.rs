@@ -442,7 +442,7 @@ async fn a_build_dies_with_its_worker_process() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_a_running_build_stops_everything_it_started() {
     use server::{
-        handlers::{
+        entrypoints::{
             EnvSecrets, JobRunContext, LogBudget, LogSender, LogSink, MetricsSink, NoServices,
             REPOSITORY_BUILD, Registry,
         },

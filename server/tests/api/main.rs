@@ -20,6 +20,7 @@ mod pages;
 mod retention;
 mod secrets;
 mod smoke;
+mod unreadable;
 mod web_security;
 mod workflow_runs;
 mod workflows;

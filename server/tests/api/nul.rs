@@ -3,9 +3,10 @@
 //! field by JSON pointer, on SQLite and on PostgreSQL alike; never a 5xx, and nothing stored.
 use std::time::Duration;
 
+use domain::auth::OperatorTokens;
 use reqwest::{Method, StatusCode, header};
 use serde_json::{Value, json};
-use server::{domain::auth::OperatorTokens, settings::AuthSettings};
+use server::settings::AuthSettings;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::{TestApp, TestDb, spawn_app, spawn_app_with, test_settings};

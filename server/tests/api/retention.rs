@@ -21,6 +21,12 @@ use crate::{
     helpers::{TestApp, TestDb, spawn_app_with, test_settings},
 };
 
+// The bench's seeding (a module of the binary, which tests cannot import), by path: it uses
+// only the library's public entities and connection.
+#[path = "../../src/bin/switchyard/bench/seed.rs"]
+mod seed;
+use seed::seed_finished_runs;
+
 /// Runs `sql` (with `?` placeholders) with `values`.
 async fn exec_with(db: &Database, sql: &str, values: Vec<sea_orm::Value>) {
     let (backend, sql) = if db.is_postgres() {
@@ -122,8 +128,7 @@ async fn retention_deletes_what_it_no_longer_keeps_and_the_database_shrinks_back
 
     // 300 runs of `old` that ended 40 days ago, each with 10 log lines of 2 KB.
     let old = store.get_job("old").await.unwrap().unwrap();
-    store
-        .seed_finished_runs(&old, 300, old_ago, TimeDelta::days(1))
+    seed_finished_runs(&raw.conn, &old, 300, old_ago, TimeDelta::days(1))
         .await
         .unwrap();
     let lines = if raw.is_postgres() {

@@ -3,13 +3,10 @@
 //! configuration's checks, on the real app and on both databases.
 use std::time::Duration;
 
+use domain::{auth::OperatorTokens, hosts::HostName};
 use reqwest::{Method, StatusCode, header};
 use serde_json::{Value, json};
-use server::{
-    Settings,
-    domain::{auth::OperatorTokens, hosts::HostName},
-    settings::AuthSettings,
-};
+use server::{Settings, settings::AuthSettings};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{
