@@ -9,7 +9,7 @@ use domain::{Problems, auth::Principal};
 use wire::{ErrorKind, PageError};
 
 use super::{
-    AppError, JobService,
+    AppError, AppResult, JobService,
     orchestrator::WorkflowRunRequest,
     runs::{RunJob, caller_part},
     workflows::StartWorkflowRun,
@@ -197,19 +197,8 @@ impl app::data::Backend for JobService {
             slug: slug.to_string(),
             request: domain::jobs::RunRequest::manual(parameters),
         };
-        match self.run_job(cmd, &principal_of(viewer)).await {
-            Ok((run, _)) => Ok(wire::LaunchOutcome {
-                run: Some(run),
-                problems: Vec::new(),
-            }),
-            Err(AppError::InvalidParameters(p) | AppError::InvalidRequest(p)) => {
-                Ok(wire::LaunchOutcome {
-                    run: None,
-                    problems: p.into_vec(),
-                })
-            }
-            Err(e) => Err(page_error(e)),
-        }
+        let (run, problems) = launched(self.run_job(cmd, &principal_of(viewer)).await)?;
+        Ok(wire::LaunchOutcome { run, problems })
     }
 
     async fn dashboard(&self) -> Result<wire::Dashboard, PageError> {
@@ -283,29 +272,18 @@ impl app::data::Backend for JobService {
             slug: slug.to_string(),
             request: WorkflowRunRequest::manual(parameters),
         };
-        match self
+        let started = self
             .workflow_service()
             .run_workflow(cmd, &principal_of(viewer))
-            .await
-        {
-            Ok((run, _)) => Ok(wire::WorkflowLaunchOutcome {
-                run: Some(run),
-                problems: Vec::new(),
-            }),
-            Err(AppError::InvalidParameters(p) | AppError::InvalidRequest(p)) => {
-                Ok(wire::WorkflowLaunchOutcome {
-                    run: None,
-                    problems: p.into_vec(),
-                })
-            }
-            Err(e) => Err(page_error(e)),
-        }
+            .await;
+        let (run, problems) = launched(started)?;
+        Ok(wire::WorkflowLaunchOutcome { run, problems })
     }
 
     async fn cancel_workflow_run(&self, id: &str) -> Result<wire::WorkflowRun, PageError> {
         storable(&[("id", id)])?;
         self.workflow_service()
-            .patch_workflow_run(id, &serde_json::json!({ "status": "canceled" }))
+            .cancel_workflow_run(id)
             .await
             .map_err(page_error)
     }
@@ -404,6 +382,20 @@ fn principal_of(viewer: &Viewer) -> Principal {
             .filter_map(|s| domain::auth::Scope::parse(s))
             .collect(),
         token_hash_prefix: None,
+    }
+}
+
+/// What a launch form shows after starting a run: the run, or the problems of what it sent
+/// (invalid parameters or request); any other failure is the page's error.
+fn launched<R>(
+    started: AppResult<(R, bool)>,
+) -> Result<(Option<R>, Vec<wire::ErrorDetail>), PageError> {
+    match started {
+        Ok((run, _)) => Ok((Some(run), Vec::new())),
+        Err(AppError::InvalidParameters(p) | AppError::InvalidRequest(p)) => {
+            Ok((None, p.into_vec()))
+        }
+        Err(e) => Err(page_error(e)),
     }
 }
 

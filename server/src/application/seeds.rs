@@ -1,5 +1,4 @@
 //! The default definitions, seeded once in the life of a database.
-use std::sync::Arc;
 
 use chrono::Utc;
 use serde_json::{Value, json};
@@ -77,7 +76,7 @@ fn default_definitions(registry: &Registry) -> Vec<Value> {
 /// The definition of the job service steps execute as (`builtin:service-call`'s default
 /// definition), seeded at every start when missing.
 pub fn service_call_definition() -> Value {
-    Registry::builtin(Arc::new(crate::sandbox::BuildSandbox::unconfined()))
+    entrypoints::catalog()
         .get(entrypoints::SERVICE_CALL)
         .and_then(|e| e.default_definition())
         .unwrap_or(Value::Null)

@@ -132,6 +132,11 @@ impl WorkflowService {
             self.orchestrator.get(id).await?;
             return Err(AppError::InvalidRequest(p));
         }
+        self.cancel_workflow_run(id).await
+    }
+
+    /// Cancels a pending or running run and its unfinished steps (409 once finished).
+    pub async fn cancel_workflow_run(&self, id: &str) -> AppResult<WorkflowRun> {
         self.orchestrator.cancel(id).await
     }
 

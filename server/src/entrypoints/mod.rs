@@ -88,7 +88,7 @@ impl Registry {
 
 /// The built-in entry points as the API's static checks see them (nothing here executes: the
 /// sandbox is never used).
-fn catalog() -> &'static Registry {
+pub(crate) fn catalog() -> &'static Registry {
     static CATALOG: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
     CATALOG.get_or_init(|| Registry::builtin(Arc::new(crate::sandbox::BuildSandbox::unconfined())))
 }
