@@ -28,6 +28,11 @@ const MAX_SECRET_KEY: usize = 255;
 pub trait Catalog {
     fn job_exists(&self, slug: &str) -> bool;
     fn service_exists(&self, slug: &str) -> bool;
+    /// The workflow engines this server runs, by name (`provider`); the built-in one only
+    /// unless the server registers others.
+    fn providers(&self) -> Vec<String> {
+        vec![Provider::NATIVE.to_string()]
+    }
 }
 
 /// A validated workflow definition as submitted (without id and timestamps). Serializes to
@@ -47,12 +52,38 @@ pub struct WorkflowSpec {
     pub provider: Provider,
 }
 
-/// Which engine runs the workflow; only the built-in one exists.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Provider {
-    #[default]
-    Native,
+/// Which workflow engine runs the workflow, by name: `native` (the built-in orchestrator,
+/// the default) or another one the server registers (`temporal`, `memory` in tests).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Provider(pub String);
+
+impl Provider {
+    pub const NATIVE: &'static str = "native";
+
+    pub fn native() -> Provider {
+        Provider(Provider::NATIVE.to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_native(&self) -> bool {
+        self.0 == Provider::NATIVE
+    }
+}
+
+impl Default for Provider {
+    fn default() -> Provider {
+        Provider::native()
+    }
+}
+
+impl std::fmt::Display for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// One step of a workflow.
@@ -361,14 +392,7 @@ pub fn parse_workflow_spec(body: &Value, known: &dyn Catalog) -> Result<Workflow
     let default_parameters =
         optional_object(obj.get("defaultParameters"), "/defaultParameters", &mut p);
     let metadata = optional_object(obj.get("metadata"), "/metadata", &mut p);
-    let provider = match obj.get("provider") {
-        None | Some(Value::Null) => Provider::Native,
-        Some(Value::String(s)) if s == "native" => Provider::Native,
-        Some(_) => {
-            p.add("/provider", "must be \"native\" (the only provider)");
-            Provider::Native
-        }
-    };
+    let provider = provider(obj.get("provider"), known, &mut p);
 
     let steps = parse_steps(obj.get("steps"), known, &mut p);
 
@@ -439,6 +463,26 @@ struct ParsedStep {
 
 /// Parses `steps`, then checks the graph (ids, dependencies, cycles) and the templates.
 /// `None` when any step has a problem.
+/// `provider`: one of the engines the server runs (absent or null: `native`).
+fn provider(v: Option<&Value>, known: &dyn Catalog, p: &mut Problems) -> Provider {
+    let names = known.providers();
+    match v {
+        None | Some(Value::Null) => Provider::native(),
+        Some(Value::String(s)) if names.iter().any(|n| n == s) => Provider(s.clone()),
+        Some(_) => {
+            let listed: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
+            p.add(
+                "/provider",
+                format!(
+                    "must be one of {} (the engines this server runs)",
+                    listed.join(", ")
+                ),
+            );
+            Provider::native()
+        }
+    }
+}
+
 fn parse_steps(v: Option<&Value>, known: &dyn Catalog, p: &mut Problems) -> Option<Vec<StepSpec>> {
     let items = step_items(v, p)?;
     let before = p.iter().count();
@@ -1438,7 +1482,7 @@ mod tests {
         assert_eq!(spec.slug.as_str(), "ingest-and-build");
         assert_eq!(spec.name, "Ingest then build");
         assert_eq!(spec.description.as_deref(), Some("…"));
-        assert_eq!(spec.provider, Provider::Native);
+        assert_eq!(spec.provider, Provider::native());
         assert_eq!(spec.steps.len(), 3);
         let build = spec.step("build").unwrap();
         assert_eq!(build.depends_on, vec!["ingest"]);
@@ -1586,7 +1630,10 @@ mod tests {
             ]
         );
         assert_eq!(got[0].1, "unknown field");
-        assert_eq!(got[8].1, "must be \"native\" (the only provider)");
+        assert_eq!(
+            got[8].1,
+            "must be one of \"native\" (the engines this server runs)"
+        );
         assert_eq!(got[9].1, "must be an array of steps");
         assert_eq!(paths(json!([])), vec![""]);
         assert_eq!(paths(json!({})), vec!["/slug", "/name", "/steps"]);

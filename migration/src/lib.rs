@@ -10,6 +10,7 @@ mod m20261123_000004_workflow_runs;
 mod m20261123_000005_security_observability;
 mod m20261205_000006_sessions_and_seeds;
 mod m20261205_000007_run_search;
+mod m20261205_000008_workflow_providers;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000005_security_observability::Migration),
             Box::new(m20261205_000006_sessions_and_seeds::Migration),
             Box::new(m20261205_000007_run_search::Migration),
+            Box::new(m20261205_000008_workflow_providers::Migration),
         ]
     }
 }

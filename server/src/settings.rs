@@ -99,7 +99,7 @@ pub enum Command {
     /// API, event stream, pages and workers in one process.
     Serve(Box<ServeArgs>),
     /// Workers only, for scale-out on other machines sharing the database.
-    Worker(WorkerArgs),
+    Worker(Box<WorkerArgs>),
     /// Database migrations.
     Migrate {
         #[command(subcommand)]
@@ -179,6 +179,34 @@ pub struct WorkerSettings {
     pub max_log_bytes_per_run: u64,
     #[command(flatten)]
     pub build: BuildSettings,
+    #[command(flatten)]
+    pub providers: ProviderSettings,
+}
+
+/// The workflow engines besides the built-in one (README "Workflow engines").
+#[derive(Debug, Clone, Default, Args)]
+pub struct ProviderSettings {
+    /// A Temporal frontend (`host:port`): workflows with `"provider": "temporal"` run on it,
+    /// and this process runs a Temporal worker for them. Unset: no Temporal.
+    #[arg(long, env = "SWITCHYARD_TEMPORAL_ADDRESS")]
+    pub temporal_address: Option<String>,
+    /// The Temporal namespace.
+    #[arg(long, env = "SWITCHYARD_TEMPORAL_NAMESPACE", default_value = "default")]
+    pub temporal_namespace: String,
+    /// The Temporal task queue Switchyard's workers poll.
+    #[arg(
+        long,
+        env = "SWITCHYARD_TEMPORAL_TASK_QUEUE",
+        default_value = "switchyard"
+    )]
+    pub temporal_task_queue: String,
+    /// The Temporal web UI (`http://host:port`): run pages link their executions there.
+    #[arg(long, env = "SWITCHYARD_TEMPORAL_UI_URL")]
+    pub temporal_ui_url: Option<String>,
+    /// Registers the in-memory engine (`"provider": "memory"`), for tests only: its
+    /// executions do not survive the process.
+    #[arg(long, env = "SWITCHYARD_ENABLE_MEMORY_PROVIDER", hide = true)]
+    pub enable_memory_provider: bool,
 }
 
 /// A run's log keeps at most 10 MiB unless configured otherwise.
@@ -238,6 +266,7 @@ impl Default for WorkerSettings {
             secret_env_allow: EnvAllowList::default(),
             max_log_bytes_per_run: DEFAULT_MAX_LOG_BYTES_PER_RUN,
             build: BuildSettings::default(),
+            providers: ProviderSettings::default(),
         }
     }
 }

@@ -99,6 +99,7 @@ async fn start_core(
         &credentials,
     );
     seed(&service).await?;
+    register_providers(&service, &worker.providers);
     // Start-up events are in the log before anyone can connect and ask for "what is new".
     bus.flush().await;
     if let Some(engine) = engine {
@@ -113,6 +114,20 @@ async fn start_core(
         http,
         tasks,
     })
+}
+
+/// Registers the workflow engines besides the native one that `settings` enable.
+fn register_providers(service: &JobService, settings: &crate::settings::ProviderSettings) {
+    use crate::application::providers::memory::Memory;
+    let registry = service.workflow_runs().registry();
+    if settings.enable_memory_provider {
+        match service.provider_activities() {
+            Some(activities) => registry.register(Arc::new(Memory::new(Arc::new(activities)))),
+            None => tracing::warn!(
+                "the memory workflow engine needs workers in this process; not enabled"
+            ),
+        }
+    }
 }
 
 /// What is checked before anything runs: the data directory's modes, the build sandbox (a

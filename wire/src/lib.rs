@@ -369,6 +369,17 @@ pub struct WorkflowRun {
     pub duration_ms: Option<i64>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The workflow engine that runs it: `native` or another registered provider
+    /// (`temporal`).
+    #[serde(default = "native_provider")]
+    pub provider: String,
+    /// The engine's handle of the execution (the Temporal workflow id); null for native runs.
+    #[serde(default)]
+    pub execution_id: Option<String>,
+}
+
+fn native_provider() -> String {
+    "native".to_string()
 }
 
 /// One attempt of a step, for the timeline.

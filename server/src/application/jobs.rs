@@ -31,6 +31,8 @@ pub struct JobService {
     /// Checks, stores, announces and starts runs (shared with the orchestrator).
     pub(super) launcher: RunLauncher,
     pub(super) orchestrator: Orchestrator,
+    /// Workflow runs, whichever engine runs them.
+    pub(super) manager: crate::application::providers::Manager,
     /// Seals and opens service headers (the workflow service's registry use cases).
     pub(super) credentials: ServiceCredentials,
 }
@@ -49,6 +51,12 @@ impl JobService {
         orchestrator: Orchestrator,
         credentials: ServiceCredentials,
     ) -> Self {
+        let manager = crate::application::providers::Manager::new(
+            store.clone(),
+            bus.clone(),
+            launcher.clone(),
+            orchestrator.clone(),
+        );
         JobService {
             store,
             bus,
@@ -56,8 +64,28 @@ impl JobService {
             engine,
             launcher,
             orchestrator,
+            manager,
             credentials,
         }
+    }
+
+    /// Workflow runs, whichever engine runs them (register further engines here).
+    pub fn workflow_runs(&self) -> &crate::application::providers::Manager {
+        &self.manager
+    }
+
+    /// What other workflow engines' executions do in this process (None: it executes no runs).
+    pub fn provider_activities(
+        &self,
+    ) -> Option<crate::application::providers::activities::Activities> {
+        self.engine.clone().map(|engine| {
+            crate::application::providers::activities::Activities::new(
+                self.store.clone(),
+                self.bus.clone(),
+                self.launcher.clone(),
+                engine,
+            )
+        })
     }
 
     /// Runs' logs, over the same store.

@@ -84,6 +84,7 @@ pub fn new_run(job: &JobDefinition, parts: RunParts, now: DateTime<Utc>) -> NewR
         retry_policy: parts.retry_policy,
         idempotency_key: parts.idempotency_key,
         claim: None,
+        driver: None,
     }
 }
 
@@ -250,6 +251,7 @@ impl RunLauncher {
                     entry_point: s.entry_point,
                     retry_policy: s.retry_policy,
                     lease_until: claim.lease_until,
+                    driven: false,
                 }),
                 None => tasks.push(RunTask {
                     run_id: s.run.id,

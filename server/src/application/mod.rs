@@ -9,6 +9,7 @@ pub mod launcher;
 pub mod logs;
 pub mod orchestrator;
 pub mod pages;
+pub mod providers;
 pub mod runs;
 pub mod secrets;
 pub mod seeds;

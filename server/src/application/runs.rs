@@ -87,7 +87,7 @@ impl JobService {
         crate::application::workflows::WorkflowService::new(
             self.store.clone(),
             self.bus.clone(),
-            self.orchestrator.clone(),
+            self.manager.clone(),
             self.credentials.clone(),
         )
     }

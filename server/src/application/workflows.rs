@@ -10,8 +10,8 @@ use wire::{
 };
 
 use super::versioned::{self, Versioned};
-use crate::application::orchestrator::Orchestrator;
 use crate::application::orchestrator::WorkflowRunRequest;
+use crate::application::providers::Manager;
 use crate::application::{AppError, AppResult, refused_definition};
 use crate::entrypoints;
 use crate::events::Event;
@@ -31,6 +31,7 @@ use domain::{
 struct DbCatalog {
     jobs: HashSet<String>,
     services: HashSet<String>,
+    providers: Vec<String>,
 }
 
 impl Catalog for DbCatalog {
@@ -40,6 +41,10 @@ impl Catalog for DbCatalog {
 
     fn service_exists(&self, slug: &str) -> bool {
         self.services.contains(slug)
+    }
+
+    fn providers(&self) -> Vec<String> {
+        self.providers.clone()
     }
 }
 
@@ -57,7 +62,7 @@ pub struct StartWorkflowRun {
 pub struct WorkflowService {
     pub(super) store: Store,
     pub(super) bus: EventBus,
-    pub(super) orchestrator: Orchestrator,
+    pub(super) manager: Manager,
     pub(super) credentials: ServiceCredentials,
 }
 
@@ -65,13 +70,13 @@ impl WorkflowService {
     pub fn new(
         store: Store,
         bus: EventBus,
-        orchestrator: Orchestrator,
+        manager: Manager,
         credentials: ServiceCredentials,
     ) -> Self {
         WorkflowService {
             store,
             bus,
-            orchestrator,
+            manager,
             credentials,
         }
     }
@@ -88,9 +93,7 @@ impl WorkflowService {
         let workflow = self.get_workflow(&cmd.slug).await?;
         authority::check_workflow_run_parameters(&cmd.request.parameters, who)
             .map_err(refused_definition)?;
-        self.orchestrator
-            .start_request(&workflow, cmd.request)
-            .await
+        self.manager.start_request(&workflow, cmd.request).await
     }
 
     /// Starts a run a trigger fired (parameters written by the workflow's author, or the
@@ -101,15 +104,15 @@ impl WorkflowService {
         request: crate::application::orchestrator::WorkflowRunRequest,
     ) -> AppResult<(WorkflowRun, bool)> {
         let workflow = self.get_workflow(slug).await?;
-        self.orchestrator.start_request(&workflow, request).await
+        self.manager.start_request(&workflow, request).await
     }
 
     pub async fn get_workflow_run(&self, id: &str) -> AppResult<WorkflowRun> {
-        self.orchestrator.get(id).await
+        self.manager.get(id).await
     }
 
     pub async fn workflow_run_steps(&self, id: &str) -> AppResult<WorkflowRunWithSteps> {
-        self.orchestrator.with_steps(id).await
+        self.manager.with_steps(id).await
     }
 
     /// Lists runs, of one workflow (`slug`) or of all, newest first.
@@ -122,14 +125,14 @@ impl WorkflowService {
         if let Some(slug) = slug {
             filter.workflow_slug = Some(self.get_workflow(slug).await?.slug);
         }
-        self.orchestrator.list(&filter).await
+        self.manager.list(&filter).await
     }
 
     /// Applies a PATCH: only `{"status": "canceled"}` is supported.
     pub async fn patch_workflow_run(&self, id: &str, body: &Value) -> AppResult<WorkflowRun> {
         let p = domain::jobs::cancel_patch_problems(body);
         if !p.is_empty() {
-            self.orchestrator.get(id).await?;
+            self.manager.get(id).await?;
             return Err(AppError::InvalidRequest(p));
         }
         self.cancel_workflow_run(id).await
@@ -137,25 +140,25 @@ impl WorkflowService {
 
     /// Cancels a pending or running run and its unfinished steps (409 once finished).
     pub async fn cancel_workflow_run(&self, id: &str) -> AppResult<WorkflowRun> {
-        self.orchestrator.cancel(id).await
+        self.manager.cancel(id).await
     }
 
     /// Resumes a failed or canceled run; its parameters resolve again, so secret references
     /// in them need `secrets:use` from the one asking, as for a new run.
     pub async fn retry_workflow_run(&self, id: &str, who: &Principal) -> AppResult<WorkflowRun> {
-        let run = self.orchestrator.get(id).await?;
+        let run = self.manager.get(id).await?;
         authority::check_workflow_run_parameters(&run.parameters, who)
             .map_err(refused_definition)?;
-        self.orchestrator.resume(id).await
+        self.manager.resume(id).await
     }
 
     /// A new run with the same parameters; secret references in them need `secrets:use`
     /// from the one asking, as for a new run.
     pub async fn rerun_workflow_run(&self, id: &str, who: &Principal) -> AppResult<WorkflowRun> {
-        let run = self.orchestrator.get(id).await?;
+        let run = self.manager.get(id).await?;
         authority::check_workflow_run_parameters(&run.parameters, who)
             .map_err(refused_definition)?;
-        self.orchestrator.rerun(id).await
+        self.manager.rerun(id).await
     }
 
     /// A path slug that cannot be valid cannot exist either.
@@ -169,6 +172,7 @@ impl WorkflowService {
         Ok(DbCatalog {
             jobs: self.store.job_slugs().await?,
             services: self.store.service_slugs().await?,
+            providers: self.manager.registry().names(),
         })
     }
 
@@ -190,7 +194,7 @@ impl WorkflowService {
             limit: 20,
             ..Default::default()
         };
-        let (runs, _, _) = self.orchestrator.list(&filter).await?;
+        let (runs, _, _) = self.manager.list(&filter).await?;
         Ok(WorkflowWithRuns { workflow, runs })
     }
 
@@ -336,7 +340,13 @@ impl Versioned for WorkflowService {
 
     async fn parse(&self, doc: &Value) -> AppResult<WorkflowSpec> {
         let catalog = self.catalog().await?;
-        parse_workflow_spec(doc, &catalog).map_err(AppError::InvalidDefinition)
+        let spec = parse_workflow_spec(doc, &catalog).map_err(AppError::InvalidDefinition)?;
+        // What the engine the definition names cannot do.
+        let problems = self.manager.validate(&spec);
+        if !problems.is_empty() {
+            return Err(AppError::InvalidDefinition(problems));
+        }
+        Ok(spec)
     }
 
     async fn get(&self, slug: &str) -> AppResult<Option<WorkflowDefinition>> {

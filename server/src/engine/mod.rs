@@ -138,6 +138,9 @@ struct EngineInner {
     local_running: std::sync::atomic::AtomicUsize,
     /// False once shutdown began: no more local starts.
     accepting: std::sync::atomic::AtomicBool,
+    /// Provider-driven attempts executing here (see [`Engine::execute_driven`]): their
+    /// transitions are not reported to the observer (the provider moves their runs on).
+    driven: Mutex<std::collections::HashSet<String>>,
 }
 
 /// Worker slots of this process reserved for runs that are stored already claimed by it: the
@@ -252,6 +255,7 @@ impl Engine {
                 services,
                 local_running: Default::default(),
                 accepting: std::sync::atomic::AtomicBool::new(true),
+                driven: Mutex::new(Default::default()),
             }),
         }
     }
@@ -351,6 +355,7 @@ impl Engine {
     pub async fn run_changed(&self, run: &JobRun) {
         publish_run(&self.inner.bus, run).await;
         if run.workflow_run_id.is_some()
+            && !self.is_driven(&run.id)
             && let Some(observer) = self.inner.observer.get()
         {
             observer.step_run_changed(run).await;
@@ -445,6 +450,45 @@ impl Engine {
         self.execute_claimed(claimed).await;
     }
 
+    /// Executes attempt `attempt` of a run a workflow provider schedules (its `driver` is set)
+    /// here, as any attempt (logs, redaction, secrets, heartbeat, timeout, cancellation), and
+    /// returns the run as the attempt left it: finished, or pending for the next attempt when
+    /// this one failed and attempts are left (the provider retries it; Switchyard's queue
+    /// does not). `None`: the run no longer takes this attempt (canceled, or a later attempt
+    /// holds it), and the run as it is.
+    pub async fn execute_driven(
+        &self,
+        run_id: &str,
+        attempt: i32,
+    ) -> crate::store::StoreResult<(bool, Option<JobRun>)> {
+        let now = self.inner.store.clock().now();
+        let lease_until = now + self.inner.settings.lease();
+        let claimed = self
+            .inner
+            .store
+            .take_attempt(run_id, attempt, &self.inner.owner, lease_until, now)
+            .await?;
+        let Some(claimed) = claimed else {
+            return Ok((false, self.inner.store.get_run(run_id).await?));
+        };
+        if let Ok(mut d) = self.inner.driven.lock() {
+            d.insert(run_id.to_string());
+        }
+        self.execute_claimed(claimed).await;
+        if let Ok(mut d) = self.inner.driven.lock() {
+            d.remove(run_id);
+        }
+        Ok((true, self.inner.store.get_run(run_id).await?))
+    }
+
+    fn is_driven(&self, run_id: &str) -> bool {
+        self.inner
+            .driven
+            .lock()
+            .map(|d| d.contains(run_id))
+            .unwrap_or(false)
+    }
+
     /// Executes an attempt this process has claimed: registered as in flight (so that cancel,
     /// shutdown and lease loss reach it) while it runs.
     async fn execute_claimed(&self, claimed: ClaimedRun) {
@@ -479,6 +523,7 @@ impl Engine {
             entry_point,
             retry_policy,
             lease_until,
+            driven: _,
         } = claimed;
         let lease = LeaseDeadline::new(lease_until, self.inner.store.clock());
         let log = self.start_attempt(&run, &entry_point).await;
@@ -645,7 +690,9 @@ impl Engine {
         match handed_back {
             Ok(Some(back)) => {
                 self.run_changed(&back).await;
-                self.dispatch(&back.id, back.attempt, Duration::ZERO).await;
+                if !self.is_driven(&back.id) {
+                    self.dispatch(&back.id, back.attempt, Duration::ZERO).await;
+                }
             }
             Ok(None) => {}
             Err(e) => {
@@ -774,7 +821,10 @@ impl Engine {
             match requeued {
                 Ok(Some(next)) => {
                     self.run_changed(&next).await;
-                    self.dispatch(&next.id, next.attempt, delay).await;
+                    // A provider-driven run's next attempt is the provider's to start.
+                    if !self.is_driven(&next.id) {
+                        self.dispatch(&next.id, next.attempt, delay).await;
+                    }
                 }
                 Ok(None) => {} // canceled meanwhile
                 Err(e) => {

@@ -88,6 +88,8 @@ pub mod job_run {
         pub lease_owner: Option<String>,
         pub lease_expires_at: Option<DateTimeUtc>,
         pub dispatched_at: Option<DateTimeUtc>,
+        /// Null: Switchyard's queue schedules the attempts; a provider's name: it does.
+        pub driver: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -239,6 +241,8 @@ pub mod workflow_run {
         pub idempotency_key: Option<String>,
         pub definition: Json,
         pub revision: i64,
+        pub provider: String,
+        pub execution_id: Option<String>,
         pub started_at: Option<DateTimeUtc>,
         pub completed_at: Option<DateTimeUtc>,
         pub duration_ms: Option<i64>,

@@ -263,6 +263,7 @@ mod tests {
             lease_owner: Some(owner.into()),
             lease_expires_at: Some(now + chrono::Duration::seconds(30)),
             dispatched_at: None,
+            driver: None,
         }
     }
 

@@ -55,6 +55,9 @@ pub struct ClaimedRun {
     pub retry_policy: RetryPolicy,
     /// When the claim's lease ends, by the database's clock ([`DbClock`]).
     pub lease_until: DateTime<Utc>,
+    /// A workflow provider schedules the run's attempts (`driver`): a failed attempt is not
+    /// retried by Switchyard's queue, the provider retries it.
+    pub driven: bool,
 }
 
 /// A run stored already claimed: `running`, started at `at`, leased to `owner` until
@@ -206,6 +209,9 @@ pub struct NewRun {
     /// Stored claimed by a worker of this process, which executes it next (`run` then says
     /// `running`, started at the claim).
     pub claim: Option<RunClaim>,
+    /// Who schedules its attempts: None, Switchyard's queue; a workflow provider's name, the
+    /// provider (see `providers`).
+    pub driver: Option<String>,
 }
 
 /// The `job_runs` row of a new run, the one way one is written.
@@ -240,6 +246,7 @@ pub(crate) fn new_run_model(new: &NewRun) -> job_run::Model {
         lease_owner: new.claim.as_ref().map(|c| c.owner.clone()),
         lease_expires_at: new.claim.as_ref().map(|c| c.lease_until),
         dispatched_at: None,
+        driver: new.driver.clone(),
     }
 }
 
@@ -672,6 +679,7 @@ impl Store {
     ) -> StoreResult<Vec<(String, i32)>> {
         Ok(job_run::Entity::find()
             .filter(job_run::Column::Status.eq(RunStatus::Pending.as_str()))
+            .filter(job_run::Column::Driver.is_null())
             .filter(job_run::Column::ScheduledAt.lt(due_before))
             .filter(
                 Condition::any()
@@ -714,6 +722,7 @@ impl Store {
             .filter(job_run::Column::Id.eq(id))
             .filter(job_run::Column::Status.eq(RunStatus::Pending.as_str()))
             .filter(job_run::Column::Attempt.eq(attempt))
+            .filter(job_run::Column::Driver.is_null())
             .exec_with_returning(self.conn())
             .await?;
         let Some(m) = claimed.into_iter().next() else {
@@ -727,7 +736,69 @@ impl Store {
             entry_point,
             retry_policy,
             lease_until,
+            driven: false,
         }))
+    }
+
+    /// Takes attempt `attempt` of a run whose attempts a workflow provider schedules
+    /// (`driver` set): from pending, or from running when an earlier attempt's worker is
+    /// presumed dead (the provider retries an attempt only after its own timeout). `None` when
+    /// the run ended (canceled), or a later attempt holds it.
+    pub async fn take_attempt(
+        &self,
+        id: &str,
+        attempt: i32,
+        owner: &str,
+        lease_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<ClaimedRun>> {
+        let claimed = job_run::Entity::update_many()
+            .col_expr(
+                job_run::Column::Status,
+                Expr::value(RunStatus::Running.as_str()),
+            )
+            .col_expr(job_run::Column::Attempt, Expr::value(attempt))
+            .col_expr(job_run::Column::LeaseOwner, Expr::value(owner))
+            .col_expr(job_run::Column::LeaseExpiresAt, Expr::value(lease_until))
+            .col_expr(job_run::Column::StartedAt, Expr::value(now))
+            .col_expr(job_run::Column::UpdatedAt, Expr::value(now))
+            .col_expr(
+                job_run::Column::ErrorMessage,
+                Expr::value(Option::<String>::None),
+            )
+            .filter(job_run::Column::Id.eq(id))
+            .filter(
+                job_run::Column::Status
+                    .is_in([RunStatus::Pending.as_str(), RunStatus::Running.as_str()]),
+            )
+            .filter(job_run::Column::Attempt.lte(attempt))
+            .filter(job_run::Column::Driver.is_not_null())
+            .exec_with_returning(self.conn())
+            .await?;
+        let Some(m) = claimed.into_iter().next() else {
+            return Ok(None);
+        };
+        let entry_point = m.entry_point.clone();
+        let retry_policy =
+            stored_json(("job_runs", &m.id, "retry_policy"), m.retry_policy.clone())?;
+        Ok(Some(ClaimedRun {
+            run: run_to_wire(m)?,
+            entry_point,
+            retry_policy,
+            lease_until,
+            driven: true,
+        }))
+    }
+
+    /// Whether a run's attempts are scheduled by a workflow provider (its `driver`).
+    pub async fn run_driver(&self, id: &str) -> StoreResult<Option<String>> {
+        Ok(job_run::Entity::find_by_id(id.to_string())
+            .select_only()
+            .column(job_run::Column::Driver)
+            .into_tuple::<Option<String>>()
+            .one(self.conn())
+            .await?
+            .flatten())
     }
 
     /// Extends the lease; false when the run is no longer ours (canceled or taken over).
@@ -835,6 +906,7 @@ impl Store {
         job_run::Entity::find()
             .filter(job_run::Column::Status.eq(RunStatus::Running.as_str()))
             .filter(job_run::Column::LeaseExpiresAt.lt(now))
+            .filter(job_run::Column::Driver.is_null())
             .limit(limit)
             .all(self.conn())
             .await?

@@ -80,6 +80,7 @@ fn pending_run(id: &str, job: &wire::JobDefinition) -> job_run::Model {
         lease_owner: None,
         lease_expires_at: None,
         dispatched_at: None,
+        driver: None,
     }
 }
 
@@ -228,6 +229,8 @@ async fn workflow_runs(store: &Store) {
         idempotency_key: None,
         definition: json!({}),
         revision: 0,
+        provider: "native".into(),
+        execution_id: None,
         started_at: Some(now),
         completed_at: None,
         duration_ms: None,

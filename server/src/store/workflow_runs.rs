@@ -49,6 +49,8 @@ fn workflow_run_to_wire(m: workflow_run::Model) -> StoreResult<WorkflowRun> {
         duration_ms: m.duration_ms,
         created_at: m.created_at,
         updated_at: m.updated_at,
+        provider: m.provider,
+        execution_id: m.execution_id,
     })
 }
 
@@ -200,6 +202,8 @@ impl Store {
             idempotency_key: Set(key.clone()),
             definition: Set(new.definition.clone()),
             revision: Set(0),
+            provider: Set(r.provider.clone()),
+            execution_id: Set(r.execution_id.clone()),
             started_at: Set(None),
             completed_at: Set(None),
             duration_ms: Set(None),
@@ -586,11 +590,42 @@ impl Store {
             .select_only()
             .column(workflow_run::Column::Id)
             .filter(workflow_run::Column::Status.is_in(["pending", "running"]))
+            .filter(workflow_run::Column::Provider.eq(domain::workflow::Provider::NATIVE))
             .order_by_asc(workflow_run::Column::Id)
             .limit(limit)
             .into_tuple::<String>()
             .all(self.conn())
             .await
+    }
+
+    /// Unfinished runs of `provider`, oldest first, with their execution handles (a provider
+    /// re-attaches to them at start-up).
+    pub async fn active_provider_runs(
+        &self,
+        provider: &str,
+        limit: u64,
+    ) -> StoreResult<Vec<(String, Option<String>)>> {
+        workflow_run::Entity::find()
+            .select_only()
+            .column(workflow_run::Column::Id)
+            .column(workflow_run::Column::ExecutionId)
+            .filter(workflow_run::Column::Status.is_in(["pending", "running"]))
+            .filter(workflow_run::Column::Provider.eq(provider))
+            .order_by_asc(workflow_run::Column::Id)
+            .limit(limit)
+            .into_tuple::<(String, Option<String>)>()
+            .all(self.conn())
+            .await
+    }
+
+    /// Records the engine's handle of a run's (current) execution.
+    pub async fn set_execution_id(&self, run_id: &str, execution_id: &str) -> StoreResult<()> {
+        workflow_run::Entity::update_many()
+            .col_expr(workflow_run::Column::ExecutionId, Expr::value(execution_id))
+            .filter(workflow_run::Column::Id.eq(run_id))
+            .exec(self.conn())
+            .await?;
+        Ok(())
     }
 
     /// Whether any run of the workflow has not finished.

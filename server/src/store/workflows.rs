@@ -151,10 +151,7 @@ impl Store {
         let to_json = |v: Result<Value, serde_json::Error>| {
             v.map_err(|e| DbErr::Custom(format!("serializing a workflow definition: {e}")))
         };
-        let provider = to_json(serde_json::to_value(spec.provider))?
-            .as_str()
-            .unwrap_or("native")
-            .to_string();
+        let provider = spec.provider.as_str().to_string();
         let model = workflow_definition::ActiveModel {
             id: Set(id.clone()),
             slug: Set(spec.slug.as_str().to_string()),

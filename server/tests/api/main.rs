@@ -17,6 +17,7 @@ mod migrations;
 mod nul;
 mod operations;
 mod pages;
+mod providers;
 mod retention;
 mod secrets;
 mod smoke;

@@ -48,6 +48,7 @@ async fn migrations_go_up_down_and_up_again() {
         "m20261123_000005_security_observability",
         "m20261205_000006_sessions_and_seeds",
         "m20261205_000007_run_search",
+        "m20261205_000008_workflow_providers",
     ];
     for undone in (0..names.len()).rev() {
         if undone % 2 == 0 {

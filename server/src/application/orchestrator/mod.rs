@@ -19,27 +19,14 @@
 use std::{collections::HashMap, sync::Arc};
 
 use chrono::Utc;
-use serde_json::{Value, json};
-use wire::{
-    JobRun, RunStatus, StepRunStatus, WorkflowDefinition, WorkflowRun, WorkflowRunStatus,
-    WorkflowRunStep, WorkflowRunWithSteps,
-};
+use wire::{JobRun, RunStatus, StepRunStatus, WorkflowRun, WorkflowRunStatus};
 
 use crate::application::launcher::RunLauncher;
 use crate::application::{AppError, AppResult};
-use crate::events::WorkflowRunChange;
 use crate::{
     engine::LocalSlots,
     events::EventBus,
-    store::{
-        InsertedWorkflowRun, NewWorkflowRun, RunChanges, Store, WorkflowRunFilter,
-        WorkflowRunState, new_id,
-    },
-};
-use domain::{
-    Problems,
-    jobs::{merge_parameters, validate_parameters},
-    workflow::StepSpec,
+    store::{RunChanges, Store, WorkflowRunState},
 };
 
 mod planner;
@@ -48,8 +35,9 @@ mod reconcile;
 pub use domain::requests::{
     EVENT_TRIGGERED_BY, SCHEDULE_TRIGGERED_BY, WorkflowRunRequest, parse_workflow_run_request,
 };
-pub use planner::{ParameterCheck, Plan, RunState, plan};
-use planner::{context_of, finish_step, metrics_of};
+pub use planner::{
+    DrivenBy, ParameterCheck, Plan, RunState, context_of, finish_step, metrics_of, plan,
+};
 
 /// How long a started step's workflow run waits before it is reconciled to show the step running.
 const STARTED_STEP_NUDGE_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
@@ -154,131 +142,6 @@ impl Orchestrator {
         });
     }
 
-    /// Starts a run from a parsed request (a caller's, checked, or a trigger's).
-    pub async fn start_request(
-        &self,
-        workflow: &WorkflowDefinition,
-        req: WorkflowRunRequest,
-    ) -> AppResult<(WorkflowRun, bool)> {
-        let parameters = merge_parameters(&workflow.default_parameters, &req.parameters);
-        let problems = match self.launcher.validator(
-            &workflow.id,
-            workflow.updated_at,
-            &workflow.parameters_schema,
-        ) {
-            Ok(v) => validate_parameters(&v, &parameters),
-            Err(m) => {
-                let mut p = Problems::new();
-                p.add("/parameters", m.replace("job's", "workflow's"));
-                p
-            }
-        };
-        if !problems.is_empty() {
-            return Err(AppError::InvalidParameters(problems));
-        }
-        self.start_with(
-            workflow,
-            parameters,
-            req.triggered_by,
-            req.trigger,
-            req.idempotency_key,
-        )
-        .await
-    }
-
-    /// Stores a new run and starts its first steps, on a task of its own (see
-    /// `crate::detach`): a caller that goes away cannot cut the work after the commit short.
-    async fn start_with(
-        &self,
-        workflow: &WorkflowDefinition,
-        parameters: Value,
-        triggered_by: Option<String>,
-        trigger: Value,
-        idempotency_key: Option<String>,
-    ) -> AppResult<(WorkflowRun, bool)> {
-        let this = self.clone();
-        let workflow = workflow.clone();
-        crate::detach::uncancellable(async move {
-            this.start_here(
-                &workflow,
-                parameters,
-                triggered_by,
-                trigger,
-                idempotency_key,
-            )
-            .await
-        })
-        .await
-    }
-
-    async fn start_here(
-        &self,
-        workflow: &WorkflowDefinition,
-        parameters: Value,
-        triggered_by: Option<String>,
-        trigger: Value,
-        idempotency_key: Option<String>,
-    ) -> AppResult<(WorkflowRun, bool)> {
-        let spec = steps_of(&serde_json::to_value(workflow).unwrap_or(Value::Null))?;
-        let now = Utc::now();
-        let id = new_id();
-        let steps: Vec<WorkflowRunStep> = spec
-            .iter()
-            .map(|s| WorkflowRunStep {
-                id: new_id(),
-                workflow_run_id: id.clone(),
-                step_id: s.id.clone(),
-                status: StepRunStatus::Pending,
-                attempt: 0,
-                job_run_id: None,
-                input: None,
-                output: None,
-                error_message: None,
-                logs_url: None,
-                metrics: None,
-                started_at: None,
-                completed_at: None,
-                created_at: now,
-                updated_at: now,
-            })
-            .collect();
-        let run = WorkflowRun {
-            id: id.clone(),
-            workflow_definition_id: workflow.id.clone(),
-            workflow_slug: workflow.slug.clone(),
-            workflow_version: workflow.version,
-            status: WorkflowRunStatus::Pending,
-            parameters,
-            context: context_of(&spec, &steps),
-            error_message: None,
-            current_step_id: None,
-            current_step_index: None,
-            metrics: metrics_of(&steps),
-            triggered_by,
-            trigger,
-            started_at: None,
-            completed_at: None,
-            duration_ms: None,
-            created_at: now,
-            updated_at: now,
-        };
-        let new = NewWorkflowRun {
-            run,
-            definition: serde_json::to_value(workflow).unwrap_or(Value::Null),
-            idempotency_key,
-            steps,
-        };
-        match self.store.insert_workflow_run(new).await? {
-            InsertedWorkflowRun::Existing(run) => Ok((run, false)),
-            InsertedWorkflowRun::New(state) => {
-                let created = WorkflowRunChange::Status(WorkflowRunStatus::Pending);
-                self.publish(&state.run, created).await;
-                let run = self.reconcile_here(&id).await?.unwrap_or(state.run);
-                Ok((run, true))
-            }
-        }
-    }
-
     /// Cancels a pending or running run and its unfinished steps (409 once finished), on a
     /// task of its own: the steps' job runs are canceled even when the caller goes away.
     pub async fn cancel(&self, run_id: &str) -> AppResult<WorkflowRun> {
@@ -358,37 +221,13 @@ impl Orchestrator {
     async fn resume_here(&self, run_id: &str) -> AppResult<WorkflowRun> {
         for _ in 0..MAX_RACES {
             let state = self.state(run_id).await?;
-            if !matches!(
-                state.run.status,
-                WorkflowRunStatus::Failed | WorkflowRunStatus::Canceled
-            ) {
+            let now = Utc::now();
+            let Some(changes) = resume_changes(&state, now) else {
                 return Err(AppError::Conflict(format!(
                     "workflow run {run_id} is {}; only failed or canceled runs can be retried",
                     state.run.status
                 )));
-            }
-            let now = Utc::now();
-            let mut changes = RunChanges::default();
-            for s in &state.steps {
-                if s.status == StepRunStatus::Succeeded {
-                    continue;
-                }
-                let mut s = s.clone();
-                s.status = StepRunStatus::Pending;
-                s.job_run_id = None;
-                s.error_message = None;
-                s.output = None;
-                s.completed_at = None;
-                s.updated_at = now;
-                changes.steps.push(s);
-            }
-            let mut run = state.run.clone();
-            run.status = WorkflowRunStatus::Running;
-            run.error_message = None;
-            run.completed_at = None;
-            run.duration_ms = None;
-            run.updated_at = now;
-            changes.run = Some(run);
+            };
             if self
                 .store
                 .apply_workflow_changes(run_id, state.revision, &changes, now)
@@ -402,48 +241,11 @@ impl Orchestrator {
         )))
     }
 
-    /// A new run of the same workflow version's current definition with the same parameters.
-    pub async fn rerun(&self, run_id: &str) -> AppResult<WorkflowRun> {
-        let state = self.state(run_id).await?;
-        let workflow: WorkflowDefinition = serde_json::from_value(state.definition.clone())
-            .map_err(|e| AppError::Conflict(format!("the run's definition is unreadable: {e}")))?;
-        let trigger = json!({"type": "manual", "rerunOf": run_id});
-        let (run, _) = self
-            .start_with(
-                &workflow,
-                state.run.parameters.clone(),
-                state.run.triggered_by.clone(),
-                trigger,
-                None,
-            )
-            .await?;
-        Ok(run)
-    }
-
     async fn state(&self, run_id: &str) -> AppResult<WorkflowRunState> {
         self.store
             .workflow_run_state(run_id)
             .await?
             .ok_or_else(|| AppError::NotFound(format!("workflow run {run_id:?} not found")))
-    }
-
-    pub async fn get(&self, run_id: &str) -> AppResult<WorkflowRun> {
-        Ok(self.state(run_id).await?.run)
-    }
-
-    pub async fn with_steps(&self, run_id: &str) -> AppResult<WorkflowRunWithSteps> {
-        let state = self.state(run_id).await?;
-        Ok(WorkflowRunWithSteps {
-            run: state.run,
-            steps: state.steps,
-        })
-    }
-
-    pub async fn list(
-        &self,
-        filter: &WorkflowRunFilter,
-    ) -> AppResult<(Vec<WorkflowRun>, u64, Option<String>)> {
-        Ok(self.store.list_workflow_runs(filter).await?)
     }
 }
 
@@ -477,11 +279,37 @@ impl crate::engine::RunObserver for Orchestrator {
     }
 }
 
-/// The steps of a stored definition (a wire `WorkflowDefinition` as JSON).
-fn steps_of(definition: &Value) -> AppResult<Vec<StepSpec>> {
-    serde_json::from_value(definition.get("steps").cloned().unwrap_or(Value::Null)).map_err(|e| {
-        AppError::Conflict(format!(
-            "the workflow definition's steps are unreadable: {e}"
-        ))
-    })
+/// A failed or canceled run's reset for a resume: its unsucceeded steps pending again (their
+/// attempt counts kept), the run running. None when the run is in another state.
+pub fn resume_changes(state: &WorkflowRunState, now: chrono::DateTime<Utc>) -> Option<RunChanges> {
+    if !matches!(
+        state.run.status,
+        WorkflowRunStatus::Failed | WorkflowRunStatus::Canceled
+    ) {
+        return None;
+    }
+    let mut changes = RunChanges::default();
+    for s in &state.steps {
+        if s.status == StepRunStatus::Succeeded {
+            continue;
+        }
+        let mut s = s.clone();
+        s.status = StepRunStatus::Pending;
+        s.job_run_id = None;
+        s.error_message = None;
+        s.output = None;
+        s.completed_at = None;
+        s.updated_at = now;
+        changes.steps.push(s);
+    }
+    let mut run = state.run.clone();
+    run.status = WorkflowRunStatus::Running;
+    run.error_message = None;
+    run.completed_at = None;
+    run.duration_ms = None;
+    run.updated_at = now;
+    changes.run = Some(run);
+    Some(changes)
 }
+
+pub(crate) use crate::application::providers::steps_of;

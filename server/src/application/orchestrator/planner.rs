@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use wire::{
     JobDefinition, JobRun, RunStatus, StepAttempt, StepRunStatus, Trigger, WorkflowRun,
@@ -202,7 +203,7 @@ fn follow_status(step: &mut WorkflowRunStep, jr: &JobRun, started: bool) {
     }
 }
 
-pub(super) fn finish_step(
+pub fn finish_step(
     step: &mut WorkflowRunStep,
     status: StepRunStatus,
     error: Option<String>,
@@ -267,6 +268,28 @@ pub struct RunState<'a> {
     pub job_runs: &'a HashMap<String, JobRun>,
     pub jobs: &'a HashMap<String, JobDefinition>,
     pub now: DateTime<Utc>,
+    /// None: the native orchestrator runs the steps. Some: a provider does (see
+    /// [`DrivenBy`]).
+    pub driven: Option<&'a DrivenBy>,
+}
+
+/// A run whose steps another workflow engine schedules (a provider's interpreter): the job
+/// runs the planner builds carry the provider as their `driver` (Switchyard's queue leaves them
+/// alone), and their ids derive from the execution, the step and the attempt, so that a
+/// deterministic engine replaying its workflow builds the same ones again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrivenBy {
+    pub provider: String,
+    /// The engine's execution (one per start or resume of the run).
+    pub execution: String,
+}
+
+impl DrivenBy {
+    /// The id of the job run of `step_id`'s attempt `attempt` in this execution.
+    pub fn job_run_id(&self, step_id: &str, attempt: i32) -> String {
+        let name = format!("{}/{}/{step_id}/{attempt}", self.provider, self.execution);
+        uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, name.as_bytes()).to_string()
+    }
 }
 
 /// How the planner checks a ready step's parameters (the run launcher, with its compiled
@@ -494,7 +517,8 @@ impl<'a> Planning<'a> {
                 self.state.jobs,
                 now,
                 check,
-            );
+            )
+            .map(|(input, job_run)| (input, driven(job_run, self.state.driven)));
             let s = &mut self.steps[j];
             match started {
                 Ok((input, job_run)) => {
@@ -609,7 +633,7 @@ impl<'a> Planning<'a> {
 }
 
 /// `{"totalSteps", "completedSteps"}`: completed = in a terminal state.
-pub(super) fn metrics_of(steps: &[WorkflowRunStep]) -> Value {
+pub fn metrics_of(steps: &[WorkflowRunStep]) -> Value {
     json!({
         "totalSteps": steps.len(),
         "completedSteps": steps.iter().filter(|s| s.status.is_terminal()).count(),
@@ -617,7 +641,7 @@ pub(super) fn metrics_of(steps: &[WorkflowRunStep]) -> Value {
 }
 
 /// `{"steps": {"<id>": {"status", "jobRunId", "result"}}, "shared": {}}`.
-pub(super) fn context_of(spec: &[StepSpec], steps: &[WorkflowRunStep]) -> Value {
+pub fn context_of(spec: &[StepSpec], steps: &[WorkflowRunStep]) -> Value {
     let mut by_step = Map::new();
     for s in steps {
         by_step.insert(
@@ -646,6 +670,18 @@ fn templated_definition_only(parameters: &Value, entry_point: &str) -> Result<()
         }
     }
     Ok(())
+}
+
+/// `job_run` as the engine of `driven` schedules it (see [`DrivenBy`]).
+fn driven(mut job_run: NewRun, driven: Option<&DrivenBy>) -> NewRun {
+    if let Some(d) = driven {
+        let step = job_run.run.workflow_step_id.clone().unwrap_or_default();
+        let id = d.job_run_id(&step, job_run.run.attempt);
+        job_run.run.logs_url = format!("/api/job-runs/{id}/logs");
+        job_run.run.id = id;
+        job_run.driver = Some(d.provider.clone());
+    }
+    job_run
 }
 
 /// Renders a ready step and builds its job run; or the rendered input (if any) and why the
@@ -795,6 +831,7 @@ mod tests {
             job_runs,
             jobs,
             now,
+            driven: None,
         };
         super::plan(&state, &Compile)
     }
@@ -870,6 +907,8 @@ mod tests {
                 duration_ms: None,
                 created_at: now,
                 updated_at: now,
+                provider: "native".into(),
+                execution_id: None,
             },
             definition: json!({}),
             revision: 0,

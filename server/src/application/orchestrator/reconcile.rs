@@ -9,7 +9,7 @@ use wire::{JobRun, StepRunStatus, WorkflowRun};
 
 use crate::application::AppResult;
 use crate::engine::{LocalSlots, publish_run};
-use domain::workflow::StepAction;
+use domain::workflow::{Provider, StepAction};
 
 use super::{
     MAX_RACES, Orchestrator, SERVICE_CALL_JOB,
@@ -36,7 +36,8 @@ impl Orchestrator {
             let Some((state, job_runs)) = self.store.workflow_run_snapshot(run_id).await? else {
                 return Ok(None);
             };
-            if state.run.status.is_terminal() {
+            // Another engine's run: its provider moves it on (see `providers`).
+            if state.run.status.is_terminal() || state.run.provider != Provider::NATIVE {
                 return Ok(Some(state.run));
             }
             let spec = steps_of(&state.definition)?;
@@ -76,6 +77,7 @@ impl Orchestrator {
                 job_runs: &job_runs,
                 jobs: &jobs,
                 now,
+                driven: None,
             };
             let mut plan = plan(&run_state, &self.launcher);
             let Some(run) = plan.changes.run.clone() else {

@@ -79,5 +79,6 @@ fn finished_run(definition: &JobDefinition, i: u64, created: DateTime<Utc>) -> j
         lease_owner: None,
         lease_expires_at: None,
         dispatched_at: Some(created),
+        driver: None,
     }
 }
