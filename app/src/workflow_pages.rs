@@ -473,6 +473,14 @@ fn workflow_run_facts(r: &WorkflowRun) -> impl IntoView + use<> {
             <dt>"Started"</dt><dd><MaybeWhen t=r.started_at/></dd>
             <dt>"Completed"</dt><dd><MaybeWhen t=r.completed_at/></dd>
             <dt>"Duration"</dt><dd><Duration ms=r.duration_ms/></dd>
+            <dt>"Engine"</dt><dd id="workflow-run-provider">{r.provider.clone()}</dd>
+            {r.execution_id.clone().map(|x| {
+                let shown = match r.execution_url.clone() {
+                    Some(url) => view! { <a id="workflow-run-execution" href=url rel="noopener noreferrer">{x}</a> }.into_any(),
+                    None => view! { <code id="workflow-run-execution">{x}</code> }.into_any(),
+                };
+                view! { <dt>"Execution"</dt><dd>{shown}</dd> }
+            })}
         </dl>
         {r.error_message.clone().map(|e| view! { <p id="workflow-run-error" class="error" role="alert">"Error: " {e}</p> })}
         <h2>"Parameters"</h2>

@@ -85,6 +85,42 @@ test('launch a diamond workflow from its page and watch the graph turn green liv
   await expect(page.locator('#workflow-runs tbody tr')).toHaveCount(2);
 });
 
+test('a workflow run on Temporal shows its graph and timeline live, like a native one', async ({ page, request }) => {
+  const stamp = Date.now();
+  const echo = `t-echo-${stamp}`;
+  const nap = `t-nap-${stamp}`;
+  const slug = `temporal-diamond-${stamp}`;
+  await job(request, { slug: echo, name: 'Echo', entryPoint: 'builtin:noop' });
+  await job(request, { slug: nap, name: 'Nap', entryPoint: 'builtin:sleep' });
+  await workflow(request, {
+    slug, name: 'Diamond on Temporal', provider: 'temporal',
+    steps: [
+      { id: 'a', jobSlug: echo },
+      { id: 'b', jobSlug: nap, parameters: { durationMs: 1500 }, dependsOn: ['a'] },
+      { id: 'c', jobSlug: echo, dependsOn: ['a'] },
+      { id: 'd', jobSlug: echo, dependsOn: ['b', 'c'] },
+    ],
+  });
+  await page.goto(`/workflows/${slug}`);
+  await connected(page);
+  await page.click('#launch-submit');
+  await expect(page).toHaveURL(/\/runs\/workflows\//, { timeout: 10000 });
+  await connected(page);
+  await page.evaluate(() => { window.__noReload = true; });
+  await expect(node(page, 'b')).toHaveClass(/status-running/, { timeout: 15000 });
+  await expect(node(page, 'a')).toHaveClass(/status-succeeded/);
+  await expect(page.locator('svg.dag g.dag-node.status-succeeded')).toHaveCount(4, { timeout: 20000 });
+  await expect(page.locator('#workflow-run-status .badge')).toHaveText('succeeded');
+  await expect(page.locator('svg.gantt rect.gantt-bar.status-succeeded')).toHaveCount(4);
+  expect(await page.evaluate(() => window.__noReload)).toBe(true);
+  // The engine and its execution, linked to the Temporal UI.
+  await expect(page.locator('#workflow-run-provider')).toHaveText('temporal');
+  const execution = page.locator('a#workflow-run-execution');
+  await expect(execution).toHaveText(/^switchyard-/);
+  await expect(execution).toHaveAttribute('href', /^http:\/\/127\.0\.0\.1:8233\/namespaces\/default\/workflows\/switchyard-/);
+  await page.screenshot({ path: 'test-results/workflow-run-temporal.png', fullPage: true });
+});
+
 test('a failing step shows red in the graph with its error', async ({ page, request }) => {
   const stamp = Date.now();
   const ok = `ok-${stamp}`;

@@ -184,7 +184,7 @@ pub struct WorkerSettings {
 }
 
 /// The workflow engines besides the built-in one (README "Workflow engines").
-#[derive(Debug, Clone, Default, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ProviderSettings {
     /// A Temporal frontend (`host:port`): workflows with `"provider": "temporal"` run on it,
     /// and this process runs a Temporal worker for them. Unset: no Temporal.
@@ -207,6 +207,19 @@ pub struct ProviderSettings {
     /// executions do not survive the process.
     #[arg(long, env = "SWITCHYARD_ENABLE_MEMORY_PROVIDER", hide = true)]
     pub enable_memory_provider: bool,
+}
+
+impl Default for ProviderSettings {
+    /// As the flags' defaults.
+    fn default() -> Self {
+        ProviderSettings {
+            temporal_address: None,
+            temporal_namespace: "default".into(),
+            temporal_task_queue: "switchyard".into(),
+            temporal_ui_url: None,
+            enable_memory_provider: false,
+        }
+    }
 }
 
 /// A run's log keeps at most 10 MiB unless configured otherwise.
@@ -691,6 +704,14 @@ pub struct BenchArgs {
     /// With `--workflows`: sequential runs of the 1 -> 50 -> 1 fan-out/fan-in.
     #[arg(long, default_value_t = 10)]
     pub fanout_runs: usize,
+    /// With `--workflows`: the workflow engines to measure, one after the other, with the same
+    /// workloads (`native`, `temporal` or `native,temporal`).
+    #[arg(long, value_delimiter = ',', default_value = "native")]
+    pub provider: Vec<String>,
+    /// With `--provider temporal`: the Temporal frontend to use; unset, the bench starts
+    /// `temporal server start-dev` (from `.temporal-venv`, which `make deps` installs).
+    #[arg(long)]
+    pub temporal_address: Option<String>,
 }
 
 /// Everything `Application::build` needs (the `serve` command, or a test).

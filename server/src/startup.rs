@@ -99,7 +99,7 @@ async fn start_core(
         &credentials,
     );
     seed(&service).await?;
-    register_providers(&service, &worker.providers);
+    tasks.extend(register_providers(&service, &worker.providers, stop).await?);
     // Start-up events are in the log before anyone can connect and ask for "what is new".
     bus.flush().await;
     if let Some(engine) = engine {
@@ -116,18 +116,42 @@ async fn start_core(
     })
 }
 
-/// Registers the workflow engines besides the native one that `settings` enable.
-fn register_providers(service: &JobService, settings: &crate::settings::ProviderSettings) {
-    use crate::application::providers::memory::Memory;
+/// Registers the workflow engines besides the native one that `settings` enable; a Temporal
+/// worker runs in this process when it executes runs (the returned task ends with it).
+async fn register_providers(
+    service: &JobService,
+    settings: &crate::settings::ProviderSettings,
+    stop: &CancellationToken,
+) -> anyhow::Result<Option<JoinHandle<()>>> {
+    use crate::application::providers::{memory::Memory, temporal};
     let registry = service.workflow_runs().registry();
+    let activities = service.provider_activities();
     if settings.enable_memory_provider {
-        match service.provider_activities() {
-            Some(activities) => registry.register(Arc::new(Memory::new(Arc::new(activities)))),
-            None => tracing::warn!(
-                "the memory workflow engine needs workers in this process; not enabled"
-            ),
+        if activities.executes_runs() {
+            registry.register(Arc::new(Memory::new(Arc::new(activities.clone()))));
+        } else {
+            tracing::warn!("the memory workflow engine needs workers in this process; not enabled");
         }
     }
+    let Some(temporal_settings) = temporal::TemporalSettings::from(settings) else {
+        return Ok(None);
+    };
+    let provider = temporal::Temporal::connect(temporal_settings.clone(), activities.clone())
+        .await
+        .with_context(|| {
+            format!(
+                "connecting to Temporal at {} (--temporal-address)",
+                temporal_settings.address
+            )
+        })?;
+    registry.register(Arc::new(provider));
+    if !activities.executes_runs() {
+        return Ok(None);
+    }
+    let thread = temporal::spawn_worker(temporal_settings, activities, stop.clone());
+    Ok(Some(tokio::task::spawn_blocking(move || {
+        let _ = thread.join();
+    })))
 }
 
 /// What is checked before anything runs: the data directory's modes, the build sandbox (a

@@ -376,6 +376,9 @@ pub struct WorkflowRun {
     /// The engine's handle of the execution (the Temporal workflow id); null for native runs.
     #[serde(default)]
     pub execution_id: Option<String>,
+    /// Where the engine shows the execution (the Temporal UI, when the server knows it).
+    #[serde(default)]
+    pub execution_url: Option<String>,
 }
 
 fn native_provider() -> String {

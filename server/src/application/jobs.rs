@@ -74,18 +74,14 @@ impl JobService {
         &self.manager
     }
 
-    /// What other workflow engines' executions do in this process (None: it executes no runs).
-    pub fn provider_activities(
-        &self,
-    ) -> Option<crate::application::providers::activities::Activities> {
-        self.engine.clone().map(|engine| {
-            crate::application::providers::activities::Activities::new(
-                self.store.clone(),
-                self.bus.clone(),
-                self.launcher.clone(),
-                engine,
-            )
-        })
+    /// What other workflow engines' executions do in this process.
+    pub fn provider_activities(&self) -> crate::application::providers::activities::Activities {
+        crate::application::providers::activities::Activities::new(
+            self.store.clone(),
+            self.bus.clone(),
+            self.launcher.clone(),
+            self.engine.clone(),
+        )
     }
 
     /// Runs' logs, over the same store.

@@ -214,6 +214,45 @@ pub struct NewRun {
     pub driver: Option<String>,
 }
 
+/// The update that takes a run for `owner` (running, leased until `lease_until`, started at
+/// `now`, no error); the caller adds which run and attempt.
+fn taking(
+    owner: &str,
+    lease_until: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> sea_orm::UpdateMany<job_run::Entity> {
+    job_run::Entity::update_many()
+        .col_expr(
+            job_run::Column::Status,
+            Expr::value(RunStatus::Running.as_str()),
+        )
+        .col_expr(job_run::Column::LeaseOwner, Expr::value(owner))
+        .col_expr(job_run::Column::LeaseExpiresAt, Expr::value(lease_until))
+        .col_expr(job_run::Column::StartedAt, Expr::value(now))
+        .col_expr(job_run::Column::UpdatedAt, Expr::value(now))
+        .col_expr(
+            job_run::Column::ErrorMessage,
+            Expr::value(Option::<String>::None),
+        )
+}
+
+/// A taken row as the engine executes it.
+fn claimed_run(
+    m: job_run::Model,
+    lease_until: DateTime<Utc>,
+    driven: bool,
+) -> StoreResult<ClaimedRun> {
+    let entry_point = m.entry_point.clone();
+    let retry_policy = stored_json(("job_runs", &m.id, "retry_policy"), m.retry_policy.clone())?;
+    Ok(ClaimedRun {
+        run: run_to_wire(m)?,
+        entry_point,
+        retry_policy,
+        lease_until,
+        driven,
+    })
+}
+
 /// The `job_runs` row of a new run, the one way one is written.
 pub(crate) fn new_run_model(new: &NewRun) -> job_run::Model {
     let r = &new.run;
@@ -706,38 +745,18 @@ impl Store {
         now: DateTime<Utc>,
     ) -> StoreResult<Option<ClaimedRun>> {
         // One statement (UPDATE ... RETURNING): this is the hot path of every run.
-        let claimed = job_run::Entity::update_many()
-            .col_expr(
-                job_run::Column::Status,
-                Expr::value(RunStatus::Running.as_str()),
-            )
-            .col_expr(job_run::Column::LeaseOwner, Expr::value(owner))
-            .col_expr(job_run::Column::LeaseExpiresAt, Expr::value(lease_until))
-            .col_expr(job_run::Column::StartedAt, Expr::value(now))
-            .col_expr(job_run::Column::UpdatedAt, Expr::value(now))
-            .col_expr(
-                job_run::Column::ErrorMessage,
-                Expr::value(Option::<String>::None),
-            )
+        let claimed = taking(owner, lease_until, now)
             .filter(job_run::Column::Id.eq(id))
             .filter(job_run::Column::Status.eq(RunStatus::Pending.as_str()))
             .filter(job_run::Column::Attempt.eq(attempt))
             .filter(job_run::Column::Driver.is_null())
             .exec_with_returning(self.conn())
             .await?;
-        let Some(m) = claimed.into_iter().next() else {
-            return Ok(None);
-        };
-        let entry_point = m.entry_point.clone();
-        let retry_policy =
-            stored_json(("job_runs", &m.id, "retry_policy"), m.retry_policy.clone())?;
-        Ok(Some(ClaimedRun {
-            run: run_to_wire(m)?,
-            entry_point,
-            retry_policy,
-            lease_until,
-            driven: false,
-        }))
+        claimed
+            .into_iter()
+            .next()
+            .map(|m| claimed_run(m, lease_until, false))
+            .transpose()
     }
 
     /// Takes attempt `attempt` of a run whose attempts a workflow provider schedules
@@ -752,20 +771,8 @@ impl Store {
         lease_until: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<ClaimedRun>> {
-        let claimed = job_run::Entity::update_many()
-            .col_expr(
-                job_run::Column::Status,
-                Expr::value(RunStatus::Running.as_str()),
-            )
+        let claimed = taking(owner, lease_until, now)
             .col_expr(job_run::Column::Attempt, Expr::value(attempt))
-            .col_expr(job_run::Column::LeaseOwner, Expr::value(owner))
-            .col_expr(job_run::Column::LeaseExpiresAt, Expr::value(lease_until))
-            .col_expr(job_run::Column::StartedAt, Expr::value(now))
-            .col_expr(job_run::Column::UpdatedAt, Expr::value(now))
-            .col_expr(
-                job_run::Column::ErrorMessage,
-                Expr::value(Option::<String>::None),
-            )
             .filter(job_run::Column::Id.eq(id))
             .filter(
                 job_run::Column::Status
@@ -775,30 +782,40 @@ impl Store {
             .filter(job_run::Column::Driver.is_not_null())
             .exec_with_returning(self.conn())
             .await?;
-        let Some(m) = claimed.into_iter().next() else {
-            return Ok(None);
-        };
-        let entry_point = m.entry_point.clone();
-        let retry_policy =
-            stored_json(("job_runs", &m.id, "retry_policy"), m.retry_policy.clone())?;
-        Ok(Some(ClaimedRun {
-            run: run_to_wire(m)?,
-            entry_point,
-            retry_policy,
-            lease_until,
-            driven: true,
-        }))
+        claimed
+            .into_iter()
+            .next()
+            .map(|m| claimed_run(m, lease_until, true))
+            .transpose()
     }
 
-    /// Whether a run's attempts are scheduled by a workflow provider (its `driver`).
-    pub async fn run_driver(&self, id: &str) -> StoreResult<Option<String>> {
-        Ok(job_run::Entity::find_by_id(id.to_string())
-            .select_only()
-            .column(job_run::Column::Driver)
-            .into_tuple::<Option<String>>()
-            .one(self.conn())
-            .await?
-            .flatten())
+    /// Fails a provider-driven run that has not ended (its provider lost every attempt).
+    pub async fn fail_driven(
+        &self,
+        id: &str,
+        error: String,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<JobRun>> {
+        let res = without_lease(job_run::Entity::update_many())
+            .col_expr(
+                job_run::Column::Status,
+                Expr::value(RunStatus::Failed.as_str()),
+            )
+            .col_expr(job_run::Column::ErrorMessage, Expr::value(error))
+            .col_expr(job_run::Column::CompletedAt, Expr::value(now))
+            .col_expr(job_run::Column::UpdatedAt, Expr::value(now))
+            .filter(job_run::Column::Id.eq(id))
+            .filter(
+                job_run::Column::Status
+                    .is_in([RunStatus::Pending.as_str(), RunStatus::Running.as_str()]),
+            )
+            .filter(job_run::Column::Driver.is_not_null())
+            .exec(self.conn())
+            .await?;
+        if res.rows_affected != 1 {
+            return Ok(None);
+        }
+        self.get_run(id).await
     }
 
     /// Extends the lease; false when the run is no longer ours (canceled or taken over).

@@ -51,6 +51,7 @@ fn workflow_run_to_wire(m: workflow_run::Model) -> StoreResult<WorkflowRun> {
         updated_at: m.updated_at,
         provider: m.provider,
         execution_id: m.execution_id,
+        execution_url: None,
     })
 }
 

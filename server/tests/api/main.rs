@@ -21,6 +21,7 @@ mod providers;
 mod retention;
 mod secrets;
 mod smoke;
+mod temporal;
 mod unreadable;
 mod web_security;
 mod workflow_runs;

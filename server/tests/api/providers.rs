@@ -441,54 +441,57 @@ pub async fn unknown_provider_is_refused(app: &TestApp) {
 
 macro_rules! conformance {
     ($module:ident, $provider:literal) => {
+        conformance!($module, $provider, app_with_memory);
+    };
+    ($module:ident, $provider:literal, $app:path) => {
         mod $module {
             use super::*;
 
             #[tokio::test]
             async fn diamond_with_typed_templates() {
-                let app = app_with_memory().await;
+                let app = $app().await;
                 diamond(&app, $provider).await;
             }
 
             #[tokio::test]
             async fn fan_out_1_20_1() {
-                let app = app_with_memory().await;
+                let app = $app().await;
                 fan_out(&app, $provider).await;
             }
 
             #[tokio::test]
             async fn failing_step_with_retries() {
-                let app = app_with_memory().await;
+                let app = $app().await;
                 retries(&app, $provider).await;
             }
 
             #[tokio::test]
             async fn halt_and_continue_on_failure() {
-                let app = app_with_memory().await;
+                let app = $app().await;
                 halt_and_continue(&app, $provider).await;
             }
 
             #[tokio::test]
             async fn step_timeout_fails_the_step() {
-                let app = app_with_memory().await;
+                let app = $app().await;
                 step_timeout(&app, $provider).await;
             }
 
             #[tokio::test]
             async fn cancel_while_running() {
-                let app = app_with_memory().await;
+                let app = $app().await;
                 cancel_running(&app, $provider).await;
             }
 
             #[tokio::test]
             async fn retry_from_failure_and_rerun() {
-                let app = app_with_memory().await;
+                let app = $app().await;
                 resume_and_rerun(&app, $provider).await;
             }
 
             #[tokio::test]
             async fn secrets_resolve_and_never_leak() {
-                let app = app_with_memory().await;
+                let app = $app().await;
                 secrets(&app, $provider).await;
             }
         }
@@ -497,6 +500,7 @@ macro_rules! conformance {
 
 conformance!(native, "native");
 conformance!(memory, "memory");
+conformance!(temporal, "temporal", crate::temporal::app_with_temporal);
 
 #[tokio::test]
 async fn a_provider_the_server_does_not_run_is_refused() {

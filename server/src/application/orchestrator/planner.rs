@@ -909,6 +909,7 @@ mod tests {
                 updated_at: now,
                 provider: "native".into(),
                 execution_id: None,
+                execution_url: None,
             },
             definition: json!({}),
             revision: 0,

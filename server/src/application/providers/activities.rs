@@ -43,11 +43,12 @@ pub struct Activities {
     store: Store,
     bus: EventBus,
     launcher: RunLauncher,
-    engine: Engine,
+    /// None: this process executes no runs (it can still start, describe and cancel).
+    engine: Option<Engine>,
 }
 
 impl Activities {
-    pub fn new(store: Store, bus: EventBus, launcher: RunLauncher, engine: Engine) -> Self {
+    pub fn new(store: Store, bus: EventBus, launcher: RunLauncher, engine: Option<Engine>) -> Self {
         Activities {
             store,
             bus,
@@ -60,6 +61,30 @@ impl Activities {
         &self.store
     }
 
+    pub fn executes_runs(&self) -> bool {
+        self.engine.is_some()
+    }
+
+    /// Fails a step's job run whose attempts were all lost (their workers died), and returns
+    /// it as it is then.
+    pub async fn give_up(&self, job_run_id: &str, error: &str) -> AppResult<JobRun> {
+        let run = self
+            .store
+            .fail_driven(job_run_id, error.to_string(), Utc::now())
+            .await?;
+        if let Some(run) = &run {
+            publish_run(&self.bus, run).await;
+        }
+        match run {
+            Some(run) => Ok(run),
+            None => self
+                .store
+                .get_run(job_run_id)
+                .await?
+                .ok_or_else(|| AppError::NotFound(format!("job run {job_run_id:?} not found"))),
+        }
+    }
+
     /// The run's state as stored (None: no such run).
     pub async fn state(&self, run_id: &str) -> AppResult<Option<WorkflowRunState>> {
         Ok(self.store.workflow_run_state(run_id).await?)
@@ -69,7 +94,9 @@ impl Activities {
         match self.store.cancel(id, Utc::now()).await {
             Ok(Some(canceled)) => {
                 // Here at once; workers of other processes see the event.
-                self.engine.stop_run(id, StopReason::Canceled);
+                if let Some(engine) = &self.engine {
+                    engine.stop_run(id, StopReason::Canceled);
+                }
                 publish_run(&self.bus, &canceled).await;
             }
             Ok(None) => {}
@@ -160,7 +187,12 @@ impl StepActivities for Activities {
     }
 
     async fn attempt(&self, job_run_id: &str, attempt: i32) -> AppResult<Attempted> {
-        let (executed, run) = self.engine.execute_driven(job_run_id, attempt).await?;
+        let Some(engine) = &self.engine else {
+            return Err(AppError::Conflict(
+                "this process executes no runs (--workers 0)".into(),
+            ));
+        };
+        let (executed, run) = engine.execute_driven(job_run_id, attempt).await?;
         let run =
             run.ok_or_else(|| AppError::NotFound(format!("job run {job_run_id:?} not found")))?;
         Ok(Attempted { executed, run })

@@ -11,13 +11,13 @@
 //! * [`memory`]: an in-memory engine driving the [`interpreter`] on a task of this process,
 //!   with the time of tokio's clock (paused in unit tests: deterministic). For tests only:
 //!   its executions do not survive the process.
-//!
-//! The interpreter is the plan for a Temporal provider: a deterministic Temporal workflow
-//! would drive it, with [`activities`] as its activities.
+//! * [`temporal`]: a Temporal cluster runs the [`interpreter`] as a deterministic workflow
+//!   whose activities ([`activities`]) write the run's rows and execute the steps' attempts.
 pub mod activities;
 pub mod interpreter;
 pub mod memory;
 pub mod native;
+pub mod temporal;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -208,6 +208,11 @@ pub trait WorkflowProvider: Send + Sync {
 
     /// Asks the engine to cancel `run` and its unfinished steps.
     async fn cancel(&self, run: &WorkflowRun) -> ProviderResult<()>;
+
+    /// Where the engine shows `run`'s execution to operators, if it has a UI the server knows.
+    fn execution_url(&self, _run: &WorkflowRun) -> Option<String> {
+        None
+    }
 
     /// Continues a failed or canceled run from the steps that did not succeed: `run` has been
     /// reset already (those steps pending again, the run running).
@@ -501,14 +506,24 @@ impl Manager {
             .ok_or_else(|| AppError::NotFound(format!("workflow run {run_id:?} not found")))
     }
 
+    /// `run` with the link to its execution in its engine's UI, if any.
+    fn shown(&self, mut run: WorkflowRun) -> WorkflowRun {
+        if run.execution_id.is_some()
+            && let Some(p) = self.registry.get(&run.provider)
+        {
+            run.execution_url = p.execution_url(&run);
+        }
+        run
+    }
+
     pub async fn get(&self, run_id: &str) -> AppResult<WorkflowRun> {
-        Ok(self.state(run_id).await?.run)
+        Ok(self.shown(self.state(run_id).await?.run))
     }
 
     pub async fn with_steps(&self, run_id: &str) -> AppResult<WorkflowRunWithSteps> {
         let state = self.state(run_id).await?;
         Ok(WorkflowRunWithSteps {
-            run: state.run,
+            run: self.shown(state.run),
             steps: state.steps,
         })
     }
@@ -517,7 +532,9 @@ impl Manager {
         &self,
         filter: &WorkflowRunFilter,
     ) -> AppResult<(Vec<WorkflowRun>, u64, Option<String>)> {
-        Ok(self.store.list_workflow_runs(filter).await?)
+        let (runs, total, next) = self.store.list_workflow_runs(filter).await?;
+        let runs = runs.into_iter().map(|r| self.shown(r)).collect();
+        Ok((runs, total, next))
     }
 }
 
@@ -579,6 +596,7 @@ pub(super) fn new_workflow_run(
         updated_at: now,
         provider: workflow.provider.clone(),
         execution_id: None,
+        execution_url: None,
     };
     Ok(NewWorkflowRun {
         run,

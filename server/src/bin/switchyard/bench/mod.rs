@@ -91,7 +91,7 @@ async fn bench_one(label: &str, settings: Settings, args: &BenchArgs) -> anyhow:
         return pages::bench_pages(label, settings, stored).await;
     }
     if args.workflows {
-        return workflows::bench_workflows(label, settings, args).await;
+        return workflows::bench_providers(label, settings, args).await;
     }
     runs::bench_runs(label, settings, args).await
 }

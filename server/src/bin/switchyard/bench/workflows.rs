@@ -245,8 +245,113 @@ async fn sequential(
 
 /// The workflow bench on one database: the chain one run at a time, then `concurrent_chains`
 /// runs at once, then the fan-out one run at a time, and a summary against the targets.
-pub(super) async fn bench_workflows(
+/// The workloads on each engine `--provider` names, one after the other, on one database.
+pub(super) async fn bench_providers(
     label: &str,
+    settings: Settings,
+    args: &BenchArgs,
+) -> anyhow::Result<()> {
+    let mut dev_server = None;
+    for provider in &args.provider {
+        let mut settings = settings.clone();
+        let label = if provider == "native" {
+            label.to_string()
+        } else {
+            format!("{label}/{provider}")
+        };
+        if provider == "temporal" {
+            let address = match &args.temporal_address {
+                Some(a) => a.clone(),
+                None => {
+                    if dev_server.is_none() {
+                        dev_server = Some(TemporalDevServer::start()?);
+                    }
+                    dev_server
+                        .as_ref()
+                        .map(|d| d.address.clone())
+                        .unwrap_or_default()
+                }
+            };
+            settings.worker.providers.temporal_address = Some(address);
+            settings.worker.providers.temporal_task_queue =
+                format!("switchyard-bench-{}", uuid::Uuid::new_v4().simple());
+        } else if provider != "native" {
+            anyhow::bail!("--provider {provider:?}: the bench knows native and temporal");
+        }
+        bench_workflows(&label, provider, settings, args).await?;
+    }
+    Ok(())
+}
+
+/// `temporal server start-dev` on free ports with a throw-away database, stopped on drop.
+struct TemporalDevServer {
+    address: String,
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl TemporalDevServer {
+    fn start() -> anyhow::Result<TemporalDevServer> {
+        let cli = std::path::Path::new(".temporal-venv/bin/temporal");
+        anyhow::ensure!(
+            cli.exists(),
+            "{} not found: run the bench from the repository after `make deps`, or pass --temporal-address",
+            cli.display()
+        );
+        let port = |_| -> anyhow::Result<u16> {
+            Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port())
+        };
+        let (frontend, http, metrics) = (port(0)?, port(1)?, port(2)?);
+        let dir = std::env::temp_dir().join(format!(
+            "switchyard-bench-temporal-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let child = std::process::Command::new(cli)
+            .args(["server", "start-dev", "--headless", "--log-level", "error"])
+            .args([
+                "--port",
+                &frontend.to_string(),
+                "--http-port",
+                &http.to_string(),
+            ])
+            .args(["--metrics-port", &metrics.to_string()])
+            .arg("--db-filename")
+            .arg(dir.join("temporal.db"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let address = format!("127.0.0.1:{frontend}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(&address).is_err() {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "temporal server start-dev did not listen on {address}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(TemporalDevServer {
+            address,
+            child,
+            dir,
+        })
+    }
+}
+
+impl Drop for TemporalDevServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn bench_workflows(
+    label: &str,
+    provider: &str,
     settings: Settings,
     args: &BenchArgs,
 ) -> anyhow::Result<()> {
@@ -254,7 +359,7 @@ pub(super) async fn bench_workflows(
     let server = BenchServer::start(settings).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     server.create_noop_job().await?;
-    create_workflows(&server).await?;
+    create_workflows(&server, provider).await?;
     let (client, base) = (&server.client, server.base.as_str());
     let (finished, events) = FinishedRuns::subscribe(client, base).await?;
     // One unreported warm-up run of each (definition caches, connections, prepared statements).
@@ -299,11 +404,12 @@ pub(super) async fn bench_workflows(
 }
 
 /// Registers the chain and the fan-out workflows (their steps run `bench-noop`).
-async fn create_workflows(server: &BenchServer) -> anyhow::Result<()> {
-    for body in [
+async fn create_workflows(server: &BenchServer, provider: &str) -> anyhow::Result<()> {
+    for mut body in [
         chain_workflow("bench-chain", CHAIN),
         fanout_workflow("bench-fanout", WIDTH),
     ] {
+        body["provider"] = json!(provider);
         let res = server
             .client
             .post(format!("{}/api/workflows", server.base))
