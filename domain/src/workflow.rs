@@ -50,6 +50,10 @@ pub struct WorkflowSpec {
     pub steps: Vec<StepSpec>,
     pub triggers: Vec<TriggerSpec>,
     pub provider: Provider,
+    /// How long a run may take from its start; past it the run fails as timed out and its
+    /// unfinished steps are canceled. None: no limit.
+    #[serde(default)]
+    pub timeout_ms: Option<i64>,
 }
 
 /// Which workflow engine runs the workflow, by name: `native` (the built-in orchestrator,
@@ -313,6 +317,7 @@ const WORKFLOW_FIELDS: &[&str] = &[
     "steps",
     "triggers",
     "provider",
+    "timeoutMs",
     // Read-only fields a client may echo back from a GET; ignored.
     "id",
     "createdAt",
@@ -393,6 +398,7 @@ pub fn parse_workflow_spec(body: &Value, known: &dyn Catalog) -> Result<Workflow
         optional_object(obj.get("defaultParameters"), "/defaultParameters", &mut p);
     let metadata = optional_object(obj.get("metadata"), "/metadata", &mut p);
     let provider = provider(obj.get("provider"), known, &mut p);
+    let timeout_ms = step_timeout(obj.get("timeoutMs"), "", &mut p);
 
     let steps = parse_steps(obj.get("steps"), known, &mut p);
 
@@ -434,6 +440,7 @@ pub fn parse_workflow_spec(body: &Value, known: &dyn Catalog) -> Result<Workflow
             steps,
             triggers,
             provider,
+            timeout_ms,
         }),
         _ => Err(p),
     }
@@ -1443,6 +1450,18 @@ mod tests {
             Ok(spec) => spec,
             Err(p) => panic!("unexpected problems: {:?}", p.into_vec()),
         }
+    }
+
+    #[test]
+    fn a_workflow_timeout_is_optional_and_bounded() {
+        let mut body = wf(json!([step("a", &[])]));
+        assert_eq!(parse(body.clone()).timeout_ms, None);
+        body["timeoutMs"] = json!(1500);
+        assert_eq!(parse(body.clone()).timeout_ms, Some(1500));
+        body["timeoutMs"] = json!(10);
+        let problems = parse_workflow_spec(&body, &Known).unwrap_err().into_vec();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].path, "/timeoutMs");
     }
 
     /// A workflow around the given steps.

@@ -3,6 +3,7 @@
 //! * `workflow_runs.provider`: the engine that runs the run (`native` for every run before).
 //! * `workflow_runs.execution_id`: the engine's handle of the execution (a Temporal workflow
 //!   id); null for native runs, whose execution is the row itself.
+//! * `workflow_definitions.timeout_ms`: how long a run may take (null: no limit).
 //! * `job_runs.driver`: who schedules the run's attempts. Null: Switchyard's own queue, lease
 //!   reaper and retries. A provider's name: the provider does (a Temporal activity executes
 //!   each attempt and Temporal retries it), so the queue's sweeps leave the run alone.
@@ -16,6 +17,12 @@ enum WorkflowRuns {
     Table,
     Provider,
     ExecutionId,
+}
+
+#[derive(DeriveIden)]
+enum WorkflowDefinitions {
+    Table,
+    TimeoutMs,
 }
 
 #[derive(DeriveIden)]
@@ -48,6 +55,17 @@ impl MigrationTrait for Migration {
         .await?;
         m.alter_table(
             Table::alter()
+                .table(WorkflowDefinitions::Table)
+                .add_column(
+                    ColumnDef::new(WorkflowDefinitions::TimeoutMs)
+                        .big_integer()
+                        .null(),
+                )
+                .to_owned(),
+        )
+        .await?;
+        m.alter_table(
+            Table::alter()
                 .table(JobRuns::Table)
                 .add_column(ColumnDef::new(JobRuns::Driver).string().null())
                 .to_owned(),
@@ -60,6 +78,13 @@ impl MigrationTrait for Migration {
             Table::alter()
                 .table(JobRuns::Table)
                 .drop_column(JobRuns::Driver)
+                .to_owned(),
+        )
+        .await?;
+        m.alter_table(
+            Table::alter()
+                .table(WorkflowDefinitions::Table)
+                .drop_column(WorkflowDefinitions::TimeoutMs)
                 .to_owned(),
         )
         .await?;

@@ -289,8 +289,13 @@ pub struct WorkflowDefinition {
     /// `[{"type": "manual" | "schedule" | "event", "options"?}]`
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
     pub triggers: Value,
-    /// Always `native`.
+    /// The workflow engine that runs it: `native` (default) or another the server runs
+    /// (`temporal`).
     pub provider: String,
+    /// How long a run may take from its start (1000 to 86400000 ms); past it the run fails as
+    /// timed out. Null: no limit.
+    #[serde(default)]
+    pub timeout_ms: Option<i64>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -661,8 +666,11 @@ pub struct WorkflowDefinitionInput {
     /// `[{"type": "manual" | "schedule" | "event", "options"?}]`
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<Object>>))]
     pub triggers: Option<Value>,
-    /// Only `native`.
+    /// The workflow engine: `native` (default) or another the server runs (`temporal`).
     pub provider: Option<String>,
+    /// How long a run may take from its start, 1000 to 86400000 ms (null: no limit).
+    #[cfg_attr(feature = "openapi", schema(minimum = 1000, maximum = 86400000))]
+    pub timeout_ms: Option<i64>,
 }
 
 /// `POST /api/jobs/:slug/run`; an empty body runs with the defaults.

@@ -157,6 +157,7 @@ pub mod workflow_definition {
         pub steps: Json,
         pub triggers: Json,
         pub provider: String,
+        pub timeout_ms: Option<i64>,
         pub created_at: DateTimeUtc,
         pub updated_at: DateTimeUtc,
     }

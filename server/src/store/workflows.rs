@@ -30,6 +30,7 @@ fn workflow_to_wire(m: workflow_definition::Model) -> WorkflowDefinition {
         steps: m.steps,
         triggers: m.triggers,
         provider: m.provider,
+        timeout_ms: m.timeout_ms,
         created_at: m.created_at,
         updated_at: m.updated_at,
     }
@@ -164,6 +165,7 @@ impl Store {
             steps: Set(to_json(serde_json::to_value(&spec.steps))?),
             triggers: Set(to_json(serde_json::to_value(&spec.triggers))?),
             provider: Set(provider),
+            timeout_ms: Set(spec.timeout_ms),
             created_at: Set(created_at),
             updated_at: Set(now),
         };

@@ -245,8 +245,13 @@ pub async fn halt_and_continue(app: &TestApp, provider: &str) {
     assert_eq!(step(&d, "boom")["status"], "failed");
     assert_eq!(step(&d, "slow")["status"], "canceled", "{d}");
     assert_ne!(step(&d, "after")["status"], "succeeded");
+    // The halt cancels the job run right after it records the run's end.
     let slow = app
-        .get_run(step(&d, "slow")["jobRunId"].as_str().unwrap())
+        .wait_for_status(
+            step(&d, "slow")["jobRunId"].as_str().unwrap(),
+            &["canceled"],
+            Duration::from_secs(30),
+        )
         .await;
     assert_eq!(slow["status"], "canceled");
 
@@ -290,6 +295,52 @@ pub async fn step_timeout(app: &TestApp, provider: &str) {
     );
     let jr = app.get_run(late["jobRunId"].as_str().unwrap()).await;
     assert_eq!(jr["status"], "expired");
+}
+
+/// A workflow over its `timeoutMs` fails as timed out; what has not finished is canceled.
+pub async fn workflow_timeout(app: &TestApp, provider: &str) {
+    jobs(app).await;
+    define(app, provider, json!({"slug": "slow-workflow", "timeoutMs": 1500, "steps": [
+        {"id": "quick", "jobSlug": "echo"},
+        {"id": "long", "jobSlug": "nap", "dependsOn": ["quick"], "parameters": {"durationMs": 30000}},
+        {"id": "never", "jobSlug": "echo", "dependsOn": ["long"]}]}))
+    .await;
+    let (status, v) = app.get_json("/api/workflows/slow-workflow").await;
+    assert_eq!(status, 200);
+    assert_eq!(v["data"]["workflow"]["timeoutMs"], 1500, "{v}");
+    let run = start(app, "slow-workflow", json!({})).await;
+    let id = run["id"].as_str().unwrap();
+    let d = wait_run(app, id, TERMINAL).await;
+    assert_eq!(d["run"]["status"], "failed", "{d}");
+    assert!(
+        d["run"]["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("timed out after 1500 ms"),
+        "{d}"
+    );
+    assert_eq!(
+        statuses(&d),
+        pairs(&[
+            ("quick", "succeeded"),
+            ("long", "canceled"),
+            ("never", "canceled")
+        ]),
+        "{d}"
+    );
+    let took = d["run"]["durationMs"].as_i64().unwrap();
+    assert!(
+        (1500..15_000).contains(&took),
+        "timed out in time: {took} ms"
+    );
+    let long = app
+        .wait_for_status(
+            step(&d, "long")["jobRunId"].as_str().unwrap(),
+            &["canceled"],
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(long["status"], "canceled");
 }
 
 /// Cancel while a step runs: the run and its unfinished steps end canceled, the running job
@@ -475,6 +526,12 @@ macro_rules! conformance {
             async fn step_timeout_fails_the_step() {
                 let app = $app().await;
                 step_timeout(&app, $provider).await;
+            }
+
+            #[tokio::test]
+            async fn workflow_timeout_fails_the_run() {
+                let app = $app().await;
+                workflow_timeout(&app, $provider).await;
             }
 
             #[tokio::test]

@@ -36,7 +36,7 @@ pub use domain::requests::{
     EVENT_TRIGGERED_BY, SCHEDULE_TRIGGERED_BY, WorkflowRunRequest, parse_workflow_run_request,
 };
 pub use planner::{
-    DrivenBy, ParameterCheck, Plan, RunState, context_of, finish_step, metrics_of, plan,
+    DrivenBy, ParameterCheck, Plan, RunState, context_of, deadline, finish_step, metrics_of, plan,
 };
 
 /// How long a started step's workflow run waits before it is reconciled to show the step running.
@@ -139,6 +139,20 @@ impl Orchestrator {
                 nudged.remove(&run_id);
                 return;
             }
+        });
+    }
+
+    /// Reconciles `run_id` again when its workflow timeout runs out, if it has one (the
+    /// recovery sweep does too, after a restart).
+    pub fn watch_deadline(&self, run: &WorkflowRun, definition: &serde_json::Value) {
+        let Some(at) = deadline(definition, run.started_at) else {
+            return;
+        };
+        let wait = (at - Utc::now()).to_std().unwrap_or_default();
+        let (this, run_id) = (self.clone(), run.id.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            this.nudge(&run_id);
         });
     }
 
@@ -305,6 +319,9 @@ pub fn resume_changes(state: &WorkflowRunState, now: chrono::DateTime<Utc>) -> O
     let mut run = state.run.clone();
     run.status = WorkflowRunStatus::Running;
     run.error_message = None;
+    // A resumed run starts again (its workflow timeout counts from now): the planner sets the
+    // start when it plans the resumed run.
+    run.started_at = None;
     run.completed_at = None;
     run.duration_ms = None;
     run.updated_at = now;

@@ -311,6 +311,9 @@ pub fn plan(state: &RunState, check: &dyn ParameterCheck) -> Plan {
     }
     let mut p = Planning::new(state);
     p.follow_job_runs();
+    if p.time_out() {
+        return p.aggregate();
+    }
     // Repeat until nothing changes: starting a step may fail it at once (a template that does
     // not render), which may skip or halt others.
     for _ in 0..=p.steps.len() {
@@ -359,6 +362,7 @@ impl<'a> Planning<'a> {
             steps: state.spec.to_vec(),
             triggers: Vec::new(),
             provider: Default::default(),
+            timeout_ms: workflow_timeout(&state.stored.definition),
         };
         Planning {
             state,
@@ -397,6 +401,37 @@ impl<'a> Planning<'a> {
 
     /// Step 2a: a failed step with `onFailure: halt` fails the run and cancels every unfinished
     /// step. Returns whether the run halted.
+    /// The workflow's `timeoutMs` ran out (counted from the run's start): the run fails as
+    /// timed out and what has not finished is canceled. Returns whether it did.
+    fn time_out(&mut self) -> bool {
+        let Some((limit, started)) =
+            workflow_timeout(&self.state.stored.definition).zip(self.run.started_at)
+        else {
+            return false;
+        };
+        let now = self.state.now;
+        if now < started + chrono::Duration::milliseconds(limit) {
+            return false;
+        }
+        self.halted = Some(format!("the workflow timed out after {limit} ms"));
+        for (i, s) in self.steps.iter_mut().enumerate() {
+            if s.status.is_terminal() {
+                continue;
+            }
+            if let Some(jr) = &s.job_run_id {
+                self.out.cancel_job_runs.push(jr.clone());
+            }
+            finish_step(
+                s,
+                StepRunStatus::Canceled,
+                Some("canceled: the workflow timed out".into()),
+                now,
+            );
+            self.changed[i] = true;
+        }
+        true
+    }
+
     fn halt_on_failure(&mut self) -> bool {
         for (i, s) in self.steps.iter().enumerate() {
             if !matches!(s.status, StepRunStatus::Failed | StepRunStatus::Canceled) {
@@ -670,6 +705,16 @@ fn templated_definition_only(parameters: &Value, entry_point: &str) -> Result<()
         }
     }
     Ok(())
+}
+
+/// A stored definition's workflow-level `timeoutMs`, if it has one.
+pub fn workflow_timeout(definition: &Value) -> Option<i64> {
+    definition.get("timeoutMs").and_then(Value::as_i64)
+}
+
+/// When a run of `definition` started at `started` times out, if it can.
+pub fn deadline(definition: &Value, started: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    Some(started? + chrono::Duration::milliseconds(workflow_timeout(definition)?))
 }
 
 /// `job_run` as the engine of `driven` schedules it (see [`DrivenBy`]).

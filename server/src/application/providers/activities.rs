@@ -142,11 +142,17 @@ impl StepActivities for Activities {
             .apply_workflow_changes(&record.run_id, record.revision, &changes, now)
             .await?;
         if !written {
-            // Written before (an activity retried after its worker died), or someone else
-            // changed the run: only the first is fine.
+            // Written before (an activity retried after its worker died, perhaps before it
+            // canceled what the record stops: that is done again, it is idempotent), or
+            // someone else changed the run: only the first is fine.
             let stored = self.store.workflow_run_state(&record.run_id).await?;
             return match stored {
-                Some(s) if s.revision > record.revision => Ok(()),
+                Some(s) if s.revision > record.revision => {
+                    for id in &record.cancel_job_runs {
+                        self.cancel_job_run(id).await;
+                    }
+                    Ok(())
+                }
                 Some(_) => Err(AppError::Conflict(format!(
                     "workflow run {} changed under its engine's execution",
                     record.run_id

@@ -154,6 +154,14 @@ impl Interpreter {
         &self.state.steps
     }
 
+    /// When the run times out (its workflow `timeoutMs` from its start), if it can.
+    pub fn deadline(&self) -> Option<DateTime<Utc>> {
+        crate::application::orchestrator::deadline(
+            &self.state.definition,
+            self.state.run.started_at,
+        )
+    }
+
     pub fn is_terminal(&self) -> bool {
         self.state.run.status.is_terminal()
     }

@@ -155,7 +155,13 @@ impl Memory {
             if interpreter.is_terminal() {
                 return;
             }
+            // The workflow's timeout: plan again when it runs out.
+            let timeout = match interpreter.deadline() {
+                Some(at) => (at - self.clock.now()).to_std().unwrap_or_default(),
+                None => Duration::from_secs(365 * 86_400),
+            };
             tokio::select! {
+                _ = tokio::time::sleep(timeout) => {}
                 Some(outcome) = rx.recv() => match outcome {
                     Outcome::Started { id, attempt } => {
                         interpreter.attempt_started(&id, attempt, self.clock.now());

@@ -401,7 +401,10 @@ impl Manager {
     pub async fn resume(&self, run_id: &str) -> AppResult<WorkflowRun> {
         let run = self.get(run_id).await?;
         if run.provider == Provider::NATIVE {
-            return self.native.resume(run_id).await;
+            let resumed = self.native.resume(run_id).await?;
+            let state = self.state(run_id).await?;
+            self.native.watch_deadline(&resumed, &state.definition);
+            return Ok(resumed);
         }
         let provider = self.registry.provider(&run.provider)?;
         if !provider.capabilities().resume {

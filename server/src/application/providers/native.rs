@@ -42,10 +42,14 @@ impl WorkflowProvider for Native {
     }
 
     async fn start(&self, run: &WorkflowRunState) -> ProviderResult<Option<String>> {
-        self.orchestrator
+        let started = self
+            .orchestrator
             .reconcile(&run.run.id)
             .await
             .map_err(|e| failed("start", &run.run.id, e))?;
+        if let Some(started) = started {
+            self.orchestrator.watch_deadline(&started, &run.definition);
+        }
         Ok(None)
     }
 
@@ -64,10 +68,14 @@ impl WorkflowProvider for Native {
 
     async fn resume(&self, run: &WorkflowRunState) -> ProviderResult<Option<String>> {
         // The manager has reset the run; reconciling starts its pending steps.
-        self.orchestrator
+        let resumed = self
+            .orchestrator
             .reconcile(&run.run.id)
             .await
             .map_err(|e| failed("resume", &run.run.id, e))?;
+        if let Some(resumed) = resumed {
+            self.orchestrator.watch_deadline(&resumed, &run.definition);
+        }
         Ok(None)
     }
 }

@@ -17,7 +17,7 @@ use temporalio_sdk::{
     ActivityOptions, ApplicationFailure, WorkflowCancellationToken, WorkflowContext,
     WorkflowResult, WorkflowTermination,
     activities::{ActivityContext, ActivityError},
-    workflows::join_all,
+    workflows::{join_all, select},
 };
 use wire::{RetryStrategy, RunStatus, WorkflowRunStatus};
 
@@ -79,7 +79,7 @@ impl RunWorkflow {
         });
         let ctx: &WorkflowContext<Self> = ctx;
         let mut work: Vec<futures::future::LocalBoxFuture<'_, WorkflowResult<()>>> =
-            vec![Box::pin(drive(ctx))];
+            vec![Box::pin(drive(ctx)), Box::pin(watch_deadline(ctx))];
         for id in &steps {
             work.push(Box::pin(step(ctx, id)));
         }
@@ -137,6 +137,26 @@ async fn drive(ctx: &WorkflowContext<RunWorkflow>) -> WorkflowResult<()> {
             return Ok(());
         }
     }
+}
+
+/// The workflow's timeout: once the run has started, a durable timer until its deadline wakes
+/// the driver (which plans the time-out); ends with the run.
+async fn watch_deadline(ctx: &WorkflowContext<RunWorkflow>) -> WorkflowResult<()> {
+    let deadline = |s: &RunWorkflow| s.interpreter.as_ref().and_then(|i| i.deadline());
+    ctx.wait_condition(|s| s.done || deadline(s).is_some())
+        .await?;
+    let Some(at) = ctx.state(deadline) else {
+        return Ok(());
+    };
+    let wait = (at - now(ctx))
+        .to_std()
+        .unwrap_or_default()
+        .max(Duration::from_millis(1));
+    select! {
+        _ = ctx.timer(wait) => { ctx.state_mut(|s| s.dirty = true); }
+        _ = ctx.wait_condition(|s| s.done) => {}
+    };
+    Ok(())
 }
 
 /// One step: waits for its job run, executes it (Temporal retries the attempts), reports
