@@ -21,6 +21,7 @@ const WORKFLOW_KEYS: &[&str] = &[
     "steps",
     "triggers",
     "provider",
+    "timeoutMs",
     "createdAt",
     "updatedAt",
 ];

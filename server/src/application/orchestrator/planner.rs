@@ -409,11 +409,17 @@ impl<'a> Planning<'a> {
         else {
             return false;
         };
-        let now = self.state.now;
-        if now < started + chrono::Duration::milliseconds(limit) {
+        if self.state.now < started + chrono::Duration::milliseconds(limit) {
             return false;
         }
         self.halted = Some(format!("the workflow timed out after {limit} ms"));
+        self.cancel_unfinished("canceled: the workflow timed out");
+        true
+    }
+
+    /// Cancels every step that has not finished, and its job run.
+    fn cancel_unfinished(&mut self, why: &str) {
+        let now = self.state.now;
         for (i, s) in self.steps.iter_mut().enumerate() {
             if s.status.is_terminal() {
                 continue;
@@ -421,15 +427,9 @@ impl<'a> Planning<'a> {
             if let Some(jr) = &s.job_run_id {
                 self.out.cancel_job_runs.push(jr.clone());
             }
-            finish_step(
-                s,
-                StepRunStatus::Canceled,
-                Some("canceled: the workflow timed out".into()),
-                now,
-            );
+            finish_step(s, StepRunStatus::Canceled, Some(why.into()), now);
             self.changed[i] = true;
         }
-        true
     }
 
     fn halt_on_failure(&mut self) -> bool {
@@ -455,22 +455,7 @@ impl<'a> Planning<'a> {
         if self.halted.is_none() {
             return false;
         }
-        let now = self.state.now;
-        for (i, s) in self.steps.iter_mut().enumerate() {
-            if s.status.is_terminal() {
-                continue;
-            }
-            if let Some(jr) = &s.job_run_id {
-                self.out.cancel_job_runs.push(jr.clone());
-            }
-            finish_step(
-                s,
-                StepRunStatus::Canceled,
-                Some("canceled: the run halted".into()),
-                now,
-            );
-            self.changed[i] = true;
-        }
+        self.cancel_unfinished("canceled: the run halted");
         true
     }
 
