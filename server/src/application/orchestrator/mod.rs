@@ -37,6 +37,7 @@ pub use domain::requests::{
 };
 pub use planner::{
     DrivenBy, ParameterCheck, Plan, RunState, context_of, deadline, finish_step, metrics_of, plan,
+    stop,
 };
 
 /// How long a started step's workflow run waits before it is reconciled to show the step running.
@@ -174,42 +175,12 @@ impl Orchestrator {
                 )));
             }
             let now = Utc::now();
-            let mut plan = Plan::default();
-            let mut run = state.run.clone();
-            for s in &state.steps {
-                if s.status.is_terminal() {
-                    continue;
-                }
-                let mut s = s.clone();
-                if let Some(jr) = &s.job_run_id {
-                    plan.cancel_job_runs.push(jr.clone());
-                }
-                finish_step(
-                    &mut s,
-                    StepRunStatus::Canceled,
-                    Some("canceled by operator".into()),
-                    now,
-                );
-                s.updated_at = now;
-                plan.changes.steps.push(s);
-            }
             let spec = steps_of(&state.definition)?;
-            let mut steps = state.steps.clone();
-            for s in &plan.changes.steps {
-                if let Some(t) = steps.iter_mut().find(|t| t.id == s.id) {
-                    *t = s.clone();
-                }
-            }
-            run.status = WorkflowRunStatus::Canceled;
-            run.error_message = Some("canceled by operator".into());
-            run.completed_at = Some(now);
-            run.duration_ms = run.started_at.map(|s| (now - s).num_milliseconds().max(0));
-            run.context = context_of(&spec, &steps);
-            run.metrics = metrics_of(&steps);
-            run.updated_at = now;
-            plan.changes.run = Some(run.clone());
-            plan.status_changed = true;
-            plan.steps_changed = !plan.changes.steps.is_empty();
+            let why = "canceled by operator";
+            let plan = stop(&state, &spec, now, WorkflowRunStatus::Canceled, why);
+            let Some(run) = plan.changes.run.clone() else {
+                continue;
+            };
             if self
                 .store
                 .apply_workflow_changes(run_id, state.revision, &plan.changes, now)

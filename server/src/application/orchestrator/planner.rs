@@ -692,6 +692,42 @@ fn templated_definition_only(parameters: &Value, entry_point: &str) -> Result<()
     Ok(())
 }
 
+/// The plan that ends a run as `status` because of `why` (an operator's cancel, an engine's):
+/// every unfinished step canceled with its job run, the run's context and metrics aggregated.
+pub fn stop(
+    state: &WorkflowRunState,
+    spec: &[StepSpec],
+    now: DateTime<Utc>,
+    status: WorkflowRunStatus,
+    why: &str,
+) -> Plan {
+    let mut plan = Plan::default();
+    let mut steps = state.steps.clone();
+    for s in steps.iter_mut() {
+        if s.status.is_terminal() {
+            continue;
+        }
+        if let Some(jr) = &s.job_run_id {
+            plan.cancel_job_runs.push(jr.clone());
+        }
+        finish_step(s, StepRunStatus::Canceled, Some(why.to_string()), now);
+        s.updated_at = now;
+        plan.changes.steps.push(s.clone());
+    }
+    let mut run = state.run.clone();
+    run.status = status;
+    run.error_message = Some(why.to_string());
+    run.completed_at = Some(now);
+    run.duration_ms = run.started_at.map(|s| (now - s).num_milliseconds().max(0));
+    run.context = context_of(spec, &steps);
+    run.metrics = metrics_of(&steps);
+    run.updated_at = now;
+    plan.changes.run = Some(run);
+    plan.status_changed = true;
+    plan.steps_changed = !plan.changes.steps.is_empty();
+    plan
+}
+
 /// A stored definition's workflow-level `timeoutMs`, if it has one.
 pub fn workflow_timeout(definition: &Value) -> Option<i64> {
     definition.get("timeoutMs").and_then(Value::as_i64)

@@ -12,9 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use wire::{JobDefinition, JobRun, RetryPolicy, WorkflowRun, WorkflowRunStatus, WorkflowRunStep};
 
-use crate::application::orchestrator::{
-    DrivenBy, ParameterCheck, RunState, context_of, metrics_of, plan,
-};
+use crate::application::orchestrator::{DrivenBy, ParameterCheck, Plan, RunState, plan, stop};
 use crate::store::{NewRun, RunChanges, WorkflowRunState};
 use domain::{Problems, workflow::StepSpec};
 
@@ -202,6 +200,12 @@ impl Interpreter {
             },
             &Compiled,
         );
+        self.recorded(plan)
+    }
+
+    /// `plan` as the record to write, taken into the state it was planned from; None when it
+    /// changes nothing.
+    fn recorded(&mut self, plan: Plan) -> Option<Record> {
         plan.changes.run.as_ref()?;
         let record = Record {
             run_id: self.state.run.id.clone(),
@@ -237,41 +241,7 @@ impl Interpreter {
         if self.is_terminal() {
             return None;
         }
-        let mut record = Record {
-            run_id: self.state.run.id.clone(),
-            revision: self.state.revision,
-            status_changed: true,
-            ..Record::default()
-        };
-        let mut steps = self.state.steps.clone();
-        for s in steps.iter_mut() {
-            if s.status.is_terminal() {
-                continue;
-            }
-            if let Some(jr) = &s.job_run_id {
-                record.cancel_job_runs.push(jr.clone());
-            }
-            crate::application::orchestrator::finish_step(
-                s,
-                wire::StepRunStatus::Canceled,
-                Some(why.to_string()),
-                now,
-            );
-            s.updated_at = now;
-            record.steps.push(s.clone());
-        }
-        record.steps_changed = !record.steps.is_empty();
-        let mut run = self.state.run.clone();
-        run.status = status;
-        run.error_message = Some(why.to_string());
-        run.completed_at = Some(now);
-        run.duration_ms = run.started_at.map(|s| (now - s).num_milliseconds().max(0));
-        run.context = context_of(&self.spec, &steps);
-        run.metrics = metrics_of(&steps);
-        run.updated_at = now;
-        record.run = Some(run);
-        self.apply(&record);
-        Some(record)
+        self.recorded(stop(&self.state, &self.spec, now, status, why))
     }
 
     /// Takes `record`'s changes into the state it was planned from.
