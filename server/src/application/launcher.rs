@@ -251,7 +251,6 @@ impl RunLauncher {
                     entry_point: s.entry_point,
                     retry_policy: s.retry_policy,
                     lease_until: claim.lease_until,
-                    driven: false,
                 }),
                 None => tasks.push(RunTask {
                     run_id: s.run.id,

@@ -523,7 +523,6 @@ impl Engine {
             entry_point,
             retry_policy,
             lease_until,
-            driven: _,
         } = claimed;
         let lease = LeaseDeadline::new(lease_until, self.inner.store.clock());
         let log = self.start_attempt(&run, &entry_point).await;

@@ -55,9 +55,6 @@ pub struct ClaimedRun {
     pub retry_policy: RetryPolicy,
     /// When the claim's lease ends, by the database's clock ([`DbClock`]).
     pub lease_until: DateTime<Utc>,
-    /// A workflow provider schedules the run's attempts (`driver`): a failed attempt is not
-    /// retried by Switchyard's queue, the provider retries it.
-    pub driven: bool,
 }
 
 /// A run stored already claimed: `running`, started at `at`, leased to `owner` until
@@ -237,11 +234,7 @@ fn taking(
 }
 
 /// A taken row as the engine executes it.
-fn claimed_run(
-    m: job_run::Model,
-    lease_until: DateTime<Utc>,
-    driven: bool,
-) -> StoreResult<ClaimedRun> {
+fn claimed_run(m: job_run::Model, lease_until: DateTime<Utc>) -> StoreResult<ClaimedRun> {
     let entry_point = m.entry_point.clone();
     let retry_policy = stored_json(("job_runs", &m.id, "retry_policy"), m.retry_policy.clone())?;
     Ok(ClaimedRun {
@@ -249,7 +242,6 @@ fn claimed_run(
         entry_point,
         retry_policy,
         lease_until,
-        driven,
     })
 }
 
@@ -755,7 +747,7 @@ impl Store {
         claimed
             .into_iter()
             .next()
-            .map(|m| claimed_run(m, lease_until, false))
+            .map(|m| claimed_run(m, lease_until))
             .transpose()
     }
 
@@ -785,7 +777,7 @@ impl Store {
         claimed
             .into_iter()
             .next()
-            .map(|m| claimed_run(m, lease_until, true))
+            .map(|m| claimed_run(m, lease_until))
             .transpose()
     }
 
